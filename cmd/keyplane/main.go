@@ -1,0 +1,123 @@
+// Command keyplane runs keyplane on one machine and administers it.
+//
+//	keyplane serve [--addr 127.0.0.1:8080] [--data ./.keyplane]
+//	keyplane admin-token [--data ./.keyplane]
+//
+// serve runs every Cloud Function's routes in one process on one port, on
+// the embedded backends by default (SQLite, an encrypted file vault); each
+// backend can be switched to its Google Cloud adapter through the
+// environment (see pkg/config). admin-token prints the admin token that
+// serve generated and stored in the embedded vault.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/keyplane/keyplane/pkg/config"
+	"github.com/keyplane/keyplane/pkg/logging"
+	"github.com/keyplane/keyplane/pkg/wire"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "keyplane:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage:
+  keyplane serve [--addr 127.0.0.1:8080] [--data ./.keyplane]
+  keyplane admin-token [--data ./.keyplane]
+
+Environment: KEYPLANE_ADMIN_TOKEN, KEYPLANE_PLANS, KEYPLANE_STORE (sqlite|firestore),
+KEYPLANE_SECRETS (file|secretmanager), GOOGLE_CLOUD_PROJECT, KEYPLANE_KEY_PREFIX,
+KEYPLANE_VAULT_KEY, KEYPLANE_LOG_LEVEL; see docs/operations.md.`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
+	cfg, err := config.FromEnv(config.Embedded(), getenv)
+	if err != nil {
+		return err
+	}
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded backends' data (env KEYPLANE_DATA)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	log := logging.New(stderr, cfg.LogLevel)
+	switch args[0] {
+	case "serve":
+		return serve(ctx, cfg, *addr, log, stdout)
+	case "admin-token":
+		app, err := wire.Open(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		defer app.Close()
+		tok, err := wire.AdminToken(ctx, app.Vault)
+		if err != nil {
+			return fmt.Errorf("no admin token in the vault (KEYPLANE_ADMIN_TOKEN is used instead?): %w", err)
+		}
+		fmt.Fprintln(stdout, tok)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+}
+
+func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger, stdout io.Writer) error {
+	app, err := wire.Open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           app.Server.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "keyplane listening on %s (store=%s, secrets=%s, data=%s)\n", base, cfg.Store, cfg.Secrets, cfg.DataDir)
+	token := "$KEYPLANE_ADMIN_TOKEN"
+	if app.GeneratedAdminToken != "" {
+		token = app.GeneratedAdminToken
+		fmt.Fprintf(stdout, "generated an admin token, shown once (with serve stopped, `keyplane admin-token` prints it again):\n  export KEYPLANE_ADMIN_TOKEN=%s\n", token)
+	}
+	fmt.Fprintf(stdout, "try:\n  curl -s -X POST %s/v1/keys -H 'Authorization: Bearer %s' -d '{\"owner\": \"acct_123\"}'\n", base, token)
+
+	go app.RunBackground(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(stdout, "shutting down")
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(shutdown)
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServePrintsTokenServesAndShutsDown runs `keyplane serve` as a newcomer
+// would (no token configured): it must print where it listens and a
+// generated admin token that works, and return cleanly when signalled.
+func TestServePrintsTokenServesAndShutsDown(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--data", dir}, func(string) string { return "" }, pw, io.Discard)
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	var out strings.Builder
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "curl") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	base := regexp.MustCompile(`listening on (http://\S+)`).FindStringSubmatch(out.String())
+	tok := regexp.MustCompile(`(kpadm_\w+)`).FindStringSubmatch(out.String())
+	if base == nil || tok == nil {
+		t.Fatalf("serve printed:\n%s\nwant the address and a generated admin token", out.String())
+	}
+	req, _ := http.NewRequest("POST", base[1]+"/v1/keys", strings.NewReader(`{"owner": "acct_123"}`))
+	req.Header.Set("Authorization", "Bearer "+tok[1])
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 201 {
+		t.Fatalf("the printed curl's request = %d, want 201", res.StatusCode)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v after the signal, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	err := run(context.Background(), []string{"frobnicate"}, func(string) string { return "" }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("got %v, want a usage error", err)
+	}
+}

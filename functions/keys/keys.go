@@ -1,0 +1,16 @@
+// Package keys is the Keys Cloud Function: the key management routes
+// (/v1/keys…, /v1/audit). It builds its dependencies once per instance
+// from the environment and serves pkg/httpapi's handlers.
+package keys
+
+import (
+	"net/http"
+
+	"github.com/keyplane/keyplane/pkg/httpapi"
+	"github.com/keyplane/keyplane/pkg/wire"
+)
+
+var handler = wire.FunctionHandler(httpapi.FuncKeys)
+
+// Handle is the function's entry point.
+func Handle(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }

@@ -1,0 +1,163 @@
+// Package config is keyplane's one typed configuration, read from the
+// environment (and, for `keyplane serve`, flags) once at start-up and
+// validated before anything is built.
+package config
+
+import (
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keyplane/keyplane/pkg/apikey"
+)
+
+// Backend names.
+const (
+	StoreSQLite         = "sqlite"
+	StoreFirestore      = "firestore"
+	SecretsFile         = "file"
+	SecretsManager      = "secretmanager"
+	defaultSecretPrefix = "keyplane-"
+)
+
+// Config is every setting, with the environment variable that sets it.
+type Config struct {
+	// Store is the datastore: "sqlite" (embedded default) or "firestore"
+	// (KEYPLANE_STORE).
+	Store string
+	// Secrets is the secret vault: "file" (embedded default) or
+	// "secretmanager" (KEYPLANE_SECRETS).
+	Secrets string
+	// Project is the Google Cloud project, required by the cloud backends
+	// (GOOGLE_CLOUD_PROJECT, or GCP_PROJECT).
+	Project string
+	// FirestoreDatabase is the Firestore database id
+	// (KEYPLANE_FIRESTORE_DATABASE, default "(default)").
+	FirestoreDatabase string
+	// DataDir holds the SQLite database, the vault and its key for the
+	// embedded backends (KEYPLANE_DATA or --data, default ./.keyplane).
+	DataDir string
+	// VaultKey is the file vault's 32-byte AES key, hex
+	// (KEYPLANE_VAULT_KEY). Default: generated into DataDir/vault.key.
+	VaultKey []byte
+	// AdminToken is a bearer token for the management API
+	// (KEYPLANE_ADMIN_TOKEN). Every enabled version of the vault's
+	// "admin-token" secret is accepted too; with the file vault and no
+	// token at all, one is generated, stored and printed once.
+	AdminToken string
+	// PlansFile is a JSON or YAML plans file (KEYPLANE_PLANS). Default:
+	// the built-in free/pro/enterprise plans.
+	PlansFile string
+	// WebhookSecret is the usage webhook's whsec_ secret
+	// (KEYPLANE_WEBHOOK_SECRET); default: the vault's "webhook-secret".
+	WebhookSecret string
+	// SweepInterval is how often `keyplane serve` runs the sweep
+	// (KEYPLANE_SWEEP_INTERVAL, default 1m; 0 = only on request).
+	SweepInterval time.Duration
+	// KeyPrefix prefixes new keys (KEYPLANE_KEY_PREFIX, default kp_live).
+	KeyPrefix string
+	// SecretPrefix prefixes Secret Manager secret ids, so that several
+	// deployments can share a project (KEYPLANE_SECRET_PREFIX, default
+	// "keyplane-").
+	SecretPrefix string
+	// LogLevel is debug, info, warn or error (KEYPLANE_LOG_LEVEL, info).
+	LogLevel slog.Level
+}
+
+// Embedded returns the defaults of `keyplane serve`: everything on local
+// files.
+func Embedded() Config {
+	return Config{
+		Store: StoreSQLite, Secrets: SecretsFile, DataDir: ".keyplane",
+		FirestoreDatabase: "(default)", SweepInterval: time.Minute,
+		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
+	}
+}
+
+// Cloud returns the defaults of the Cloud Functions: Firestore and Secret
+// Manager.
+func Cloud() Config {
+	c := Embedded()
+	c.Store, c.Secrets, c.DataDir, c.SweepInterval = StoreFirestore, SecretsManager, "", 0
+	return c
+}
+
+// FromEnv overrides the fields of c that the environment sets.
+func FromEnv(c Config, getenv func(string) string) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	str := func(dst *string, name string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	str(&c.Store, "KEYPLANE_STORE")
+	str(&c.Secrets, "KEYPLANE_SECRETS")
+	str(&c.Project, "GCP_PROJECT")
+	str(&c.Project, "GOOGLE_CLOUD_PROJECT")
+	str(&c.FirestoreDatabase, "KEYPLANE_FIRESTORE_DATABASE")
+	str(&c.DataDir, "KEYPLANE_DATA")
+	str(&c.AdminToken, "KEYPLANE_ADMIN_TOKEN")
+	str(&c.PlansFile, "KEYPLANE_PLANS")
+	str(&c.WebhookSecret, "KEYPLANE_WEBHOOK_SECRET")
+	str(&c.KeyPrefix, "KEYPLANE_KEY_PREFIX")
+	str(&c.SecretPrefix, "KEYPLANE_SECRET_PREFIX")
+	if v := getenv("KEYPLANE_VAULT_KEY"); v != "" {
+		k, err := hex.DecodeString(v)
+		if err != nil || len(k) != 32 {
+			return c, fmt.Errorf("KEYPLANE_VAULT_KEY must be 64 hex characters (32 bytes)")
+		}
+		c.VaultKey = k
+	}
+	if v := getenv("KEYPLANE_SWEEP_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if v == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			return c, fmt.Errorf("KEYPLANE_SWEEP_INTERVAL must be a duration like 1m, or 0 to turn the timer off; got %q", v)
+		}
+		c.SweepInterval = d
+	}
+	if v := getenv("KEYPLANE_LOG_LEVEL"); v != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return c, fmt.Errorf("KEYPLANE_LOG_LEVEL must be debug, info, warn or error; got %q", v)
+		}
+	}
+	return c, nil
+}
+
+// Validate checks the combination of settings.
+func (c Config) Validate() error {
+	var problems []string
+	switch c.Store {
+	case StoreSQLite, StoreFirestore:
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_STORE must be %s or %s, got %q", StoreSQLite, StoreFirestore, c.Store))
+	}
+	switch c.Secrets {
+	case SecretsFile, SecretsManager:
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_SECRETS must be %s or %s, got %q", SecretsFile, SecretsManager, c.Secrets))
+	}
+	if (c.Store == StoreFirestore || c.Secrets == SecretsManager) && c.Project == "" {
+		problems = append(problems, "GOOGLE_CLOUD_PROJECT is required with KEYPLANE_STORE=firestore or KEYPLANE_SECRETS=secretmanager")
+	}
+	if (c.Store == StoreSQLite || c.Secrets == SecretsFile) && c.DataDir == "" {
+		problems = append(problems, "a data directory (--data) is required with the embedded backends")
+	}
+	if err := apikey.ValidatePrefix(c.KeyPrefix); err != nil {
+		problems = append(problems, "KEYPLANE_KEY_PREFIX: "+strings.TrimPrefix(err.Error(), "apikey: "))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		problems = append(problems, "KEYPLANE_ADMIN_TOKEN must be at least 16 characters")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("configuration: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}

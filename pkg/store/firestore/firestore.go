@@ -1,0 +1,625 @@
+package firestore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/keyplane/keyplane/pkg/apikey"
+	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/pkg/plan"
+	"github.com/keyplane/keyplane/pkg/store"
+)
+
+// Collection names; see the package comment for the layout.
+const (
+	keysColl    = "keys"
+	hashesColl  = "key_hashes"
+	pendingColl = "pending_keys"
+	idemColl    = "idempotency"
+	auditColl   = "audit"
+)
+
+// txAttempts bounds the attempts of a contended transaction before it
+// returns errs.Conflict.
+const txAttempts = 10
+
+// Store is a store.Store on Firestore.
+type Store struct {
+	c         *firestore.Client
+	ownClient bool
+	// keyLocks serialise this process's UpdateKey transactions on the same
+	// key (striped by id), so that they queue here rather than contend in
+	// Firestore, where each lost race costs a lock wait and a backoff of a
+	// second or more (20 concurrent updates of one key took 3-30 s on the
+	// emulator without them). Other processes still contend in Firestore.
+	keyLocks [64]sync.Mutex
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New connects to the Firestore database of projectID (the emulator's when
+// FIRESTORE_EMULATOR_HOST is set). Close closes the client.
+func New(ctx context.Context, projectID string, opts ...option.ClientOption) (*Store, error) {
+	c, err := firestore.NewClient(ctx, projectID, opts...)
+	if err != nil {
+		return nil, translate(err, "firestore: connect")
+	}
+	return &Store{c: c, ownClient: true}, nil
+}
+
+// NewFromClient returns a Store on c. Close leaves c open: its owner closes
+// it.
+func NewFromClient(c *firestore.Client) *Store { return &Store{c: c} }
+
+// Close closes the client if New created it.
+func (s *Store) Close() error {
+	if !s.ownClient {
+		return nil
+	}
+	return s.c.Close()
+}
+
+// translate classifies a Firestore (gRPC) error; msg says what failed and
+// is safe to show. Errors that are already classified pass through.
+func translate(err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := errs.As(err); ok {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return errs.Wrap(errs.Unavailable, err, msg)
+	}
+	switch status.Code(err) {
+	case codes.NotFound:
+		return errs.Wrap(errs.NotFound, err, msg+": not found")
+	case codes.AlreadyExists:
+		return errs.Wrap(errs.Exists, err, msg+": already exists")
+	case codes.Aborted:
+		return errs.Wrap(errs.Conflict, err, msg+": contention, retry")
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Canceled:
+		return errs.Wrap(errs.Unavailable, err, msg+": Firestore is unavailable")
+	}
+	return errs.Wrap(errs.Internal, err, msg)
+}
+
+// mutateError carries UpdateKey's mutate error out of the transaction, so
+// that it is returned unchanged.
+type mutateError struct{ err error }
+
+func (e *mutateError) Error() string { return e.err.Error() }
+
+// validID reports whether id can name a document: Firestore ids are valid
+// UTF-8 of at most 1500 bytes, without '/', and are not ".", ".." or
+// __.*__. A read of any other id finds nothing.
+func validID(id string) bool {
+	return id != "" && len(id) <= 1500 && utf8.ValidString(id) && !strings.Contains(id, "/") &&
+		id != "." && id != ".." && !(len(id) >= 4 && strings.HasPrefix(id, "__") && strings.HasSuffix(id, "__"))
+}
+
+func checkID(what, id string) error {
+	if !validID(id) {
+		return errs.E(errs.Invalid, "%s %q cannot be a Firestore document id", what, id)
+	}
+	return nil
+}
+
+// ts is t as Firestore stores it: UTC, to the microsecond.
+func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+func tsPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := ts(*t)
+	return &v
+}
+
+type keyDoc struct {
+	Owner         string            `firestore:"owner"`
+	Name          string            `firestore:"name"`
+	Plan          string            `firestore:"plan"`
+	Scopes        []string          `firestore:"scopes"`
+	Status        string            `firestore:"status"`
+	StatusReason  string            `firestore:"status_reason"`
+	DisabledUntil *time.Time        `firestore:"disabled_until"`
+	Prefix        string            `firestore:"prefix"`
+	Last4         string            `firestore:"last4"`
+	Hash          string            `firestore:"hash"`
+	CreatedAt     time.Time         `firestore:"created_at"`
+	UpdatedAt     time.Time         `firestore:"updated_at"`
+	ExpiresAt     *time.Time        `firestore:"expires_at"`
+	Metadata      map[string]string `firestore:"metadata"`
+	Limits        plan.Limits       `firestore:"limits"`
+	Restrictions  restrictionsDoc   `firestore:"restrictions"`
+	RotatedFrom   string            `firestore:"rotated_from"`
+	RotatedTo     string            `firestore:"rotated_to"`
+	LastUsedAt    *time.Time        `firestore:"last_used_at"`
+}
+
+type restrictionsDoc struct {
+	AllowedIPs       []string `firestore:"allowed_ips"`
+	AllowedReferrers []string `firestore:"allowed_referrers"`
+}
+
+func toKeyDoc(k *store.Key) *keyDoc {
+	return &keyDoc{
+		Owner: k.Owner, Name: k.Name, Plan: k.Plan, Scopes: k.Scopes, Status: string(k.Status),
+		StatusReason: k.StatusReason, DisabledUntil: tsPtr(k.DisabledUntil), Prefix: k.Prefix, Last4: k.Last4,
+		Hash: k.Hash.String(), CreatedAt: ts(k.CreatedAt), UpdatedAt: ts(k.UpdatedAt), ExpiresAt: tsPtr(k.ExpiresAt),
+		Metadata: k.Metadata, Limits: k.Limits,
+		Restrictions: restrictionsDoc{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers},
+		RotatedFrom:  k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedAt: tsPtr(k.LastUsedAt),
+	}
+}
+
+func fromKeyDoc(snap *firestore.DocumentSnapshot) (*store.Key, error) {
+	var d keyDoc
+	if err := snap.DataTo(&d); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "firestore: decode key "+snap.Ref.ID)
+	}
+	h, err := apikey.ParseHash(d.Hash)
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "firestore: decode key "+snap.Ref.ID)
+	}
+	return &store.Key{
+		ID: snap.Ref.ID, Owner: d.Owner, Name: d.Name, Plan: d.Plan, Scopes: d.Scopes, Status: store.Status(d.Status),
+		StatusReason: d.StatusReason, DisabledUntil: d.DisabledUntil, Prefix: d.Prefix, Last4: d.Last4, Hash: h,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt, Metadata: d.Metadata, Limits: d.Limits,
+		Restrictions: store.Restrictions{AllowedIPs: d.Restrictions.AllowedIPs, AllowedReferrers: d.Restrictions.AllowedReferrers},
+		RotatedFrom:  d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: d.LastUsedAt,
+	}, nil
+}
+
+type hashDoc struct {
+	KeyID string `firestore:"key_id"`
+}
+
+type pendingDoc struct {
+	Owner     string    `firestore:"owner"`
+	Prefix    string    `firestore:"prefix"`
+	CreatedAt time.Time `firestore:"created_at"`
+}
+
+type auditDoc struct {
+	Time    time.Time         `firestore:"time"`
+	Actor   string            `firestore:"actor"`
+	Action  string            `firestore:"action"`
+	KeyID   string            `firestore:"key_id"`
+	Details map[string]string `firestore:"details"`
+}
+
+type idemDoc struct {
+	Key         string    `firestore:"key"`
+	RequestHash string    `firestore:"request_hash"`
+	KeyID       string    `firestore:"key_id"`
+	State       string    `firestore:"state"`
+	LeaseUntil  time.Time `firestore:"lease_until"`
+	Status      int       `firestore:"status"`
+	CreatedAt   time.Time `firestore:"created_at"`
+	ExpiresAt   time.Time `firestore:"expires_at"`
+}
+
+func toIdemDoc(r store.Idempotency) *idemDoc {
+	return &idemDoc{Key: r.Key, RequestHash: r.RequestHash, KeyID: r.KeyID, State: string(r.State),
+		LeaseUntil: ts(r.LeaseUntil), Status: r.Status, CreatedAt: ts(r.CreatedAt), ExpiresAt: ts(r.ExpiresAt)}
+}
+
+func fromIdemDoc(snap *firestore.DocumentSnapshot) (store.Idempotency, error) {
+	var d idemDoc
+	if err := snap.DataTo(&d); err != nil {
+		return store.Idempotency{}, errs.Wrap(errs.Internal, err, "firestore: decode idempotency record")
+	}
+	return store.Idempotency{Key: d.Key, RequestHash: d.RequestHash, KeyID: d.KeyID, State: store.IdemState(d.State),
+		LeaseUntil: d.LeaseUntil, Status: d.Status, CreatedAt: d.CreatedAt, ExpiresAt: d.ExpiresAt}, nil
+}
+
+func (s *Store) key(id string) *firestore.DocumentRef     { return s.c.Collection(keysColl).Doc(id) }
+func (s *Store) pending(id string) *firestore.DocumentRef { return s.c.Collection(pendingColl).Doc(id) }
+func (s *Store) audit(id string) *firestore.DocumentRef   { return s.c.Collection(auditColl).Doc(id) }
+
+func (s *Store) hash(h apikey.Hash) *firestore.DocumentRef {
+	return s.c.Collection(hashesColl).Doc(h.String())
+}
+
+func (s *Store) idem(key string) *firestore.DocumentRef {
+	sum := sha256.Sum256([]byte(key))
+	return s.c.Collection(idemColl).Doc(hex.EncodeToString(sum[:]))
+}
+
+// CreatePending stores an intent, in a transaction that checks that no
+// key has its id.
+func (s *Store) CreatePending(ctx context.Context, p store.Pending) error {
+	if err := checkID("key id", p.KeyID); err != nil {
+		return err
+	}
+	err := s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		if _, err := tx.Get(s.key(p.KeyID)); err == nil {
+			return errs.E(errs.Exists, "a key with id %s exists", p.KeyID)
+		} else if status.Code(err) != codes.NotFound {
+			return err
+		}
+		return tx.Create(s.pending(p.KeyID), &pendingDoc{Owner: p.Owner, Prefix: p.Prefix, CreatedAt: ts(p.CreatedAt)})
+	}, firestore.MaxAttempts(txAttempts))
+	return translate(err, "firestore: create intent")
+}
+
+func fromPendingDoc(snap *firestore.DocumentSnapshot) (store.Pending, error) {
+	var d pendingDoc
+	if err := snap.DataTo(&d); err != nil {
+		return store.Pending{}, errs.Wrap(errs.Internal, err, "firestore: decode intent "+snap.Ref.ID)
+	}
+	return store.Pending{KeyID: snap.Ref.ID, Owner: d.Owner, Prefix: d.Prefix, CreatedAt: d.CreatedAt}, nil
+}
+
+// GetPending returns the intent for keyID.
+func (s *Store) GetPending(ctx context.Context, keyID string) (store.Pending, error) {
+	if !validID(keyID) {
+		return store.Pending{}, errs.E(errs.NotFound, "intent not found")
+	}
+	snap, err := s.pending(keyID).Get(ctx)
+	if err != nil {
+		return store.Pending{}, translate(err, "firestore: read intent")
+	}
+	return fromPendingDoc(snap)
+}
+
+// ListPending returns intents created before t, oldest first.
+func (s *Store) ListPending(ctx context.Context, before time.Time, limit int) ([]store.Pending, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	snaps, err := s.c.Collection(pendingColl).Where("created_at", "<", ts(before)).
+		OrderBy("created_at", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc).
+		Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, translate(err, "firestore: list intents")
+	}
+	out := make([]store.Pending, 0, len(snaps))
+	for _, snap := range snaps {
+		p, err := fromPendingDoc(snap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// DeletePending removes an intent.
+func (s *Store) DeletePending(ctx context.Context, keyID string) error {
+	if !validID(keyID) {
+		return nil
+	}
+	_, err := s.pending(keyID).Delete(ctx)
+	return translate(err, "firestore: delete intent")
+}
+
+// Activate creates k, its hash lookup and the audit entry, and deletes k's
+// intent, in one transaction of writes.
+func (s *Store) Activate(ctx context.Context, k *store.Key, audit store.AuditEntry) error {
+	if err := checkID("key id", k.ID); err != nil {
+		return err
+	}
+	audit, err := withAuditID(audit)
+	if err != nil {
+		return err
+	}
+	err = s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		if err := tx.Create(s.key(k.ID), toKeyDoc(k)); err != nil {
+			return err
+		}
+		if err := tx.Create(s.hash(k.Hash), &hashDoc{KeyID: k.ID}); err != nil {
+			return err
+		}
+		if err := tx.Create(s.audit(audit.ID), toAuditDoc(audit)); err != nil {
+			return err
+		}
+		return tx.Delete(s.pending(k.ID))
+	}, firestore.MaxAttempts(txAttempts))
+	return translate(err, "firestore: activate key")
+}
+
+// GetKey returns the key with id.
+func (s *Store) GetKey(ctx context.Context, id string) (*store.Key, error) {
+	if !validID(id) {
+		return nil, errs.E(errs.NotFound, "key not found")
+	}
+	snap, err := s.key(id).Get(ctx)
+	if err != nil {
+		return nil, translate(err, "firestore: read key")
+	}
+	return fromKeyDoc(snap)
+}
+
+// LookupHash returns the key whose hash is h: two reads, the lookup and
+// the key. Keys are never deleted, so the second read finds the key.
+func (s *Store) LookupHash(ctx context.Context, h apikey.Hash) (*store.Key, error) {
+	snap, err := s.hash(h).Get(ctx)
+	if err != nil {
+		return nil, translate(err, "firestore: look up key hash")
+	}
+	var d hashDoc
+	if err := snap.DataTo(&d); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "firestore: decode key hash lookup")
+	}
+	return s.GetKey(ctx, d.KeyID)
+}
+
+// UpdateKey applies mutate to key id in a transaction; mutate runs once
+// per attempt.
+func (s *Store) UpdateKey(ctx context.Context, id string, mutate func(*store.Key) (*store.AuditEntry, error)) (*store.Key, error) {
+	if !validID(id) {
+		return nil, errs.E(errs.NotFound, "key not found")
+	}
+	l := &s.keyLocks[fnv32a(id)%uint32(len(s.keyLocks))]
+	l.Lock()
+	defer l.Unlock()
+	var out *store.Key
+	err := s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(s.key(id))
+		if err != nil {
+			return err
+		}
+		k, err := fromKeyDoc(snap)
+		if err != nil {
+			return err
+		}
+		orig := *k
+		audit, err := mutate(k)
+		if err != nil {
+			return &mutateError{err}
+		}
+		if k.ID != orig.ID || k.Owner != orig.Owner || k.Hash != orig.Hash || !k.CreatedAt.Equal(orig.CreatedAt) {
+			return errs.E(errs.Internal, "store: UpdateKey's mutate changed the ID, Owner, Hash or CreatedAt of key %s", id)
+		}
+		if err := tx.Set(s.key(id), toKeyDoc(k)); err != nil {
+			return err
+		}
+		if audit != nil {
+			a, err := withAuditID(*audit)
+			if err != nil {
+				return err
+			}
+			if err := tx.Create(s.audit(a.ID), toAuditDoc(a)); err != nil {
+				return err
+			}
+		}
+		out = k
+		return nil
+	}, firestore.MaxAttempts(txAttempts))
+	if me, ok := errors.AsType[*mutateError](err); ok {
+		return nil, me.err
+	}
+	if err != nil {
+		return nil, translate(err, "firestore: update key")
+	}
+	return out, nil
+}
+
+func fnv32a(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
+}
+
+// cursor is the position a page token encodes: the last item of a page.
+type cursor struct {
+	T  time.Time `json:"t"`
+	ID string    `json:"i"`
+}
+
+func encodeCursor(t time.Time, id string) string {
+	b, _ := json.Marshal(cursor{t, id}) // cannot fail
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(token string) (cursor, error) {
+	var c cursor
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err == nil && !validID(c.ID) {
+		err = errors.New("bad id")
+	}
+	if err != nil {
+		return c, errs.Wrap(errs.Invalid, err, "invalid page token")
+	}
+	return c, nil
+}
+
+// page reads up to size documents of coll, newest first by (timeField,
+// id), those with filterField == filter unless filter is "", after the
+// position token encodes. more reports whether there are others after them.
+func (s *Store) page(ctx context.Context, coll, timeField, filterField, filter, token string, size int) (snaps []*firestore.DocumentSnapshot, more bool, err error) {
+	if size < 1 || size > 1000 {
+		return nil, false, errs.E(errs.Invalid, "page size must be 1-1000, got %d", size)
+	}
+	q := s.c.Collection(coll).Query
+	if filter != "" {
+		q = q.Where(filterField, "==", filter)
+	}
+	q = q.OrderBy(timeField, firestore.Desc).OrderBy(firestore.DocumentID, firestore.Desc)
+	if token != "" {
+		c, err := decodeCursor(token)
+		if err != nil {
+			return nil, false, err
+		}
+		q = q.StartAfter(ts(c.T), c.ID)
+	}
+	snaps, err = q.Limit(size + 1).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, false, translate(err, "firestore: list "+coll)
+	}
+	if len(snaps) > size {
+		return snaps[:size], true, nil
+	}
+	return snaps, false, nil
+}
+
+// ListKeys returns one page of keys, newest first.
+func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.Key, string, error) {
+	snaps, more, err := s.page(ctx, keysColl, "created_at", "owner", q.Owner, q.PageToken, q.PageSize)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]*store.Key, 0, len(snaps))
+	for _, snap := range snaps {
+		k, err := fromKeyDoc(snap)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, k)
+	}
+	var next string
+	if more {
+		last := out[len(out)-1]
+		next = encodeCursor(last.CreatedAt, last.ID)
+	}
+	return out, next, nil
+}
+
+// auditID returns a new audit entry id that sorts by t.
+func auditID(t time.Time) string {
+	return t.UTC().Format("20060102T150405.000000Z") + "-" + apikey.RandomString(8)
+}
+
+// withAuditID returns e with an id: its own, checked, or a new one.
+func withAuditID(e store.AuditEntry) (store.AuditEntry, error) {
+	if e.ID == "" {
+		e.ID = auditID(e.Time)
+		return e, nil
+	}
+	return e, checkID("audit entry id", e.ID)
+}
+
+func toAuditDoc(e store.AuditEntry) *auditDoc {
+	return &auditDoc{Time: ts(e.Time), Actor: e.Actor, Action: e.Action, KeyID: e.KeyID, Details: e.Details}
+}
+
+// AppendAudit stores an audit entry.
+func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) error {
+	e, err := withAuditID(e)
+	if err != nil {
+		return err
+	}
+	_, err = s.audit(e.ID).Create(ctx, toAuditDoc(e))
+	return translate(err, "firestore: append audit entry")
+}
+
+// ListAudit returns one page of audit entries, newest first.
+func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEntry, string, error) {
+	snaps, more, err := s.page(ctx, auditColl, "time", "key_id", q.KeyID, q.PageToken, q.PageSize)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]store.AuditEntry, 0, len(snaps))
+	for _, snap := range snaps {
+		var d auditDoc
+		if err := snap.DataTo(&d); err != nil {
+			return nil, "", errs.Wrap(errs.Internal, err, "firestore: decode audit entry "+snap.Ref.ID)
+		}
+		out = append(out, store.AuditEntry{ID: snap.Ref.ID, Time: d.Time, Actor: d.Actor, Action: d.Action,
+			KeyID: d.KeyID, Details: d.Details})
+	}
+	var next string
+	if more {
+		last := out[len(out)-1]
+		next = encodeCursor(last.Time, last.ID)
+	}
+	return out, next, nil
+}
+
+// ReserveIdempotency claims rec.Key. It first tries a plain Create, which
+// exactly one of any number of concurrent first requests wins without
+// transaction contention; only when a record exists does it read and
+// decide in a transaction.
+func (s *Store) ReserveIdempotency(ctx context.Context, rec store.Idempotency, now time.Time) (store.Idempotency, bool, error) {
+	rec.State = store.IdemPending
+	ref := s.idem(rec.Key)
+	_, err := ref.Create(ctx, toIdemDoc(rec))
+	if err == nil {
+		return rec, true, nil
+	}
+	if status.Code(err) != codes.AlreadyExists {
+		return store.Idempotency{}, false, translate(err, "firestore: reserve idempotency key")
+	}
+	var (
+		stored store.Idempotency
+		owned  bool
+	)
+	err = s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if status.Code(err) == codes.NotFound { // deleted since the Create
+			stored, owned = rec, true
+			return tx.Create(ref, toIdemDoc(rec))
+		}
+		if err != nil {
+			return err
+		}
+		cur, err := fromIdemDoc(snap)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !now.Before(cur.ExpiresAt):
+			stored, owned = rec, true
+			return tx.Set(ref, toIdemDoc(rec))
+		case cur.State == store.IdemPending && !cur.LeaseUntil.After(now) && cur.RequestHash == rec.RequestHash:
+			cur.LeaseUntil = rec.LeaseUntil
+			stored, owned = cur, true
+			return tx.Update(ref, []firestore.Update{{Path: "lease_until", Value: ts(rec.LeaseUntil)}})
+		}
+		stored, owned = cur, false
+		return nil
+	}, firestore.MaxAttempts(txAttempts))
+	if err != nil {
+		return store.Idempotency{}, false, translate(err, "firestore: reserve idempotency key")
+	}
+	return stored, owned, nil
+}
+
+// CompleteIdempotency marks the record done. NotFound if there is none.
+func (s *Store) CompleteIdempotency(ctx context.Context, key string, code int) error {
+	_, err := s.idem(key).Update(ctx, []firestore.Update{
+		{Path: "state", Value: string(store.IdemDone)},
+		{Path: "status", Value: code},
+	})
+	return translate(err, "firestore: complete idempotency record")
+}
+
+// ReleaseIdempotency ends a pending record's lease.
+func (s *Store) ReleaseIdempotency(ctx context.Context, key string) error {
+	ref := s.idem(key)
+	err := s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if status.Code(err) == codes.NotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if state, err := snap.DataAt("state"); err != nil || state != string(store.IdemPending) {
+			return err
+		}
+		return tx.Update(ref, []firestore.Update{{Path: "lease_until", Value: time.Time{}}})
+	}, firestore.MaxAttempts(txAttempts))
+	return translate(err, "firestore: release idempotency record")
+}

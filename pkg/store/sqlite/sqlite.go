@@ -1,0 +1,639 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/keyplane/keyplane/pkg/apikey"
+	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/pkg/store"
+)
+
+// Store is a store.Store in one SQLite database file.
+type Store struct {
+	w *sql.DB // one connection: every write, serialised
+	r *sql.DB // read-only connections
+}
+
+var _ store.Store = (*Store)(nil)
+
+// migrations[i] moves the schema from version i to i+1. Append only.
+var migrations = []string{`
+CREATE TABLE keys (
+	id             TEXT PRIMARY KEY,
+	owner          TEXT NOT NULL,
+	name           TEXT NOT NULL,
+	plan           TEXT NOT NULL,
+	scopes         TEXT NOT NULL,
+	status         TEXT NOT NULL,
+	status_reason  TEXT NOT NULL,
+	disabled_until INTEGER,
+	prefix         TEXT NOT NULL,
+	last4          TEXT NOT NULL,
+	hash           BLOB NOT NULL UNIQUE,
+	created_at     INTEGER NOT NULL,
+	updated_at     INTEGER NOT NULL,
+	expires_at     INTEGER,
+	metadata       TEXT NOT NULL,
+	limits         TEXT NOT NULL,
+	restrictions   TEXT NOT NULL,
+	rotated_from   TEXT NOT NULL,
+	rotated_to     TEXT NOT NULL,
+	last_used_at   INTEGER
+) STRICT;
+CREATE INDEX keys_by_age ON keys (created_at DESC, id DESC);
+CREATE INDEX keys_by_owner ON keys (owner, created_at DESC, id DESC);
+
+CREATE TABLE pending_keys (
+	key_id     TEXT PRIMARY KEY,
+	owner      TEXT NOT NULL,
+	prefix     TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX pending_by_age ON pending_keys (created_at, key_id);
+
+CREATE TABLE audit (
+	id      TEXT PRIMARY KEY,
+	time    INTEGER NOT NULL,
+	actor   TEXT NOT NULL,
+	action  TEXT NOT NULL,
+	key_id  TEXT NOT NULL,
+	details TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_time ON audit (time DESC, id DESC);
+CREATE INDEX audit_by_key ON audit (key_id, time DESC, id DESC);
+
+CREATE TABLE idempotency (
+	idem_key     TEXT PRIMARY KEY,
+	request_hash TEXT NOT NULL,
+	key_id       TEXT NOT NULL,
+	state        TEXT NOT NULL,
+	lease_until  INTEGER NOT NULL,
+	status       INTEGER NOT NULL,
+	created_at   INTEGER NOT NULL,
+	expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+`}
+
+// Open opens the database file at path, creating it and migrating its
+// schema as needed. ":memory:" opens a private in-memory database.
+func Open(path string) (*Store, error) {
+	if path == "" || strings.ContainsRune(path, '?') {
+		return nil, errs.E(errs.Invalid, "sqlite: the database path must be a file name without '?'")
+	}
+	const common = "_busy_timeout=5000&_foreign_keys=1"
+	w, err := sql.Open("sqlite", path+"?"+common+"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
+	}
+	w.SetMaxOpenConns(1)
+	s := &Store{w: w, r: w}
+	if err := s.migrate(context.Background()); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if path == ":memory:" { // every connection would be a new, empty database
+		return s, nil
+	}
+	if s.r, err = sql.Open("sqlite", path+"?"+common+"&_query_only=1"); err != nil {
+		w.Close()
+		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
+	}
+	s.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	return s, nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var v int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return translate(err, "sqlite: read schema version")
+		}
+		if v > len(migrations) {
+			return errs.E(errs.Internal, "sqlite: the database has schema version %d; this program knows up to %d", v, len(migrations))
+		}
+		for i := v; i < len(migrations); i++ {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return translate(err, fmt.Sprintf("sqlite: migrate to schema version %d", i+1))
+			}
+		}
+		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations)))
+		return translate(err, "sqlite: set schema version")
+	})
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	if s.r == s.w {
+		return s.w.Close()
+	}
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// write runs fn in an IMMEDIATE transaction on the writer connection and
+// commits it if fn returns nil. fn's error is returned as is.
+func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err, "sqlite: begin transaction")
+	}
+	defer tx.Rollback() // after Commit, a no-op; after a panic in fn, frees the writer
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return translate(tx.Commit(), "sqlite: commit")
+}
+
+// translate classifies a database/sql or SQLite error; msg says what failed
+// and is safe to show.
+func translate(err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	var se *sqlite.Error
+	switch {
+	case errors.As(err, &se):
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return errs.Wrap(errs.Exists, err, msg+": already exists")
+		}
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return errs.Wrap(errs.Conflict, err, msg+": the database is busy")
+		}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return errs.Wrap(errs.Unavailable, err, msg)
+	}
+	return errs.Wrap(errs.Internal, err, msg)
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func nullMicros(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMicro(), Valid: true}
+}
+
+func fromNullMicros(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMicros(v.Int64)
+	return &t
+}
+
+func jsonText(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", errs.Wrap(errs.Internal, err, "sqlite: encode JSON column")
+	}
+	return string(b), nil
+}
+
+// rowScanner is *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// keyCols are the columns of keys, in the order of keyValues and scanKey.
+var keyCols = []string{"id", "owner", "name", "plan", "scopes", "status", "status_reason", "disabled_until",
+	"prefix", "last4", "hash", "created_at", "updated_at", "expires_at", "metadata", "limits", "restrictions",
+	"rotated_from", "rotated_to", "last_used_at"}
+
+var (
+	selectKey = "SELECT " + strings.Join(keyCols, ", ") + " FROM keys"
+	insertKey = "INSERT INTO keys (" + strings.Join(keyCols, ", ") + ") VALUES (?" + strings.Repeat(", ?", len(keyCols)-1) + ")"
+	updateKey = "UPDATE keys SET " + strings.Join(keyCols[1:], " = ?, ") + " = ? WHERE id = ?"
+)
+
+// querier and execer are *sql.DB or *sql.Tx.
+type (
+	querier interface {
+		QueryRowContext(context.Context, string, ...any) *sql.Row
+	}
+	execer interface {
+		ExecContext(context.Context, string, ...any) (sql.Result, error)
+	}
+)
+
+func keyValues(k *store.Key) ([]any, error) {
+	var (
+		js  [4]string
+		err error
+	)
+	for i, v := range []any{k.Scopes, k.Metadata, k.Limits, k.Restrictions} {
+		if js[i], err = jsonText(v); err != nil {
+			return nil, err
+		}
+	}
+	return []any{k.ID, k.Owner, k.Name, k.Plan, js[0], string(k.Status), k.StatusReason,
+		nullMicros(k.DisabledUntil), k.Prefix, k.Last4, k.Hash[:], micros(k.CreatedAt), micros(k.UpdatedAt),
+		nullMicros(k.ExpiresAt), js[1], js[2], js[3], k.RotatedFrom, k.RotatedTo, nullMicros(k.LastUsedAt)}, nil
+}
+
+func scanKey(r rowScanner) (*store.Key, error) {
+	var (
+		k                                      store.Key
+		status                                 string
+		scopes, metadata, limits, restrictions string
+		hash                                   []byte
+		created, updated                       int64
+		disabledUntil, expiresAt, lastUsedAt   sql.NullInt64
+	)
+	err := r.Scan(&k.ID, &k.Owner, &k.Name, &k.Plan, &scopes, &status, &k.StatusReason, &disabledUntil,
+		&k.Prefix, &k.Last4, &hash, &created, &updated, &expiresAt, &metadata, &limits, &restrictions,
+		&k.RotatedFrom, &k.RotatedTo, &lastUsedAt)
+	if err != nil {
+		return nil, err
+	}
+	if len(hash) != len(k.Hash) {
+		return nil, errs.E(errs.Internal, "sqlite: key %s has a %d-byte hash", k.ID, len(hash))
+	}
+	copy(k.Hash[:], hash)
+	for _, c := range []struct {
+		text string
+		v    any
+	}{{scopes, &k.Scopes}, {metadata, &k.Metadata}, {limits, &k.Limits}, {restrictions, &k.Restrictions}} {
+		if err := json.Unmarshal([]byte(c.text), c.v); err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "sqlite: decode key "+k.ID)
+		}
+	}
+	k.Status = store.Status(status)
+	k.CreatedAt, k.UpdatedAt = fromMicros(created), fromMicros(updated)
+	k.DisabledUntil, k.ExpiresAt, k.LastUsedAt = fromNullMicros(disabledUntil), fromNullMicros(expiresAt), fromNullMicros(lastUsedAt)
+	return &k, nil
+}
+
+// getKey reads one key; NotFound if where matches none.
+func getKey(ctx context.Context, q querier, where string, arg any) (*store.Key, error) {
+	k, err := scanKey(q.QueryRowContext(ctx, selectKey+" WHERE "+where, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errs.Wrap(errs.NotFound, err, "key not found")
+	}
+	if err != nil {
+		return nil, translate(err, "sqlite: read key")
+	}
+	return k, nil
+}
+
+// CreatePending stores an intent.
+func (s *Store) CreatePending(ctx context.Context, p store.Pending) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM keys WHERE id = ?`, p.KeyID).Scan(&n); err != nil {
+			return translate(err, "sqlite: create intent")
+		}
+		if n > 0 {
+			return errs.E(errs.Exists, "a key with id %s exists", p.KeyID)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO pending_keys (key_id, owner, prefix, created_at) VALUES (?, ?, ?, ?)`,
+			p.KeyID, p.Owner, p.Prefix, micros(p.CreatedAt))
+		return translate(err, "sqlite: create intent")
+	})
+}
+
+func scanPending(r rowScanner) (store.Pending, error) {
+	var (
+		p       store.Pending
+		created int64
+	)
+	err := r.Scan(&p.KeyID, &p.Owner, &p.Prefix, &created)
+	p.CreatedAt = fromMicros(created)
+	return p, err
+}
+
+// GetPending returns the intent for keyID.
+func (s *Store) GetPending(ctx context.Context, keyID string) (store.Pending, error) {
+	p, err := scanPending(s.r.QueryRowContext(ctx, `SELECT key_id, owner, prefix, created_at FROM pending_keys WHERE key_id = ?`, keyID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Pending{}, errs.Wrap(errs.NotFound, err, "intent not found")
+	}
+	return p, translate(err, "sqlite: read intent")
+}
+
+// ListPending returns intents created before t, oldest first.
+func (s *Store) ListPending(ctx context.Context, before time.Time, limit int) ([]store.Pending, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT key_id, owner, prefix, created_at FROM pending_keys
+		WHERE created_at < ? ORDER BY created_at, key_id LIMIT ?`, micros(before), limit)
+	if err != nil {
+		return nil, translate(err, "sqlite: list intents")
+	}
+	defer rows.Close()
+	var out []store.Pending
+	for rows.Next() {
+		p, err := scanPending(rows)
+		if err != nil {
+			return nil, translate(err, "sqlite: list intents")
+		}
+		out = append(out, p)
+	}
+	return out, translate(rows.Err(), "sqlite: list intents")
+}
+
+// DeletePending removes an intent.
+func (s *Store) DeletePending(ctx context.Context, keyID string) error {
+	_, err := s.w.ExecContext(ctx, `DELETE FROM pending_keys WHERE key_id = ?`, keyID)
+	return translate(err, "sqlite: delete intent")
+}
+
+// Activate creates k, its hash lookup and the audit entry, and deletes k's
+// intent, in one transaction.
+func (s *Store) Activate(ctx context.Context, k *store.Key, audit store.AuditEntry) error {
+	vals, err := keyValues(k)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, insertKey, vals...); err != nil {
+			return translate(err, "sqlite: create key")
+		}
+		if err := insertAudit(ctx, tx, audit); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM pending_keys WHERE key_id = ?`, k.ID)
+		return translate(err, "sqlite: delete intent")
+	})
+}
+
+// GetKey returns the key with id.
+func (s *Store) GetKey(ctx context.Context, id string) (*store.Key, error) {
+	return getKey(ctx, s.r, "id = ?", id)
+}
+
+// LookupHash returns the key whose hash is h.
+func (s *Store) LookupHash(ctx context.Context, h apikey.Hash) (*store.Key, error) {
+	return getKey(ctx, s.r, "hash = ?", h[:])
+}
+
+// UpdateKey applies mutate to key id in one IMMEDIATE transaction, so
+// mutate is called once.
+func (s *Store) UpdateKey(ctx context.Context, id string, mutate func(*store.Key) (*store.AuditEntry, error)) (*store.Key, error) {
+	var out *store.Key
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		k, err := getKey(ctx, tx, "id = ?", id)
+		if err != nil {
+			return err
+		}
+		orig := *k
+		audit, err := mutate(k)
+		if err != nil {
+			return err
+		}
+		if k.ID != orig.ID || k.Owner != orig.Owner || k.Hash != orig.Hash || !k.CreatedAt.Equal(orig.CreatedAt) {
+			return errs.E(errs.Internal, "store: UpdateKey's mutate changed the ID, Owner, Hash or CreatedAt of key %s", id)
+		}
+		vals, err := keyValues(k)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, updateKey, append(vals[1:], id)...); err != nil {
+			return translate(err, "sqlite: update key")
+		}
+		if audit != nil {
+			if err := insertAudit(ctx, tx, *audit); err != nil {
+				return err
+			}
+		}
+		out = k
+		return nil
+	})
+	return out, err
+}
+
+// cursor is the position a page token encodes: the last item of a page.
+type cursor struct {
+	T  time.Time `json:"t"`
+	ID string    `json:"i"`
+}
+
+func encodeCursor(t time.Time, id string) string {
+	b, _ := json.Marshal(cursor{t, id}) // cannot fail
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(token string) (cursor, error) {
+	var c cursor
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err == nil && c.ID == "" {
+		err = errors.New("no id")
+	}
+	if err != nil {
+		return c, errs.Wrap(errs.Invalid, err, "invalid page token")
+	}
+	return c, nil
+}
+
+func checkPageSize(n int) error {
+	if n < 1 || n > 1000 {
+		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
+	}
+	return nil
+}
+
+// page runs a newest-first query over table whose order is (timeCol DESC,
+// id DESC), filtered by filterCol = filter when filter is not "", starting
+// after token, and scans up to size rows with scan.
+func (s *Store) page(ctx context.Context, sel, timeCol, filterCol, filter, token string, size int, scan func(rowScanner) (time.Time, string, error)) (string, error) {
+	if err := checkPageSize(size); err != nil {
+		return "", err
+	}
+	var (
+		where []string
+		args  []any
+	)
+	if filter != "" {
+		where, args = append(where, filterCol+" = ?"), append(args, filter)
+	}
+	if token != "" {
+		c, err := decodeCursor(token)
+		if err != nil {
+			return "", err
+		}
+		where, args = append(where, "("+timeCol+", id) < (?, ?)"), append(args, micros(c.T), c.ID)
+	}
+	q := sel
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY " + timeCol + " DESC, id DESC LIMIT ?"
+	rows, err := s.r.QueryContext(ctx, q, append(args, size+1)...)
+	if err != nil {
+		return "", translate(err, "sqlite: list")
+	}
+	defer rows.Close()
+	var (
+		n      int
+		lastT  time.Time
+		lastID string
+		next   string
+	)
+	for rows.Next() {
+		if n == size {
+			next = encodeCursor(lastT, lastID)
+			break
+		}
+		if lastT, lastID, err = scan(rows); err != nil {
+			return "", translate(err, "sqlite: list")
+		}
+		n++
+	}
+	return next, translate(rows.Err(), "sqlite: list")
+}
+
+// ListKeys returns one page of keys, newest first.
+func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.Key, string, error) {
+	var out []*store.Key
+	next, err := s.page(ctx, selectKey, "created_at", "owner", q.Owner, q.PageToken, q.PageSize,
+		func(r rowScanner) (time.Time, string, error) {
+			k, err := scanKey(r)
+			if err != nil {
+				return time.Time{}, "", err
+			}
+			out = append(out, k)
+			return k.CreatedAt, k.ID, nil
+		})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// auditID returns a new audit entry id that sorts by t.
+func auditID(t time.Time) string {
+	return t.UTC().Format("20060102T150405.000000Z") + "-" + apikey.RandomString(8)
+}
+
+func insertAudit(ctx context.Context, x execer, e store.AuditEntry) error {
+	if e.ID == "" {
+		e.ID = auditID(e.Time)
+	}
+	details, err := jsonText(e.Details)
+	if err != nil {
+		return err
+	}
+	_, err = x.ExecContext(ctx, `INSERT INTO audit (id, time, actor, action, key_id, details) VALUES (?, ?, ?, ?, ?, ?)`,
+		e.ID, micros(e.Time), e.Actor, e.Action, e.KeyID, details)
+	return translate(err, "sqlite: append audit entry")
+}
+
+// AppendAudit stores an audit entry.
+func (s *Store) AppendAudit(ctx context.Context, e store.AuditEntry) error {
+	return insertAudit(ctx, s.w, e)
+}
+
+// ListAudit returns one page of audit entries, newest first.
+func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]store.AuditEntry, string, error) {
+	var out []store.AuditEntry
+	next, err := s.page(ctx, "SELECT id, time, actor, action, key_id, details FROM audit", "time", "key_id", q.KeyID, q.PageToken, q.PageSize,
+		func(r rowScanner) (time.Time, string, error) {
+			var (
+				e       store.AuditEntry
+				t       int64
+				details string
+			)
+			if err := r.Scan(&e.ID, &t, &e.Actor, &e.Action, &e.KeyID, &details); err != nil {
+				return time.Time{}, "", err
+			}
+			if err := json.Unmarshal([]byte(details), &e.Details); err != nil {
+				return time.Time{}, "", errs.Wrap(errs.Internal, err, "sqlite: decode audit entry "+e.ID)
+			}
+			e.Time = fromMicros(t)
+			out = append(out, e)
+			return e.Time, e.ID, nil
+		})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// ReserveIdempotency claims rec.Key in one IMMEDIATE transaction, which
+// first deletes every expired record.
+func (s *Store) ReserveIdempotency(ctx context.Context, rec store.Idempotency, now time.Time) (store.Idempotency, bool, error) {
+	var (
+		stored store.Idempotency
+		owned  bool
+	)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM idempotency WHERE expires_at <= ?`, micros(now)); err != nil {
+			return translate(err, "sqlite: delete expired idempotency records")
+		}
+		var (
+			cur                     store.Idempotency
+			state                   string
+			lease, created, expires int64
+		)
+		err := tx.QueryRowContext(ctx, `SELECT request_hash, key_id, state, lease_until, status, created_at, expires_at
+			FROM idempotency WHERE idem_key = ?`, rec.Key).
+			Scan(&cur.RequestHash, &cur.KeyID, &state, &lease, &cur.Status, &created, &expires)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			rec.State = store.IdemPending
+			_, err := tx.ExecContext(ctx, `INSERT INTO idempotency
+				(idem_key, request_hash, key_id, state, lease_until, status, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+				rec.Key, rec.RequestHash, rec.KeyID, string(rec.State), micros(rec.LeaseUntil), rec.Status,
+				micros(rec.CreatedAt), micros(rec.ExpiresAt))
+			stored, owned = rec, true
+			return translate(err, "sqlite: reserve idempotency key")
+		case err != nil:
+			return translate(err, "sqlite: read idempotency record")
+		}
+		cur.Key, cur.State = rec.Key, store.IdemState(state)
+		cur.LeaseUntil, cur.CreatedAt, cur.ExpiresAt = fromMicros(lease), fromMicros(created), fromMicros(expires)
+		stored = cur
+		if cur.State != store.IdemPending || cur.LeaseUntil.After(now) || cur.RequestHash != rec.RequestHash {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE idempotency SET lease_until = ? WHERE idem_key = ?`, micros(rec.LeaseUntil), rec.Key); err != nil {
+			return translate(err, "sqlite: take over idempotency key")
+		}
+		stored.LeaseUntil, owned = rec.LeaseUntil, true
+		return nil
+	})
+	if err != nil {
+		return store.Idempotency{}, false, err
+	}
+	return stored, owned, nil
+}
+
+// CompleteIdempotency marks the record done. NotFound if there is none.
+func (s *Store) CompleteIdempotency(ctx context.Context, key string, status int) error {
+	res, err := s.w.ExecContext(ctx, `UPDATE idempotency SET state = ?, status = ? WHERE idem_key = ?`, string(store.IdemDone), status, key)
+	if err != nil {
+		return translate(err, "sqlite: complete idempotency record")
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return translate(err, "sqlite: complete idempotency record")
+	}
+	if n == 0 {
+		return errs.E(errs.NotFound, "idempotency record not found")
+	}
+	return nil
+}
+
+// ReleaseIdempotency ends a pending record's lease.
+func (s *Store) ReleaseIdempotency(ctx context.Context, key string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE idempotency SET lease_until = ? WHERE idem_key = ? AND state = ?`,
+		micros(time.Time{}), key, string(store.IdemPending))
+	return translate(err, "sqlite: release idempotency record")
+}

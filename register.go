@@ -1,0 +1,16 @@
+// Package keyplane registers keyplane's Cloud Functions with the Functions
+// Framework. The Go buildpack builds only the package at the root of the
+// deploy source, so every function is registered here:
+//
+//	gcloud functions deploy keys --gen2 --runtime=go126 --source=. --entry-point=Keys
+package keyplane
+
+import (
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+
+	"github.com/keyplane/keyplane/functions/keys"
+)
+
+func init() {
+	functions.HTTP("Keys", keys.Handle)
+}
