@@ -9,8 +9,10 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
 	"github.com/keyplane/keyplane/functions/keys"
+	"github.com/keyplane/keyplane/functions/verify"
 )
 
 func init() {
 	functions.HTTP("Keys", keys.Handle)
+	functions.HTTP("Verify", verify.Handle)
 }

@@ -320,3 +320,41 @@ func TestPlaintextNeverInLogsOrDataFiles(t *testing.T) {
 		t.Error("no request summary was logged")
 	}
 }
+
+func TestVerifyOverHTTP(t *testing.T) {
+	a := newAPI(t)
+	id, secret := a.create(`{"owner": "o", "scopes": ["generate"], "limits": {"requests_per_minute": 1}, "metadata": {"tier": "gold"}}`)
+	r := a.do("POST", "/v1/verify", `{"key": "`+secret+`", "scope": "generate"}`)
+	if r.Status != 200 || r.Body["code"] != "VALID" || r.Body["valid"] != true || r.Body["key_id"] != id ||
+		r.Body["owner"] != "o" || strings.Contains(r.Raw, secret) {
+		t.Fatalf("verify = %d %s", r.Status, r.Raw)
+	}
+	rpm := r.Body["limits"].(map[string]any)["requests_per_minute"].(map[string]any)
+	if rpm["limit"] != 1.0 || rpm["remaining"] != 0.0 || rpm["reset_at"] == nil {
+		t.Errorf("requests_per_minute state = %v", rpm)
+	}
+	r = a.do("POST", "/v1/verify", `{"key": "`+secret+`", "scope": "generate"}`)
+	if r.Body["code"] != "RATE_LIMITED" || r.Body["valid"] != false || r.Header.Get("Retry-After") == "" || r.Body["retry_after"] == nil {
+		t.Errorf("second verify = %d %s (Retry-After %q)", r.Status, r.Raw, r.Header.Get("Retry-After"))
+	}
+	for body, code := range map[string]string{
+		`{"key": "` + secret + `", "scope": "embed"}`: "INSUFFICIENT_PERMISSIONS",
+		`{"key": "kp_live_nope"}`:                      "NOT_FOUND",
+	} {
+		if r := a.do("POST", "/v1/verify", body); r.Status != 200 || r.Body["code"] != code {
+			t.Errorf("verify %s = %d %s, want %s", body, r.Status, r.Raw, code)
+		}
+	}
+	if r := a.do("POST", "/v1/verify", `{"key": "x", "units": -1}`); r.Status != 400 {
+		t.Errorf("negative units = %d, want 400", r.Status)
+	}
+	req, _ := http.NewRequest("POST", a.srv.URL+"/v1/verify", strings.NewReader(`{"key": "`+secret+`"}`))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 {
+		t.Errorf("verify without credentials = %d, want 401", res.StatusCode)
+	}
+}

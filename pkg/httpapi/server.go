@@ -10,6 +10,7 @@ import (
 	"github.com/keyplane/keyplane/pkg/keys"
 	"github.com/keyplane/keyplane/pkg/logging"
 	"github.com/keyplane/keyplane/pkg/plan"
+	"github.com/keyplane/keyplane/pkg/verify"
 )
 
 // Body limits.
@@ -21,16 +22,18 @@ const (
 // Server holds the dependencies of the handlers. Build it in a
 // composition root; all fields but Logger and Project are required.
 type Server struct {
-	Keys    *keys.Service
-	Plans   *plan.Catalog
-	Auth    Authenticator
-	Logger  *slog.Logger // default slog.Default()
-	Project string       // Google Cloud project, for trace correlation in logs
+	Keys     *keys.Service
+	Verifier *verify.Verifier
+	Plans    *plan.Catalog
+	Auth     Authenticator
+	Logger   *slog.Logger // default slog.Default()
+	Project  string       // Google Cloud project, for trace correlation in logs
 }
 
 // Function names: each route belongs to the Cloud Function that serves it.
 const (
-	FuncKeys = "Keys"
+	FuncKeys   = "Keys"
+	FuncVerify = "Verify"
 )
 
 // Route is one entry of the routing table.
@@ -56,6 +59,7 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "POST", "/v1/keys/{id}/rotate", true, ManagementBodyLimit, s.rotateKey},
 		{FuncKeys, "GET", "/v1/keys/{id}/secret", true, 0, s.revealKey},
 		{FuncKeys, "GET", "/v1/audit", true, 0, s.listAudit},
+		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
 		{"", "GET", "/healthz", false, 0, s.healthz},
 	}
 }

@@ -140,6 +140,13 @@ type Store interface {
 	// ListKeys returns one page of keys, newest first, and the token of the
 	// next page ("" on the last).
 	ListKeys(ctx context.Context, q ListKeysQuery) ([]*Key, string, error)
+	// ChangedKeys is the change feed verifiers poll: up to limit keys whose
+	// (UpdatedAt, ID) sorts after (since, afterID), in that order (so with
+	// afterID "" keys changed exactly at since are included). Every
+	// state change sets UpdatedAt, so a poller that remembers the last
+	// (UpdatedAt, ID) it saw misses no change made with a clock not behind
+	// its cursor. limit is 1..1000.
+	ChangedKeys(ctx context.Context, since time.Time, afterID string, limit int) ([]*Key, error)
 
 	// AppendAudit stores an audit entry that is not part of a key update
 	// (e.g. a secret reveal).

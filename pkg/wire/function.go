@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/pkg/config"
+	"github.com/keyplane/keyplane/pkg/httpapi"
 	"github.com/keyplane/keyplane/pkg/logging"
 )
 
@@ -49,6 +50,11 @@ func (f *lazyFunction) get(ctx context.Context) http.Handler {
 	if err != nil {
 		log.Error("start-up failed", "function", f.name, "error", err)
 		return nil
+	}
+	if f.name == httpapi.FuncVerify {
+		// Keep the cache fresh between requests while the instance has CPU;
+		// requests poll themselves when it did not (see pkg/verify).
+		go app.Verifier.Run(context.Background())
 	}
 	f.handler = app.Server.Handler(f.name)
 	return f.handler

@@ -28,16 +28,18 @@ import (
 	"github.com/keyplane/keyplane/pkg/store"
 	storefs "github.com/keyplane/keyplane/pkg/store/firestore"
 	"github.com/keyplane/keyplane/pkg/store/sqlite"
+	"github.com/keyplane/keyplane/pkg/verify"
 )
 
 // App is a built keyplane.
 type App struct {
-	Config config.Config
-	Store  store.Store
-	Vault  secrets.Vault
-	Plans  *plan.Catalog
-	Keys   *keys.Service
-	Server *httpapi.Server
+	Config   config.Config
+	Store    store.Store
+	Vault    secrets.Vault
+	Plans    *plan.Catalog
+	Keys     *keys.Service
+	Verifier *verify.Verifier
+	Server   *httpapi.Server
 	// GeneratedAdminToken is set when Open generated the admin token (file
 	// vault, none configured): the caller shows it once.
 	GeneratedAdminToken string
@@ -100,8 +102,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (app *App, e
 		Store: app.Store, Vault: app.Vault, Hasher: hasher, Plans: plans,
 		Prefix: cfg.KeyPrefix, Clock: clock.Real{}, Logger: log,
 	}
+	app.Verifier = verify.New(app.Store, hasher, plans, clock.Real{}, &verify.Options{Logger: log})
 	app.Server = &httpapi.Server{
-		Keys: app.Keys, Plans: plans, Auth: httpapi.NewTokenAuth(tokens...),
+		Keys: app.Keys, Verifier: app.Verifier, Plans: plans, Auth: httpapi.NewTokenAuth(tokens...),
 		Logger: log, Project: cfg.Project,
 	}
 	return app, nil
@@ -192,9 +195,11 @@ func AdminToken(ctx context.Context, v secrets.Vault) (string, error) {
 }
 
 // RunBackground runs the periodic work of a long-lived process (keyplane
-// serve) until ctx ends: reaping abandoned provisioning intents, hourly.
-// In production the scheduled Sweep function does this work.
+// serve) until ctx ends: polling the verifier's change feed, and reaping
+// abandoned provisioning intents hourly (in production the scheduled Sweep
+// function reaps).
 func (a *App) RunBackground(ctx context.Context) {
+	go a.Verifier.Run(ctx)
 	log := a.Keys.Logger
 	reap := func() {
 		n, err := a.Keys.ReapAbandoned(ctx)

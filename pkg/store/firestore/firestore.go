@@ -623,3 +623,29 @@ func (s *Store) ReleaseIdempotency(ctx context.Context, key string) error {
 	}, firestore.MaxAttempts(txAttempts))
 	return translate(err, "firestore: release idempotency record")
 }
+
+// ChangedKeys returns keys changed after (since, afterID), oldest change
+// first. It uses the automatic single-field index on updated_at.
+func (s *Store) ChangedKeys(ctx context.Context, since time.Time, afterID string, limit int) ([]*store.Key, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	q := s.c.Collection(keysColl).Where("updated_at", ">=", ts(since)).
+		OrderBy("updated_at", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	if afterID != "" {
+		q = q.StartAfter(ts(since), afterID)
+	}
+	snaps, err := q.Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, translate(err, "firestore: read changed keys")
+	}
+	out := make([]*store.Key, 0, len(snaps))
+	for _, snap := range snaps {
+		k, err := fromKeyDoc(snap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}

@@ -84,6 +84,8 @@ CREATE TABLE idempotency (
 	expires_at   INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
+`, `
+CREATE INDEX keys_by_update ON keys (updated_at, id);
 `}
 
 // Open opens the database file at path, creating it and migrating its
@@ -636,4 +638,28 @@ func (s *Store) ReleaseIdempotency(ctx context.Context, key string) error {
 	_, err := s.w.ExecContext(ctx, `UPDATE idempotency SET lease_until = ? WHERE idem_key = ? AND state = ?`,
 		micros(time.Time{}), key, string(store.IdemPending))
 	return translate(err, "sqlite: release idempotency record")
+}
+
+// ChangedKeys returns keys changed after (since, afterID), oldest change
+// first.
+func (s *Store) ChangedKeys(ctx context.Context, since time.Time, afterID string, limit int) ([]*store.Key, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	t := micros(since)
+	rows, err := s.r.QueryContext(ctx, selectKey+` WHERE updated_at > ? OR (updated_at = ? AND id > ?)
+		ORDER BY updated_at, id LIMIT ?`, t, t, afterID, limit)
+	if err != nil {
+		return nil, translate(err, "sqlite: read changed keys")
+	}
+	defer rows.Close()
+	var out []*store.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, translate(err, "sqlite: read changed keys")
+		}
+		out = append(out, k)
+	}
+	return out, translate(rows.Err(), "sqlite: read changed keys")
 }

@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListKeysPagesWithoutGapsOrDuplicates", testListKeysPagesWithoutGapsOrDuplicates},
 		{"ListKeysEmpty", testListKeysEmpty},
 		{"ListKeysBadQueryIsInvalid", testListKeysBadQueryIsInvalid},
+		{"ChangedKeysFeedsEveryChangeInOrder", testChangedKeysFeedsEveryChangeInOrder},
 
 		{"AppendAuditAssignsTimeSortableID", testAppendAuditAssignsTimeSortableID},
 		{"ListAuditNewestFirstFilteredAndPaged", testListAuditNewestFirstFilteredAndPaged},
@@ -887,4 +888,56 @@ func testReleaseIdempotencyIgnoresDoneAndUnknown(t *testing.T, s store.Store) {
 	want := first
 	want.State, want.Status = store.IdemDone, 200
 	reserve(t, s, idem("k", "h1", "key-b"), at(time.Second), false, want)
+}
+
+func testChangedKeysFeedsEveryChangeInOrder(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for i := range 5 {
+		activate(t, s, newKey(fmt.Sprintf("key-%d", i), "o", base.Add(time.Duration(i)*time.Second)))
+	}
+	// A later change moves key-1 to the end of the feed.
+	if _, err := s.UpdateKey(ctx, "key-1", func(k *store.Key) (*store.AuditEntry, error) {
+		k.Status, k.UpdatedAt = store.Disabled, base.Add(time.Minute)
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(ks []*store.Key) (out []string) {
+		for _, k := range ks {
+			out = append(out, k.ID)
+		}
+		return out
+	}
+	// Read the feed two at a time from the start, as a poller does.
+	var got []string
+	since, after := time.Time{}, ""
+	for {
+		ks, err := s.ChangedKeys(ctx, since, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ks) == 0 {
+			break
+		}
+		got = append(got, ids(ks)...)
+		last := ks[len(ks)-1]
+		since, after = last.UpdatedAt, last.ID
+	}
+	want := []string{"key-0", "key-2", "key-3", "key-4", "key-1"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("feed order (-want +got):\n%s", diff)
+	}
+	ks, err := s.ChangedKeys(ctx, base.Add(3*time.Second), "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"key-3", "key-4", "key-1"}, ids(ks)); diff != "" {
+		t.Errorf("feed since key-3's change, inclusive (-want +got):\n%s", diff)
+	}
+	if ks[2].Status != store.Disabled {
+		t.Errorf("feed carries status %q, want the changed record", ks[2].Status)
+	}
+	if _, err := s.ChangedKeys(ctx, base, "", 0); !errs.Is(err, errs.Invalid) {
+		t.Errorf("ChangedKeys(limit 0) = %v, want Invalid", err)
+	}
 }

@@ -1,0 +1,104 @@
+variable "project_id" {
+  description = "The Google Cloud project that hosts this deployment."
+  type        = string
+}
+
+variable "region" {
+  description = "Region of the functions, the Cloud Scheduler job and the source bucket."
+  type        = string
+  default     = "us-central1"
+}
+
+variable "name_prefix" {
+  description = <<-EOT
+    Prefix of every resource name and of every Secret Manager secret id
+    (it becomes KEYPLANE_SECRET_PREFIX), so that several deployments can
+    share a project. It must not start with another deployment's
+    "<prefix>key-": the key-secret IAM conditions match secret ids by prefix.
+  EOT
+  type        = string
+  default     = "keyplane-"
+
+  validation {
+    # 16 characters at most: service account ids are 6-30 characters and
+    # the longest suffix is "usage-webhook".
+    condition     = can(regex("^[a-z][a-z0-9-]{1,14}-$", var.name_prefix))
+    error_message = "name_prefix must be 3-16 characters of [a-z0-9-], start with a letter and end with \"-\"."
+  }
+}
+
+variable "firestore_location" {
+  description = "Location of the Firestore database (a region such as us-central1 or a multi-region such as nam5). Default: var.region."
+  type        = string
+  default     = null
+}
+
+variable "firestore_database" {
+  description = "Firestore database id (KEYPLANE_FIRESTORE_DATABASE)."
+  type        = string
+  default     = "(default)"
+}
+
+variable "key_prefix" {
+  description = "Prefix of new API keys (KEYPLANE_KEY_PREFIX): kp_live in production, kp_test in a test environment."
+  type        = string
+  default     = "kp_live"
+
+  validation {
+    # The rule of apikey.ValidatePrefix.
+    condition     = can(regex("^[a-z]([a-z0-9_]{0,30}[a-z0-9])?$", var.key_prefix))
+    error_message = "key_prefix must be 1-32 characters of [a-z0-9_], start with a letter and not end with \"_\"."
+  }
+}
+
+variable "sweep_schedule" {
+  description = "Cron schedule (UTC) of the abuse and quota sweep."
+  type        = string
+  default     = "*/5 * * * *"
+}
+
+variable "keys_invokers" {
+  description = <<-EOT
+    IAM members allowed to invoke the Keys function (the management API),
+    e.g. ["serviceAccount:signup@my-project.iam.gserviceaccount.com"]. They
+    send their Google ID token in X-Serverless-Authorization and keyplane's
+    bearer token in Authorization. Empty: nobody outside the project's
+    administrators can reach it.
+  EOT
+  type        = list(string)
+  default     = []
+}
+
+variable "verify_invokers" {
+  description = "IAM members allowed to invoke the Verify function (the API gateways' service accounts). Ignored when public_verify is true."
+  type        = list(string)
+  default     = []
+}
+
+variable "public_verify" {
+  description = <<-EOT
+    Let anyone reach the Verify function (roles/run.invoker for allUsers).
+    Verify still requires keyplane's bearer token, so this trades Cloud Run's
+    IAM check for gateways that cannot mint Google ID tokens. Organisation
+    policies that restrict allUsers bindings make this fail.
+  EOT
+  type        = bool
+  default     = false
+}
+
+variable "verify_min_instances" {
+  description = "Instances of Verify kept warm: verify is on every API request's path, where a cold start shows."
+  type        = number
+  default     = 0
+}
+
+variable "plans_file" {
+  description = <<-EOT
+    Path of a plans file (JSON, or YAML when it ends in .yaml or .yml) that
+    replaces the built-in plans. It is stored as the "<prefix>plans" secret
+    and mounted into every function, which gets KEYPLANE_PLANS pointing at
+    it. Null: the built-in free/pro/enterprise plans.
+  EOT
+  type        = string
+  default     = null
+}

@@ -1,0 +1,119 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/pkg/verify"
+)
+
+// VerifyBodyLimit bounds the body of POST /v1/verify.
+const VerifyBodyLimit = 8 << 10
+
+type verifyRequest struct {
+	Key      string `json:"key"`
+	Scope    string `json:"scope"`
+	IP       string `json:"ip"`
+	Referrer string `json:"referrer"`
+	Units    int64  `json:"units"`
+}
+
+// decodeVerifyRequest parses and validates a verify body.
+func decodeVerifyRequest(body []byte) (verify.Request, error) {
+	var req verifyRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return verify.Request{}, errs.E(errs.Invalid, "request body is required: {\"key\": \"…\"}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return verify.Request{}, errs.E(errs.Invalid, "request body: %s", describeJSONError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return verify.Request{}, errs.E(errs.Invalid, "request body: unexpected data after the JSON object")
+	}
+	switch {
+	case req.Key == "":
+		return verify.Request{}, errs.E(errs.Invalid, "key is required")
+	case req.Units < 0:
+		return verify.Request{}, errs.E(errs.Invalid, "units must be >= 0")
+	case len(req.Scope) > 64:
+		return verify.Request{}, errs.E(errs.Invalid, "scope must be at most 64 characters")
+	case len(req.IP) > 64:
+		return verify.Request{}, errs.E(errs.Invalid, "ip must be at most 64 characters")
+	case len(req.Referrer) > 2048:
+		return verify.Request{}, errs.E(errs.Invalid, "referrer must be at most 2048 characters")
+	}
+	return verify.Request{Key: req.Key, Scope: req.Scope, IP: req.IP, Referrer: req.Referrer, Units: req.Units}, nil
+}
+
+// LimitJSON is one limit's state in a verify decision.
+type LimitJSON struct {
+	Limit     int64     `json:"limit"`
+	Used      *int64    `json:"used,omitempty"`
+	Remaining int64     `json:"remaining"`
+	ResetAt   time.Time `json:"reset_at"`
+}
+
+// DecisionJSON is the body of a verify answer (API.md, "Verify decision").
+// It never holds the secret.
+type DecisionJSON struct {
+	Valid      bool                 `json:"valid"`
+	Code       verify.Code          `json:"code"`
+	KeyID      string               `json:"key_id,omitempty"`
+	Owner      string               `json:"owner,omitempty"`
+	Plan       string               `json:"plan,omitempty"`
+	Scopes     []string             `json:"scopes,omitempty"`
+	Metadata   map[string]string    `json:"metadata,omitempty"`
+	ExpiresAt  *time.Time           `json:"expires_at,omitempty"`
+	Limits     map[string]LimitJSON `json:"limits,omitempty"`
+	RetryAfter int64                `json:"retry_after,omitempty"` // seconds, with RATE_LIMITED
+}
+
+// DecisionBody renders a decision.
+func DecisionBody(d *verify.Decision) DecisionJSON {
+	out := DecisionJSON{Valid: d.Valid(), Code: d.Code}
+	if k := d.Key; k != nil {
+		out.KeyID, out.Owner, out.Plan, out.Scopes, out.Metadata, out.ExpiresAt = k.ID, k.Owner, k.Plan, k.Scopes, k.Metadata, k.ExpiresAt
+	}
+	if ls := d.Limits(); len(ls) > 0 {
+		out.Limits = make(map[string]LimitJSON, len(ls))
+		for _, l := range ls {
+			j := LimitJSON{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
+			if l.HasUsed {
+				used := l.Used
+				j.Used = &used
+			}
+			out.Limits[l.Name] = j
+		}
+	}
+	if d.RetryAfter > 0 {
+		out.RetryAfter = int64((d.RetryAfter + time.Second - 1) / time.Second)
+	}
+	return out
+}
+
+func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, VerifyBodyLimit))
+	if err != nil {
+		return errs.E(errs.TooLarge, "request body is larger than %d bytes", VerifyBodyLimit)
+	}
+	req, err := decodeVerifyRequest(body)
+	if err != nil {
+		return err
+	}
+	d, err := s.Verifier.Verify(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	if d.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	writeJSON(w, http.StatusOK, DecisionBody(&d))
+	return nil
+}
