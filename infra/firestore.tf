@@ -1,0 +1,176 @@
+# Firestore in native mode, laid out as pkg/store/firestore/doc.go says.
+#
+# A project's "(default)" database may exist already (created from the
+# console or by App Engine); import it instead of creating it:
+#
+#   terraform -chdir=infra import google_firestore_database.main "projects/<project>/databases/(default)"
+
+resource "google_firestore_database" "main" {
+  project     = var.project_id
+  name        = var.firestore_database
+  location_id = local.firestore_location
+  type        = "FIRESTORE_NATIVE"
+
+  # Key records, hashes and audit entries are the system of record.
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = "DELETE_PROTECTION_ENABLED"
+  deletion_policy                   = "ABANDON"
+
+  depends_on = [google_project_service.enabled]
+}
+
+# ListKeys with an owner, newest first.
+resource "google_firestore_index" "keys_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "keys"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+}
+
+# ListAudit with a key id, newest first.
+resource "google_firestore_index" "audit_by_key" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "audit"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "key_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "time"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+}
+
+# Usage counters (pkg/usage/ledger/firestore): the sweep's ActiveKeys and
+# the billing export across owners, then the export for one owner. Shard
+# documents of a key are grouped by key_id.
+resource "google_firestore_index" "usage_counters_by_window" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_counters"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "window"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "start"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "key_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "usage_counters_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_counters"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "window"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "start"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "key_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
+locals {
+  # Single-field settings. ttl: a TTL policy (Firestore deletes the
+  # document within about a day after that time). exempt: no single-field
+  # index, because nothing queries the field; it saves index writes and
+  # keeps monotonically growing timestamps from capping write throughput.
+  # No TTL on keys.expires_at: an expired key is kept and verifies as EXPIRED.
+  firestore_fields = {
+    "keys/hash"                = { ttl = false, exempt = true } # looked up through key_hashes
+    "keys/metadata"            = { ttl = false, exempt = true }
+    "keys/limits"              = { ttl = false, exempt = true }
+    "keys/restrictions"        = { ttl = false, exempt = true }
+    "key_hashes/key_id"        = { ttl = false, exempt = true }
+    "audit/details"            = { ttl = false, exempt = true }
+    "idempotency/key"          = { ttl = false, exempt = true }
+    "idempotency/status"       = { ttl = false, exempt = true }
+    "idempotency/request_hash" = { ttl = false, exempt = true }
+    "idempotency/key_id"       = { ttl = false, exempt = true }
+    "idempotency/state"        = { ttl = false, exempt = true }
+    "idempotency/lease_until"  = { ttl = false, exempt = true }
+    "idempotency/created_at"   = { ttl = false, exempt = true }
+    "idempotency/expires_at"   = { ttl = true, exempt = true }
+    # Usage events kept for deduplication expire after the replay window.
+    "usage_events/expire_at" = { ttl = true, exempt = true }
+    "usage_events/id"        = { ttl = false, exempt = true }
+    "usage_events/key_id"    = { ttl = false, exempt = true }
+    "usage_events/time"      = { ttl = false, exempt = true }
+    # Counters are rewritten by every increment; start only ever grows.
+    "usage_counters/requests"    = { ttl = false, exempt = true }
+    "usage_counters/units"       = { ttl = false, exempt = true }
+    "usage_counters/bytes"       = { ttl = false, exempt = true }
+    "usage_counters/shard"       = { ttl = false, exempt = true }
+    "usage_counters/start"       = { ttl = false, exempt = true }
+    "usage_dead_letters/id"      = { ttl = false, exempt = true }
+    "usage_dead_letters/reason"  = { ttl = false, exempt = true }
+    "usage_dead_letters/detail"  = { ttl = false, exempt = true }
+    "usage_dead_letters/payload" = { ttl = false, exempt = true }
+  }
+}
+
+resource "google_firestore_field" "this" {
+  for_each = local.firestore_fields
+
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = split("/", each.key)[0]
+  field      = split("/", each.key)[1]
+
+  dynamic "ttl_config" {
+    for_each = each.value.ttl ? [1] : []
+    content {}
+  }
+
+  # An empty index_config removes every single-field index of the field.
+  dynamic "index_config" {
+    for_each = each.value.exempt ? [1] : []
+    content {}
+  }
+}
