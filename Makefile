@@ -25,3 +25,13 @@ fuzz:
 
 serve:
 	$(GO) run ./cmd/keyplane serve
+
+# Verify over loopback HTTP: keyplane serve against a bare net/http server,
+# throughput (wrk) and latency at a fixed rate; see docs/benchmarks.md.
+.PHONY: bench-http bench-flood
+bench-http:
+	./scripts/bench-http.sh
+
+# Server memory under a flood of random well-formed keys; see docs/benchmarks.md.
+bench-flood:
+	./scripts/bench-flood.sh

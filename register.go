@@ -9,10 +9,14 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
 	"github.com/keyplane/keyplane/functions/keys"
+	"github.com/keyplane/keyplane/functions/recordusage"
+	"github.com/keyplane/keyplane/functions/usagewebhook"
 	"github.com/keyplane/keyplane/functions/verify"
 )
 
 func init() {
 	functions.HTTP("Keys", keys.Handle)
 	functions.HTTP("Verify", verify.Handle)
+	functions.HTTP("UsageWebhook", usagewebhook.Handle)
+	functions.CloudEvent("RecordUsage", recordusage.Handle)
 }

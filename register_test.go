@@ -18,6 +18,7 @@ func TestKeysFunctionServesThroughFunctionsFramework(t *testing.T) {
 	t.Setenv("FUNCTION_TARGET", "Keys")
 	t.Setenv("KEYPLANE_STORE", "sqlite")
 	t.Setenv("KEYPLANE_SECRETS", "file")
+	t.Setenv("KEYPLANE_QUEUE", "embedded")
 	t.Setenv("KEYPLANE_DATA", t.TempDir())
 	t.Setenv("KEYPLANE_ADMIN_TOKEN", "function-test-token-123")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		return serve(ctx, cfg, *addr, log, stdout)
 	case "admin-token":
-		app, err := wire.Open(ctx, cfg, log)
+		app, err := wire.Open(ctx, cfg, log, "")
 		if err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger, stdout io.Writer) error {
-	app, err := wire.Open(ctx, cfg, log)
+	app, err := wire.Open(ctx, cfg, log, "")
 	if err != nil {
 		return err
 	}
@@ -106,9 +106,16 @@ func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger
 		token = app.GeneratedAdminToken
 		fmt.Fprintf(stdout, "generated an admin token, shown once (with serve stopped, `keyplane admin-token` prints it again):\n  export KEYPLANE_ADMIN_TOKEN=%s\n", token)
 	}
+	if app.GeneratedWebhookSecret != "" {
+		fmt.Fprintf(stdout, "generated the usage webhook's signing secret, shown once:\n  export KEYPLANE_WEBHOOK_SECRET=%s\n", app.GeneratedWebhookSecret)
+	}
 	fmt.Fprintf(stdout, "try:\n  curl -s -X POST %s/v1/keys -H 'Authorization: Bearer %s' -d '{\"owner\": \"acct_123\"}'\n", base, token)
 
-	go app.RunBackground(ctx)
+	bg, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if err := app.RunBackground(bg, log); err != nil {
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

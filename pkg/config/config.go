@@ -20,6 +20,8 @@ const (
 	StoreFirestore      = "firestore"
 	SecretsFile         = "file"
 	SecretsManager      = "secretmanager"
+	QueueEmbedded       = "embedded"
+	QueuePubSub         = "pubsub"
 	defaultSecretPrefix = "keyplane-"
 )
 
@@ -31,6 +33,12 @@ type Config struct {
 	// Secrets is the secret vault: "file" (embedded default) or
 	// "secretmanager" (KEYPLANE_SECRETS).
 	Secrets string
+	// Queue is the usage event transport: "embedded" (default) or
+	// "pubsub" (KEYPLANE_QUEUE).
+	Queue string
+	// UsageTopic is the usage events topic (KEYPLANE_USAGE_TOPIC, default
+	// "usage-events"); its dead letters go to "<topic>-dead-letter".
+	UsageTopic string
 	// Project is the Google Cloud project, required by the cloud backends
 	// (GOOGLE_CLOUD_PROJECT, or GCP_PROJECT).
 	Project string
@@ -71,7 +79,7 @@ type Config struct {
 // files.
 func Embedded() Config {
 	return Config{
-		Store: StoreSQLite, Secrets: SecretsFile, DataDir: ".keyplane",
+		Store: StoreSQLite, Secrets: SecretsFile, Queue: QueueEmbedded, UsageTopic: "usage-events", DataDir: ".keyplane",
 		FirestoreDatabase: "(default)", SweepInterval: time.Minute,
 		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
 	}
@@ -81,7 +89,7 @@ func Embedded() Config {
 // Manager.
 func Cloud() Config {
 	c := Embedded()
-	c.Store, c.Secrets, c.DataDir, c.SweepInterval = StoreFirestore, SecretsManager, "", 0
+	c.Store, c.Secrets, c.Queue, c.DataDir, c.SweepInterval = StoreFirestore, SecretsManager, QueuePubSub, "", 0
 	return c
 }
 
@@ -97,6 +105,8 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	}
 	str(&c.Store, "KEYPLANE_STORE")
 	str(&c.Secrets, "KEYPLANE_SECRETS")
+	str(&c.Queue, "KEYPLANE_QUEUE")
+	str(&c.UsageTopic, "KEYPLANE_USAGE_TOPIC")
 	str(&c.Project, "GCP_PROJECT")
 	str(&c.Project, "GOOGLE_CLOUD_PROJECT")
 	str(&c.FirestoreDatabase, "KEYPLANE_FIRESTORE_DATABASE")
@@ -144,10 +154,18 @@ func (c Config) Validate() error {
 	default:
 		problems = append(problems, fmt.Sprintf("KEYPLANE_SECRETS must be %s or %s, got %q", SecretsFile, SecretsManager, c.Secrets))
 	}
-	if (c.Store == StoreFirestore || c.Secrets == SecretsManager) && c.Project == "" {
-		problems = append(problems, "GOOGLE_CLOUD_PROJECT is required with KEYPLANE_STORE=firestore or KEYPLANE_SECRETS=secretmanager")
+	switch c.Queue {
+	case QueueEmbedded, QueuePubSub:
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_QUEUE must be %s or %s, got %q", QueueEmbedded, QueuePubSub, c.Queue))
 	}
-	if (c.Store == StoreSQLite || c.Secrets == SecretsFile) && c.DataDir == "" {
+	if c.UsageTopic == "" {
+		problems = append(problems, "KEYPLANE_USAGE_TOPIC must not be empty")
+	}
+	if (c.Store == StoreFirestore || c.Secrets == SecretsManager || c.Queue == QueuePubSub) && c.Project == "" {
+		problems = append(problems, "GOOGLE_CLOUD_PROJECT is required with KEYPLANE_STORE=firestore, KEYPLANE_SECRETS=secretmanager or KEYPLANE_QUEUE=pubsub")
+	}
+	if (c.Store == StoreSQLite || c.Secrets == SecretsFile || c.Queue == QueueEmbedded) && c.DataDir == "" {
 		problems = append(problems, "a data directory (--data) is required with the embedded backends")
 	}
 	if err := apikey.ValidatePrefix(c.KeyPrefix); err != nil {

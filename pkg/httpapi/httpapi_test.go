@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -14,8 +15,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/keyplane/keyplane/pkg/apikey"
 	"github.com/keyplane/keyplane/pkg/config"
+	"github.com/keyplane/keyplane/pkg/webhook"
 	"github.com/keyplane/keyplane/pkg/wire"
 )
 
@@ -46,16 +50,41 @@ func newAPI(t *testing.T) *api {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Embedded()
-	cfg.DataDir, cfg.AdminToken = dir, token
+	cfg.DataDir, cfg.AdminToken, cfg.WebhookSecret = dir, token, webhookSecret
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := wire.Open(context.Background(), cfg, log)
+	app, err := wire.Open(context.Background(), cfg, log, "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := app.RunBackground(ctx, log); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(app.Server.Handler())
-	t.Cleanup(func() { srv.Close(); app.Close() })
+	t.Cleanup(func() { cancel(); srv.Close(); app.Close() })
 	return &api{t: t, srv: srv, logs: logs, dir: dir}
+}
+
+var webhookSecret = webhook.NewSecret()
+
+// sendUsage posts a signed usage batch.
+func (a *api) sendUsage(body string, sign bool) response {
+	a.t.Helper()
+	req, _ := http.NewRequest("POST", a.srv.URL+"/v1/usage", strings.NewReader(body))
+	if sign {
+		s, _ := webhook.ParseSecret(webhookSecret)
+		s.SetHeaders(req.Header, "msg_"+apikey.RandomString(8), time.Now(), []byte(body))
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := response{Status: res.StatusCode, Header: res.Header, Raw: string(raw)}
+	json.Unmarshal(raw, &out.Body)
+	return out
 }
 
 type response struct {
@@ -356,5 +385,91 @@ func TestVerifyOverHTTP(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != 401 {
 		t.Errorf("verify without credentials = %d, want 401", res.StatusCode)
+	}
+}
+
+func events(keyID string, ids ...string) string {
+	var parts []string
+	for _, id := range ids {
+		parts = append(parts, fmt.Sprintf(`{"id": %q, "key_id": %q, "time": %q, "units": 10}`, id, keyID, time.Now().UTC().Format(time.RFC3339)))
+	}
+	return `{"events": [` + strings.Join(parts, ",") + `]}`
+}
+
+// waitFor polls cond until it holds; delivery through the queue is
+// asynchronous, so waiting is inherent, bounded by the deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestUsageCountedOnceThenQuotaRefusesInVerify(t *testing.T) {
+	a := newAPI(t)
+	id, secret := a.create(`{"owner": "o", "limits": {"requests_per_day": 3}}`)
+	for _, body := range []string{events(id, "e1", "e2"), events(id, "e1", "e2"), events(id, "e3")} {
+		if r := a.sendUsage(body, true); r.Status != 202 {
+			t.Fatalf("usage webhook = %d %s, want 202", r.Status, r.Raw)
+		}
+	}
+	waitFor(t, "3 requests counted", func() bool {
+		r := a.do("GET", "/v1/keys/"+id+"/usage?window=day", "")
+		return r.Body["requests"] == 3.0
+	})
+	r := a.do("GET", "/v1/keys/"+id+"/usage?window=day", "")
+	if r.Body["units"] != 30.0 {
+		t.Errorf("units = %v, want 30 (each event once)", r.Body["units"])
+	}
+	d := a.do("POST", "/v1/verify", `{"key": "`+secret+`"}`)
+	if d.Body["code"] != "USAGE_EXCEEDED" {
+		t.Fatalf("verify after the quota = %s", d.Raw)
+	}
+	rpd := d.Body["limits"].(map[string]any)["requests_per_day"].(map[string]any)
+	if rpd["used"] != 3.0 || rpd["remaining"] != 0.0 {
+		t.Errorf("requests_per_day state = %v, want used 3, remaining 0", rpd)
+	}
+	export := a.do("GET", "/v1/usage?owner=o&window=day", "")
+	rows := export.Body["usage"].([]any)
+	if len(rows) != 1 || rows[0].(map[string]any)["requests"] != 3.0 {
+		t.Errorf("billing export = %s", export.Raw)
+	}
+	csvRes := a.do("GET", "/v1/usage?owner=o&window=day&format=csv", "")
+	if !strings.Contains(csvRes.Raw, id+",o,day,") || !strings.HasPrefix(csvRes.Raw, "key_id,owner,window") {
+		t.Errorf("csv export = %q", csvRes.Raw)
+	}
+}
+
+func TestUsageForUnknownKeyIsDeadLettered(t *testing.T) {
+	a := newAPI(t)
+	if r := a.sendUsage(events("key_0000000000000000", "ghost"), true); r.Status != 202 {
+		t.Fatalf("usage webhook = %d %s", r.Status, r.Raw)
+	}
+	waitFor(t, "a dead letter", func() bool {
+		r := a.do("GET", "/v1/usage/dead-letters", "")
+		dl, _ := r.Body["dead_letters"].([]any)
+		return len(dl) == 1 && dl[0].(map[string]any)["reason"] == "unknown_key"
+	})
+}
+
+func TestUsageWebhookRejectsBadInput(t *testing.T) {
+	a := newAPI(t)
+	id, _ := a.create(`{"owner": "o"}`)
+	if r := a.sendUsage(events(id, "x"), false); r.Status != 401 {
+		t.Errorf("unsigned = %d %s, want 401", r.Status, r.Raw)
+	}
+	r := a.sendUsage(`{"events": [{"id": "a", "key_id": "`+id+`", "time": "2020-01-01T00:00:00Z"}, {"id": "", "key_id": "`+id+`", "time": "2020-01-01T00:00:00Z"}]}`, true)
+	if r.Status != 400 || !strings.Contains(r.Raw, "events[0].time") || !strings.Contains(r.Raw, "events[1].id") {
+		t.Errorf("invalid batch = %d %s, want 400 with per-index details", r.Status, r.Raw)
+	}
+	if r := a.sendUsage(`{"events": [`+strings.Repeat(`{"id":"x"},`, 100000)+`{}]}`, true); r.Status != 413 {
+		t.Errorf("oversized = %d, want 413", r.Status)
+	}
+	if r := a.do("GET", "/v1/keys/"+id+"/usage?window=year", ""); r.Status != 400 {
+		t.Errorf("bad window = %d, want 400", r.Status)
 	}
 }

@@ -6,11 +6,15 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/keyplane/keyplane/pkg/clock"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/keys"
 	"github.com/keyplane/keyplane/pkg/logging"
 	"github.com/keyplane/keyplane/pkg/plan"
+	"github.com/keyplane/keyplane/pkg/queue"
+	"github.com/keyplane/keyplane/pkg/usage"
 	"github.com/keyplane/keyplane/pkg/verify"
+	"github.com/keyplane/keyplane/pkg/webhook"
 )
 
 // Body limits.
@@ -22,18 +26,23 @@ const (
 // Server holds the dependencies of the handlers. Build it in a
 // composition root; all fields but Logger and Project are required.
 type Server struct {
-	Keys     *keys.Service
-	Verifier *verify.Verifier
-	Plans    *plan.Catalog
-	Auth     Authenticator
-	Logger   *slog.Logger // default slog.Default()
-	Project  string       // Google Cloud project, for trace correlation in logs
+	Keys           *keys.Service
+	Verifier       *verify.Verifier
+	Ledger         usage.Ledger
+	UsageTopic     queue.Topic
+	WebhookSecrets []webhook.Secret // usage webhook signing secrets (several during a rotation)
+	Clock          clock.Clock      // default clock.Real
+	Plans          *plan.Catalog
+	Auth           Authenticator
+	Logger         *slog.Logger // default slog.Default()
+	Project        string       // Google Cloud project, for trace correlation in logs
 }
 
 // Function names: each route belongs to the Cloud Function that serves it.
 const (
-	FuncKeys   = "Keys"
-	FuncVerify = "Verify"
+	FuncKeys         = "Keys"
+	FuncVerify       = "Verify"
+	FuncUsageWebhook = "UsageWebhook"
 )
 
 // Route is one entry of the routing table.
@@ -59,9 +68,20 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "POST", "/v1/keys/{id}/rotate", true, ManagementBodyLimit, s.rotateKey},
 		{FuncKeys, "GET", "/v1/keys/{id}/secret", true, 0, s.revealKey},
 		{FuncKeys, "GET", "/v1/audit", true, 0, s.listAudit},
+		{FuncKeys, "GET", "/v1/keys/{id}/usage", true, 0, s.keyUsage},
+		{FuncKeys, "GET", "/v1/usage", true, 0, s.listUsage},
+		{FuncKeys, "GET", "/v1/usage/dead-letters", true, 0, s.listDeadLetters},
+		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},
 		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
 		{"", "GET", "/healthz", false, 0, s.healthz},
 	}
+}
+
+func (s *Server) now() time.Time {
+	if s.Clock == nil {
+		return time.Now().UTC()
+	}
+	return s.Clock.Now()
 }
 
 func (s *Server) logger() *slog.Logger {

@@ -397,6 +397,10 @@ func TestRotateWithIdempotencyKeyRetriesToSameKey(t *testing.T) {
 	if o.RotatedTo != nk.Key.ID {
 		t.Fatalf("old key rotated_to = %q, want %q", o.RotatedTo, nk.Key.ID)
 	}
+	replay, err := e.svc.Rotate(ctx, "admin", old.Key.ID, keys.RotateRequest{GracePeriod: "0s"}, "r1")
+	if err != nil || !replay.Replayed || replay.Key.ID != nk.Key.ID || replay.Secret != nk.Secret {
+		t.Fatalf("replayed rotation = %+v, %v; want the same new key", replay, err)
+	}
 }
 
 func TestLifecycleAuditsEveryChange(t *testing.T) {

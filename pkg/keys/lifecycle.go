@@ -129,8 +129,13 @@ func (s *Service) Rotate(ctx context.Context, actor, id string, req RotateReques
 	if err != nil {
 		return nil, err
 	}
-	if err := rotatable(old); err != nil {
-		return nil, err
+	// A rotation may start only on a rotatable key, or resume the one that
+	// already replaced it; a finished one is replayed without this check.
+	before := func(newID string) error {
+		if old.RotatedTo != "" && old.RotatedTo == newID {
+			return nil
+		}
+		return rotatable(old)
 	}
 	tmpl := *old
 	tmpl.ID, tmpl.Hash, tmpl.Last4 = "", [32]byte{}, ""
@@ -156,7 +161,7 @@ func (s *Service) Rotate(ctx context.Context, actor, id string, req RotateReques
 		})
 		return err
 	}
-	c, err := s.provision(ctx, actor, "POST /v1/keys/"+id+"/rotate", req, idemKey, &tmpl, finishOld)
+	c, err := s.provision(ctx, actor, "POST /v1/keys/"+id+"/rotate", req, idemKey, &tmpl, before, finishOld)
 	if err != nil {
 		return nil, err
 	}

@@ -161,20 +161,31 @@ func (s *Service) Create(ctx context.Context, actor string, req CreateRequest, i
 	if err != nil {
 		return nil, err
 	}
-	return s.provision(ctx, actor, "POST /v1/keys", req, idemKey, tmpl, nil)
+	return s.provision(ctx, actor, "POST /v1/keys", req, idemKey, tmpl, nil, nil)
 }
 
 // provision runs the idempotency protocol around finish. scope and body
-// identify the request for the idempotency record; after, if not nil, runs
-// once the new key is active (rotation's update of the old key) and must be
-// safe to repeat.
-func (s *Service) provision(ctx context.Context, actor, scope string, body any, idemKey string, tmpl *store.Key, after func(context.Context, *store.Key) error) (*Created, error) {
-	if idemKey == "" {
-		c, err := s.finish(ctx, actor, newKeyID(), tmpl)
+// identify the request for the idempotency record. before, if not nil,
+// checks that the work may start (or resume) for the new key's id; it is
+// not called when a finished request is replayed. after, if not nil, runs
+// once the new key is active (rotation's update of the old key) and must
+// be safe to repeat.
+func (s *Service) provision(ctx context.Context, actor, scope string, body any, idemKey string, tmpl *store.Key,
+	before func(id string) error, after func(context.Context, *store.Key) error) (*Created, error) {
+	work := func(id string) (*Created, error) {
+		if before != nil {
+			if err := before(id); err != nil {
+				return nil, err
+			}
+		}
+		c, err := s.finish(ctx, actor, id, tmpl)
 		if err == nil && after != nil {
 			err = after(ctx, c.Key)
 		}
 		return c, err
+	}
+	if idemKey == "" {
+		return work(newKeyID())
 	}
 	if err := validateIdempotencyKey(idemKey); err != nil {
 		return nil, err
@@ -208,10 +219,7 @@ func (s *Service) provision(ctx context.Context, actor, scope string, body any, 
 		}
 		return s.replay(ctx, rec.KeyID)
 	}
-	c, err := s.finish(ctx, actor, rec.KeyID, tmpl)
-	if err == nil && after != nil {
-		err = after(ctx, c.Key)
-	}
+	c, err := work(rec.KeyID)
 	if err != nil {
 		// Let a retry take over at once rather than after the lease.
 		if rerr := s.Store.ReleaseIdempotency(context.WithoutCancel(ctx), recKey); rerr != nil {

@@ -11,63 +11,79 @@ import (
 	"github.com/keyplane/keyplane/pkg/config"
 	"github.com/keyplane/keyplane/pkg/httpapi"
 	"github.com/keyplane/keyplane/pkg/logging"
+	"github.com/keyplane/keyplane/pkg/usage"
 )
 
-// FunctionHandler returns the handler of the named Cloud Function. It
-// builds the App from the environment (config.Cloud defaults) on the first
-// request, once per instance, and reuses it; if building fails it answers
-// 503 and tries again on a later request, instead of keeping a broken
-// instance alive.
-func FunctionHandler(function string) http.Handler {
-	f := &lazyFunction{name: function, log: logging.New(os.Stdout, slog.LevelInfo)}
-	return f
-}
-
-type lazyFunction struct {
-	name string
-	log  *slog.Logger
+// lazyApp builds a function's App from the environment (config.Cloud
+// defaults) on first use, once per instance. If building fails it tries
+// again on a later call (at most every 5 s) instead of keeping a broken
+// instance alive. The App lives as long as the instance: it is never
+// closed.
+type lazyApp struct {
+	function string
 
 	mu        sync.Mutex
-	handler   http.Handler
+	app       *App
+	err       error
 	lastTried time.Time
 }
 
-func (f *lazyFunction) get(ctx context.Context) http.Handler {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.handler != nil || time.Since(f.lastTried) < 5*time.Second {
-		return f.handler
+func (l *lazyApp) get() (*App, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.app != nil || time.Since(l.lastTried) < 5*time.Second {
+		return l.app, l.err
 	}
-	f.lastTried = time.Now()
+	l.lastTried = time.Now()
+	log := logging.New(os.Stdout, slog.LevelInfo)
 	cfg, err := config.FromEnv(config.Cloud(), os.Getenv)
-	if err != nil {
-		f.log.Error("configuration", "function", f.name, "error", err)
-		return nil
+	if err == nil {
+		log = logging.New(os.Stdout, cfg.LogLevel)
+		l.app, err = Open(context.Background(), cfg, log, l.function)
 	}
-	log := logging.New(os.Stdout, cfg.LogLevel)
-	// The App lives as long as the instance: it is never closed.
-	app, err := Open(context.WithoutCancel(ctx), cfg, log)
 	if err != nil {
-		log.Error("start-up failed", "function", f.name, "error", err)
-		return nil
+		log.Error("start-up failed", "function", l.function, "error", err)
+		l.err = err
+		return nil, err
 	}
-	if f.name == httpapi.FuncVerify {
+	if l.function == httpapi.FuncVerify {
 		// Keep the cache fresh between requests while the instance has CPU;
 		// requests poll themselves when it did not (see pkg/verify).
-		go app.Verifier.Run(context.Background())
+		go l.app.Verifier.Run(context.Background())
 	}
-	f.handler = app.Server.Handler(f.name)
-	return f.handler
+	l.err = nil
+	return l.app, nil
 }
 
-func (f *lazyFunction) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := f.get(r.Context())
-	if h == nil {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Retry-After", "5")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte(`{"error":{"code":"UNAVAILABLE","message":"the function is starting or misconfigured; retry later"}}` + "\n"))
-		return
+// FunctionHandler returns the handler of the named HTTP Cloud Function. It
+// answers 503 while the function cannot start.
+func FunctionHandler(function string) http.Handler {
+	l := &lazyApp{function: function}
+	var once sync.Once
+	var h http.Handler
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		app, err := l.get()
+		if err != nil || app == nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"error":{"code":"UNAVAILABLE","message":"the function is starting or misconfigured; retry later"}}` + "\n"))
+			return
+		}
+		once.Do(func() { h = app.Server.Handler(function) })
+		h.ServeHTTP(w, r)
+	})
+}
+
+// LazyConsumer returns a func that gives the RecordUsage function's usage
+// consumer, built on first use.
+func LazyConsumer() func() (*usage.Consumer, error) {
+	l := &lazyApp{function: FuncRecordUsage}
+	return func() (*usage.Consumer, error) {
+		app, err := l.get()
+		if err != nil {
+			return nil, err
+		}
+		return app.Consumer, nil
 	}
-	h.ServeHTTP(w, r)
 }

@@ -1,7 +1,12 @@
 // Package wire builds keyplane from a validated config.Config: it opens the
-// configured backends, loads the pepper and plans, and returns the services
-// and the HTTP server. It is the one place that knows which adapter backs
-// each interface; cmd/keyplane and the Cloud Functions are its only users.
+// configured backends, loads the deployment secrets and plans, and returns
+// the services and the HTTP server. It is the one place that knows which
+// adapter backs each interface; cmd/keyplane and the Cloud Functions are its
+// only users.
+//
+// Each Cloud Function opens only what it uses (Function in Open), so that
+// its service account needs no permission beyond its job: UsageWebhook
+// never reads the pepper, Verify never touches the usage queue.
 package wire
 
 import (
@@ -14,6 +19,7 @@ import (
 	"time"
 
 	gfirestore "cloud.google.com/go/firestore"
+	gpubsub "cloud.google.com/go/pubsub/v2"
 
 	"github.com/keyplane/keyplane/pkg/apikey"
 	"github.com/keyplane/keyplane/pkg/clock"
@@ -22,16 +28,23 @@ import (
 	"github.com/keyplane/keyplane/pkg/httpapi"
 	"github.com/keyplane/keyplane/pkg/keys"
 	"github.com/keyplane/keyplane/pkg/plan"
+	"github.com/keyplane/keyplane/pkg/queue"
+	"github.com/keyplane/keyplane/pkg/queue/embedded"
+	qpubsub "github.com/keyplane/keyplane/pkg/queue/pubsub"
 	"github.com/keyplane/keyplane/pkg/secrets"
 	"github.com/keyplane/keyplane/pkg/secrets/filevault"
 	smvault "github.com/keyplane/keyplane/pkg/secrets/secretmanager"
 	"github.com/keyplane/keyplane/pkg/store"
 	storefs "github.com/keyplane/keyplane/pkg/store/firestore"
 	"github.com/keyplane/keyplane/pkg/store/sqlite"
+	"github.com/keyplane/keyplane/pkg/usage"
+	ledgerfs "github.com/keyplane/keyplane/pkg/usage/ledger/firestore"
+	ledgersqlite "github.com/keyplane/keyplane/pkg/usage/ledger/sqlite"
 	"github.com/keyplane/keyplane/pkg/verify"
+	"github.com/keyplane/keyplane/pkg/webhook"
 )
 
-// App is a built keyplane.
+// App is a built keyplane. Fields a function does not use are nil.
 type App struct {
 	Config   config.Config
 	Store    store.Store
@@ -39,11 +52,18 @@ type App struct {
 	Plans    *plan.Catalog
 	Keys     *keys.Service
 	Verifier *verify.Verifier
+	Ledger   usage.Ledger
+	Topic    queue.Topic // the usage topic
+	Consumer *usage.Consumer
 	Server   *httpapi.Server
-	// GeneratedAdminToken is set when Open generated the admin token (file
-	// vault, none configured): the caller shows it once.
-	GeneratedAdminToken string
+	// GeneratedAdminToken and GeneratedWebhookSecret are set when Open
+	// generated them (file vault, none configured): the caller shows them
+	// once.
+	GeneratedAdminToken    string
+	GeneratedWebhookSecret string
 
+	queue   *embedded.Queue // the embedded queue, when used
+	pubsub  *gpubsub.Client
 	closers []func() error
 }
 
@@ -56,8 +76,43 @@ func (a *App) Close() error {
 	return errors.Join(errList...)
 }
 
-// Open builds keyplane from cfg, which it validates first.
-func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (app *App, err error) {
+// Embedded-queue and Pub/Sub names.
+const (
+	usageSubscription      = "record-usage"
+	deadLetterSuffix       = "-dead-letter"
+	deadLetterSubscription = "record-dead-letters"
+)
+
+// UsageRetryPolicy is the usage subscription's redelivery policy, the same
+// as the production push subscription's (infra/).
+var UsageRetryPolicy = queue.RetryPolicy{MinBackoff: 10 * time.Second, MaxBackoff: 10 * time.Minute, MaxAttempts: 10}
+
+// needs says which parts a function uses.
+type needs struct {
+	store, keySecrets, auth, ledger, topic, webhookSecrets bool
+}
+
+func needsOf(function string) needs {
+	switch function {
+	case httpapi.FuncKeys:
+		return needs{store: true, keySecrets: true, auth: true, ledger: true}
+	case httpapi.FuncVerify:
+		return needs{store: true, auth: true, ledger: true}
+	case httpapi.FuncUsageWebhook:
+		return needs{topic: true, webhookSecrets: true}
+	case FuncRecordUsage:
+		return needs{store: true, ledger: true}
+	}
+	return needs{store: true, keySecrets: true, auth: true, ledger: true, topic: true, webhookSecrets: true}
+}
+
+// FuncRecordUsage is the CloudEvent function that counts usage.
+const FuncRecordUsage = "RecordUsage"
+
+// Open builds keyplane from cfg, which it validates first. function names
+// the Cloud Function to build for ("" builds everything, for keyplane
+// serve).
+func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function string) (app *App, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -76,36 +131,72 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (app *App, e
 			return nil, fmt.Errorf("data directory: %w", err)
 		}
 	}
-	if app.Store, err = openStore(ctx, cfg); err != nil {
-		return nil, err
-	}
-	app.closers = append(app.closers, app.Store.Close)
-	if app.Vault, err = openVault(ctx, cfg); err != nil {
-		return nil, err
-	}
-	app.closers = append(app.closers, app.Vault.Close)
+	n := needsOf(function)
+	clk := clock.Real{}
+	srv := &httpapi.Server{Plans: plans, Logger: log, Project: cfg.Project, Clock: clk}
+	app.Server = srv
+	embeddedVault := cfg.Secrets == config.SecretsFile
 
-	embedded := cfg.Secrets == config.SecretsFile
-	pepper, err := secret(ctx, app.Vault, secrets.Pepper, embedded, 32)
-	if err != nil {
-		return nil, err
+	if n.store {
+		if app.Store, err = openStore(ctx, cfg); err != nil {
+			return nil, err
+		}
+		app.closers = append(app.closers, app.Store.Close)
 	}
-	hasher, err := apikey.NewHasher(pepper)
-	if err != nil {
-		return nil, fmt.Errorf("the %q secret: %w", secrets.Pepper, err)
+	if n.keySecrets || n.auth || n.webhookSecrets {
+		if app.Vault, err = openVault(ctx, cfg); err != nil {
+			return nil, err
+		}
+		app.closers = append(app.closers, app.Vault.Close)
 	}
-	tokens, err := app.adminTokens(ctx, embedded)
-	if err != nil {
-		return nil, err
+	if n.ledger {
+		if app.Ledger, err = openLedger(ctx, cfg); err != nil {
+			return nil, err
+		}
+		app.closers = append(app.closers, app.Ledger.Close)
+		srv.Ledger = app.Ledger
 	}
-	app.Keys = &keys.Service{
-		Store: app.Store, Vault: app.Vault, Hasher: hasher, Plans: plans,
-		Prefix: cfg.KeyPrefix, Clock: clock.Real{}, Logger: log,
+	if n.topic {
+		if app.Topic, err = app.openTopic(ctx, cfg); err != nil {
+			return nil, err
+		}
+		srv.UsageTopic = app.Topic
 	}
-	app.Verifier = verify.New(app.Store, hasher, plans, clock.Real{}, &verify.Options{Logger: log})
-	app.Server = &httpapi.Server{
-		Keys: app.Keys, Verifier: app.Verifier, Plans: plans, Auth: httpapi.NewTokenAuth(tokens...),
-		Logger: log, Project: cfg.Project,
+	if n.webhookSecrets {
+		if srv.WebhookSecrets, app.GeneratedWebhookSecret, err = webhookSecrets(ctx, cfg, app.Vault, embeddedVault); err != nil {
+			return nil, err
+		}
+	}
+	if n.store && n.ledger {
+		app.Consumer = usage.NewConsumer(app.Ledger, app.Store, clk, log)
+	}
+	if n.auth {
+		pepper, err := secret(ctx, app.Vault, secrets.Pepper, embeddedVault, 32)
+		if err != nil {
+			return nil, err
+		}
+		hasher, err := apikey.NewHasher(pepper)
+		if err != nil {
+			return nil, fmt.Errorf("the %q secret: %w", secrets.Pepper, err)
+		}
+		tokens, err := app.adminTokens(ctx, embeddedVault)
+		if err != nil {
+			return nil, err
+		}
+		srv.Auth = httpapi.NewTokenAuth(tokens...)
+		var quota verify.Quota
+		if app.Ledger != nil {
+			quota = usage.NewQuotas(app.Ledger, clk, 0, log)
+		}
+		app.Verifier = verify.New(app.Store, hasher, plans, clk, &verify.Options{Logger: log, Quota: quota})
+		srv.Verifier = app.Verifier
+		if n.keySecrets {
+			app.Keys = &keys.Service{
+				Store: app.Store, Vault: app.Vault, Hasher: hasher, Plans: plans,
+				Prefix: cfg.KeyPrefix, Clock: clk, Logger: log,
+			}
+			srv.Keys = app.Keys
+		}
 	}
 	return app, nil
 }
@@ -119,6 +210,17 @@ func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
 		return nil, fmt.Errorf("firestore: %w", err)
 	}
 	return storefs.NewFromClient(c), nil
+}
+
+func openLedger(ctx context.Context, cfg config.Config) (usage.Ledger, error) {
+	if cfg.Store == config.StoreSQLite {
+		return ledgersqlite.Open(filepath.Join(cfg.DataDir, "usage.db"))
+	}
+	c, err := gfirestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase)
+	if err != nil {
+		return nil, fmt.Errorf("firestore: %w", err)
+	}
+	return ledgerfs.NewFromClient(c, ledgerfs.Options{}), nil
 }
 
 func openVault(ctx context.Context, cfg config.Config) (secrets.Vault, error) {
@@ -135,8 +237,65 @@ func openVault(ctx context.Context, cfg config.Config) (secrets.Vault, error) {
 	return filevault.Open(filepath.Join(cfg.DataDir, "vault.json.enc"), key)
 }
 
+// openTopic opens the usage topic: a Pub/Sub topic, or the embedded queue
+// (with its record-usage subscription and dead-letter topic declared, so
+// that nothing published is dropped).
+func (a *App) openTopic(ctx context.Context, cfg config.Config) (queue.Topic, error) {
+	if cfg.Queue == config.QueuePubSub {
+		c, err := gpubsub.NewClient(ctx, cfg.Project)
+		if err != nil {
+			return nil, fmt.Errorf("pubsub: %w", err)
+		}
+		a.pubsub = c
+		a.closers = append(a.closers, c.Close)
+		t := qpubsub.NewTopic(c, cfg.UsageTopic, qpubsub.PublishSettings{})
+		a.closers = append(a.closers, t.Close)
+		return t, nil
+	}
+	q, err := embedded.Open(filepath.Join(cfg.DataDir, "queue.db"), embedded.Options{})
+	if err != nil {
+		return nil, err
+	}
+	a.queue = q
+	a.closers = append(a.closers, q.Close)
+	// Declare both subscriptions now: a message published to a topic with
+	// no subscription is dropped.
+	q.Subscription(cfg.UsageTopic, usageSubscription, UsageRetryPolicy, cfg.UsageTopic+deadLetterSuffix)
+	q.Subscription(cfg.UsageTopic+deadLetterSuffix, deadLetterSubscription, queue.RetryPolicy{}, "")
+	return q.Topic(cfg.UsageTopic), nil
+}
+
+// UsageSubscriptions returns the subscriptions a long-lived process
+// (keyplane serve) consumes: the usage events and their dead letters. They
+// are the embedded queue's, or Pub/Sub pull subscriptions created if needed
+// (in production a push subscription delivers to RecordUsage instead, and
+// dead letters wait on a pull subscription for an operator).
+func (a *App) UsageSubscriptions(ctx context.Context) (events, deadLetters queue.Subscription, err error) {
+	name, dl := a.Config.UsageTopic, a.Config.UsageTopic+deadLetterSuffix
+	if a.queue != nil {
+		return a.queue.Subscription(name, usageSubscription, UsageRetryPolicy, dl),
+			a.queue.Subscription(dl, deadLetterSubscription, queue.RetryPolicy{}, ""), nil
+	}
+	if a.pubsub == nil {
+		return nil, nil, errors.New("no usage queue is open")
+	}
+	for _, t := range []string{name, dl} {
+		if err := qpubsub.EnsureTopic(ctx, a.pubsub, t); err != nil {
+			return nil, nil, err
+		}
+	}
+	sub, dlSub := name+"-"+usageSubscription, dl+"-"+deadLetterSubscription
+	if err := qpubsub.EnsureSubscription(ctx, a.pubsub, sub, name, UsageRetryPolicy, dl); err != nil {
+		return nil, nil, err
+	}
+	if err := qpubsub.EnsureSubscription(ctx, a.pubsub, dlSub, dl, queue.RetryPolicy{}, ""); err != nil {
+		return nil, nil, err
+	}
+	return qpubsub.NewSubscription(a.pubsub, sub), qpubsub.NewSubscription(a.pubsub, dlSub), nil
+}
+
 // secret reads a named deployment secret. With generate (the embedded
-// vault) a missing one is created from n random bytes; in production it
+// vault) a missing one is created from random characters; in production it
 // must have been provisioned (infra/ does), and its absence is an error
 // that names it.
 func secret(ctx context.Context, v secrets.Vault, name string, generate bool, n int) ([]byte, error) {
@@ -156,6 +315,42 @@ func secret(ctx context.Context, v secrets.Vault, name string, generate bool, n 
 	return b, nil
 }
 
+// webhookSecrets returns the usage webhook's accepted secrets: the
+// configured one and every enabled version in the vault (several during a
+// rotation). With the embedded vault and none at all, one is generated and
+// returned as generated.
+func webhookSecrets(ctx context.Context, cfg config.Config, v secrets.Vault, generate bool) (out []webhook.Secret, generated string, err error) {
+	var texts []string
+	if cfg.WebhookSecret != "" {
+		texts = append(texts, cfg.WebhookSecret)
+	}
+	versions, err := v.SecretVersions(ctx, secrets.WebhookSecret)
+	if err != nil && !errs.Is(err, errs.NotFound) {
+		return nil, "", err
+	}
+	for _, b := range versions {
+		texts = append(texts, string(b))
+	}
+	if len(texts) == 0 {
+		if !generate {
+			return nil, "", fmt.Errorf("no usage webhook secret: set KEYPLANE_WEBHOOK_SECRET or add a version to the %q secret", secrets.WebhookSecret)
+		}
+		s := webhook.NewSecret()
+		if err := v.AddSecretVersion(ctx, secrets.WebhookSecret, []byte(s)); err != nil {
+			return nil, "", err
+		}
+		texts, generated = append(texts, s), s
+	}
+	for _, t := range texts {
+		s, err := webhook.ParseSecret(t)
+		if err != nil {
+			return nil, "", fmt.Errorf("usage webhook secret: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, generated, nil
+}
+
 // adminTokens returns every accepted admin token: the configured one and
 // the vault's enabled versions. With the embedded vault and none at all, it
 // generates one.
@@ -165,9 +360,7 @@ func (a *App) adminTokens(ctx context.Context, embedded bool) ([]string, error) 
 		tokens = append(tokens, a.Config.AdminToken)
 	}
 	versions, err := a.Vault.SecretVersions(ctx, secrets.AdminToken)
-	switch {
-	case errs.Is(err, errs.NotFound):
-	case err != nil:
+	if err != nil && !errs.Is(err, errs.NotFound) {
 		return nil, err
 	}
 	for _, v := range versions {
@@ -194,30 +387,52 @@ func AdminToken(ctx context.Context, v secrets.Vault) (string, error) {
 	return string(b), err
 }
 
+// WebhookSecret returns the newest usage webhook secret stored in the vault.
+func WebhookSecret(ctx context.Context, v secrets.Vault) (string, error) {
+	b, err := v.Secret(ctx, secrets.WebhookSecret)
+	return string(b), err
+}
+
 // RunBackground runs the periodic work of a long-lived process (keyplane
-// serve) until ctx ends: polling the verifier's change feed, and reaping
-// abandoned provisioning intents hourly (in production the scheduled Sweep
-// function reaps).
-func (a *App) RunBackground(ctx context.Context) {
+// serve) until ctx ends: polling the verifier's change feed, consuming the
+// usage queue, and reaping abandoned provisioning intents hourly (in
+// production the scheduled Sweep function reaps).
+func (a *App) RunBackground(ctx context.Context, log *slog.Logger) error {
 	go a.Verifier.Run(ctx)
-	log := a.Keys.Logger
-	reap := func() {
-		n, err := a.Keys.ReapAbandoned(ctx)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("reaping abandoned provisioning intents", "error", err)
-		} else if n > 0 {
-			log.Info("reaped abandoned provisioning intents", "count", n)
-		}
+	events, deadLetters, err := a.UsageSubscriptions(ctx)
+	if err != nil {
+		return err
 	}
-	reap()
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			reap()
-		}
+	for _, c := range []struct {
+		sub queue.Subscription
+		h   queue.Handler
+	}{{events, a.Consumer.Handle}, {deadLetters, a.Consumer.HandleDeadLetter}} {
+		go func() {
+			if err := c.sub.Receive(ctx, c.h); err != nil && ctx.Err() == nil {
+				log.Error("usage consumer stopped", "error", err)
+			}
+		}()
 	}
+	go func() {
+		reap := func() {
+			n, err := a.Keys.ReapAbandoned(ctx)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("reaping abandoned provisioning intents", "error", err)
+			} else if n > 0 {
+				log.Info("reaped abandoned provisioning intents", "count", n)
+			}
+		}
+		reap()
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				reap()
+			}
+		}
+	}()
+	return nil
 }

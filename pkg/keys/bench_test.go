@@ -1,0 +1,289 @@
+package keys_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	sm "cloud.google.com/go/secretmanager/apiv1"
+
+	"github.com/keyplane/keyplane/internal/testenv"
+	"github.com/keyplane/keyplane/pkg/apikey"
+	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/pkg/keys"
+	"github.com/keyplane/keyplane/pkg/plan"
+	"github.com/keyplane/keyplane/pkg/secrets"
+	"github.com/keyplane/keyplane/pkg/secrets/filevault"
+	"github.com/keyplane/keyplane/pkg/secrets/secretmanager"
+	"github.com/keyplane/keyplane/pkg/secrets/secretmanager/smfake"
+	"github.com/keyplane/keyplane/pkg/store"
+	storefs "github.com/keyplane/keyplane/pkg/store/firestore"
+	"github.com/keyplane/keyplane/pkg/store/sqlite"
+)
+
+// Provisioning throughput. Every benchmark reports keys/s; "seq" runs one
+// request at a time, "parallel" runs 8×GOMAXPROCS concurrent requests
+// (b.SetParallelism(8)). Each service benchmark has its raw baselines in
+// the same run: BenchmarkStoreActivate (the store's one key write) and
+// BenchmarkVaultCreateKeySecret (the vault's one secret write), so that
+// provisioning cost reads as a multiple of the writes it cannot avoid.
+//
+//	go test -run '^$' -bench 'Provision|StoreActivate|VaultCreateKeySecret' -count 5 ./pkg/keys
+//
+// The Firestore cases need FIRESTORE_EMULATOR_HOST (make bench starts the
+// emulator); they skip without it unless KEYPLANE_REQUIRE_EMULATORS is set.
+// The file vault cases seeded with 10,000 secrets take about a minute to
+// seed (once per test binary) and are skipped with -short.
+
+// benchParallelism is the b.SetParallelism factor of the "parallel" cases.
+const benchParallelism = 8
+
+var benchMasterKey = bytes.Repeat([]byte{7}, filevault.KeySize)
+
+var benchCreate = keys.CreateRequest{Owner: "acct_bench", Name: "bench", Metadata: map[string]string{"team": "ml"}}
+
+// benchStore opens a fresh store of the named backend for b.
+func benchStore(b *testing.B, name string) store.Store {
+	b.Helper()
+	var st store.Store
+	switch name {
+	case "sqlite":
+		s, err := sqlite.Open(filepath.Join(b.TempDir(), "k.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		st = s
+	case "firestore":
+		testenv.Firestore(b)
+		s, err := storefs.New(context.Background(), testenv.ProjectID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		st = s
+	default:
+		b.Fatalf("unknown store %q", name)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+// benchVault opens a fresh vault of the named backend for b: "file" (empty
+// file vault), "file-1k" and "file-10k" (a file vault already holding 1,000
+// or 10,000 key secrets), "secretmanager" (the Secret Manager adapter on
+// the in-process fake, over loopback gRPC) or "mem" (an in-memory vault
+// that isolates the store's share of provisioning).
+func benchVault(b *testing.B, name string) secrets.Vault {
+	b.Helper()
+	var v secrets.Vault
+	switch name {
+	case "file", "file-1k", "file-10k":
+		n := map[string]int{"file": 0, "file-1k": 1000, "file-10k": 10000}[name]
+		if n >= 10000 && testing.Short() {
+			b.Skip("seeding 10,000 secrets takes about a minute; skipped with -short")
+		}
+		dir := b.TempDir()
+		if n > 0 {
+			if err := os.WriteFile(filepath.Join(dir, "vault"), seededVault(b, n), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+		fv, err := filevault.Open(filepath.Join(dir, "vault"), benchMasterKey)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v = fv
+	case "secretmanager":
+		_, opts := smfake.Start(b)
+		c, err := sm.NewClient(context.Background(), opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		smv, err := secretmanager.NewFromClient(c, "kp-bench", secretmanager.Options{Prefix: "kp-"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		v = smv
+	case "mem":
+		v = &memVault{m: map[string][]byte{}}
+	default:
+		b.Fatalf("unknown vault %q", name)
+	}
+	b.Cleanup(func() { v.Close() })
+	return v
+}
+
+// seededVaults caches, per size, the bytes of a file vault holding that
+// many key secrets. The file vault rewrites its whole file on every write,
+// so seeding n secrets through its API costs O(n²): 10,000 take about a
+// minute, which is paid once per test binary rather than once per run.
+var seededVaults struct {
+	sync.Mutex
+	files map[int][]byte
+}
+
+func seededVault(b *testing.B, n int) []byte {
+	b.Helper()
+	seededVaults.Lock()
+	defer seededVaults.Unlock()
+	if f, ok := seededVaults.files[n]; ok {
+		return f
+	}
+	path := filepath.Join(b.TempDir(), "seed")
+	v, err := filevault.Open(path, benchMasterKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range n {
+		plaintext, _ := apikey.Generate("kp_live")
+		ref := secrets.KeyRef{KeyID: fmt.Sprintf("key_seed%012d", i), Owner: fmt.Sprintf("acct_%d", i%100)}
+		if err := v.CreateKeySecret(ctx, ref, []byte(plaintext)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := v.Close(); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if seededVaults.files == nil {
+		seededVaults.files = map[int][]byte{}
+	}
+	seededVaults.files[n] = f
+	return f
+}
+
+// memVault keeps key secrets in a map. It implements only the methods
+// provisioning calls; the others are the nil embedded interface's.
+type memVault struct {
+	secrets.Vault
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (v *memVault) CreateKeySecret(_ context.Context, ref secrets.KeyRef, plaintext []byte) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.m[ref.KeyID]; ok {
+		return errs.E(errs.Exists, "key %s already has a secret", ref.KeyID)
+	}
+	v.m[ref.KeyID] = bytes.Clone(plaintext)
+	return nil
+}
+
+func (v *memVault) KeySecret(_ context.Context, id string) ([]byte, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s, ok := v.m[id]
+	if !ok {
+		return nil, errs.E(errs.NotFound, "key %s has no secret", id)
+	}
+	return bytes.Clone(s), nil
+}
+
+func (v *memVault) Close() error { return nil }
+
+// runKeysPerSecond runs op in a "seq" and a "parallel" sub-benchmark, each
+// on a fresh setup, and reports keys/s.
+func runKeysPerSecond(b *testing.B, setup func(b *testing.B) func(ctx context.Context) error) {
+	b.Run("seq", func(b *testing.B) {
+		op := setup(b)
+		ctx := context.Background()
+		for b.Loop() {
+			if err := op(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+	})
+	b.Run("parallel", func(b *testing.B) {
+		op := setup(b)
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				if err := op(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+	})
+}
+
+// BenchmarkProvision creates keys through keys.Service.Create (no
+// Idempotency-Key): a store read, the pending intent, the vault write and
+// the activation with its audit entry.
+func BenchmarkProvision(b *testing.B) {
+	for _, c := range []struct{ store, vault string }{
+		{"sqlite", "file"},
+		{"sqlite", "file-1k"},
+		{"sqlite", "file-10k"},
+		{"sqlite", "mem"},
+		{"firestore", "mem"},
+		{"firestore", "secretmanager"},
+	} {
+		b.Run("store="+c.store+"/vault="+c.vault, func(b *testing.B) {
+			runKeysPerSecond(b, func(b *testing.B) func(context.Context) error {
+				h, _ := apikey.NewHasher(bytes.Repeat([]byte("pepper"), 6))
+				svc := &keys.Service{Store: benchStore(b, c.store), Vault: benchVault(b, c.vault), Hasher: h,
+					Plans: plan.Builtin(), Prefix: "kp_live", Logger: slog.New(slog.DiscardHandler)}
+				return func(ctx context.Context) error {
+					_, err := svc.Create(ctx, "bench", benchCreate, "")
+					return err
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkStoreActivate is the raw store baseline: one Store.Activate
+// (key record and audit entry in one transaction) of a key shaped like the
+// ones BenchmarkProvision creates.
+func BenchmarkStoreActivate(b *testing.B) {
+	for _, name := range []string{"sqlite", "firestore"} {
+		b.Run("store="+name, func(b *testing.B) {
+			runKeysPerSecond(b, func(b *testing.B) func(context.Context) error {
+				st := benchStore(b, name)
+				h, _ := apikey.NewHasher(bytes.Repeat([]byte("pepper"), 6))
+				return func(ctx context.Context) error {
+					plaintext, _ := apikey.Generate("kp_live")
+					now := time.Now().UTC().Truncate(time.Microsecond)
+					k := &store.Key{ID: "key_" + apikey.RandomString(16), Owner: benchCreate.Owner, Name: benchCreate.Name,
+						Plan: "free", Scopes: []string{"embed", "generate"}, Status: store.Active, Prefix: "kp_live",
+						Last4: apikey.Last4(plaintext), Hash: h.Sum(plaintext), CreatedAt: now, UpdatedAt: now,
+						Metadata: benchCreate.Metadata}
+					return st.Activate(ctx, k, store.AuditEntry{Time: now, Actor: "bench", Action: keys.ActionCreate, KeyID: k.ID,
+						Details: map[string]string{"owner": k.Owner, "plan": k.Plan}})
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkVaultCreateKeySecret is the raw vault baseline: one
+// CreateKeySecret of a fresh key's plaintext.
+func BenchmarkVaultCreateKeySecret(b *testing.B) {
+	for _, name := range []string{"file", "file-1k", "file-10k", "secretmanager", "mem"} {
+		b.Run("vault="+name, func(b *testing.B) {
+			runKeysPerSecond(b, func(b *testing.B) func(context.Context) error {
+				v := benchVault(b, name)
+				return func(ctx context.Context) error {
+					plaintext, _ := apikey.Generate("kp_live")
+					return v.CreateKeySecret(ctx, secrets.KeyRef{KeyID: "key_" + apikey.RandomString(16), Owner: benchCreate.Owner}, []byte(plaintext))
+				}
+			})
+		})
+	}
+}

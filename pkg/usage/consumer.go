@@ -1,0 +1,150 @@
+package usage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/keyplane/keyplane/pkg/clock"
+	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/pkg/queue"
+	"github.com/keyplane/keyplane/pkg/store"
+)
+
+// Dead-letter reasons.
+const (
+	ReasonUndecodable = "undecodable_message"
+	ReasonInvalid     = "invalid_event"
+	ReasonUnknownKey  = "unknown_key"
+	// ReasonDeliveryFailed marks a message the transport gave up on after
+	// its maximum delivery attempts (a transient failure that lasted).
+	ReasonDeliveryFailed = "delivery_failed"
+)
+
+// Publish validates a webhook body and publishes it as one message,
+// returning how many events it holds once the transport has acknowledged
+// it: a nil error means no event can be lost.
+func Publish(ctx context.Context, t queue.Topic, body []byte, now time.Time) (int, error) {
+	b, err := DecodeBatch(body, now)
+	if err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(b)
+	if err != nil {
+		return 0, errs.Wrap(errs.Internal, err, "")
+	}
+	if err := t.Publish(ctx, queue.Message{Data: data, Attributes: map[string]string{"type": "usage.batch"}}); err != nil {
+		return 0, errs.Wrap(errs.Unavailable, err, "the usage queue did not accept the events; retry")
+	}
+	return len(b.Events), nil
+}
+
+// KeyReader finds keys; store.Store is one.
+type KeyReader interface {
+	GetKey(ctx context.Context, id string) (*store.Key, error)
+}
+
+// Consumer turns usage messages into counted events. Its Handle follows
+// the Pub/Sub contract: nil acks (counted, or poison recorded as a dead
+// letter), an error asks for redelivery (a transient failure).
+type Consumer struct {
+	ledger Ledger
+	keys   KeyReader
+	clock  clock.Clock
+	log    *slog.Logger
+	owners *lru.Cache[string, string] // key id → owner; owners never change
+}
+
+// NewConsumer returns a Consumer.
+func NewConsumer(l Ledger, keys KeyReader, clk clock.Clock, log *slog.Logger) *Consumer {
+	owners, _ := lru.New[string, string](100_000)
+	return &Consumer{ledger: l, keys: keys, clock: clk, log: log, owners: owners}
+}
+
+// Handle processes one message.
+func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
+	now := c.clock.Now()
+	var b Batch
+	if err := json.Unmarshal(m.Data, &b); err != nil || b.Events == nil {
+		detail := "message data is not a JSON usage batch"
+		if err != nil {
+			detail += ": " + jsonProblem(err)
+		}
+		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonUndecodable, Detail: detail, Payload: m.Data}, now)
+	}
+	events := make([]Counted, 0, len(b.Events))
+	for i, e := range b.Events {
+		if f, msg := e.problem(now); msg != "" {
+			id := e.ID
+			if id == "" || len(id) > MaxIDLen {
+				id = fmt.Sprintf("message:%s:%d", m.ID, i)
+			}
+			if err := c.deadLetter(ctx, DeadLetter{ID: id, Reason: ReasonInvalid, Detail: f + " " + msg, Payload: eventJSON(e)}, now); err != nil {
+				return err
+			}
+			continue
+		}
+		owner, err := c.owner(ctx, e.KeyID)
+		if errs.Is(err, errs.NotFound) {
+			if err := c.deadLetter(ctx, DeadLetter{ID: e.ID, Reason: ReasonUnknownKey, Detail: "no key " + e.KeyID, Payload: eventJSON(e)}, now); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		events = append(events, Counted{Event: e, Owner: owner})
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	if _, err := c.ledger.Count(ctx, events, Retention); err != nil {
+		return fmt.Errorf("counting %d events: %w", len(events), err)
+	}
+	return nil
+}
+
+// HandleDeadLetter records a message the transport dead-lettered, so that
+// it can be found and replayed (docs/operations.md). Its events are not
+// counted.
+func (c *Consumer) HandleDeadLetter(ctx context.Context, m queue.Message) error {
+	detail := "not counted: delivery attempts exhausted"
+	if n := m.Attributes["CloudPubSubDeadLetterSourceDeliveryCount"]; n != "" {
+		detail += " (" + n + " deliveries)"
+	}
+	return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonDeliveryFailed, Detail: detail, Payload: m.Data}, c.clock.Now())
+}
+
+func (c *Consumer) owner(ctx context.Context, keyID string) (string, error) {
+	if o, ok := c.owners.Get(keyID); ok {
+		return o, nil
+	}
+	k, err := c.keys.GetKey(ctx, keyID)
+	if err != nil {
+		return "", err
+	}
+	c.owners.Add(keyID, k.Owner)
+	return k.Owner, nil
+}
+
+func (c *Consumer) deadLetter(ctx context.Context, d DeadLetter, now time.Time) error {
+	d.Time = now
+	if len(d.Payload) > 64<<10 {
+		d.Payload = d.Payload[:64<<10]
+	}
+	if err := c.ledger.AddDeadLetter(ctx, d); err != nil {
+		return fmt.Errorf("recording a dead letter: %w", err)
+	}
+	c.log.WarnContext(ctx, "usage dead letter", "reason", d.Reason, "id", d.ID, "detail", d.Detail)
+	return nil
+}
+
+func eventJSON(e Event) []byte {
+	b, _ := json.Marshal(e)
+	return b
+}

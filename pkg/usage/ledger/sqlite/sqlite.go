@@ -1,0 +1,545 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/keyplane/keyplane/pkg/clock"
+	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/pkg/plan"
+	"github.com/keyplane/keyplane/pkg/usage"
+)
+
+// Options are the optional settings of OpenWith. The zero value means the
+// defaults.
+type Options struct {
+	// Clock tells the time from which an event id's retention runs and
+	// against which expired ids are deleted. Default: the wall clock.
+	Clock clock.Clock
+	// FailCommitHook is for tests: it is called before each commit, and a
+	// non-nil error rolls the transaction back and is returned. Default:
+	// none.
+	FailCommitHook func() error
+}
+
+// Ledger is a usage.Ledger in one SQLite database file.
+type Ledger struct {
+	w          *sql.DB // one connection: every write, serialised
+	r          *sql.DB // read-only connections
+	clock      clock.Clock
+	failCommit func() error
+}
+
+var _ usage.Ledger = (*Ledger)(nil)
+
+// migrations[i] moves the schema from version i to i+1. Append only.
+var migrations = []string{`
+CREATE TABLE usage_events (
+	id        TEXT PRIMARY KEY,
+	key_id    TEXT NOT NULL,
+	time      INTEGER NOT NULL,
+	expire_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_events_by_expiry ON usage_events (expire_at);
+
+CREATE TABLE usage_counters (
+	key_id   TEXT NOT NULL,
+	win      TEXT NOT NULL,
+	start    INTEGER NOT NULL,
+	owner    TEXT NOT NULL,
+	requests INTEGER NOT NULL,
+	units    INTEGER NOT NULL,
+	bytes    INTEGER NOT NULL,
+	PRIMARY KEY (key_id, win, start)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_counters_by_window ON usage_counters (win, start, key_id);
+CREATE INDEX usage_counters_by_owner ON usage_counters (owner, win, start, key_id);
+
+CREATE TABLE usage_dead_letters (
+	id      TEXT PRIMARY KEY,
+	time    INTEGER NOT NULL,
+	reason  TEXT NOT NULL,
+	detail  TEXT NOT NULL,
+	payload BLOB
+) STRICT;
+CREATE INDEX usage_dead_letters_by_time ON usage_dead_letters (time DESC, id DESC);
+`}
+
+// Open opens the ledger database file at path with the default options,
+// creating it and migrating its schema as needed. ":memory:" opens a
+// private in-memory database.
+func Open(path string) (*Ledger, error) { return OpenWith(path, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(path string, opts Options) (*Ledger, error) {
+	if path == "" || strings.ContainsRune(path, '?') {
+		return nil, errs.E(errs.Invalid, "sqlite: the database path must be a file name without '?'")
+	}
+	const common = "_busy_timeout=5000"
+	w, err := sql.Open("sqlite", path+"?"+common+"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
+	}
+	w.SetMaxOpenConns(1)
+	l := &Ledger{w: w, r: w, clock: opts.Clock, failCommit: opts.FailCommitHook}
+	if l.clock == nil {
+		l.clock = clock.Real{}
+	}
+	if err := l.migrate(context.Background()); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if path == ":memory:" { // every connection would be a new, empty database
+		return l, nil
+	}
+	if l.r, err = sql.Open("sqlite", path+"?"+common+"&_query_only=1"); err != nil {
+		w.Close()
+		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
+	}
+	l.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	return l, nil
+}
+
+func (l *Ledger) migrate(ctx context.Context) error {
+	return l.write(ctx, func(tx *sql.Tx) error {
+		var v int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return translate(err, "sqlite: read schema version")
+		}
+		if v > len(migrations) {
+			return errs.E(errs.Internal, "sqlite: the ledger database has schema version %d; this program knows up to %d", v, len(migrations))
+		}
+		for i := v; i < len(migrations); i++ {
+			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+				return translate(err, fmt.Sprintf("sqlite: migrate to schema version %d", i+1))
+			}
+		}
+		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations)))
+		return translate(err, "sqlite: set schema version")
+	})
+}
+
+// Close closes the database.
+func (l *Ledger) Close() error {
+	if l.r == l.w {
+		return l.w.Close()
+	}
+	return errors.Join(l.r.Close(), l.w.Close())
+}
+
+// write runs fn in an IMMEDIATE transaction on the writer connection and
+// commits it if fn returns nil. fn's error is returned as is.
+func (l *Ledger) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := l.w.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err, "sqlite: begin transaction")
+	}
+	defer tx.Rollback() // after Commit, a no-op; after a panic in fn, frees the writer
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if l.failCommit != nil {
+		if err := l.failCommit(); err != nil {
+			return err
+		}
+	}
+	return translate(tx.Commit(), "sqlite: commit")
+}
+
+// translate classifies a database/sql or SQLite error into the kinds the
+// Ledger contract allows; msg says what failed and is safe to show.
+func translate(err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := errs.As(err); ok {
+		return err
+	}
+	var se *sqlite.Error
+	switch {
+	case errors.As(err, &se):
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return errs.Wrap(errs.Unavailable, err, msg+": the database is busy")
+		}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return errs.Wrap(errs.Unavailable, err, msg)
+	}
+	return errs.Wrap(errs.Internal, err, msg)
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+// validate checks a Count call before anything is written, so that an
+// invalid batch counts nothing.
+func validate(events []usage.Counted, retention time.Duration) error {
+	if retention <= 0 {
+		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
+	}
+	for i, e := range events {
+		switch {
+		case e.ID == "":
+			return errs.E(errs.Invalid, "event %d: the id is empty", i)
+		case e.KeyID == "":
+			return errs.E(errs.Invalid, "event %s: the key id is empty", e.ID)
+		case e.Time.IsZero():
+			return errs.E(errs.Invalid, "event %s: the time is not set", e.ID)
+		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0:
+			return errs.E(errs.Invalid, "event %s: requests, units and bytes must be >= 0", e.ID)
+		}
+	}
+	return nil
+}
+
+func checkWindow(w plan.Window) error {
+	if _, err := plan.ParseWindow(string(w)); err != nil {
+		return errs.Wrap(errs.Invalid, err, err.Error())
+	}
+	return nil
+}
+
+// addSat returns a+b for b >= 0, saturating at math.MaxInt64 instead of
+// wrapping around.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// counter names one row of usage_counters.
+type counter struct {
+	key   string
+	w     plan.Window
+	start int64 // Unix microseconds
+}
+
+// pending is an increment of one counter.
+type pending struct {
+	owner string
+	usage.Totals
+}
+
+// purgeLimit bounds how many expired event rows one Count deletes: more
+// than it inserts, so that the table shrinks to what retention keeps.
+func purgeLimit(events int) int { return 2*events + 100 }
+
+// rowsPerStatement bounds the rows of one multi-row INSERT (4 or 7
+// parameters each), well under SQLite's limit of 32766 parameters.
+const rowsPerStatement = 200
+
+// values returns n parenthesised groups of k placeholders.
+func values(n, k int) string {
+	group := "(?" + strings.Repeat(", ?", k-1) + ")"
+	return group + strings.Repeat(", "+group, n-1)
+}
+
+const saturatingSum = `CASE WHEN %[1]s > 9223372036854775807 - excluded.%[1]s THEN 9223372036854775807 ELSE %[1]s + excluded.%[1]s END`
+
+var upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, requests, units, bytes) VALUES %s
+	ON CONFLICT (key_id, win, start) DO UPDATE SET requests = ` + fmt.Sprintf(saturatingSum, "requests") +
+	`, units = ` + fmt.Sprintf(saturatingSum, "units") + `, bytes = ` + fmt.Sprintf(saturatingSum, "bytes")
+
+// Count counts the events not counted before, in one IMMEDIATE
+// transaction: it deletes a bounded number of expired event rows, inserts
+// the events' ids (INSERT … ON CONFLICT DO NOTHING RETURNING id: a
+// duplicate id inserts nothing), and adds the amounts of the inserted
+// events, summed per counter, to the counters. Counters saturate at
+// math.MaxInt64.
+func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention time.Duration) (int, error) {
+	if err := validate(events, retention); err != nil {
+		return 0, err
+	}
+	if len(events) == 0 {
+		return 0, nil
+	}
+	now := l.clock.Now()
+	expireAt := micros(now.Add(retention))
+	var counted int
+	err := l.write(ctx, func(tx *sql.Tx) error {
+		counted = 0
+		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_events WHERE id IN
+			(SELECT id FROM usage_events WHERE expire_at <= ? ORDER BY expire_at LIMIT ?)`,
+			micros(now), purgeLimit(len(events))); err != nil {
+			return translate(err, "sqlite: delete expired usage events")
+		}
+		inserted := make(map[string]bool, len(events))
+		for chunk := range slices.Chunk(events, rowsPerStatement) {
+			args := make([]any, 0, 4*len(chunk))
+			for _, e := range chunk {
+				args = append(args, e.ID, e.KeyID, micros(e.Time), expireAt)
+			}
+			if err := insertEvents(ctx, tx, args, inserted); err != nil {
+				return err
+			}
+		}
+		var (
+			order []counter
+			sums  = map[counter]*pending{}
+		)
+		for _, e := range events {
+			if !inserted[e.ID] {
+				continue // counted before, or earlier in this call
+			}
+			delete(inserted, e.ID)
+			counted++
+			for _, w := range plan.Windows {
+				start, _ := w.Bounds(e.Time)
+				c := counter{e.KeyID, w, micros(start)}
+				p := sums[c]
+				if p == nil {
+					p = &pending{owner: e.Owner}
+					sums[c] = p
+					order = append(order, c)
+				}
+				p.Requests = addSat(p.Requests, e.Requests)
+				p.Units = addSat(p.Units, e.Units)
+				p.Bytes = addSat(p.Bytes, e.Bytes)
+			}
+		}
+		for chunk := range slices.Chunk(order, rowsPerStatement) {
+			args := make([]any, 0, 7*len(chunk))
+			for _, c := range chunk {
+				p := sums[c]
+				args = append(args, c.key, string(c.w), c.start, p.owner, p.Requests, p.Units, p.Bytes)
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertCounters, values(len(chunk), 7)), args...); err != nil {
+				return translate(err, "sqlite: add to usage counters")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return counted, nil
+}
+
+// insertEvents inserts event rows (4 arguments each) and adds the ids that
+// were inserted, not already present, to inserted.
+func insertEvents(ctx context.Context, tx *sql.Tx, args []any, inserted map[string]bool) error {
+	rows, err := tx.QueryContext(ctx, `INSERT INTO usage_events (id, key_id, time, expire_at) VALUES `+values(len(args)/4, 4)+`
+		ON CONFLICT (id) DO NOTHING RETURNING id`, args...)
+	if err != nil {
+		return translate(err, "sqlite: record usage events")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return translate(err, "sqlite: record usage events")
+		}
+		inserted[id] = true
+	}
+	return translate(rows.Err(), "sqlite: record usage events")
+}
+
+// windowStart returns the start of the window of kind w containing start:
+// start itself when it is a window start.
+func windowStart(w plan.Window, start time.Time) int64 {
+	s, _ := w.Bounds(start)
+	return micros(s)
+}
+
+// Totals returns key id's totals in the window of kind w containing start.
+func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (usage.Totals, error) {
+	if err := checkWindow(w); err != nil {
+		return usage.Totals{}, err
+	}
+	var t usage.Totals
+	err := l.r.QueryRowContext(ctx, `SELECT requests, units, bytes FROM usage_counters WHERE key_id = ? AND win = ? AND start = ?`,
+		keyID, string(w), windowStart(w, start)).Scan(&t.Requests, &t.Units, &t.Bytes)
+	if errors.Is(err, sql.ErrNoRows) {
+		return usage.Totals{}, nil
+	}
+	if err != nil {
+		return usage.Totals{}, translate(err, "sqlite: read usage totals")
+	}
+	return t, nil
+}
+
+// cursor is the position a page token encodes: the last item of a page
+// (a key id, or a dead letter's time and id).
+type cursor struct {
+	T  time.Time `json:"t"`
+	ID string    `json:"i"`
+}
+
+func encodeCursor(t time.Time, id string) string {
+	b, _ := json.Marshal(cursor{t, id}) // cannot fail
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(token string) (cursor, error) {
+	var c cursor
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err == nil && c.ID == "" {
+		err = errors.New("no id")
+	}
+	if err != nil {
+		return c, errs.Wrap(errs.Invalid, err, "invalid page token")
+	}
+	return c, nil
+}
+
+func checkPageSize(n int) error {
+	if n < 1 || n > 1000 {
+		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
+	}
+	return nil
+}
+
+// keyPage reads one page of the counters of window (w, start), of owner's
+// keys unless owner is "", ordered by key id, and scans each with scan.
+func (l *Ledger) keyPage(ctx context.Context, cols, owner string, w plan.Window, start time.Time, size int, token string,
+	scan func(*sql.Rows) (keyID string, err error)) (string, error) {
+	if err := checkWindow(w); err != nil {
+		return "", err
+	}
+	if err := checkPageSize(size); err != nil {
+		return "", err
+	}
+	where, args := []string{"win = ?", "start = ?"}, []any{string(w), windowStart(w, start)}
+	if owner != "" {
+		where, args = append(where, "owner = ?"), append(args, owner)
+	}
+	if token != "" {
+		c, err := decodeCursor(token)
+		if err != nil {
+			return "", err
+		}
+		where, args = append(where, "key_id > ?"), append(args, c.ID)
+	}
+	rows, err := l.r.QueryContext(ctx, "SELECT "+cols+" FROM usage_counters WHERE "+strings.Join(where, " AND ")+
+		" ORDER BY key_id LIMIT ?", append(args, size+1)...)
+	if err != nil {
+		return "", translate(err, "sqlite: list usage counters")
+	}
+	defer rows.Close()
+	var (
+		n    int
+		last string
+	)
+	for rows.Next() {
+		if n == size {
+			return encodeCursor(time.Time{}, last), nil
+		}
+		if last, err = scan(rows); err != nil {
+			return "", translate(err, "sqlite: list usage counters")
+		}
+		n++
+	}
+	return "", translate(rows.Err(), "sqlite: list usage counters")
+}
+
+// OwnerTotals returns one page of per-key totals of owner's keys (every
+// key if owner is "") in the window of kind w containing start, ordered by
+// key id.
+func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]usage.KeyTotals, string, error) {
+	var out []usage.KeyTotals
+	next, err := l.keyPage(ctx, "key_id, owner, requests, units, bytes", owner, w, start, pageSize, pageToken,
+		func(r *sql.Rows) (string, error) {
+			var kt usage.KeyTotals
+			err := r.Scan(&kt.KeyID, &kt.Owner, &kt.Requests, &kt.Units, &kt.Bytes)
+			out = append(out, kt)
+			return kt.KeyID, err
+		})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// ActiveKeys returns one page of ids of keys with usage in the window of
+// kind w containing start, ordered by key id.
+func (l *Ledger) ActiveKeys(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error) {
+	var out []string
+	next, err := l.keyPage(ctx, "key_id", "", w, start, pageSize, pageToken,
+		func(r *sql.Rows) (string, error) {
+			var id string
+			err := r.Scan(&id)
+			out = append(out, id)
+			return id, err
+		})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// maxPayload is the most of a dead letter's payload that is kept.
+const maxPayload = 64 << 10
+
+// AddDeadLetter records d unless a dead letter with its ID exists, in which
+// case the first one is kept. A payload over 64 KiB is truncated.
+func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
+	if d.ID == "" {
+		return errs.E(errs.Invalid, "a dead letter needs an id")
+	}
+	if len(d.Payload) > maxPayload {
+		d.Payload = d.Payload[:maxPayload]
+	}
+	return l.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO usage_dead_letters (id, time, reason, detail, payload) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`, d.ID, micros(d.Time), d.Reason, d.Detail, d.Payload)
+		return translate(err, "sqlite: record dead letter")
+	})
+}
+
+// ListDeadLetters returns one page of dead letters, newest first (ties by
+// id, descending).
+func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]usage.DeadLetter, string, error) {
+	if err := checkPageSize(pageSize); err != nil {
+		return nil, "", err
+	}
+	q, args := `SELECT id, time, reason, detail, payload FROM usage_dead_letters`, []any{}
+	if pageToken != "" {
+		c, err := decodeCursor(pageToken)
+		if err != nil {
+			return nil, "", err
+		}
+		q, args = q+` WHERE (time, id) < (?, ?)`, append(args, micros(c.T), c.ID)
+	}
+	rows, err := l.r.QueryContext(ctx, q+` ORDER BY time DESC, id DESC LIMIT ?`, append(args, pageSize+1)...)
+	if err != nil {
+		return nil, "", translate(err, "sqlite: list dead letters")
+	}
+	defer rows.Close()
+	var out []usage.DeadLetter
+	for rows.Next() {
+		if len(out) == pageSize {
+			last := out[len(out)-1]
+			return out, encodeCursor(last.Time, last.ID), nil
+		}
+		var (
+			d usage.DeadLetter
+			t int64
+		)
+		if err := rows.Scan(&d.ID, &t, &d.Reason, &d.Detail, &d.Payload); err != nil {
+			return nil, "", translate(err, "sqlite: list dead letters")
+		}
+		d.Time = fromMicros(t)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", translate(err, "sqlite: list dead letters")
+	}
+	return out, "", nil
+}

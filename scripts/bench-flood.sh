@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# bench-flood.sh: memory of `keyplane serve` under a flood of verifies for
+# random well-formed keys (valid checksums, from apikey.Generate: each one
+# passes the format check, misses the cache and reads the store), compared
+# with a run of the same length verifying one valid key. Each run gets a
+# fresh server (temporary data directory, loopback port) whose VmRSS
+# scripts/benchflood samples every second; it prints the samples, the peak
+# and the final RSS. The negative cache is bounded (100,000 hashes by
+# default), so the random-key RSS should rise while it fills and then stay
+# flat.
+#
+# Environment: REQUESTS (1000000), DURATION (60s): each run stops at
+# whichever comes first; CONNS (32); KEYPLANE_LOG_LEVEL (error: a million
+# INFO request logs are not what is measured here); KEYPLANE_BIN (a
+# keyplane binary to use instead of building ./cmd/keyplane).
+# Needs curl, python3 and go. Everything is stopped and removed on exit.
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-1000000}
+DURATION=${DURATION:-60s}
+CONNS=${CONNS:-32}
+LEVEL=${KEYPLANE_LOG_LEVEL:-error}
+
+for tool in curl python3 go; do
+  command -v "$tool" >/dev/null || { echo "bench-flood: $tool is not installed" >&2; exit 1; }
+done
+cd "$(dirname "$0")/.."
+
+tmp=$(mktemp -d)
+chmod 700 "$tmp"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(go version | cut -d' ' -f3)"
+if [[ -n "${KEYPLANE_BIN:-}" ]]; then
+  cp "$KEYPLANE_BIN" "$tmp/keyplane"
+else
+  go build -o "$tmp/keyplane" ./cmd/keyplane
+fi
+go build -o "$tmp/benchflood" ./scripts/benchflood
+token=$(python3 -c 'import secrets; print("kpadm_bench_" + secrets.token_hex(16))')
+
+# run NAME MODE: a fresh server, a key, then the flood (MODE random or valid).
+run() {
+  local name=$1 mode=$2 dir=$tmp/data-$1
+  KEYPLANE_ADMIN_TOKEN=$token KEYPLANE_LOG_LEVEL=$LEVEL \
+    "$tmp/keyplane" serve --addr 127.0.0.1:0 --data "$dir" >"$tmp/$name.out" 2>"$tmp/$name.log" &
+  local pid=$!
+  pids+=("$pid")
+  local url=""
+  for _ in $(seq 1 100); do
+    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$tmp/$name.out" 2>/dev/null | head -1) && [[ -n "$url" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$url" ]] || { echo "bench-flood: keyplane did not start:" >&2; cat "$tmp/$name.out" "$tmp/$name.log" >&2; exit 1; }
+  local secret
+  secret=$(curl -fsS -X POST "$url/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d '{"owner": "acct_bench", "limits": {"requests_per_minute": 1000000000000}}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+  local keyflag=()
+  if [[ $mode == valid ]]; then keyflag=(-key "$secret"); fi
+  echo "== $name: ${REQUESTS} requests or $DURATION, $CONNS connections, log level $LEVEL, server pid $pid"
+  local secs=${DURATION%s}
+  timeout $((secs + 60)) "$tmp/benchflood" -url "$url/v1/verify" -token "$token" -pid "$pid" \
+    -n "$REQUESTS" -duration "$DURATION" -conns "$CONNS" "${keyflag[@]}" | tee "$tmp/$name.txt"
+  kill "$pid"; wait "$pid" || true
+}
+
+run random-keys random
+run one-valid-key valid
+
+echo "== summary"
+grep -h '^mode=' "$tmp/random-keys.txt" "$tmp/one-valid-key.txt"

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# bench-http.sh: POST /v1/verify throughput and latency of `keyplane serve`
+# against a bare net/http server (scripts/benchbare) answering the same
+# request with a body of the same size, on this machine, in the same run.
+#
+# It builds keyplane, starts it on a loopback port with a temporary data
+# directory and admin token, creates a key on the default plan with its
+# requests_per_minute raised out of reach (so every answer is the full VALID
+# decision, day quota check included), stops it, and runs
+# two copies of that data directory side by side: one at the default log
+# level (info: one summary entry per request, written to a file) and one at
+# KEYPLANE_LOG_LEVEL=error. Then:
+#   1. throughput: wrk, same threads/connections/duration for every server,
+#      alternating bare / keyplane(info) / keyplane(error) for ROUNDS rounds;
+#      prints requests/s and the ratio keyplane/bare (target >= 0.80);
+#   2. latency at a fixed RATE (open loop, scripts/benchrate, measured from
+#      each request's scheduled time): p50/p90/p99 for each server.
+# Everything listens on 127.0.0.1, every step is bounded by a timeout, and
+# the servers are stopped and the temporary directory removed on exit.
+#
+# Environment: THREADS (2), CONNS (32), DURATION (10s), ROUNDS (3),
+# RATE (5000), RATE_DURATION (10s), RATE_ROUNDS (2),
+# KEYPLANE_BIN (a keyplane binary to use instead of building ./cmd/keyplane).
+# Needs wrk (apt-get install -y wrk), curl and python3.
+set -euo pipefail
+
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-32}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+RATE=${RATE:-5000}
+RATE_DURATION=${RATE_DURATION:-10s}
+RATE_ROUNDS=${RATE_ROUNDS:-2}
+
+command -v wrk >/dev/null || { echo "bench-http: wrk is not installed (apt-get install -y wrk)" >&2; exit 1; }
+for tool in curl python3 go; do
+  command -v "$tool" >/dev/null || { echo "bench-http: $tool is not installed" >&2; exit 1; }
+done
+cd "$(dirname "$0")/.."
+
+tmp=$(mktemp -d)
+chmod 700 "$tmp"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(go version | cut -d' ' -f3), wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2)"
+if [[ -n "${KEYPLANE_BIN:-}" ]]; then
+  cp "$KEYPLANE_BIN" "$tmp/keyplane"
+else
+  go build -o "$tmp/keyplane" ./cmd/keyplane
+fi
+go build -o "$tmp/benchbare" ./scripts/benchbare
+go build -o "$tmp/benchrate" ./scripts/benchrate
+
+token=$(python3 -c 'import secrets; print("kpadm_bench_" + secrets.token_hex(16))')
+
+# wait_url FILE: print the http://127.0.0.1:port a server printed to FILE.
+wait_url() {
+  for _ in $(seq 1 100); do
+    if u=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$1" 2>/dev/null | head -1) && [[ -n "$u" ]]; then
+      echo "$u"; return 0
+    fi
+    sleep 0.1
+  done
+  echo "bench-http: server did not start; its output:" >&2; cat "$1" "${1%.out}.log" >&2 2>/dev/null || true; exit 1
+}
+
+# start_keyplane NAME LEVEL DATADIR: start keyplane serve; sets URL and PID.
+start_keyplane() {
+  KEYPLANE_ADMIN_TOKEN=$token KEYPLANE_LOG_LEVEL=$2 \
+    "$tmp/keyplane" serve --addr 127.0.0.1:0 --data "$3" >"$tmp/$1.out" 2>>"$tmp/$1.log" &
+  PID=$!
+  pids+=("$PID")
+  URL=$(wait_url "$tmp/$1.out")
+}
+
+# 1. Create the benchmark key, then stop that server.
+start_keyplane setup info "$tmp/data-info"
+secret=$(curl -fsS -X POST "$URL/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+  -d '{"owner": "acct_bench", "limits": {"requests_per_minute": 1000000000000}}' |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+kill "$PID"; wait "$PID" || true
+cp -a "$tmp/data-info" "$tmp/data-error"
+printf '{"key": "%s", "scope": "generate"}' "$secret" >"$tmp/verify.json"
+
+start_keyplane kp-info info "$tmp/data-info"
+KP_INFO=$URL; KP_INFO_PID=$PID
+start_keyplane kp-error error "$tmp/data-error"
+KP_ERROR=$URL; KP_ERROR_PID=$PID
+
+curl -fsS -X POST "$KP_INFO/v1/verify" -H "Authorization: Bearer $token" -d @"$tmp/verify.json" >"$tmp/decision.json"
+grep -q '"code":"VALID"' "$tmp/decision.json" || { echo "bench-http: the benchmark key does not verify: $(cat "$tmp/decision.json")" >&2; exit 1; }
+"$tmp/benchbare" -addr 127.0.0.1:0 -body "$tmp/decision.json" >"$tmp/bare.out" 2>"$tmp/bare.log" &
+BARE_PID=$!
+pids+=("$BARE_PID")
+BARE=$(wait_url "$tmp/bare.out")
+echo "== request $(wc -c <"$tmp/verify.json") bytes, response body $(wc -c <"$tmp/decision.json") bytes (keyplane's VALID decision; benchbare sends the same bytes)"
+
+cat >"$tmp/verify.lua" <<EOF
+wrk.method = "POST"
+wrk.body = [[$(cat "$tmp/verify.json")]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+EOF
+
+# cpu_ticks PID: user+system CPU time of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+declare -A url=([bare]=$BARE [kp-info]=$KP_INFO [kp-error]=$KP_ERROR)
+declare -A pid=([bare]=$BARE_PID [kp-info]=$KP_INFO_PID [kp-error]=$KP_ERROR_PID)
+results=$tmp/results.txt
+: >"$results"
+
+echo "== throughput: wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds alternating bare / keyplane (log level info) / keyplane (log level error)"
+secs=${DURATION%s}
+for round in $(seq 1 "$ROUNDS"); do
+  for name in bare kp-info kp-error; do
+    before=$(cpu_ticks "${pid[$name]}")
+    timeout $((secs + 30)) wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$tmp/verify.lua" "${url[$name]}/v1/verify" >"$tmp/wrk.txt"
+    after=$(cpu_ticks "${pid[$name]}")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$tmp/wrk.txt")
+    reqs=$(awk '/requests in/ {print $1}' "$tmp/wrk.txt")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$tmp/wrk.txt")
+    errors=$(awk '/Socket errors/ {print}' "$tmp/wrk.txt")
+    p50=$(awk '$1 == "50%" {print $2}' "$tmp/wrk.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$tmp/wrk.txt")
+    cpu_us=$(python3 -c "print(f'{($after - $before) / $hz / $reqs * 1e6:.1f}')")
+    logged=""
+    if [[ $name == kp-info ]]; then
+      logged=" log_lines=$(wc -l <"$tmp/kp-info.log")"
+      : >"$tmp/kp-info.log" # opened for appending: truncating is safe
+    fi
+    echo "round=$round server=$name rps=$rps requests=$reqs non2xx=${non2xx:-0} wrk_p50=$p50 wrk_p99=$p99 server_cpu_us_per_req=$cpu_us$logged${errors:+ $errors}" | tee -a "$results"
+  done
+  for name in kp-info kp-error; do
+    curl -fsS -X POST "${url[$name]}/v1/verify" -H "Authorization: Bearer $token" -d @"$tmp/verify.json" | grep -q '"code":"VALID"' ||
+      { echo "bench-http: $name no longer answers VALID" >&2; exit 1; }
+  done
+done
+
+python3 - "$results" <<'EOF'
+import re, statistics, sys
+rows = [dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in open(sys.argv[1])]
+rps = {}
+for r in rows:
+    rps.setdefault(r["server"], []).append(float(r["rps"]))
+bare = rps["bare"]
+print("== throughput summary (requests/s; median [min-max] of %d rounds)" % len(bare))
+for name, v in rps.items():
+    print(f"  {name:9s} median {statistics.median(v):9.0f}  [{min(v):.0f}-{max(v):.0f}]")
+for name in ("kp-info", "kp-error"):
+    per_round = [k / b for k, b in zip(rps[name], bare)]
+    ratio = statistics.median(rps[name]) / statistics.median(bare)
+    verdict = "meets" if ratio >= 0.80 else "misses"
+    print(f"  ratio {name}/bare: {ratio:.2f} (per round: {', '.join(f'{x:.2f}' for x in per_round)}); {verdict} the 0.80 target")
+EOF
+
+echo "== latency at a fixed $RATE req/s for $RATE_DURATION (open loop, from the scheduled send time), $RATE_ROUNDS rounds"
+rsecs=${RATE_DURATION%s}
+for round in $(seq 1 "$RATE_ROUNDS"); do
+  for name in bare kp-info kp-error; do
+    out=$(timeout $((rsecs + 40)) "$tmp/benchrate" -url "${url[$name]}/v1/verify" -rate "$RATE" -duration "$RATE_DURATION" \
+      -body "$tmp/verify.json" -header "Authorization: Bearer $token" -expect '"code":"VALID"')
+    echo "round=$round server=$name $out"
+    if [[ $name == kp-info ]]; then : >"$tmp/kp-info.log"; fi
+  done
+done
