@@ -41,6 +41,8 @@ func main() {
 const usage = `usage:
   keyplane serve [--addr 127.0.0.1:8080] [--data ./.keyplane]
   keyplane admin-token [--data ./.keyplane]
+  keyplane report-usage --key-id key_… [--requests 1] [--units 0] [--bytes 0] [--id evt_…] [--url http://127.0.0.1:8080]
+      signs a usage event with $KEYPLANE_WEBHOOK_SECRET and posts it to the usage webhook
 
 Environment: KEYPLANE_ADMIN_TOKEN, KEYPLANE_PLANS, KEYPLANE_STORE (sqlite|firestore),
 KEYPLANE_SECRETS (file|secretmanager), GOOGLE_CLOUD_PROJECT, KEYPLANE_KEY_PREFIX,
@@ -49,6 +51,9 @@ KEYPLANE_VAULT_KEY, KEYPLANE_LOG_LEVEL; see docs/operations.md.`
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return errors.New(usage)
+	}
+	if args[0] == "report-usage" {
+		return reportUsage(ctx, args[1:], getenv, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/keyplane/keyplane/pkg/apikey"
+	"github.com/keyplane/keyplane/pkg/webhook"
+)
+
+// reportUsage sends one signed usage event, as a gateway would.
+func reportUsage(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("report-usage", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080", "keyplane's base URL")
+	keyID := fs.String("key-id", "", "the key the usage is for (required)")
+	id := fs.String("id", "", "event id (default: a new random id; reuse one to see it counted once)")
+	requests := fs.Int64("requests", 1, "requests")
+	units := fs.Int64("units", 0, "units, e.g. tokens")
+	size := fs.Int64("bytes", 0, "bytes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *keyID == "" {
+		return errors.New("report-usage: --key-id is required")
+	}
+	secret, err := webhook.ParseSecret(getenv("KEYPLANE_WEBHOOK_SECRET"))
+	if err != nil {
+		return fmt.Errorf("report-usage: KEYPLANE_WEBHOOK_SECRET: %w", err)
+	}
+	if *id == "" {
+		*id = "evt_" + apikey.RandomString(20)
+	}
+	body, _ := json.Marshal(map[string]any{"events": []map[string]any{{
+		"id": *id, "key_id": *keyID, "time": time.Now().UTC().Format(time.RFC3339),
+		"requests": *requests, "units": *units, "bytes": *size,
+	}}})
+	req, err := http.NewRequestWithContext(ctx, "POST", *url+"/v1/usage", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	secret.SetHeaders(req.Header, "msg_"+apikey.RandomString(16), time.Now(), body)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	fmt.Fprintf(stdout, "%d %s", res.StatusCode, out)
+	if res.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("report-usage: keyplane answered %d", res.StatusCode)
+	}
+	return nil
+}
