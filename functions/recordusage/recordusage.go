@@ -45,6 +45,6 @@ func Handle(ctx context.Context, e event.Event) error {
 	}
 	return c.Handle(ctx, queue.Message{
 		ID: m.Message.MessageID, Data: m.Message.Data, Attributes: m.Message.Attributes,
-		PublishTime: m.Message.PublishTime, DeliveryAttempt: 1,
+		PublishTime: m.Message.PublishTime, // DeliveryAttempt unknown: the framework drops it
 	})
 }

@@ -368,7 +368,7 @@ func TestVerifyOverHTTP(t *testing.T) {
 	}
 	for body, code := range map[string]string{
 		`{"key": "` + secret + `", "scope": "embed"}`: "INSUFFICIENT_PERMISSIONS",
-		`{"key": "kp_live_nope"}`:                      "NOT_FOUND",
+		`{"key": "kp_live_nope"}`:                     "NOT_FOUND",
 	} {
 		if r := a.do("POST", "/v1/verify", body); r.Status != 200 || r.Body["code"] != code {
 			t.Errorf("verify %s = %d %s, want %s", body, r.Status, r.Raw, code)

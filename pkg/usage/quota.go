@@ -37,10 +37,10 @@ type Quotas struct {
 }
 
 type quotaEntry struct {
-	mu        sync.Mutex
-	dayStart  time.Time
-	day       Totals
-	month     Totals
+	mu         sync.Mutex
+	dayStart   time.Time
+	day        Totals
+	month      Totals
 	monthAt    time.Time
 	fetchedAt  time.Time
 	refreshing bool // a background refresh is running
