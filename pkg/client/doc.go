@@ -40,4 +40,36 @@
 //
 // [MiddlewareOptions.OnResponse] is the hook for usage reporting: it runs
 // after the handler with the decision, the status and the bytes written.
+//
+// # Usage reporting
+//
+// A [UsageReporter] sends usage events to keyplane's usage webhook
+// (POST /v1/usage, signed with the whsec_ usage webhook secret, Standard
+// Webhooks) in batches, from one background goroutine. [UsageReporter.Report]
+// never blocks: it validates the event against the webhook's rules (an
+// invalid event would get its whole batch refused), gives it a random id
+// if it has none, and queues it, or drops it when the queue is full.
+// Batches go when they hold MaxBatch events, every FlushInterval, on
+// [UsageReporter.Flush] and on [UsageReporter.Close]. A batch that fails
+// for a transient reason (network, 408, 429, 5xx) is retried with
+// exponential backoff and Retry-After, keeping its webhook-id and its
+// events' ids, so keyplane counts each event once however often it
+// arrives; other answers are logged and not retried. [UsageReporter.Stats]
+// counts what was sent, dropped, given up on and refused as invalid.
+//
+// To meter the requests the middleware serves, wrap it in [UsageMeter] and
+// set OnResponse to [ReportUsage]: one event per request served with a
+// VALID decision, with the response's bytes and the units the handler
+// recorded with [SetUnits] or [AddUnits]:
+//
+//	reporter, err := client.NewUsageReporter("https://keyplane.example.com/v1/usage", webhookSecret, nil)
+//	…
+//	defer reporter.Close(ctx)
+//	protect := client.Middleware(kp, &client.MiddlewareOptions{OnResponse: client.ReportUsage(reporter, nil)})
+//	http.ListenAndServe(addr, client.UsageMeter(protect(api)))
+//
+// UsageMeter must be outside Middleware: it puts the per-request holder
+// that SetUnits writes and ReportUsage reads into the context, and the
+// middleware reports with the request it received. [Client.KeyUsage]
+// reads a key's counted usage.
 package client
