@@ -13,7 +13,10 @@ package queue
 
 import (
 	"context"
+	"strings"
 	"time"
+
+	"github.com/keyplane/keyplane/pkg/errs"
 )
 
 // Message is one message.
@@ -56,4 +59,44 @@ type RetryPolicy struct {
 	MinBackoff  time.Duration // first retry delay (10 s in production; tests use less)
 	MaxBackoff  time.Duration // cap of the exponential backoff (600 s)
 	MaxAttempts int           // deliveries before dead-lettering (5..100; Pub/Sub's range)
+}
+
+// Pub/Sub's limits on a message (cloud.google.com/pubsub/quotas).
+const (
+	maxMessageBytes = 10_000_000
+	maxAttributes   = 100
+	maxKeyBytes     = 256
+	maxValueBytes   = 1024
+)
+
+// Validate checks m against Pub/Sub's limits on a message, which every
+// adapter's Publish enforces so that a message one transport accepts is
+// not refused by another: it needs data or attributes; it has at most 100
+// attributes, each key 1 to 256 bytes and not starting with "goog", each
+// value at most 1024 bytes; data and attributes together are at most 10 MB.
+// A message outside them gets an errs.Invalid error saying which limit it
+// breaks.
+func Validate(m Message) error {
+	if len(m.Data) == 0 && len(m.Attributes) == 0 {
+		return errs.E(errs.Invalid, "a message needs data or attributes")
+	}
+	if len(m.Attributes) > maxAttributes {
+		return errs.E(errs.Invalid, "%d attributes; the limit is %d", len(m.Attributes), maxAttributes)
+	}
+	size := len(m.Data)
+	for k, v := range m.Attributes {
+		switch {
+		case k == "" || len(k) > maxKeyBytes:
+			return errs.E(errs.Invalid, "attribute key %.20q: keys are 1 to %d bytes", k, maxKeyBytes)
+		case strings.HasPrefix(k, "goog"):
+			return errs.E(errs.Invalid, "attribute key %.20q: keys starting with goog are reserved", k)
+		case len(v) > maxValueBytes:
+			return errs.E(errs.Invalid, "attribute %.20q: values are at most %d bytes", k, maxValueBytes)
+		}
+		size += len(k) + len(v)
+	}
+	if size > maxMessageBytes {
+		return errs.E(errs.Invalid, "%d bytes of data and attributes; the limit is %d", size, maxMessageBytes)
+	}
+	return nil
 }

@@ -8,20 +8,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	mrand "math/rand/v2"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
-
+	"github.com/keyplane/keyplane/internal/sqlitedb"
 	"github.com/keyplane/keyplane/pkg/clock"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/queue"
@@ -72,8 +68,9 @@ func (o Options) withDefaults() (Options, error) {
 // Queue is a durable queue in one SQLite database file. Its methods are
 // safe for concurrent use.
 type Queue struct {
-	db  *sql.DB // one connection: every transaction, serialised
-	opt Options
+	file *sqlitedb.DB
+	db   *sql.DB // file.W, the one connection: every statement, serialised
+	opt  Options
 
 	mu      sync.Mutex
 	closed  bool
@@ -118,44 +115,15 @@ CREATE INDEX messages_by_due ON messages (subscription, due, seq);
 // Open opens the queue database at path, creating it and migrating its
 // schema as needed. ":memory:" opens a private queue that is not durable.
 func Open(path string, opt Options) (*Queue, error) {
-	if path == "" || strings.ContainsRune(path, '?') {
-		return nil, errs.E(errs.Invalid, "embedded queue: the database path must be a file name without '?'")
-	}
 	opt, err := opt.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite", path+"?_busy_timeout=5000&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	file, err := sqlitedb.Open(path, migrations, &sqlitedb.Options{Name: "embedded queue", Busy: busy})
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "embedded queue: open")
-	}
-	db.SetMaxOpenConns(1)
-	db.SetConnMaxLifetime(0) // an in-memory database lives as long as its connection
-	q := &Queue{db: db, opt: opt, closing: make(chan struct{}), wake: map[string]chan struct{}{}}
-	if err := q.migrate(context.Background()); err != nil {
-		db.Close()
 		return nil, err
 	}
-	return q, nil
-}
-
-func (q *Queue) migrate(ctx context.Context) error {
-	return q.write(ctx, func(tx *sql.Tx) error {
-		var v int
-		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-			return translate(err, "embedded queue: read schema version")
-		}
-		if v > len(migrations) {
-			return errs.E(errs.Internal, "embedded queue: the database has schema version %d; this program knows up to %d", v, len(migrations))
-		}
-		for i := v; i < len(migrations); i++ {
-			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-				return translate(err, fmt.Sprintf("embedded queue: migrate to schema version %d", i+1))
-			}
-		}
-		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations)))
-		return translate(err, "embedded queue: set schema version")
-	})
+	return &Queue{file: file, db: file.W, opt: opt, closing: make(chan struct{}), wake: map[string]chan struct{}{}}, nil
 }
 
 // Close stops every Receive, waits for running handlers and for Publish
@@ -168,7 +136,7 @@ func (q *Queue) Close() error {
 		close(q.closing)
 		q.mu.Unlock()
 		q.active.Wait()
-		q.closeErr = translate(q.db.Close(), "embedded queue: close")
+		q.closeErr = translate(q.file.Close(), "embedded queue: close")
 	})
 	return q.closeErr
 }
@@ -211,20 +179,6 @@ func (q *Queue) notify(subs []string) {
 	}
 }
 
-// write runs fn in an IMMEDIATE transaction and commits it if fn returns
-// nil. fn's error is returned as is.
-func (q *Queue) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := q.db.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(err, "embedded queue: begin transaction")
-	}
-	defer tx.Rollback() // after Commit, a no-op
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return translate(tx.Commit(), "embedded queue: commit")
-}
-
 // Topic returns the topic called name. Publishing to it reaches the
 // subscriptions declared on it so far.
 func (q *Queue) Topic(name string) *Topic { return &Topic{q: q, name: name} }
@@ -244,7 +198,7 @@ var _ queue.Topic = (*Topic)(nil)
 // is closed, the context ends or the database is busy, Internal otherwise.
 func (t *Topic) Publish(ctx context.Context, msgs ...queue.Message) error {
 	for i, m := range msgs {
-		if err := validate(m); err != nil {
+		if err := queue.Validate(m); err != nil {
 			return errs.E(errs.Invalid, "embedded queue: message %d of %d: %v", i+1, len(msgs), err)
 		}
 	}
@@ -261,7 +215,7 @@ func (t *Topic) Publish(ctx context.Context, msgs ...queue.Message) error {
 	defer q.active.Done()
 	now := q.opt.Clock.Now()
 	var subs []string
-	err := q.write(ctx, func(tx *sql.Tx) error {
+	err := q.file.Write(ctx, func(tx *sql.Tx) error {
 		var err error
 		subs, err = insert(ctx, tx, t.name, msgs, now)
 		return err
@@ -326,40 +280,6 @@ func insert(ctx context.Context, tx *sql.Tx, topic string, msgs []queue.Message,
 	return subs, nil
 }
 
-// Pub/Sub's limits on a message (cloud.google.com/pubsub/quotas), which the
-// pubsub adapter checks the same way.
-const (
-	maxMessageBytes = 10_000_000
-	maxAttributes   = 100
-	maxKeyBytes     = 256
-	maxValueBytes   = 1024
-)
-
-func validate(m queue.Message) error {
-	if len(m.Data) == 0 && len(m.Attributes) == 0 {
-		return errors.New("a message needs data or attributes")
-	}
-	if len(m.Attributes) > maxAttributes {
-		return fmt.Errorf("%d attributes; the limit is %d", len(m.Attributes), maxAttributes)
-	}
-	size := len(m.Data)
-	for k, v := range m.Attributes {
-		switch {
-		case k == "" || len(k) > maxKeyBytes:
-			return fmt.Errorf("attribute key %.20q: keys are 1 to %d bytes", k, maxKeyBytes)
-		case strings.HasPrefix(k, "goog"):
-			return fmt.Errorf("attribute key %.20q: keys starting with goog are reserved", k)
-		case len(v) > maxValueBytes:
-			return fmt.Errorf("attribute %.20q: values are at most %d bytes", k, maxValueBytes)
-		}
-		size += len(k) + len(v)
-	}
-	if size > maxMessageBytes {
-		return fmt.Errorf("%d bytes of data and attributes; the limit is %d", size, maxMessageBytes)
-	}
-	return nil
-}
-
 // Subscription declares the subscription called name on topic, or updates
 // the policy and dead-letter topic of an existing one, and returns it. From
 // then on, every message published to topic is delivered to it.
@@ -392,7 +312,7 @@ func (s *Subscription) declare(ctx context.Context) error {
 		return errClosed()
 	}
 	defer q.active.Done()
-	return q.write(ctx, func(tx *sql.Tx) error {
+	return q.file.Write(ctx, func(tx *sql.Tx) error {
 		var existing string
 		switch err := tx.QueryRowContext(ctx, "SELECT topic FROM subscriptions WHERE name = ?", s.name).Scan(&existing); {
 		case errors.Is(err, sql.ErrNoRows):
@@ -569,7 +489,7 @@ func (r *receiver) extend(ctx context.Context, now time.Time) {
 	q := r.s.q
 	due := now.Add(q.opt.VisibilityTimeout).UnixMicro()
 	wctx := context.WithoutCancel(ctx)
-	err := q.write(wctx, func(tx *sql.Tx) error {
+	err := q.file.Write(wctx, func(tx *sql.Tx) error {
 		for _, l := range leases {
 			if _, err := tx.ExecContext(wctx, "UPDATE messages SET due = ? WHERE seq = ? AND lease = ?", due, l[0], l[1]); err != nil {
 				return translate(err, "embedded queue: extend lease")
@@ -590,7 +510,7 @@ func (r *receiver) extend(ctx context.Context, now time.Time) {
 func (q *Queue) claim(ctx context.Context, s *Subscription, limit int) (msgs []leased, next time.Time, full bool, err error) {
 	now := q.opt.Clock.Now()
 	var woken []string
-	err = q.write(ctx, func(tx *sql.Tx) error {
+	err = q.file.Write(ctx, func(tx *sql.Tx) error {
 		msgs, next, full, woken = nil, time.Time{}, false, nil
 		rows, err := tx.QueryContext(ctx, `SELECT seq, id, data, attributes, publish_time, attempts FROM messages
 			WHERE subscription = ? AND due <= ? ORDER BY due, seq LIMIT ?`, s.name, now.UnixMicro(), limit)
@@ -662,7 +582,7 @@ func (q *Queue) release(ctx context.Context, s *Subscription, msgs []leased) {
 		return
 	}
 	now := q.opt.Clock.Now().UnixMicro()
-	err := q.write(ctx, func(tx *sql.Tx) error {
+	err := q.file.Write(ctx, func(tx *sql.Tx) error {
 		for _, m := range msgs {
 			if _, err := tx.ExecContext(ctx, "UPDATE messages SET attempts = attempts - 1, due = ?, lease = 0 WHERE seq = ? AND lease = ?",
 				now, m.seq, m.lease); err != nil {
@@ -688,7 +608,7 @@ func (q *Queue) ack(ctx context.Context, m leased) error {
 func (q *Queue) nack(ctx context.Context, s *Subscription, m leased) error {
 	now := q.opt.Clock.Now()
 	var woken []string
-	err := q.write(ctx, func(tx *sql.Tx) error {
+	err := q.file.Write(ctx, func(tx *sql.Tx) error {
 		if s.deadLetter != "" && m.msg.DeliveryAttempt >= s.policy.MaxAttempts {
 			var held bool
 			if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM messages WHERE seq = ? AND lease = ?)",
@@ -764,21 +684,10 @@ func newLease() int64 {
 	}
 }
 
-// translate classifies a database/sql or SQLite error; msg says what failed
-// and is safe to show.
-func translate(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	var se *sqlite.Error
-	switch {
-	case errors.As(err, &se):
-		switch se.Code() & 0xff {
-		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return errs.Wrap(errs.Unavailable, err, msg+": the database is busy")
-		}
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return errs.Wrap(errs.Unavailable, err, msg)
-	}
-	return errs.Wrap(errs.Internal, err, msg)
-}
+// busy is the kind of error for a database another process keeps locked:
+// Unavailable, as Publish documents.
+const busy = errs.Unavailable
+
+// translate classifies a database/sql or SQLite error (sqlitedb.Translate);
+// msg says what failed and is safe to show.
+func translate(err error, msg string) error { return sqlitedb.Translate(err, msg, busy) }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	ps "cloud.google.com/go/pubsub/v2"
@@ -63,7 +62,7 @@ func orDefault[T comparable](v, def T) T {
 // limits, so only production would notice.
 func (t *Topic) Publish(ctx context.Context, msgs ...queue.Message) error {
 	for i, m := range msgs {
-		if err := validate(m); err != nil {
+		if err := queue.Validate(m); err != nil {
 			return errs.E(errs.Invalid, "pubsub: message %d of %d: %v", i+1, len(msgs), err)
 		}
 	}
@@ -90,41 +89,6 @@ func (t *Topic) Publish(ctx context.Context, msgs ...queue.Message) error {
 		return errs.Wrap(errs.Internal, first, msg) // e.g. a missing topic: a deployment problem
 	}
 	return err
-}
-
-// Pub/Sub's limits on a message (cloud.google.com/pubsub/quotas).
-const (
-	maxMessageBytes = 10_000_000
-	maxAttributes   = 100
-	maxKeyBytes     = 256
-	maxValueBytes   = 1024
-)
-
-// validate checks m against Pub/Sub's limits. The embedded queue applies
-// the same ones.
-func validate(m queue.Message) error {
-	if len(m.Data) == 0 && len(m.Attributes) == 0 {
-		return errors.New("a message needs data or attributes")
-	}
-	if len(m.Attributes) > maxAttributes {
-		return fmt.Errorf("%d attributes; the limit is %d", len(m.Attributes), maxAttributes)
-	}
-	size := len(m.Data)
-	for k, v := range m.Attributes {
-		switch {
-		case k == "" || len(k) > maxKeyBytes:
-			return fmt.Errorf("attribute key %.20q: keys are 1 to %d bytes", k, maxKeyBytes)
-		case strings.HasPrefix(k, "goog"):
-			return fmt.Errorf("attribute key %.20q: keys starting with goog are reserved", k)
-		case len(v) > maxValueBytes:
-			return fmt.Errorf("attribute %.20q: values are at most %d bytes", k, maxValueBytes)
-		}
-		size += len(k) + len(v)
-	}
-	if size > maxMessageBytes {
-		return fmt.Errorf("%d bytes of data and attributes; the limit is %d", size, maxMessageBytes)
-	}
-	return nil
 }
 
 // Close sends any batched messages and stops the publisher.

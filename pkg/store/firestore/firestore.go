@@ -3,9 +3,7 @@ package firestore
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/pkg/apikey"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/plan"
@@ -419,32 +418,6 @@ func fnv32a(s string) uint32 {
 	return h
 }
 
-// cursor is the position a page token encodes: the last item of a page.
-type cursor struct {
-	T  time.Time `json:"t"`
-	ID string    `json:"i"`
-}
-
-func encodeCursor(t time.Time, id string) string {
-	b, _ := json.Marshal(cursor{t, id}) // cannot fail
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(token string) (cursor, error) {
-	var c cursor
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err == nil {
-		err = json.Unmarshal(b, &c)
-	}
-	if err == nil && !validID(c.ID) {
-		err = errors.New("bad id")
-	}
-	if err != nil {
-		return c, errs.Wrap(errs.Invalid, err, "invalid page token")
-	}
-	return c, nil
-}
-
 // page reads up to size documents of coll, newest first by (timeField,
 // id), those with filterField == filter unless filter is "", after the
 // position token encodes. more reports whether there are others after them.
@@ -458,11 +431,11 @@ func (s *Store) page(ctx context.Context, coll, timeField, filterField, filter, 
 	}
 	q = q.OrderBy(timeField, firestore.Desc).OrderBy(firestore.DocumentID, firestore.Desc)
 	if token != "" {
-		c, err := decodeCursor(token)
+		t, id, err := pagetoken.Decode(token, validID)
 		if err != nil {
 			return nil, false, err
 		}
-		q = q.StartAfter(ts(c.T), c.ID)
+		q = q.StartAfter(ts(t), id)
 	}
 	snaps, err = q.Limit(size + 1).Documents(ctx).GetAll()
 	if err != nil {
@@ -491,7 +464,7 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.K
 	var next string
 	if more {
 		last := out[len(out)-1]
-		next = encodeCursor(last.CreatedAt, last.ID)
+		next = pagetoken.Encode(last.CreatedAt, last.ID)
 	}
 	return out, next, nil
 }
@@ -542,7 +515,7 @@ func (s *Store) ListAudit(ctx context.Context, q store.AuditQuery) ([]store.Audi
 	var next string
 	if more {
 		last := out[len(out)-1]
-		next = encodeCursor(last.Time, last.ID)
+		next = pagetoken.Encode(last.Time, last.ID)
 	}
 	return out, next, nil
 }

@@ -3,17 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"runtime"
 	"strings"
 	"time"
 
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
-
+	"github.com/keyplane/keyplane/internal/pagetoken"
+	"github.com/keyplane/keyplane/internal/sqlitedb"
 	"github.com/keyplane/keyplane/pkg/apikey"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/store"
@@ -21,8 +17,9 @@ import (
 
 // Store is a store.Store in one SQLite database file.
 type Store struct {
-	w *sql.DB // one connection: every write, serialised
-	r *sql.DB // read-only connections
+	db *sqlitedb.DB
+	w  *sql.DB // db.W, one connection: every write, serialised
+	r  *sql.DB // db.R, read-only connections
 }
 
 var _ store.Store = (*Store)(nil)
@@ -91,94 +88,23 @@ CREATE INDEX keys_by_update ON keys (updated_at, id);
 // Open opens the database file at path, creating it and migrating its
 // schema as needed. ":memory:" opens a private in-memory database.
 func Open(path string) (*Store, error) {
-	if path == "" || strings.ContainsRune(path, '?') {
-		return nil, errs.E(errs.Invalid, "sqlite: the database path must be a file name without '?'")
-	}
-	const common = "_busy_timeout=5000&_foreign_keys=1"
-	w, err := sql.Open("sqlite", path+"?"+common+"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	db, err := sqlitedb.Open(path, migrations, &sqlitedb.Options{Busy: busy})
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
-	}
-	w.SetMaxOpenConns(1)
-	s := &Store{w: w, r: w}
-	if err := s.migrate(context.Background()); err != nil {
-		w.Close()
 		return nil, err
 	}
-	if path == ":memory:" { // every connection would be a new, empty database
-		return s, nil
-	}
-	if s.r, err = sql.Open("sqlite", path+"?"+common+"&_query_only=1"); err != nil {
-		w.Close()
-		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
-	}
-	s.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
-	return s, nil
-}
-
-func (s *Store) migrate(ctx context.Context) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
-		var v int
-		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-			return translate(err, "sqlite: read schema version")
-		}
-		if v > len(migrations) {
-			return errs.E(errs.Internal, "sqlite: the database has schema version %d; this program knows up to %d", v, len(migrations))
-		}
-		for i := v; i < len(migrations); i++ {
-			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-				return translate(err, fmt.Sprintf("sqlite: migrate to schema version %d", i+1))
-			}
-		}
-		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations)))
-		return translate(err, "sqlite: set schema version")
-	})
+	return &Store{db: db, w: db.W, r: db.R}, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error {
-	if s.r == s.w {
-		return s.w.Close()
-	}
-	return errors.Join(s.r.Close(), s.w.Close())
-}
+func (s *Store) Close() error { return s.db.Close() }
 
-// write runs fn in an IMMEDIATE transaction on the writer connection and
-// commits it if fn returns nil. fn's error is returned as is.
-func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(err, "sqlite: begin transaction")
-	}
-	defer tx.Rollback() // after Commit, a no-op; after a panic in fn, frees the writer
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return translate(tx.Commit(), "sqlite: commit")
-}
+// busy is the kind of error for a database another process keeps locked
+// past busy_timeout: Conflict, as doc.go documents.
+const busy = errs.Conflict
 
-// translate classifies a database/sql or SQLite error; msg says what failed
-// and is safe to show.
-func translate(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	var se *sqlite.Error
-	switch {
-	case errors.As(err, &se):
-		switch se.Code() {
-		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-			return errs.Wrap(errs.Exists, err, msg+": already exists")
-		}
-		switch se.Code() & 0xff {
-		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return errs.Wrap(errs.Conflict, err, msg+": the database is busy")
-		}
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return errs.Wrap(errs.Unavailable, err, msg)
-	}
-	return errs.Wrap(errs.Internal, err, msg)
-}
+// translate classifies a database/sql or SQLite error (sqlitedb.Translate);
+// msg says what failed and is safe to show.
+func translate(err error, msg string) error { return sqlitedb.Translate(err, msg, busy) }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
@@ -293,7 +219,7 @@ func getKey(ctx context.Context, q querier, where string, arg any) (*store.Key, 
 
 // CreatePending stores an intent.
 func (s *Store) CreatePending(ctx context.Context, p store.Pending) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.db.Write(ctx, func(tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM keys WHERE id = ?`, p.KeyID).Scan(&n); err != nil {
 			return translate(err, "sqlite: create intent")
@@ -361,7 +287,7 @@ func (s *Store) Activate(ctx context.Context, k *store.Key, audit store.AuditEnt
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.db.Write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, insertKey, vals...); err != nil {
 			return translate(err, "sqlite: create key")
 		}
@@ -387,7 +313,7 @@ func (s *Store) LookupHash(ctx context.Context, h apikey.Hash) (*store.Key, erro
 // mutate is called once.
 func (s *Store) UpdateKey(ctx context.Context, id string, mutate func(*store.Key) (*store.AuditEntry, error)) (*store.Key, error) {
 	var out *store.Key
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.Write(ctx, func(tx *sql.Tx) error {
 		k, err := getKey(ctx, tx, "id = ?", id)
 		if err != nil {
 			return err
@@ -418,32 +344,6 @@ func (s *Store) UpdateKey(ctx context.Context, id string, mutate func(*store.Key
 	return out, err
 }
 
-// cursor is the position a page token encodes: the last item of a page.
-type cursor struct {
-	T  time.Time `json:"t"`
-	ID string    `json:"i"`
-}
-
-func encodeCursor(t time.Time, id string) string {
-	b, _ := json.Marshal(cursor{t, id}) // cannot fail
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(token string) (cursor, error) {
-	var c cursor
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err == nil {
-		err = json.Unmarshal(b, &c)
-	}
-	if err == nil && c.ID == "" {
-		err = errors.New("no id")
-	}
-	if err != nil {
-		return c, errs.Wrap(errs.Invalid, err, "invalid page token")
-	}
-	return c, nil
-}
-
 func checkPageSize(n int) error {
 	if n < 1 || n > 1000 {
 		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
@@ -466,11 +366,11 @@ func (s *Store) page(ctx context.Context, sel, timeCol, filterCol, filter, token
 		where, args = append(where, filterCol+" = ?"), append(args, filter)
 	}
 	if token != "" {
-		c, err := decodeCursor(token)
+		t, id, err := pagetoken.Decode(token, nil)
 		if err != nil {
 			return "", err
 		}
-		where, args = append(where, "("+timeCol+", id) < (?, ?)"), append(args, micros(c.T), c.ID)
+		where, args = append(where, "("+timeCol+", id) < (?, ?)"), append(args, micros(t), id)
 	}
 	q := sel
 	if len(where) > 0 {
@@ -490,7 +390,7 @@ func (s *Store) page(ctx context.Context, sel, timeCol, filterCol, filter, token
 	)
 	for rows.Next() {
 		if n == size {
-			next = encodeCursor(lastT, lastID)
+			next = pagetoken.Encode(lastT, lastID)
 			break
 		}
 		if lastT, lastID, err = scan(rows); err != nil {
@@ -575,7 +475,7 @@ func (s *Store) ReserveIdempotency(ctx context.Context, rec store.Idempotency, n
 		stored store.Idempotency
 		owned  bool
 	)
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.Write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM idempotency WHERE expires_at <= ?`, micros(now)); err != nil {
 			return translate(err, "sqlite: delete expired idempotency records")
 		}

@@ -4,9 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -22,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/pkg/clock"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/plan"
@@ -477,33 +476,6 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 	return t, nil
 }
 
-// cursor is the position a page token encodes: the last item of a page
-// (a key id, or a dead letter's time and document id).
-type cursor struct {
-	T  time.Time `json:"t"`
-	ID string    `json:"i"`
-}
-
-func encodeCursor(t time.Time, id string) string {
-	b, _ := json.Marshal(cursor{t, id}) // cannot fail
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(token string) (cursor, error) {
-	var c cursor
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err == nil {
-		err = json.Unmarshal(b, &c)
-	}
-	if err == nil && !validID(c.ID) {
-		err = errors.New("bad id")
-	}
-	if err != nil {
-		return c, errs.Wrap(errs.Invalid, err, "invalid page token")
-	}
-	return c, nil
-}
-
 func checkPageSize(n int) error {
 	if n < 1 || n > 1000 {
 		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
@@ -532,11 +504,11 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 		q = q.Where("owner", "==", owner)
 	}
 	if token != "" {
-		c, err := decodeCursor(token)
+		_, after, err := pagetoken.Decode(token, validID)
 		if err != nil {
 			return nil, "", err
 		}
-		q = q.Where("key_id", ">", c.ID)
+		q = q.Where("key_id", ">", after)
 	}
 	q = q.OrderBy("key_id", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
 	var (
@@ -556,7 +528,7 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 			}
 			if len(out) == 0 || out[len(out)-1].KeyID != d.KeyID {
 				if len(out) == size {
-					return out, encodeCursor(time.Time{}, out[len(out)-1].KeyID), nil
+					return out, pagetoken.Encode(time.Time{}, out[len(out)-1].KeyID), nil
 				}
 				out = append(out, usage.KeyTotals{KeyID: d.KeyID, Owner: d.Owner})
 			}
@@ -626,11 +598,11 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 	}
 	q := l.c.Collection(deadLettersColl).OrderBy("time", firestore.Desc).OrderBy(firestore.DocumentID, firestore.Desc)
 	if pageToken != "" {
-		c, err := decodeCursor(pageToken)
+		t, id, err := pagetoken.Decode(pageToken, validID)
 		if err != nil {
 			return nil, "", err
 		}
-		q = q.StartAfter(ts(c.T), c.ID)
+		q = q.StartAfter(ts(t), id)
 	}
 	snaps, err := q.Limit(pageSize + 1).Documents(ctx).GetAll()
 	if err != nil {
@@ -650,7 +622,7 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 	}
 	var next string
 	if more {
-		next = encodeCursor(out[len(out)-1].Time, snaps[len(snaps)-1].Ref.ID)
+		next = pagetoken.Encode(out[len(out)-1].Time, snaps[len(snaps)-1].Ref.ID)
 	}
 	return out, next, nil
 }

@@ -3,19 +3,15 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
 
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
-
+	"github.com/keyplane/keyplane/internal/pagetoken"
+	"github.com/keyplane/keyplane/internal/sqlitedb"
 	"github.com/keyplane/keyplane/pkg/clock"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/plan"
@@ -36,8 +32,9 @@ type Options struct {
 
 // Ledger is a usage.Ledger in one SQLite database file.
 type Ledger struct {
-	w          *sql.DB // one connection: every write, serialised
-	r          *sql.DB // read-only connections
+	db         *sqlitedb.DB
+	w          *sql.DB // db.W, one connection: every write, serialised
+	r          *sql.DB // db.R, read-only connections
 	clock      clock.Clock
 	failCommit func() error
 }
@@ -84,101 +81,42 @@ func Open(path string) (*Ledger, error) { return OpenWith(path, Options{}) }
 
 // OpenWith is Open with options.
 func OpenWith(path string, opts Options) (*Ledger, error) {
-	if path == "" || strings.ContainsRune(path, '?') {
-		return nil, errs.E(errs.Invalid, "sqlite: the database path must be a file name without '?'")
-	}
-	const common = "_busy_timeout=5000"
-	w, err := sql.Open("sqlite", path+"?"+common+"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	db, err := sqlitedb.Open(path, migrations, &sqlitedb.Options{Busy: busy})
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
+		return nil, err
 	}
-	w.SetMaxOpenConns(1)
-	l := &Ledger{w: w, r: w, clock: opts.Clock, failCommit: opts.FailCommitHook}
+	l := &Ledger{db: db, w: db.W, r: db.R, clock: opts.Clock, failCommit: opts.FailCommitHook}
 	if l.clock == nil {
 		l.clock = clock.Real{}
 	}
-	if err := l.migrate(context.Background()); err != nil {
-		w.Close()
-		return nil, err
-	}
-	if path == ":memory:" { // every connection would be a new, empty database
-		return l, nil
-	}
-	if l.r, err = sql.Open("sqlite", path+"?"+common+"&_query_only=1"); err != nil {
-		w.Close()
-		return nil, errs.Wrap(errs.Internal, err, "sqlite: open")
-	}
-	l.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	return l, nil
 }
 
-func (l *Ledger) migrate(ctx context.Context) error {
-	return l.write(ctx, func(tx *sql.Tx) error {
-		var v int
-		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-			return translate(err, "sqlite: read schema version")
+// Close closes the database.
+func (l *Ledger) Close() error { return l.db.Close() }
+
+// write runs fn in an IMMEDIATE transaction on the writer connection and
+// commits it if fn, and then the FailCommitHook, return nil. fn's error is
+// returned as is.
+func (l *Ledger) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	return l.db.Write(ctx, func(tx *sql.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
 		}
-		if v > len(migrations) {
-			return errs.E(errs.Internal, "sqlite: the ledger database has schema version %d; this program knows up to %d", v, len(migrations))
+		if l.failCommit != nil {
+			return l.failCommit()
 		}
-		for i := v; i < len(migrations); i++ {
-			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-				return translate(err, fmt.Sprintf("sqlite: migrate to schema version %d", i+1))
-			}
-		}
-		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations)))
-		return translate(err, "sqlite: set schema version")
+		return nil
 	})
 }
 
-// Close closes the database.
-func (l *Ledger) Close() error {
-	if l.r == l.w {
-		return l.w.Close()
-	}
-	return errors.Join(l.r.Close(), l.w.Close())
-}
+// busy is the kind of error for a database another process keeps locked:
+// Unavailable, one of the kinds the Ledger contract allows.
+const busy = errs.Unavailable
 
-// write runs fn in an IMMEDIATE transaction on the writer connection and
-// commits it if fn returns nil. fn's error is returned as is.
-func (l *Ledger) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := l.w.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(err, "sqlite: begin transaction")
-	}
-	defer tx.Rollback() // after Commit, a no-op; after a panic in fn, frees the writer
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if l.failCommit != nil {
-		if err := l.failCommit(); err != nil {
-			return err
-		}
-	}
-	return translate(tx.Commit(), "sqlite: commit")
-}
-
-// translate classifies a database/sql or SQLite error into the kinds the
-// Ledger contract allows; msg says what failed and is safe to show.
-func translate(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := errs.As(err); ok {
-		return err
-	}
-	var se *sqlite.Error
-	switch {
-	case errors.As(err, &se):
-		switch se.Code() & 0xff {
-		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return errs.Wrap(errs.Unavailable, err, msg+": the database is busy")
-		}
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return errs.Wrap(errs.Unavailable, err, msg)
-	}
-	return errs.Wrap(errs.Internal, err, msg)
-}
+// translate classifies a database/sql or SQLite error (sqlitedb.Translate);
+// msg says what failed and is safe to show.
+func translate(err error, msg string) error { return sqlitedb.Translate(err, msg, busy) }
 
 func micros(t time.Time) int64 { return t.UnixMicro() }
 
@@ -372,33 +310,6 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 	return t, nil
 }
 
-// cursor is the position a page token encodes: the last item of a page
-// (a key id, or a dead letter's time and id).
-type cursor struct {
-	T  time.Time `json:"t"`
-	ID string    `json:"i"`
-}
-
-func encodeCursor(t time.Time, id string) string {
-	b, _ := json.Marshal(cursor{t, id}) // cannot fail
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(token string) (cursor, error) {
-	var c cursor
-	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err == nil {
-		err = json.Unmarshal(b, &c)
-	}
-	if err == nil && c.ID == "" {
-		err = errors.New("no id")
-	}
-	if err != nil {
-		return c, errs.Wrap(errs.Invalid, err, "invalid page token")
-	}
-	return c, nil
-}
-
 func checkPageSize(n int) error {
 	if n < 1 || n > 1000 {
 		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
@@ -421,11 +332,11 @@ func (l *Ledger) keyPage(ctx context.Context, cols, owner string, w plan.Window,
 		where, args = append(where, "owner = ?"), append(args, owner)
 	}
 	if token != "" {
-		c, err := decodeCursor(token)
+		_, after, err := pagetoken.Decode(token, nil)
 		if err != nil {
 			return "", err
 		}
-		where, args = append(where, "key_id > ?"), append(args, c.ID)
+		where, args = append(where, "key_id > ?"), append(args, after)
 	}
 	rows, err := l.r.QueryContext(ctx, "SELECT "+cols+" FROM usage_counters WHERE "+strings.Join(where, " AND ")+
 		" ORDER BY key_id LIMIT ?", append(args, size+1)...)
@@ -439,7 +350,7 @@ func (l *Ledger) keyPage(ctx context.Context, cols, owner string, w plan.Window,
 	)
 	for rows.Next() {
 		if n == size {
-			return encodeCursor(time.Time{}, last), nil
+			return pagetoken.Encode(time.Time{}, last), nil
 		}
 		if last, err = scan(rows); err != nil {
 			return "", translate(err, "sqlite: list usage counters")
@@ -511,11 +422,11 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 	}
 	q, args := `SELECT id, time, reason, detail, payload FROM usage_dead_letters`, []any{}
 	if pageToken != "" {
-		c, err := decodeCursor(pageToken)
+		t, id, err := pagetoken.Decode(pageToken, nil)
 		if err != nil {
 			return nil, "", err
 		}
-		q, args = q+` WHERE (time, id) < (?, ?)`, append(args, micros(c.T), c.ID)
+		q, args = q+` WHERE (time, id) < (?, ?)`, append(args, micros(t), id)
 	}
 	rows, err := l.r.QueryContext(ctx, q+` ORDER BY time DESC, id DESC LIMIT ?`, append(args, pageSize+1)...)
 	if err != nil {
@@ -526,7 +437,7 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 	for rows.Next() {
 		if len(out) == pageSize {
 			last := out[len(out)-1]
-			return out, encodeCursor(last.Time, last.ID), nil
+			return out, pagetoken.Encode(last.Time, last.ID), nil
 		}
 		var (
 			d usage.DeadLetter
