@@ -68,16 +68,13 @@ func NewConsumer(l Ledger, keys KeyReader, clk clock.Clock, log *slog.Logger) *C
 // Handle processes one message.
 func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
 	now := c.clock.Now()
-	var b Batch
-	if err := json.Unmarshal(m.Data, &b); err != nil || b.Events == nil {
-		detail := "message data is not a JSON usage batch"
-		if err != nil {
-			detail += ": " + jsonProblem(err)
-		}
-		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonUndecodable, Detail: detail, Payload: m.Data}, now)
+	batch, err := decodeMessage(m.Data)
+	if err != nil {
+		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonUndecodable,
+			Detail: "message data is not a JSON usage batch: " + jsonProblem(err), Payload: m.Data}, now)
 	}
-	events := make([]Counted, 0, len(b.Events))
-	for i, e := range b.Events {
+	events := make([]Counted, 0, len(batch))
+	for i, e := range batch {
 		if f, msg := e.problem(now); msg != "" {
 			id := e.ID
 			if id == "" || len(id) > MaxIDLen {

@@ -3,6 +3,7 @@ package usage
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -56,18 +57,41 @@ func DecodeBatch(body []byte, now time.Time) (Batch, error) {
 	if len(raw.Events) == 0 || len(raw.Events) > MaxBatch {
 		return Batch{}, errs.E(errs.Invalid, "events must hold 1 to %d events, got %d", MaxBatch, len(raw.Events))
 	}
-	b := Batch{Events: make([]Event, len(raw.Events))}
-	for i, w := range raw.Events {
-		e := Event{ID: w.ID, KeyID: w.KeyID, Time: w.Time.UTC(), Requests: 1, Units: w.Units, Bytes: w.Bytes, Feature: w.Feature}
-		if w.Requests != nil {
-			e.Requests = *w.Requests
-		}
-		b.Events[i] = e
-	}
+	b := Batch{Events: fromWire(raw.Events)}
 	if details := b.Validate(now); len(details) > 0 {
 		return Batch{}, &errs.Error{Kind: errs.Invalid, Msg: fmt.Sprintf("%d problem(s) in the batch; nothing was accepted", len(details)), Details: details}
 	}
 	return b, nil
+}
+
+// fromWire applies the defaults of the wire format: requests is 1 when
+// omitted; times are UTC.
+func fromWire(ws []wireEvent) []Event {
+	out := make([]Event, len(ws))
+	for i, w := range ws {
+		out[i] = Event{ID: w.ID, KeyID: w.KeyID, Time: w.Time.UTC(), Requests: 1, Units: w.Units, Bytes: w.Bytes, Feature: w.Feature}
+		if w.Requests != nil {
+			out[i].Requests = *w.Requests
+		}
+	}
+	return out
+}
+
+// decodeMessage decodes a usage message's data: the webhook's batch format,
+// from the webhook or from a gateway publishing to the topic directly. It
+// is lenient about unknown fields (the webhook is the strict edge) but
+// applies the same defaults.
+func decodeMessage(data []byte) ([]Event, error) {
+	var raw struct {
+		Events []wireEvent `json:"events"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	if raw.Events == nil {
+		return nil, errors.New(`no "events" array`)
+	}
+	return fromWire(raw.Events), nil
 }
 
 func jsonProblem(err error) string {
