@@ -27,17 +27,15 @@ const (
 
 // Publish validates a webhook body and publishes it as one message,
 // returning how many events it holds once the transport has acknowledged
-// it: a nil error means no event can be lost.
+// it: a nil error means no event can be lost. The body is published as it
+// came (the consumer decodes it with the same defaults), which saves
+// re-encoding up to a megabyte per call.
 func Publish(ctx context.Context, t queue.Topic, body []byte, now time.Time) (int, error) {
 	b, err := DecodeBatch(body, now)
 	if err != nil {
 		return 0, err
 	}
-	data, err := json.Marshal(b)
-	if err != nil {
-		return 0, errs.Wrap(errs.Internal, err, "")
-	}
-	if err := t.Publish(ctx, queue.Message{Data: data, Attributes: map[string]string{"type": "usage.batch"}}); err != nil {
+	if err := t.Publish(ctx, queue.Message{Data: body, Attributes: map[string]string{"type": "usage.batch"}}); err != nil {
 		return 0, errs.Wrap(errs.Unavailable, err, "the usage queue did not accept the events; retry")
 	}
 	return len(b.Events), nil
