@@ -8,6 +8,7 @@ package keyplane
 import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
+	"github.com/keyplane/keyplane/functions/delivernotification"
 	"github.com/keyplane/keyplane/functions/keys"
 	"github.com/keyplane/keyplane/functions/recordusage"
 	"github.com/keyplane/keyplane/functions/usagewebhook"
@@ -19,4 +20,5 @@ func init() {
 	functions.HTTP("Verify", verify.Handle)
 	functions.HTTP("UsageWebhook", usagewebhook.Handle)
 	functions.CloudEvent("RecordUsage", recordusage.Handle)
+	functions.CloudEvent("DeliverNotification", delivernotification.Handle)
 }

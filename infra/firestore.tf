@@ -1,4 +1,5 @@
-# Firestore in native mode, laid out as pkg/store/firestore/doc.go says.
+# Firestore in native mode, laid out as pkg/store/firestore/doc.go,
+# pkg/usage/ledger/firestore and pkg/notify/firestore/doc.go say.
 #
 # A project's "(default)" database may exist already (created from the
 # console or by App Engine); import it instead of creating it:
@@ -152,6 +153,31 @@ locals {
     "usage_dead_letters/reason"  = { ttl = false, exempt = true }
     "usage_dead_letters/detail"  = { ttl = false, exempt = true }
     "usage_dead_letters/payload" = { ttl = false, exempt = true }
+    # Owner notifications (pkg/notify/firestore): no query runs on either
+    # collection, so no field is indexed. Delivery records expire after
+    # notify.Retention (30 days), which bounds their deduplication.
+    "owner_webhooks/owner"              = { ttl = false, exempt = true }
+    "owner_webhooks/url"                = { ttl = false, exempt = true }
+    "owner_webhooks/events"             = { ttl = false, exempt = true }
+    "owner_webhooks/secret_fingerprint" = { ttl = false, exempt = true }
+    "owner_webhooks/updated_at"         = { ttl = false, exempt = true }
+    "notifications/expire_at"           = { ttl = true, exempt = true }
+    "notifications/id"                  = { ttl = false, exempt = true }
+    "notifications/owner"               = { ttl = false, exempt = true }
+    "notifications/type"                = { ttl = false, exempt = true }
+    "notifications/payload"             = { ttl = false, exempt = true }
+    "notifications/status"              = { ttl = false, exempt = true }
+    "notifications/attempts"            = { ttl = false, exempt = true }
+    "notifications/enqueued"            = { ttl = false, exempt = true }
+    "notifications/next_attempt_at"     = { ttl = false, exempt = true }
+    "notifications/lease"               = { ttl = false, exempt = true }
+    "notifications/lease_until"         = { ttl = false, exempt = true }
+    "notifications/last_attempt_at"     = { ttl = false, exempt = true }
+    "notifications/last_status"         = { ttl = false, exempt = true }
+    "notifications/last_error"          = { ttl = false, exempt = true }
+    "notifications/reason"              = { ttl = false, exempt = true }
+    "notifications/created_at"          = { ttl = false, exempt = true }
+    "notifications/updated_at"          = { ttl = false, exempt = true }
   }
 }
 

@@ -94,10 +94,11 @@ resource "google_cloudfunctions2_function" "fn" {
 
     # Reachable from the internet; who may call is decided by the
     # roles/run.invoker grants below and, behind them, by keyplane's own
-    # bearer-token or webhook-signature check. Sweep and RecordUsage are
-    # called only by Cloud Scheduler and Pub/Sub, which Cloud Run counts as
-    # internal traffic in the same project: ALLOW_INTERNAL_ONLY would narrow
-    # them further once that has been checked on a real deployment.
+    # bearer-token or webhook-signature check. Sweep, RecordUsage and
+    # DeliverNotification are called only by Cloud Scheduler and Pub/Sub,
+    # which Cloud Run counts as internal traffic in the same project:
+    # ALLOW_INTERNAL_ONLY would narrow them further once that has been
+    # checked on a real deployment.
     ingress_settings = "ALLOW_ALL"
 
     environment_variables = merge(local.common_env, local.plans_env, each.value.env)
@@ -121,6 +122,7 @@ resource "google_cloudfunctions2_function" "fn" {
     google_project_iam_member.build,
     google_project_iam_member.fn_project_roles,
     google_project_iam_member.fn_key_secret_roles,
+    google_project_iam_member.fn_owner_webhook_secret_roles,
     google_secret_manager_secret_iam_member.fn,
     google_secret_manager_secret_version.pepper,
     google_secret_manager_secret_version.admin_token,

@@ -2,16 +2,21 @@
 # gets only what its code calls; no function holds a basic role (owner,
 # editor) or a project-wide admin role. Per function (see local.functions):
 #
-#   keys           datastore.user; creates key secrets (project-level, see
-#                  below) and manages them (conditioned on "<prefix>key-");
-#                  reads the pepper and the admin token
-#   verify         datastore.viewer; reads the pepper and the admin token;
-#                  cannot read any key's secret
-#   usage-webhook  publishes to the usage topic; reads the webhook secret
-#   record-usage   datastore.user
-#   sweep          datastore.user; disables/enables key secret versions and
-#                  deletes abandoned key secrets (conditioned); publishes to
-#                  the notifications topic; reads the pepper and the admin token
+#   keys            datastore.user; creates key secrets (project-level, see
+#                   below) and manages them (conditioned on "<prefix>key-");
+#                   adds versions to owner webhook secrets (conditioned on
+#                   "<prefix>owner-webhook-"); publishes to the notifications
+#                   topic; reads the pepper and the admin token
+#   verify          datastore.viewer; reads the pepper and the admin token;
+#                   cannot read any key's secret
+#   usage-webhook   publishes to the usage topic; reads the webhook secret
+#   record-usage    datastore.user
+#   deliver-notify  datastore.user; reads owner webhook secrets (conditioned
+#                   on "<prefix>owner-webhook-"); publishes to the
+#                   notifications topic (the next attempt of a delivery)
+#   sweep           datastore.user; disables/enables key secret versions and
+#                   deletes abandoned key secrets (conditioned); publishes to
+#                   the notifications topic; reads the pepper and the admin token
 #
 # Resource-level grants (topics, secrets, Cloud Run services) live next to
 # their resources: pubsub.tf, secrets.tf, functions.tf.
@@ -27,12 +32,14 @@ resource "google_service_account" "fn" {
   depends_on = [google_project_service.enabled]
 }
 
-# Pub/Sub signs the push subscription's OIDC tokens as this account; it may
-# invoke the record-usage function and nothing else.
+# Pub/Sub signs the push subscriptions' OIDC tokens as this account; it may
+# invoke the record-usage and deliver-notify functions and nothing else.
+# Each token's audience is the one function's URL, so a token minted for
+# one subscription is not accepted by the other function.
 resource "google_service_account" "pubsub_push" {
   project      = var.project_id
   account_id   = "${var.name_prefix}pubsub-push"
-  display_name = "keyplane Pub/Sub push to RecordUsage"
+  display_name = "keyplane Pub/Sub push to RecordUsage and DeliverNotification"
 
   depends_on = [google_project_service.enabled]
 }
@@ -79,18 +86,21 @@ locals {
   # Custom roles with exactly the Secret Manager permissions that
   # pkg/secrets/secretmanager/doc.go lists for the methods each function
   # calls (the Go test in this directory checks them against that list).
+  # condition names the IAM condition every project-level grant of the role
+  # carries (local.secret_conditions), or "none".
   custom_roles = {
-    # CreateKeySecret's secretmanager.secrets.create. IAM checks this
+    # secretmanager.secrets.create: CreateKeySecret's, and AddSecretVersion's
+    # for the first version of an owner's webhook secret. IAM checks this
     # permission on the parent project, where a resource.name condition
     # cannot see the id of the secret being created, so this role is
     # granted unconditioned: the Keys account can create a secret of any id
     # in the project. Creating a secret grants no access to it, so this
-    # reaches no secret outside the "<prefix>key-" condition below.
+    # reaches no secret outside the conditions below.
     key_secret_creator = {
-      role_id          = "KeySecretCreator"
-      title            = "keyplane key secret creator"
-      description      = "Create Secret Manager secrets (keyplane key secrets)."
-      key_secrets_only = false
+      role_id     = "KeySecretCreator"
+      title       = "keyplane key secret creator"
+      description = "Create Secret Manager secrets (keyplane key and owner webhook secrets)."
+      condition   = "none"
       permissions = [
         "secretmanager.secrets.create",
       ]
@@ -100,10 +110,10 @@ locals {
     # destroy the loser's version in a race), KeySecret (reveal),
     # SetKeySecretEnabled, DestroyKeySecret and DeleteKeySecret.
     key_secret_manager = {
-      role_id          = "KeySecretManager"
-      title            = "keyplane key secret manager"
-      description      = "Manage keyplane key secrets and their versions."
-      key_secrets_only = true
+      role_id     = "KeySecretManager"
+      title       = "keyplane key secret manager"
+      description = "Manage keyplane key secrets and their versions."
+      condition   = "key_secrets"
       permissions = [
         "secretmanager.secrets.delete",
         "secretmanager.versions.access",
@@ -119,10 +129,10 @@ locals {
     # and DeleteKeySecret when it reaps an abandoned provisioning intent
     # (keys.Service.ReapAbandoned). It can never read a key's plaintext.
     key_secret_sweeper = {
-      role_id          = "KeySecretSweeper"
-      title            = "keyplane key secret sweeper"
-      description      = "Disable, enable and delete keyplane key secrets without reading them."
-      key_secrets_only = true
+      role_id     = "KeySecretSweeper"
+      title       = "keyplane key secret sweeper"
+      description = "Disable, enable and delete keyplane key secrets without reading them."
+      condition   = "key_secrets"
       permissions = [
         "secretmanager.secrets.delete",
         "secretmanager.versions.disable",
@@ -136,10 +146,37 @@ locals {
     # secretAccessor role lacks versions.list. Granted on individual
     # secrets only (secrets.tf), never on the project.
     named_secret_reader = {
-      role_id          = "NamedSecretReader"
-      title            = "keyplane deployment secret reader"
-      description      = "Read the enabled versions of one keyplane deployment secret."
-      key_secrets_only = false
+      role_id     = "NamedSecretReader"
+      title       = "keyplane deployment secret reader"
+      description = "Read the enabled versions of one keyplane deployment secret."
+      condition   = "none"
+      permissions = [
+        "secretmanager.versions.access",
+        "secretmanager.versions.list",
+      ]
+    }
+
+    # AddSecretVersion on an owner's webhook signing secret: the Keys
+    # function rotates it on every PUT /v1/owners/{owner}/webhook (the
+    # secret's creation is key_secret_creator's). It can never read one.
+    owner_webhook_secret_writer = {
+      role_id     = "OwnerWebhookSecretWriter"
+      title       = "keyplane owner webhook secret writer"
+      description = "Add versions to keyplane owners' webhook signing secrets without reading them."
+      condition   = "owner_webhook_secrets"
+      permissions = [
+        "secretmanager.versions.add",
+      ]
+    }
+
+    # Secret and SecretVersions on an owner's webhook signing secret: the
+    # DeliverNotification function signs with the version the webhook
+    # names, which is the latest unless a PUT raced (pkg/notify).
+    owner_webhook_secret_reader = {
+      role_id     = "OwnerWebhookSecretReader"
+      title       = "keyplane owner webhook secret reader"
+      description = "Read the enabled versions of keyplane owners' webhook signing secrets."
+      condition   = "owner_webhook_secrets"
       permissions = [
         "secretmanager.versions.access",
         "secretmanager.versions.list",
@@ -147,17 +184,26 @@ locals {
     }
   }
 
-  # The condition of every key_secrets_only grant. Caveats:
+  # The conditions of the conditioned grants, by the name custom roles use.
+  # Caveats:
   # - resource.name carries the project NUMBER, not its id;
-  # - it matches secrets and their versions ("…/secrets/<id>/versions/<n>")
-  #   whose id starts with "<prefix>key-", so a second deployment in the
-  #   same project must not use a name_prefix that starts with this one's
-  #   "<prefix>key-";
-  # - it cannot restrict secretmanager.secrets.create (see key_secret_creator).
-  key_secret_condition = {
-    title       = "${var.name_prefix}key secrets only"
-    description = "Only Secret Manager secrets whose id starts with ${var.name_prefix}key-, and their versions."
-    expression  = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${var.name_prefix}key-\")"
+  # - each matches secrets and their versions ("…/secrets/<id>/versions/<n>")
+  #   whose id starts with "<prefix>key-" (key secrets) or
+  #   "<prefix>owner-webhook-" (owners' webhook signing secrets,
+  #   pkg/notify.SecretName), so a second deployment in the same project
+  #   must not use a name_prefix that starts with one of those;
+  # - they cannot restrict secretmanager.secrets.create (see key_secret_creator).
+  secret_conditions = {
+    key_secrets = {
+      title       = "${var.name_prefix}key secrets only"
+      description = "Only Secret Manager secrets whose id starts with ${var.name_prefix}key-, and their versions."
+      expression  = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${var.name_prefix}key-\")"
+    }
+    owner_webhook_secrets = {
+      title       = "${var.name_prefix}owner webhook secrets only"
+      description = "Only Secret Manager secrets whose id starts with ${var.name_prefix}owner-webhook-, and their versions."
+      expression  = "resource.name.startsWith(\"projects/${data.google_project.this.number}/secrets/${var.name_prefix}owner-webhook-\")"
+    }
   }
 
   fn_project_roles = merge([
@@ -169,6 +215,12 @@ locals {
   fn_key_secret_roles = merge([
     for name, f in local.functions : {
       for role in f.key_secret_roles : "${name} ${role}" => { function = name, role = role }
+    }
+  ]...)
+
+  fn_owner_webhook_secret_roles = merge([
+    for name, f in local.functions : {
+      for role in f.owner_webhook_secret_roles : "${name} ${role}" => { function = name, role = role }
     }
   ]...)
 }
@@ -204,7 +256,24 @@ resource "google_project_iam_member" "fn_key_secret_roles" {
   member  = "serviceAccount:${google_service_account.fn[each.value.function].email}"
 
   dynamic "condition" {
-    for_each = local.custom_roles[each.value.role].key_secrets_only ? [local.key_secret_condition] : []
+    for_each = local.custom_roles[each.value.role].condition == "none" ? [] : [local.secret_conditions[local.custom_roles[each.value.role].condition]]
+    content {
+      title       = condition.value.title
+      description = condition.value.description
+      expression  = condition.value.expression
+    }
+  }
+}
+
+resource "google_project_iam_member" "fn_owner_webhook_secret_roles" {
+  for_each = local.fn_owner_webhook_secret_roles
+
+  project = var.project_id
+  role    = google_project_iam_custom_role.this[each.value.role].name
+  member  = "serviceAccount:${google_service_account.fn[each.value.function].email}"
+
+  dynamic "condition" {
+    for_each = local.custom_roles[each.value.role].condition == "none" ? [] : [local.secret_conditions[local.custom_roles[each.value.role].condition]]
     content {
       title       = condition.value.title
       description = condition.value.description

@@ -17,12 +17,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/keyplane/keyplane/pkg/queue"
+	"github.com/keyplane/keyplane/pkg/wire"
 )
 
 // plannedEntryPoints are functions that infra/ deploys before register.go
@@ -30,10 +34,7 @@ import (
 // from register.go; the test logs which still are. Remove a name once it is
 // registered: from then on the ordinary drift check covers it.
 var plannedEntryPoints = map[string]bool{
-	"Verify":       true,
-	"UsageWebhook": true,
-	"RecordUsage":  true,
-	"Sweep":        true,
+	"Sweep": true,
 }
 
 // requiredEnv is what every function must have set: GOOGLE_CLOUD_PROJECT
@@ -48,6 +49,7 @@ var requiredEnv = []string{
 	"KEYPLANE_KEY_PREFIX",
 	"KEYPLANE_FIRESTORE_DATABASE",
 	"KEYPLANE_USAGE_TOPIC",
+	"KEYPLANE_NOTIFICATIONS_TOPIC",
 }
 
 // keySecretMethods are the secrets.Vault methods each function calls on key
@@ -57,6 +59,20 @@ var requiredEnv = []string{
 var keySecretMethods = map[string][]string{
 	"keys":  {"CreateKeySecret", "KeySecret", "SetKeySecretEnabled", "DestroyKeySecret", "DeleteKeySecret"},
 	"sweep": {"SetKeySecretEnabled", "DeleteKeySecret"},
+}
+
+// ownerWebhookSecretMethods are the secrets.Vault methods each function
+// calls on owners' webhook signing secrets ("<prefix>owner-webhook-<hash>",
+// pkg/notify.SecretName): Keys adds a version on every PUT of a webhook
+// (notify.Service.SetWebhook), DeliverNotification reads the version that
+// signs (notify.Deliverer). Its owner_webhook_secret_roles must grant
+// exactly their permissions, except secretmanager.secrets.create, which a
+// condition cannot restrict: the function must hold that one unconditioned
+// through its key_secret_roles. A function not named here must have no
+// owner-webhook-secret role.
+var ownerWebhookSecretMethods = map[string][]string{
+	"keys":           {"AddSecretVersion"},
+	"deliver-notify": {"Secret", "SecretVersions"},
 }
 
 // namedSecretMethods are the methods wire.Open uses on deployment secrets
@@ -722,18 +738,29 @@ func sortedKeys(set map[string]bool) []string {
 	return out
 }
 
+// unconditionedPerm is the one Secret Manager permission a custom role may
+// carry without a resource.name condition: IAM checks it on the project,
+// where a condition cannot see the id of the secret being created.
+const unconditionedPerm = "secretmanager.secrets.create"
+
 // TestSecretRolesMatchSecretManagerDoc checks the custom roles against the
 // permissions pkg/secrets/secretmanager/doc.go documents for the methods
-// each function calls: nothing missing (the call fails in production),
-// nothing extra (least privilege). Only secretmanager.secrets.create may be
-// granted without the key-secret condition.
+// each function calls, per kind of secret: nothing missing (the call fails
+// in production), nothing extra (least privilege). Every role granted on
+// key secrets carries the key-secret condition and every role granted on
+// owner webhook secrets the owner-webhook one; only
+// secretmanager.secrets.create is granted without a condition.
 func TestSecretRolesMatchSecretManagerDoc(t *testing.T) {
 	m := loadModule(t)
 	doc := docPermissions(t)
 
+	conditions := map[string]bool{"none": true}
+	for name := range objectItems(t, m.local(t, "secret_conditions"), "local.secret_conditions") {
+		conditions[name] = true
+	}
 	type role struct {
-		perms          []string
-		keySecretsOnly bool
+		perms     []string
+		condition string
 	}
 	roles := map[string]role{}
 	for name, e := range objectItems(t, m.local(t, "custom_roles"), "local.custom_roles") {
@@ -742,46 +769,81 @@ func TestSecretRolesMatchSecretManagerDoc(t *testing.T) {
 		if !ok {
 			t.Fatalf("local.custom_roles.%s has no permissions", name)
 		}
-		ko, ok := attrs["key_secrets_only"]
+		ce, ok := attrs["condition"]
 		if !ok {
-			t.Fatalf("local.custom_roles.%s has no key_secrets_only", name)
+			t.Fatalf("local.custom_roles.%s has no condition", name)
 		}
-		v, diags := ko.Value(nil)
-		if diags.HasErrors() || v.Type() != cty.Bool {
-			t.Fatalf("local.custom_roles.%s.key_secrets_only must be a literal bool", name)
+		c, ok := literalString(ce)
+		if !ok || !conditions[c] {
+			t.Fatalf("local.custom_roles.%s.condition must be a literal string naming a local.secret_conditions entry or \"none\"", name)
 		}
 		ps := literalStrings(t, pe, "local.custom_roles."+name+".permissions")
 		sort.Strings(ps)
-		roles[name] = role{perms: ps, keySecretsOnly: v.True()}
+		roles[name] = role{perms: ps, condition: c}
 	}
 
-	for name, fn := range functionEntries(t, m) {
-		e, ok := fn["key_secret_roles"]
+	// grants returns the permissions a function's role list grants, and
+	// which of them come without a condition.
+	grants := func(fnName, attr string, fn map[string]hclsyntax.Expression, condition string) (perms, unconditioned []string) {
+		e, ok := fn[attr]
 		if !ok {
-			t.Errorf("local.functions.%s has no key_secret_roles", name)
-			continue
+			t.Errorf("local.functions.%s has no %s", fnName, attr)
+			return nil, nil
 		}
-		set := map[string]bool{}
-		for _, r := range literalStrings(t, e, "local.functions."+name+".key_secret_roles") {
+		set, bare := map[string]bool{}, map[string]bool{}
+		for _, r := range literalStrings(t, e, "local.functions."+fnName+"."+attr) {
 			rl, ok := roles[r]
 			if !ok {
-				t.Errorf("local.functions.%s: unknown custom role %q", name, r)
+				t.Errorf("local.functions.%s.%s: unknown custom role %q", fnName, attr, r)
 				continue
 			}
-			if !rl.keySecretsOnly && !slices.Equal(rl.perms, []string{"secretmanager.secrets.create"}) {
-				t.Errorf("custom role %s is granted without the key-secret condition but holds %q; only secretmanager.secrets.create may be", r, rl.perms)
+			switch {
+			case rl.condition == condition:
+			case rl.condition == "none" && slices.Equal(rl.perms, []string{unconditionedPerm}):
+				bare[unconditionedPerm] = true
+			default:
+				t.Errorf("local.functions.%s.%s: custom role %s has condition %q and holds %q; roles here must carry the %q condition (only %s may be granted without one)",
+					fnName, attr, r, rl.condition, rl.perms, condition, unconditionedPerm)
 			}
 			for _, p := range rl.perms {
 				set[p] = true
 			}
 		}
-		got := sortedKeys(set)
+		return sortedKeys(set), sortedKeys(bare)
+	}
+
+	for name, fn := range functionEntries(t, m) {
+		keyPerms, keyBare := grants(name, "key_secret_roles", fn, "key_secrets")
 		var want []string
 		if methods, ok := keySecretMethods[name]; ok {
 			want = union(doc, t, methods...)
 		}
-		if !slices.Equal(got, want) {
-			t.Errorf("function %s: key-secret permissions = %q, want %q (doc.go's permissions for %q)", name, got, want, keySecretMethods[name])
+		if !slices.Equal(keyPerms, want) {
+			t.Errorf("function %s: key-secret permissions = %q, want %q (doc.go's permissions for %q)", name, keyPerms, want, keySecretMethods[name])
+		}
+
+		ownerPerms, ownerBare := grants(name, "owner_webhook_secret_roles", fn, "owner_webhook_secrets")
+		if len(ownerBare) > 0 {
+			t.Errorf("function %s: owner_webhook_secret_roles grants %q without a condition; %s comes from key_secret_roles", name, ownerBare, unconditionedPerm)
+		}
+		want = nil
+		needsCreate := false
+		if methods, ok := ownerWebhookSecretMethods[name]; ok {
+			for _, p := range union(doc, t, methods...) {
+				if p == unconditionedPerm {
+					needsCreate = true
+					continue
+				}
+				want = append(want, p)
+			}
+		}
+		if !slices.Equal(ownerPerms, want) {
+			t.Errorf("function %s: owner-webhook-secret permissions = %q, want %q (doc.go's permissions for %q, less %s)",
+				name, ownerPerms, want, ownerWebhookSecretMethods[name], unconditionedPerm)
+		}
+		if needsCreate && !slices.Contains(keyBare, unconditionedPerm) {
+			t.Errorf("function %s calls %q on owner webhook secrets, which needs %s: grant it unconditioned through key_secret_roles",
+				name, ownerWebhookSecretMethods[name], unconditionedPerm)
 		}
 	}
 
@@ -791,6 +853,9 @@ func TestSecretRolesMatchSecretManagerDoc(t *testing.T) {
 	}
 	if want := union(doc, t, namedSecretMethods...); !slices.Equal(reader.perms, want) {
 		t.Errorf("named_secret_reader = %q, want %q (doc.go's permissions for %q)", reader.perms, want, namedSecretMethods)
+	}
+	if reader.condition != "none" {
+		t.Errorf("named_secret_reader has condition %q; it is granted on individual secrets (secrets.tf), without a condition", reader.condition)
 	}
 }
 
@@ -969,5 +1034,72 @@ func TestReferencesResolve(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("found no references at all")
+	}
+}
+
+// TestPushRetryPoliciesMatchWire keeps each push subscription's retry and
+// dead-letter policies equal to the ones pkg/wire declares for its
+// embedded twin (and that keyplane serve uses), so that what the tests
+// exercise is what production does. pkg/notify's retry schedule depends on
+// them: its first retry is the minimum backoff, and the maximum deliveries
+// must outlast its longest gap.
+func TestPushRetryPoliciesMatchWire(t *testing.T) {
+	m := loadModule(t)
+	for _, tc := range []struct {
+		sub  string
+		want queue.RetryPolicy
+	}{
+		{"usage_record", wire.UsageRetryPolicy},
+		{"notifications_deliver", wire.NotifyRetryPolicy},
+	} {
+		b, ok := m.resources["google_pubsub_subscription."+tc.sub]
+		if !ok {
+			t.Errorf("google_pubsub_subscription.%s is not defined", tc.sub)
+			continue
+		}
+		literal := func(block, attr string) (cty.Value, bool) {
+			bs := blocks(b.Body, block)
+			if len(bs) != 1 {
+				t.Errorf("%s: want one %s block", b.DefRange(), block)
+				return cty.NilVal, false
+			}
+			a, ok := bs[0].Body.Attributes[attr]
+			if !ok {
+				t.Errorf("%s: %s sets no %s", bs[0].DefRange(), block, attr)
+				return cty.NilVal, false
+			}
+			v, diags := a.Expr.Value(nil)
+			if diags.HasErrors() || !v.IsKnown() || v.IsNull() {
+				t.Errorf("%s: %s.%s must be a literal", a.SrcRange, block, attr)
+				return cty.NilVal, false
+			}
+			return v, true
+		}
+		duration := func(attr string) time.Duration {
+			v, ok := literal("retry_policy", attr)
+			if !ok {
+				return -1
+			}
+			if v.Type() != cty.String {
+				t.Errorf("google_pubsub_subscription.%s: retry_policy.%s is not a string", tc.sub, attr)
+				return -1
+			}
+			d, err := time.ParseDuration(v.AsString())
+			if err != nil {
+				t.Errorf("google_pubsub_subscription.%s: retry_policy.%s is not a duration like \"10s\"", tc.sub, attr)
+				return -1
+			}
+			return d
+		}
+		attempts := -1
+		if v, ok := literal("dead_letter_policy", "max_delivery_attempts"); ok && v.Type() == cty.Number {
+			n, _ := v.AsBigFloat().Int64()
+			attempts = int(n)
+		}
+		got := queue.RetryPolicy{MinBackoff: duration("minimum_backoff"), MaxBackoff: duration("maximum_backoff"), MaxAttempts: attempts}
+		if got != tc.want {
+			t.Errorf("google_pubsub_subscription.%s: retry %v–%v, dead letter after %d deliveries; pkg/wire declares %v–%v and %d",
+				tc.sub, got.MinBackoff, got.MaxBackoff, got.MaxAttempts, tc.want.MinBackoff, tc.want.MaxBackoff, tc.want.MaxAttempts)
+		}
 	}
 }

@@ -4,7 +4,7 @@
 #   iam.tf         one service account per function, custom roles, project-level grants
 #   secrets.tf     the pepper, admin token, webhook secret (and plans) in Secret Manager
 #   firestore.tf   the database, its composite indexes, TTL policies and index exemptions
-#   pubsub.tf      usage and notification topics, dead letters, the push subscription
+#   pubsub.tf      usage and notification topics, dead letters, the push subscriptions
 #   scheduler.tf   the Cloud Scheduler job that runs the sweep
 #
 # The function set is the map local.functions below: adding a function is
@@ -25,14 +25,15 @@
 # Offline checks (no credentials, no provider downloads): `go test ./infra/`
 # parses every file, checks `terraform fmt` formatting, the function set
 # against register.go, the environment every function needs, dead-letter
-# policies, the Secret Manager permissions against
-# pkg/secrets/secretmanager/doc.go, the deploy source's excludes and the
-# absence of owner/editor/admin roles. `terraform fmt -check -recursive
-# infra` agrees with the formatting check. Only a real plan and apply show
-# the rest: that the provider accepts every argument, that the APIs accept
-# the values (runtime go126, IAM condition syntax), that the grants suffice
-# at run time (the conditions on key secrets, the Pub/Sub and Scheduler
-# OIDC tokens) and that the functions start.
+# policies and the push subscriptions' retry policies against pkg/wire, the
+# Secret Manager permissions against pkg/secrets/secretmanager/doc.go, the
+# deploy source's excludes and the absence of owner/editor/admin roles.
+# `terraform fmt -check -recursive infra` agrees with the formatting check.
+# Only a real plan and apply show the rest: that the provider accepts every
+# argument, that the APIs accept the values (runtime go126, IAM condition
+# syntax), that the grants suffice at run time (the conditions on key and
+# owner webhook secrets, the Pub/Sub and Scheduler OIDC tokens) and that the
+# functions start.
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -50,70 +51,79 @@ locals {
   #   invokers          IAM members given roles/run.invoker on the function's Cloud Run service
   #   project_roles     predefined roles granted on the project (Firestore access)
   #   key_secret_roles  custom roles (local.custom_roles) on the "<prefix>key-*" secrets
+  #   owner_webhook_secret_roles
+  #                     custom roles on the owners' webhook signing secrets,
+  #                     "<prefix>owner-webhook-*" (pkg/notify.SecretName)
   #   named_secrets     deployment secrets the function reads at start-up (secrets.tf):
   #                     what pkg/wire's needsOf opens for it, and nothing more
   #   publishes_to      topics (local.topic_names) the function publishes to
   #   env               environment on top of local.common_env
   functions = {
     # The management API: provisioning from signup flows, lifecycle, reveal,
-    # audit. It writes key records, hash lookups, audit entries and
-    # idempotency records (datastore.user), creates each key's secret, adds
-    # and destroys its version, reveals it, and deletes abandoned ones.
+    # audit, owner webhooks. It writes key records, hash lookups, audit
+    # entries, idempotency records, owner webhooks and notification records
+    # (datastore.user), creates each key's secret, adds and destroys its
+    # version, reveals it, and deletes abandoned ones; it adds a version to
+    # an owner's webhook signing secret on every PUT of the webhook (never
+    # reads one), and publishes key.disabled / key.enabled notifications.
     keys = {
-      entry_point      = "Keys"
-      description      = "keyplane management API: /v1/keys, /v1/audit"
-      memory           = "512Mi"
-      cpu              = "1"
-      concurrency      = 20
-      min_instances    = 0
-      max_instances    = 10
-      timeout_seconds  = 60
-      invokers         = var.keys_invokers
-      project_roles    = ["roles/datastore.user"]
-      key_secret_roles = ["key_secret_creator", "key_secret_manager"]
-      named_secrets    = ["pepper", "admin-token"]
-      publishes_to     = []
-      env              = {}
+      entry_point                = "Keys"
+      description                = "keyplane management API: /v1/keys, /v1/audit, /v1/owners/{owner}/webhook"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 20
+      min_instances              = 0
+      max_instances              = 10
+      timeout_seconds            = 60
+      invokers                   = var.keys_invokers
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = ["key_secret_creator", "key_secret_manager"]
+      owner_webhook_secret_roles = ["owner_webhook_secret_writer"]
+      named_secrets              = ["pepper", "admin-token"]
+      publishes_to               = ["notifications"]
+      env                        = {}
     }
 
     # The hot path: reads key records and usage counters, never writes, and
     # never reads a key's secret (it looks keys up by their peppered hash).
     # If verify ever records last_used_at, it needs datastore.user instead.
     verify = {
-      entry_point      = "Verify"
-      description      = "keyplane key verification: /v1/verify"
-      memory           = "512Mi"
-      cpu              = "1"
-      concurrency      = 80
-      min_instances    = var.verify_min_instances
-      max_instances    = 100
-      timeout_seconds  = 10
-      invokers         = var.public_verify ? ["allUsers"] : var.verify_invokers
-      project_roles    = ["roles/datastore.viewer"]
-      key_secret_roles = []
-      named_secrets    = ["pepper", "admin-token"]
-      publishes_to     = []
-      env              = {}
+      entry_point                = "Verify"
+      description                = "keyplane key verification: /v1/verify"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 80
+      min_instances              = var.verify_min_instances
+      max_instances              = 100
+      timeout_seconds            = 10
+      invokers                   = var.public_verify ? ["allUsers"] : var.verify_invokers
+      project_roles              = ["roles/datastore.viewer"]
+      key_secret_roles           = []
+      owner_webhook_secret_roles = []
+      named_secrets              = ["pepper", "admin-token"]
+      publishes_to               = []
+      env                        = {}
     }
 
     # The signed usage webhook: checks the Standard Webhooks signature and
     # publishes the batch to the usage topic. Public at the Cloud Run layer
     # because its signature is its authentication.
     usage-webhook = {
-      entry_point      = "UsageWebhook"
-      description      = "keyplane usage webhook: /v1/usage"
-      memory           = "512Mi"
-      cpu              = "1"
-      concurrency      = 40
-      min_instances    = 0
-      max_instances    = 20
-      timeout_seconds  = 60
-      invokers         = ["allUsers"]
-      project_roles    = []
-      key_secret_roles = []
-      named_secrets    = ["webhook-secret"]
-      publishes_to     = ["usage"]
-      env              = {}
+      entry_point                = "UsageWebhook"
+      description                = "keyplane usage webhook: /v1/usage"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 40
+      min_instances              = 0
+      max_instances              = 20
+      timeout_seconds            = 60
+      invokers                   = ["allUsers"]
+      project_roles              = []
+      key_secret_roles           = []
+      owner_webhook_secret_roles = []
+      named_secrets              = ["webhook-secret"]
+      publishes_to               = ["usage"]
+      env                        = {}
     }
 
     # The usage consumer: Pub/Sub pushes usage-events here (pubsub.tf); it
@@ -122,20 +132,47 @@ locals {
     # dead-letter policy and OIDC identity, and the Functions Framework turns
     # the push envelope into the CloudEvent that RecordUsage is registered for.
     record-usage = {
-      entry_point      = "RecordUsage"
-      description      = "keyplane usage consumer (Pub/Sub push from usage-events)"
-      memory           = "512Mi"
-      cpu              = "1"
-      concurrency      = 20
-      min_instances    = 0
-      max_instances    = 20
-      timeout_seconds  = 60
-      invokers         = ["serviceAccount:${google_service_account.pubsub_push.email}"]
-      project_roles    = ["roles/datastore.user"]
-      key_secret_roles = []
-      named_secrets    = []
-      publishes_to     = []
-      env              = {}
+      entry_point                = "RecordUsage"
+      description                = "keyplane usage consumer (Pub/Sub push from usage-events)"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 20
+      min_instances              = 0
+      max_instances              = 20
+      timeout_seconds            = 60
+      invokers                   = ["serviceAccount:${google_service_account.pubsub_push.email}"]
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = []
+      owner_webhook_secret_roles = []
+      named_secrets              = []
+      publishes_to               = []
+      env                        = {}
+    }
+
+    # Owner notification delivery: Pub/Sub pushes the notifications topic
+    # here (pubsub.tf); each message asks for one delivery attempt of one
+    # notification (pkg/notify). It reads and updates the delivery records
+    # and reads owner webhooks (datastore.user), reads the owners' webhook
+    # signing secrets (never writes them), POSTs the signed notification to
+    # the owner's URL, and publishes the message of the next attempt.
+    # Messages that are not due yet are answered with an error, which is how
+    # Pub/Sub's 600 s backoff cap is bridged: most requests are such no-ops.
+    deliver-notify = {
+      entry_point                = "DeliverNotification"
+      description                = "keyplane owner notification delivery (Pub/Sub push from notifications)"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 40
+      min_instances              = 0
+      max_instances              = 10
+      timeout_seconds            = 60
+      invokers                   = ["serviceAccount:${google_service_account.pubsub_push.email}"]
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = []
+      owner_webhook_secret_roles = ["owner_webhook_secret_reader"]
+      named_secrets              = []
+      publishes_to               = ["notifications"]
+      env                        = {}
     }
 
     # The scheduled sweep (scheduler.tf): disables keys over quota or
@@ -143,21 +180,21 @@ locals {
     # intents with their secrets, and publishes owner notifications. One
     # instance serving one request, so two sweeps never overlap.
     sweep = {
-      entry_point      = "Sweep"
-      description      = "keyplane abuse and quota sweep: /v1/sweep (Cloud Scheduler)"
-      memory           = "512Mi"
-      cpu              = "1"
-      concurrency      = 1
-      min_instances    = 0
-      max_instances    = 1
-      timeout_seconds  = 300
-      invokers         = ["serviceAccount:${google_service_account.scheduler.email}"]
-      project_roles    = ["roles/datastore.user"]
-      key_secret_roles = ["key_secret_sweeper"]
-      named_secrets    = ["pepper", "admin-token"]
-      publishes_to     = ["notifications"]
+      entry_point                = "Sweep"
+      description                = "keyplane abuse and quota sweep: /v1/sweep (Cloud Scheduler)"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 1
+      min_instances              = 0
+      max_instances              = 1
+      timeout_seconds            = 300
+      invokers                   = ["serviceAccount:${google_service_account.scheduler.email}"]
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = ["key_secret_sweeper"]
+      owner_webhook_secret_roles = []
+      named_secrets              = ["pepper", "admin-token"]
+      publishes_to               = ["notifications"]
       env = {
-        KEYPLANE_NOTIFICATIONS_TOPIC = google_pubsub_topic.notifications.name
         # The scheduler authenticates with a Google-signed ID token (API.md:
         # "a Google-signed ID token from an allow-listed service account").
         KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS = google_service_account.scheduler.email
@@ -176,6 +213,10 @@ locals {
     KEYPLANE_SECRET_PREFIX      = var.name_prefix
     KEYPLANE_KEY_PREFIX         = var.key_prefix
     KEYPLANE_USAGE_TOPIC        = google_pubsub_topic.usage.name
+    # Keys and the sweep publish notifications, DeliverNotification
+    # publishes their retries; set for all so that none falls back to the
+    # default topic name.
+    KEYPLANE_NOTIFICATIONS_TOPIC = google_pubsub_topic.notifications.name
   }
 
   # Custom role ids allow [a-zA-Z0-9_.] only: "keyplane-" → "keyplane".

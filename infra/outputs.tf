@@ -19,7 +19,7 @@ output "usage_dead_letter_topic" {
 }
 
 output "notifications_topic" {
-  description = "Topic of owner notifications published by the sweep."
+  description = "Topic of owner notifications (Keys and the sweep publish them, DeliverNotification delivers them)."
   value       = google_pubsub_topic.notifications.name
 }
 

@@ -6,11 +6,17 @@
 #
 #   gcloud pubsub subscriptions pull <prefix>usage-events-dead-letter --limit=10
 #
-# Notifications: the sweep publishes owner notifications to
-# "notifications". Their delivery (signed webhooks with retries) belongs to
-# a DeliverNotification function that does not exist yet; until it does,
-# this file creates the topics and the dead-letter subscription only, and
-# the DeliverNotification push subscription is added with that function.
+# Owner notifications travel Keys / the sweep → notifications → (push)
+# DeliverNotification. Each message asks for one delivery attempt of one
+# notification (pkg/notify): DeliverNotification answers an error for a
+# message that is not due yet, so Pub/Sub redelivers it after its backoff
+# (5 s doubling to 600 s), and publishes a new message for each retry of the
+# schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h). A message still failing
+# after 100 deliveries (a backend down for hours, not a receiver that
+# fails: that is the schedule's to count) goes to notifications-dead-letter,
+# where the pull subscription keeps it for inspection:
+#
+#   gcloud pubsub subscriptions pull <prefix>notifications-dead-letter --limit=10
 
 resource "google_pubsub_topic" "usage" {
   project = var.project_id
@@ -75,8 +81,9 @@ locals {
   }
 }
 
-# Topic-level publisher grants: the webhook may publish usage events, the
-# sweep notifications, and neither anything else.
+# Topic-level publisher grants: the webhook may publish usage events; Keys,
+# the sweep and DeliverNotification (retries) notifications; none anything
+# else.
 resource "google_pubsub_topic_iam_member" "fn_publisher" {
   for_each = local.fn_publishes
 
@@ -134,6 +141,57 @@ resource "google_pubsub_subscription" "usage_record" {
   ]
 }
 
+# The push subscription that feeds DeliverNotification, built like
+# usage_record above. Its retry policy and dead-letter policy are part of
+# pkg/notify's retry schedule: the 5 s minimum backoff is the schedule's
+# first retry, the 600 s maximum bounds how late a later retry is made, and
+# 100 deliveries (Pub/Sub's maximum) outlast the schedule's longest gap,
+# 10 h, which takes 67 to 82 deliveries of one message. Keep them equal to
+# pkg/wire.NotifyRetryPolicy.
+resource "google_pubsub_subscription" "notifications_deliver" {
+  project = var.project_id
+  name    = "${google_pubsub_topic.notifications.name}-deliver-notifications" # the name pkg/wire gives its pull twin
+  topic   = google_pubsub_topic.notifications.id
+  labels = {
+    app = "keyplane"
+  }
+
+  # One attempt is bounded by pkg/notify.DefaultTimeout (10 s); the rest is
+  # headroom for the store and a cold start.
+  ack_deadline_seconds = local.functions["deliver-notify"].timeout_seconds
+  # A message waits at most one gap of the schedule (10 h) plus its
+  # deliveries; a day covers it with room for an outage.
+  message_retention_duration = "86400s"
+
+  push_config {
+    push_endpoint = "${google_cloudfunctions2_function.fn["deliver-notify"].service_config[0].uri}/projects/${var.project_id}/topics/${google_pubsub_topic.notifications.name}"
+
+    oidc_token {
+      service_account_email = google_service_account.pubsub_push.email
+      audience              = google_cloudfunctions2_function.fn["deliver-notify"].service_config[0].uri
+    }
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.notifications_dead_letter.id
+    max_delivery_attempts = 100
+  }
+
+  retry_policy {
+    minimum_backoff = "5s"
+    maximum_backoff = "600s"
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [
+    google_pubsub_topic_iam_member.service_agent_dead_letter,
+    google_service_account_iam_member.pubsub_push_token_creator,
+  ]
+}
+
 # Pull subscriptions on the dead-letter topics, so that letters are kept
 # (a topic without a subscription drops its messages) and can be read and
 # replayed. Operators read them with their own roles; no function does.
@@ -171,6 +229,13 @@ resource "google_pubsub_topic_iam_member" "service_agent_dead_letter" {
 resource "google_pubsub_subscription_iam_member" "service_agent_usage_record" {
   project      = var.project_id
   subscription = google_pubsub_subscription.usage_record.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "service_agent_notifications_deliver" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.notifications_deliver.name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_service_agent
 }

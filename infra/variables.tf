@@ -21,7 +21,7 @@ variable "name_prefix" {
 
   validation {
     # 16 characters at most: service account ids are 6-30 characters and
-    # the longest suffix is "usage-webhook".
+    # the longest suffix is "deliver-notify" (14).
     condition     = can(regex("^[a-z][a-z0-9-]{1,14}-$", var.name_prefix))
     error_message = "name_prefix must be 3-16 characters of [a-z0-9-], start with a letter and end with \"-\"."
   }

@@ -46,7 +46,7 @@ const usage = `usage:
 
 Environment: KEYPLANE_ADMIN_TOKEN, KEYPLANE_PLANS, KEYPLANE_STORE (sqlite|firestore),
 KEYPLANE_SECRETS (file|secretmanager), GOOGLE_CLOUD_PROJECT, KEYPLANE_KEY_PREFIX,
-KEYPLANE_VAULT_KEY, KEYPLANE_LOG_LEVEL; see docs/operations.md.`
+KEYPLANE_VAULT_KEY, KEYPLANE_WEBHOOK_ALLOW_PRIVATE, KEYPLANE_LOG_LEVEL; see docs/operations.md.`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -87,6 +87,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger, stdout io.Writer) error {
+	if cfg.WebhookAllowPrivate {
+		log.Warn("KEYPLANE_WEBHOOK_ALLOW_PRIVATE is on: owner webhooks may use http:// and private, loopback and link-local addresses; never run a deployment reachable by others like this (SSRF)")
+	}
 	app, err := wire.Open(ctx, cfg, log, "")
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -62,5 +63,52 @@ func TestUnknownCommand(t *testing.T) {
 	err := run(context.Background(), []string{"frobnicate"}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "usage") {
 		t.Errorf("got %v, want a usage error", err)
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestServeWarnsWhenPrivateWebhooksAreAllowed: the SSRF guard's escape
+// hatch must not go unnoticed in a server's log.
+func TestServeWarnsWhenPrivateWebhooksAreAllowed(t *testing.T) {
+	for _, allow := range []string{"1", ""} {
+		dir := t.TempDir()
+		ctx, cancel := context.WithCancel(context.Background())
+		stderr := &syncBuffer{}
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		getenv := func(k string) string {
+			if k == "KEYPLANE_WEBHOOK_ALLOW_PRIVATE" {
+				return allow
+			}
+			return ""
+		}
+		go func() {
+			done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--data", dir}, getenv, pw, stderr)
+			pw.Close()
+		}()
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() && !strings.Contains(sc.Text(), "listening on") {
+		}
+		go io.Copy(io.Discard, pr)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+		warned := strings.Contains(stderr.String(), `"severity":"WARNING"`) && strings.Contains(stderr.String(), "KEYPLANE_WEBHOOK_ALLOW_PRIVATE")
+		if warned != (allow == "1") {
+			t.Errorf("KEYPLANE_WEBHOOK_ALLOW_PRIVATE=%q: warned %v; log:\n%s", allow, warned, stderr)
+		}
 	}
 }

@@ -39,6 +39,11 @@ type Config struct {
 	// UsageTopic is the usage events topic (KEYPLANE_USAGE_TOPIC, default
 	// "usage-events"); its dead letters go to "<topic>-dead-letter".
 	UsageTopic string
+	// NotificationsTopic is the owner notifications topic
+	// (KEYPLANE_NOTIFICATIONS_TOPIC, default "notifications"): each message
+	// asks for one delivery attempt of a notification (pkg/notify); the
+	// ones the queue gives up on go to "<topic>-dead-letter".
+	NotificationsTopic string
 	// Project is the Google Cloud project, required by the cloud backends
 	// (GOOGLE_CLOUD_PROJECT, or GCP_PROJECT).
 	Project string
@@ -62,6 +67,12 @@ type Config struct {
 	// WebhookSecret is the usage webhook's whsec_ secret
 	// (KEYPLANE_WEBHOOK_SECRET); default: the vault's "webhook-secret".
 	WebhookSecret string
+	// WebhookAllowPrivate lets owner webhook URLs be plain http:// and
+	// resolve to private, loopback or link-local addresses
+	// (KEYPLANE_WEBHOOK_ALLOW_PRIVATE=1 or true; default false). For local
+	// development and tests only: in production it lets anyone who may set
+	// a webhook make keyplane POST into its own network (SSRF).
+	WebhookAllowPrivate bool
 	// SweepInterval is how often `keyplane serve` runs the sweep
 	// (KEYPLANE_SWEEP_INTERVAL, default 1m; 0 = only on request).
 	SweepInterval time.Duration
@@ -79,7 +90,8 @@ type Config struct {
 // files.
 func Embedded() Config {
 	return Config{
-		Store: StoreSQLite, Secrets: SecretsFile, Queue: QueueEmbedded, UsageTopic: "usage-events", DataDir: ".keyplane",
+		Store: StoreSQLite, Secrets: SecretsFile, Queue: QueueEmbedded, UsageTopic: "usage-events",
+		NotificationsTopic: "notifications", DataDir: ".keyplane",
 		FirestoreDatabase: "(default)", SweepInterval: time.Minute,
 		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
 	}
@@ -107,6 +119,7 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	str(&c.Secrets, "KEYPLANE_SECRETS")
 	str(&c.Queue, "KEYPLANE_QUEUE")
 	str(&c.UsageTopic, "KEYPLANE_USAGE_TOPIC")
+	str(&c.NotificationsTopic, "KEYPLANE_NOTIFICATIONS_TOPIC")
 	str(&c.Project, "GCP_PROJECT")
 	str(&c.Project, "GOOGLE_CLOUD_PROJECT")
 	str(&c.FirestoreDatabase, "KEYPLANE_FIRESTORE_DATABASE")
@@ -132,6 +145,15 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 			return c, fmt.Errorf("KEYPLANE_SWEEP_INTERVAL must be a duration like 1m, or 0 to turn the timer off; got %q", v)
 		}
 		c.SweepInterval = d
+	}
+	switch v := getenv("KEYPLANE_WEBHOOK_ALLOW_PRIVATE"); strings.ToLower(v) {
+	case "":
+	case "1", "true":
+		c.WebhookAllowPrivate = true
+	case "0", "false":
+		c.WebhookAllowPrivate = false
+	default:
+		return c, fmt.Errorf("KEYPLANE_WEBHOOK_ALLOW_PRIVATE must be 1 or true (or 0 or false); got %q", v)
 	}
 	if v := getenv("KEYPLANE_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
@@ -161,6 +183,15 @@ func (c Config) Validate() error {
 	}
 	if c.UsageTopic == "" {
 		problems = append(problems, "KEYPLANE_USAGE_TOPIC must not be empty")
+	}
+	switch c.NotificationsTopic {
+	case "":
+		problems = append(problems, "KEYPLANE_NOTIFICATIONS_TOPIC must not be empty")
+	case c.UsageTopic, c.UsageTopic + "-dead-letter":
+		problems = append(problems, "KEYPLANE_NOTIFICATIONS_TOPIC must differ from the usage topic and its dead-letter topic")
+	}
+	if c.UsageTopic == c.NotificationsTopic+"-dead-letter" {
+		problems = append(problems, "KEYPLANE_USAGE_TOPIC must differ from the notifications topic's dead-letter topic")
 	}
 	if (c.Store == StoreFirestore || c.Secrets == SecretsManager || c.Queue == QueuePubSub) && c.Project == "" {
 		problems = append(problems, "GOOGLE_CLOUD_PROJECT is required with KEYPLANE_STORE=firestore, KEYPLANE_SECRETS=secretmanager or KEYPLANE_QUEUE=pubsub")

@@ -45,12 +45,20 @@ type api struct {
 }
 
 // newAPI runs the whole HTTP API on the embedded backends, built by the
-// same composition root as `keyplane serve`.
+// same composition root as `keyplane serve`. Owner webhooks may point at
+// local receivers (KEYPLANE_WEBHOOK_ALLOW_PRIVATE=1).
 func newAPI(t *testing.T) *api {
+	t.Helper()
+	return newAPIWith(t, func(cfg *config.Config) { cfg.WebhookAllowPrivate = true })
+}
+
+// newAPIWith is newAPI with the configuration changed by configure.
+func newAPIWith(t *testing.T, configure func(*config.Config)) *api {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Embedded()
 	cfg.DataDir, cfg.AdminToken, cfg.WebhookSecret = dir, token, webhookSecret
+	configure(&cfg)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	app, err := wire.Open(context.Background(), cfg, log, "")

@@ -10,6 +10,7 @@ import (
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/keys"
 	"github.com/keyplane/keyplane/pkg/logging"
+	"github.com/keyplane/keyplane/pkg/notify"
 	"github.com/keyplane/keyplane/pkg/plan"
 	"github.com/keyplane/keyplane/pkg/queue"
 	"github.com/keyplane/keyplane/pkg/usage"
@@ -27,6 +28,7 @@ const (
 // composition root; all fields but Logger and Project are required.
 type Server struct {
 	Keys           *keys.Service
+	Notify         *notify.Service // owner webhooks
 	Verifier       *verify.Verifier
 	Ledger         usage.Ledger
 	UsageTopic     queue.Topic
@@ -71,6 +73,8 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "GET", "/v1/keys/{id}/usage", true, 0, s.keyUsage},
 		{FuncKeys, "GET", "/v1/usage", true, 0, s.listUsage},
 		{FuncKeys, "GET", "/v1/usage/dead-letters", true, 0, s.listDeadLetters},
+		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, ManagementBodyLimit, s.putWebhook},
+		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, 0, s.getWebhook},
 		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},
 		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
 		{"", "GET", "/healthz", false, 0, s.healthz},

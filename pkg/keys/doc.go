@@ -23,4 +23,20 @@
 // the retry returns the same key. Intents nobody resumes are reaped by
 // ReapAbandoned (their secrets deleted) once the idempotency window has
 // passed.
+//
+// # Owner notifications
+//
+// Disable and Enable tell the key's owner (Service.Notifier: key.disabled,
+// key.enabled through pkg/notify) after the change is committed and only
+// when they changed what the owner sees: the status, or a timed suspension
+// turned into a disable without an end; a call that changes nothing, or
+// only the operator's reason, tells nobody. This is not transactional: the change is
+// committed first and the notification is enqueued afterwards, so a
+// process that dies between the two, or a notification store or queue
+// that is down then, leaves a change the owner is never told about. The
+// failure is logged at ERROR ("the key changed but its owner's
+// notification was not queued") and the request still succeeds, because
+// the change stands. Closing the gap needs an outbox: the notification
+// written in the same store transaction as the change and relayed from
+// there.
 package keys

@@ -12,6 +12,12 @@ import (
 // update runs a store update; a mutate that returns errNoChange leaves the
 // key as it is (no write, no audit entry) and returns it.
 func (s *Service) update(ctx context.Context, id string, mutate func(*store.Key) (*store.AuditEntry, error)) (*store.Key, error) {
+	k, _, err := s.updateChanged(ctx, id, mutate)
+	return k, err
+}
+
+// updateChanged is update, also reporting whether the key was written.
+func (s *Service) updateChanged(ctx context.Context, id string, mutate func(*store.Key) (*store.AuditEntry, error)) (*store.Key, bool, error) {
 	var unchanged *store.Key
 	k, err := s.Store.UpdateKey(ctx, id, func(k *store.Key) (*store.AuditEntry, error) {
 		a, err := mutate(k)
@@ -22,16 +28,40 @@ func (s *Service) update(ctx context.Context, id string, mutate func(*store.Key)
 	})
 	switch {
 	case err == errNoChange:
-		return unchanged, nil
+		return unchanged, false, nil
 	case errs.Is(err, errs.NotFound):
-		return nil, errs.E(errs.NotFound, "key %q not found", id)
+		return nil, false, errs.E(errs.NotFound, "key %q not found", id)
+	case err != nil:
+		return nil, false, err
 	}
-	return k, err
+	return k, true, nil
+}
+
+// notifyTimeout bounds telling the owner about a change, which runs after
+// the change is committed, detached from the request's cancellation.
+const notifyTimeout = 10 * time.Second
+
+// tellOwner calls a Notifier method for a committed change, detached from
+// the caller's cancellation (a client that hangs up once its change is
+// committed must not cost the owner the notification). A failure is
+// logged, not returned: the change stands either way.
+func (s *Service) tellOwner(ctx context.Context, event string, k *store.Key, actor string, send func(context.Context, *store.Key, string) error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyTimeout)
+	defer cancel()
+	if err := send(ctx, k, actor); err != nil {
+		s.logger().ErrorContext(ctx, "the key changed but its owner's notification was not queued; the owner will not be told",
+			"key_id", k.ID, "owner", k.Owner, "event", event, "error", err)
+	}
 }
 
 func validateReason(reason string) error { return validateText("reason", reason, MaxReasonLen) }
 
-// Disable stops a key from verifying until it is enabled again.
+// Disable stops a key from verifying until it is enabled again. The
+// Notifier, if any, is told after the change is committed when the change
+// is one the owner can see: an active key is disabled, or a timed
+// suspension (disabled_until set, by the sweep) becomes a disable without
+// an end. Changing only the reason of a disabled key changes the audit
+// trail, not what the owner is told (see notify.KeyEvents).
 func (s *Service) Disable(ctx context.Context, actor, id, reason string) (*store.Key, error) {
 	if !ValidKeyID(id) {
 		return nil, errs.E(errs.NotFound, "key %q not found", id)
@@ -43,27 +73,34 @@ func (s *Service) Disable(ctx context.Context, actor, id, reason string) (*store
 		reason = "manual"
 	}
 	now := s.now()
-	return s.update(ctx, id, func(k *store.Key) (*store.AuditEntry, error) {
+	var tell bool
+	k, changed, err := s.updateChanged(ctx, id, func(k *store.Key) (*store.AuditEntry, error) {
 		switch {
 		case k.Status == store.Revoked:
 			return nil, errs.E(errs.FailedPrecondition, "key %s is revoked; it cannot be disabled", id)
 		case k.Status == store.Disabled && k.StatusReason == reason && k.DisabledUntil == nil:
 			return nil, errNoChange
 		}
+		tell = k.Status != store.Disabled || k.DisabledUntil != nil
 		k.Status, k.StatusReason, k.DisabledUntil, k.UpdatedAt = store.Disabled, reason, nil, now
 		return &store.AuditEntry{Time: now, Actor: actor, Action: ActionDisable, KeyID: id,
 			Details: map[string]string{"reason": reason}}, nil
 	})
+	if changed && tell && s.Notifier != nil {
+		s.tellOwner(ctx, "key.disabled", k, actor, s.Notifier.KeyDisabled)
+	}
+	return k, err
 }
 
 // Enable re-enables a disabled key. Enabling an active key changes nothing;
-// a revoked key cannot be enabled (FailedPrecondition).
+// a revoked key cannot be enabled (FailedPrecondition). When it enables the
+// key, the Notifier, if any, is told after the change is committed.
 func (s *Service) Enable(ctx context.Context, actor, id string) (*store.Key, error) {
 	if !ValidKeyID(id) {
 		return nil, errs.E(errs.NotFound, "key %q not found", id)
 	}
 	now := s.now()
-	return s.update(ctx, id, func(k *store.Key) (*store.AuditEntry, error) {
+	k, changed, err := s.updateChanged(ctx, id, func(k *store.Key) (*store.AuditEntry, error) {
 		switch k.Status {
 		case store.Revoked:
 			return nil, errs.E(errs.FailedPrecondition, "key %s is revoked; revocation is permanent", id)
@@ -75,6 +112,10 @@ func (s *Service) Enable(ctx context.Context, actor, id string) (*store.Key, err
 		return &store.AuditEntry{Time: now, Actor: actor, Action: ActionEnable, KeyID: id,
 			Details: map[string]string{"previous_reason": prev}}, nil
 	})
+	if changed && s.Notifier != nil {
+		s.tellOwner(ctx, "key.enabled", k, actor, s.Notifier.KeyEnabled)
+	}
+	return k, err
 }
 
 // Revoke permanently revokes a key and destroys its stored secret. The key

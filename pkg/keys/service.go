@@ -47,6 +47,21 @@ type Service struct {
 	// Lease is how long a request owns an Idempotency-Key before a retry
 	// may take over its work, after a crash (30s).
 	Lease time.Duration
+	// Notifier, if not nil, tells a key's owner about manual disables and
+	// enables (see Disable and Enable). Default: nobody is told.
+	Notifier Notifier
+}
+
+// Notifier tells a key's owner that the key changed state. Disable and
+// Enable call it after the change is committed, only when the state
+// actually changed, with the key as stored. An error means the owner was
+// not told; the change stands (Service logs the error, see the package
+// comment). Implementations should derive the event's identity from the
+// key and its UpdatedAt, so that calling them twice for the same change
+// tells the owner once.
+type Notifier interface {
+	KeyDisabled(ctx context.Context, k *store.Key, actor string) error
+	KeyEnabled(ctx context.Context, k *store.Key, actor string) error
 }
 
 // now is the service's time, at the microsecond precision the stores keep,

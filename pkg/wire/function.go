@@ -11,6 +11,7 @@ import (
 	"github.com/keyplane/keyplane/pkg/config"
 	"github.com/keyplane/keyplane/pkg/httpapi"
 	"github.com/keyplane/keyplane/pkg/logging"
+	"github.com/keyplane/keyplane/pkg/notify"
 	"github.com/keyplane/keyplane/pkg/usage"
 )
 
@@ -85,5 +86,18 @@ func LazyConsumer() func() (*usage.Consumer, error) {
 			return nil, err
 		}
 		return app.Consumer, nil
+	}
+}
+
+// LazyDeliverer returns a func that gives the DeliverNotification
+// function's notify.Deliverer, built on first use.
+func LazyDeliverer() func() (*notify.Deliverer, error) {
+	l := &lazyApp{function: FuncDeliverNotification}
+	return func() (*notify.Deliverer, error) {
+		app, err := l.get()
+		if err != nil {
+			return nil, err
+		}
+		return app.Deliverer, nil
 	}
 }

@@ -6,7 +6,9 @@
 //
 // Each Cloud Function opens only what it uses (Function in Open), so that
 // its service account needs no permission beyond its job: UsageWebhook
-// never reads the pepper, Verify never touches the usage queue.
+// never reads the pepper, Verify never touches the usage queue,
+// DeliverNotification reads only the notification records and the owners'
+// webhook secrets.
 package wire
 
 import (
@@ -27,6 +29,9 @@ import (
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/httpapi"
 	"github.com/keyplane/keyplane/pkg/keys"
+	"github.com/keyplane/keyplane/pkg/notify"
+	notifyfs "github.com/keyplane/keyplane/pkg/notify/firestore"
+	notifysqlite "github.com/keyplane/keyplane/pkg/notify/sqlite"
 	"github.com/keyplane/keyplane/pkg/plan"
 	"github.com/keyplane/keyplane/pkg/queue"
 	"github.com/keyplane/keyplane/pkg/queue/embedded"
@@ -55,21 +60,33 @@ type App struct {
 	Ledger   usage.Ledger
 	Topic    queue.Topic // the usage topic
 	Consumer *usage.Consumer
-	Server   *httpapi.Server
+	// Owner notifications: the webhook registry and delivery records, the
+	// notifications topic, the service that sets webhooks and enqueues
+	// notifications, and the Deliverer that handles the topic's messages.
+	NotifyStore        notify.Store
+	NotificationsTopic queue.Topic
+	Notify             *notify.Service
+	Deliverer          *notify.Deliverer
+	Server             *httpapi.Server
 	// GeneratedAdminToken and GeneratedWebhookSecret are set when Open
 	// generated them (file vault, none configured): the caller shows them
 	// once.
 	GeneratedAdminToken    string
 	GeneratedWebhookSecret string
 
-	queue   *embedded.Queue // the embedded queue, when used
-	pubsub  *gpubsub.Client
-	closers []func() error
+	queue     *embedded.Queue // the embedded queue, when used
+	pubsub    *gpubsub.Client
+	firestore *gfirestore.Client // shared by every Firestore adapter
+	closers   []func() error
 }
 
-// Close releases every backend.
+// Close releases every backend. The embedded queue goes first: closing it
+// waits for its running handlers, which use the stores closed after it.
 func (a *App) Close() error {
 	var errList []error
+	if a.queue != nil {
+		errList = append(errList, a.queue.Close())
+	}
 	for i := len(a.closers) - 1; i >= 0; i-- {
 		errList = append(errList, a.closers[i]())
 	}
@@ -81,33 +98,59 @@ const (
 	usageSubscription      = "record-usage"
 	deadLetterSuffix       = "-dead-letter"
 	deadLetterSubscription = "record-dead-letters"
+
+	notifySubscription           = "deliver-notifications"
+	notifyDeadLetterSubscription = "notification-dead-letters"
 )
 
 // UsageRetryPolicy is the usage subscription's redelivery policy, the same
 // as the production push subscription's (infra/).
 var UsageRetryPolicy = queue.RetryPolicy{MinBackoff: 10 * time.Second, MaxBackoff: 10 * time.Minute, MaxAttempts: 10}
 
+// NotifyRetryPolicy is the notifications subscription's redelivery policy,
+// the same as the production push subscription's (infra/). The queue is
+// only the alarm clock of pkg/notify's retry schedule (see its package
+// comment): 5 s is the schedule's first retry, 600 s is Pub/Sub's cap and
+// bounds how late a retry is made, and 100 deliveries outlast the
+// schedule's longest gap (10 h, 67 to 82 deliveries).
+var NotifyRetryPolicy = queue.RetryPolicy{MinBackoff: 5 * time.Second, MaxBackoff: 600 * time.Second, MaxAttempts: 100}
+
+// notifyDeadLetterPolicy redelivers a dead-lettered notification message
+// whose handling failed (the store was unreachable) without spinning.
+var notifyDeadLetterPolicy = queue.RetryPolicy{MinBackoff: 10 * time.Second, MaxBackoff: 600 * time.Second}
+
 // needs says which parts a function uses.
 type needs struct {
 	store, keySecrets, auth, ledger, topic, webhookSecrets bool
+	// notify: the notification store and topic, and the vault (owner
+	// webhook secrets).
+	notify bool
 }
 
 func needsOf(function string) needs {
 	switch function {
 	case httpapi.FuncKeys:
-		return needs{store: true, keySecrets: true, auth: true, ledger: true}
+		return needs{store: true, keySecrets: true, auth: true, ledger: true, notify: true}
 	case httpapi.FuncVerify:
 		return needs{store: true, auth: true, ledger: true}
 	case httpapi.FuncUsageWebhook:
 		return needs{topic: true, webhookSecrets: true}
 	case FuncRecordUsage:
 		return needs{store: true, ledger: true}
+	case FuncDeliverNotification:
+		return needs{notify: true}
 	}
-	return needs{store: true, keySecrets: true, auth: true, ledger: true, topic: true, webhookSecrets: true}
+	return needs{store: true, keySecrets: true, auth: true, ledger: true, topic: true, webhookSecrets: true, notify: true}
 }
 
-// FuncRecordUsage is the CloudEvent function that counts usage.
-const FuncRecordUsage = "RecordUsage"
+// CloudEvent functions, which serve no route of the HTTP API.
+const (
+	// FuncRecordUsage counts usage.
+	FuncRecordUsage = "RecordUsage"
+	// FuncDeliverNotification makes the delivery attempts of owner
+	// notifications.
+	FuncDeliverNotification = "DeliverNotification"
+)
 
 // Open builds keyplane from cfg, which it validates first. function names
 // the Cloud Function to build for ("" builds everything, for keyplane
@@ -138,19 +181,19 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 	embeddedVault := cfg.Secrets == config.SecretsFile
 
 	if n.store {
-		if app.Store, err = openStore(ctx, cfg); err != nil {
+		if app.Store, err = app.openStore(ctx, cfg); err != nil {
 			return nil, err
 		}
 		app.closers = append(app.closers, app.Store.Close)
 	}
-	if n.keySecrets || n.auth || n.webhookSecrets {
+	if n.keySecrets || n.auth || n.webhookSecrets || n.notify {
 		if app.Vault, err = openVault(ctx, cfg); err != nil {
 			return nil, err
 		}
 		app.closers = append(app.closers, app.Vault.Close)
 	}
 	if n.ledger {
-		if app.Ledger, err = openLedger(ctx, cfg); err != nil {
+		if app.Ledger, err = app.openLedger(ctx, cfg); err != nil {
 			return nil, err
 		}
 		app.closers = append(app.closers, app.Ledger.Close)
@@ -161,6 +204,12 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 			return nil, err
 		}
 		srv.UsageTopic = app.Topic
+	}
+	if n.notify {
+		if err := app.openNotify(ctx, cfg, clk, log); err != nil {
+			return nil, err
+		}
+		srv.Notify = app.Notify
 	}
 	if n.webhookSecrets {
 		if srv.WebhookSecrets, app.GeneratedWebhookSecret, err = webhookSecrets(ctx, cfg, app.Vault, embeddedVault); err != nil {
@@ -195,32 +244,86 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 				Store: app.Store, Vault: app.Vault, Hasher: hasher, Plans: plans,
 				Prefix: cfg.KeyPrefix, Clock: clk, Logger: log,
 			}
+			if app.Notify != nil {
+				app.Keys.Notifier = notify.KeyEvents{Service: app.Notify}
+			}
 			srv.Keys = app.Keys
 		}
 	}
 	return app, nil
 }
 
-func openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
-	if cfg.Store == config.StoreSQLite {
-		return sqlite.Open(filepath.Join(cfg.DataDir, "keyplane.db"))
+// firestoreClient returns the one Firestore client of the App (the
+// configured project and database), created on first use and closed by
+// Close after the adapters that share it.
+func (a *App) firestoreClient(ctx context.Context, cfg config.Config) (*gfirestore.Client, error) {
+	if a.firestore != nil {
+		return a.firestore, nil
 	}
 	c, err := gfirestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase)
 	if err != nil {
 		return nil, fmt.Errorf("firestore: %w", err)
+	}
+	a.firestore = c
+	a.closers = append(a.closers, c.Close)
+	return c, nil
+}
+
+func (a *App) openStore(ctx context.Context, cfg config.Config) (store.Store, error) {
+	if cfg.Store == config.StoreSQLite {
+		return sqlite.Open(filepath.Join(cfg.DataDir, "keyplane.db"))
+	}
+	c, err := a.firestoreClient(ctx, cfg)
+	if err != nil {
+		return nil, err
 	}
 	return storefs.NewFromClient(c), nil
 }
 
-func openLedger(ctx context.Context, cfg config.Config) (usage.Ledger, error) {
+func (a *App) openLedger(ctx context.Context, cfg config.Config) (usage.Ledger, error) {
 	if cfg.Store == config.StoreSQLite {
 		return ledgersqlite.Open(filepath.Join(cfg.DataDir, "usage.db"))
 	}
-	c, err := gfirestore.NewClientWithDatabase(ctx, cfg.Project, cfg.FirestoreDatabase)
+	c, err := a.firestoreClient(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("firestore: %w", err)
+		return nil, err
 	}
 	return ledgerfs.NewFromClient(c, ledgerfs.Options{}), nil
+}
+
+// openNotify opens the notification store (its own SQLite file, or the
+// shared Firestore database) and the notifications topic, and builds the
+// notify Service and Deliverer on them and the vault.
+func (a *App) openNotify(ctx context.Context, cfg config.Config, clk clock.Clock, log *slog.Logger) error {
+	if cfg.Store == config.StoreSQLite {
+		s, err := notifysqlite.Open(filepath.Join(cfg.DataDir, "notify.db"))
+		if err != nil {
+			return err
+		}
+		a.NotifyStore = s
+	} else {
+		c, err := a.firestoreClient(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		a.NotifyStore = notifyfs.NewFromClient(c)
+	}
+	a.closers = append(a.closers, a.NotifyStore.Close)
+	t, err := a.openNotificationsTopic(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	a.NotificationsTopic = t
+	guard := &notify.Guard{AllowPrivate: cfg.WebhookAllowPrivate}
+	a.Notify = &notify.Service{
+		Registry: a.NotifyStore, Deliveries: a.NotifyStore, Vault: a.Vault, Topic: t,
+		Guard: guard, Clock: clk, Logger: log,
+	}
+	a.Deliverer = &notify.Deliverer{
+		Registry: a.NotifyStore, Deliveries: a.NotifyStore, Vault: a.Vault, Topic: t,
+		Guard: guard, Clock: clk, Logger: log,
+	}
+	return nil
 }
 
 func openVault(ctx context.Context, cfg config.Config) (secrets.Vault, error) {
@@ -237,32 +340,65 @@ func openVault(ctx context.Context, cfg config.Config) (secrets.Vault, error) {
 	return filevault.Open(filepath.Join(cfg.DataDir, "vault.json.enc"), key)
 }
 
-// openTopic opens the usage topic: a Pub/Sub topic, or the embedded queue
-// (with its record-usage subscription and dead-letter topic declared, so
-// that nothing published is dropped).
-func (a *App) openTopic(ctx context.Context, cfg config.Config) (queue.Topic, error) {
+// openQueue opens the App's transport once: the Pub/Sub client, or the
+// embedded queue that every topic of the process shares.
+func (a *App) openQueue(ctx context.Context, cfg config.Config) error {
+	if a.pubsub != nil || a.queue != nil {
+		return nil
+	}
 	if cfg.Queue == config.QueuePubSub {
 		c, err := gpubsub.NewClient(ctx, cfg.Project)
 		if err != nil {
-			return nil, fmt.Errorf("pubsub: %w", err)
+			return fmt.Errorf("pubsub: %w", err)
 		}
 		a.pubsub = c
 		a.closers = append(a.closers, c.Close)
-		t := qpubsub.NewTopic(c, cfg.UsageTopic, qpubsub.PublishSettings{})
-		a.closers = append(a.closers, t.Close)
-		return t, nil
+		return nil
 	}
 	q, err := embedded.Open(filepath.Join(cfg.DataDir, "queue.db"), embedded.Options{})
 	if err != nil {
+		return err
+	}
+	a.queue = q // closed first by Close
+	return nil
+}
+
+// openTopic opens the usage topic: a Pub/Sub topic, or the embedded queue's
+// (with its record-usage subscription and dead-letter topic declared, so
+// that nothing published is dropped).
+func (a *App) openTopic(ctx context.Context, cfg config.Config) (queue.Topic, error) {
+	if err := a.openQueue(ctx, cfg); err != nil {
 		return nil, err
 	}
-	a.queue = q
-	a.closers = append(a.closers, q.Close)
+	if a.pubsub != nil {
+		t := qpubsub.NewTopic(a.pubsub, cfg.UsageTopic, qpubsub.PublishSettings{})
+		a.closers = append(a.closers, t.Close)
+		return t, nil
+	}
 	// Declare both subscriptions now: a message published to a topic with
 	// no subscription is dropped.
+	q := a.queue
 	q.Subscription(cfg.UsageTopic, usageSubscription, UsageRetryPolicy, cfg.UsageTopic+deadLetterSuffix)
 	q.Subscription(cfg.UsageTopic+deadLetterSuffix, deadLetterSubscription, queue.RetryPolicy{}, "")
 	return q.Topic(cfg.UsageTopic), nil
+}
+
+// openNotificationsTopic opens the notifications topic: a Pub/Sub topic,
+// or the embedded queue's, with its deliver-notifications subscription,
+// dead-letter topic and dead-letter subscription declared.
+func (a *App) openNotificationsTopic(ctx context.Context, cfg config.Config) (queue.Topic, error) {
+	if err := a.openQueue(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if a.pubsub != nil {
+		t := qpubsub.NewTopic(a.pubsub, cfg.NotificationsTopic, qpubsub.PublishSettings{})
+		a.closers = append(a.closers, t.Close)
+		return t, nil
+	}
+	q, name, dl := a.queue, cfg.NotificationsTopic, cfg.NotificationsTopic+deadLetterSuffix
+	q.Subscription(name, notifySubscription, NotifyRetryPolicy, dl)
+	q.Subscription(dl, notifyDeadLetterSubscription, notifyDeadLetterPolicy, "")
+	return q.Topic(name), nil
 }
 
 // UsageSubscriptions returns the subscriptions a long-lived process
@@ -292,6 +428,55 @@ func (a *App) UsageSubscriptions(ctx context.Context) (events, deadLetters queue
 		return nil, nil, err
 	}
 	return qpubsub.NewSubscription(a.pubsub, sub), qpubsub.NewSubscription(a.pubsub, dlSub), nil
+}
+
+// NotificationSubscriptions returns the subscriptions through which a
+// long-lived process (keyplane serve) delivers owner notifications: the
+// notifications topic's and its dead letters'. They are the embedded
+// queue's, or Pub/Sub pull subscriptions created if needed (in production
+// a push subscription delivers to DeliverNotification instead).
+func (a *App) NotificationSubscriptions(ctx context.Context) (deliveries, deadLetters queue.Subscription, err error) {
+	name, dl := a.Config.NotificationsTopic, a.Config.NotificationsTopic+deadLetterSuffix
+	if a.queue != nil {
+		return a.queue.Subscription(name, notifySubscription, NotifyRetryPolicy, dl),
+			a.queue.Subscription(dl, notifyDeadLetterSubscription, notifyDeadLetterPolicy, ""), nil
+	}
+	if a.pubsub == nil {
+		return nil, nil, errors.New("no notifications queue is open")
+	}
+	for _, t := range []string{name, dl} {
+		if err := qpubsub.EnsureTopic(ctx, a.pubsub, t); err != nil {
+			return nil, nil, err
+		}
+	}
+	sub, dlSub := name+"-"+notifySubscription, dl+"-"+notifyDeadLetterSubscription
+	if err := qpubsub.EnsureSubscription(ctx, a.pubsub, sub, name, NotifyRetryPolicy, dl); err != nil {
+		return nil, nil, err
+	}
+	if err := qpubsub.EnsureSubscription(ctx, a.pubsub, dlSub, dl, notifyDeadLetterPolicy, ""); err != nil {
+		return nil, nil, err
+	}
+	return qpubsub.NewSubscription(a.pubsub, sub), qpubsub.NewSubscription(a.pubsub, dlSub), nil
+}
+
+// DeliveryHandler wraps a notify.Deliverer handler for a subscription:
+// it logs the errors that make the queue redeliver, except ErrNotDue,
+// which is routine (a message polled before its attempt is due) and is
+// logged at debug level only.
+func DeliveryHandler(h queue.Handler, log *slog.Logger) queue.Handler {
+	return func(ctx context.Context, m queue.Message) error {
+		err := h(ctx, m)
+		switch {
+		case err == nil:
+		case errors.Is(err, notify.ErrNotDue):
+			log.DebugContext(ctx, "notification message not due yet; the queue redelivers it later", "message_id", m.ID)
+		case ctx.Err() != nil:
+			// Stopping: the message is given back, nothing failed.
+		default:
+			log.WarnContext(ctx, "delivering a notification failed; the queue redelivers it", "message_id", m.ID, "error", err)
+		}
+		return err
+	}
 }
 
 // secret reads a named deployment secret. With generate (the embedded
@@ -395,21 +580,32 @@ func WebhookSecret(ctx context.Context, v secrets.Vault) (string, error) {
 
 // RunBackground runs the periodic work of a long-lived process (keyplane
 // serve) until ctx ends: polling the verifier's change feed, consuming the
-// usage queue, and reaping abandoned provisioning intents hourly (in
-// production the scheduled Sweep function reaps).
+// usage queue, delivering owner notifications, and reaping abandoned
+// provisioning intents hourly (in production the scheduled Sweep function
+// reaps).
 func (a *App) RunBackground(ctx context.Context, log *slog.Logger) error {
 	go a.Verifier.Run(ctx)
 	events, deadLetters, err := a.UsageSubscriptions(ctx)
 	if err != nil {
 		return err
 	}
+	deliveries, deadDeliveries, err := a.NotificationSubscriptions(ctx)
+	if err != nil {
+		return err
+	}
 	for _, c := range []struct {
-		sub queue.Subscription
-		h   queue.Handler
-	}{{events, a.Consumer.Handle}, {deadLetters, a.Consumer.HandleDeadLetter}} {
+		what string
+		sub  queue.Subscription
+		h    queue.Handler
+	}{
+		{"usage consumer", events, a.Consumer.Handle},
+		{"usage dead-letter consumer", deadLetters, a.Consumer.HandleDeadLetter},
+		{"notification deliverer", deliveries, DeliveryHandler(a.Deliverer.Handle, log)},
+		{"notification dead-letter handler", deadDeliveries, DeliveryHandler(a.Deliverer.HandleDeadLetter, log)},
+	} {
 		go func() {
 			if err := c.sub.Receive(ctx, c.h); err != nil && ctx.Err() == nil {
-				log.Error("usage consumer stopped", "error", err)
+				log.Error(c.what+" stopped", "error", err)
 			}
 		}()
 	}
