@@ -61,6 +61,10 @@ type Config struct {
 	// "admin-token" secret is accepted too; with the file vault and no
 	// token at all, one is generated, stored and printed once.
 	AdminToken string
+	// VerifyTokens are bearer tokens accepted on POST /v1/verify only, for
+	// gateways (KEYPLANE_VERIFY_TOKENS, comma-separated, each ≥ 16
+	// characters). The admin token is accepted there too.
+	VerifyTokens []string
 	// PlansFile is a JSON or YAML plans file (KEYPLANE_PLANS). Default:
 	// the built-in free/pro/enterprise plans.
 	PlansFile string
@@ -126,6 +130,14 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	str(&c.DataDir, "KEYPLANE_DATA")
 	str(&c.AdminToken, "KEYPLANE_ADMIN_TOKEN")
 	str(&c.PlansFile, "KEYPLANE_PLANS")
+	if v := getenv("KEYPLANE_VERIFY_TOKENS"); v != "" {
+		c.VerifyTokens = nil
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				c.VerifyTokens = append(c.VerifyTokens, t)
+			}
+		}
+	}
 	str(&c.WebhookSecret, "KEYPLANE_WEBHOOK_SECRET")
 	str(&c.KeyPrefix, "KEYPLANE_KEY_PREFIX")
 	str(&c.SecretPrefix, "KEYPLANE_SECRET_PREFIX")
@@ -204,6 +216,12 @@ func (c Config) Validate() error {
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		problems = append(problems, "KEYPLANE_ADMIN_TOKEN must be at least 16 characters")
+	}
+	for _, t := range c.VerifyTokens {
+		if len(t) < 16 {
+			problems = append(problems, "each of KEYPLANE_VERIFY_TOKENS must be at least 16 characters")
+			break
+		}
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("configuration: %s", strings.Join(problems, "; "))

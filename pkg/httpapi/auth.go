@@ -19,13 +19,17 @@ type Authenticator interface {
 // are accepted so that the admin token can be rotated without downtime:
 // add the new one, move clients, remove the old one.
 type TokenAuth struct {
+	actor   string
 	digests [][sha256.Size]byte
 }
 
-// NewTokenAuth returns a TokenAuth accepting tokens. Empty tokens are
-// ignored.
-func NewTokenAuth(tokens ...string) *TokenAuth {
-	a := &TokenAuth{}
+// NewTokenAuth returns a TokenAuth accepting admin tokens (actor "admin").
+// Empty tokens are ignored.
+func NewTokenAuth(tokens ...string) *TokenAuth { return NewTokenAuthAs("admin", tokens...) }
+
+// NewTokenAuthAs returns a TokenAuth whose callers are recorded as actor.
+func NewTokenAuthAs(actor string, tokens ...string) *TokenAuth {
+	a := &TokenAuth{actor: actor}
 	for _, t := range tokens {
 		if t != "" {
 			a.digests = append(a.digests, sha256.Sum256([]byte(t)))
@@ -50,7 +54,21 @@ func (a *TokenAuth) Authenticate(r *http.Request) (string, error) {
 	if match != 1 {
 		return "", errs.E(errs.Unauthenticated, "invalid credentials")
 	}
-	return "admin", nil
+	return a.actor, nil
+}
+
+// anyOf accepts a caller that any of its authenticators accepts.
+type anyOf []Authenticator
+
+func (as anyOf) Authenticate(r *http.Request) (string, error) {
+	var err error
+	for _, a := range as {
+		var actor string
+		if actor, err = a.Authenticate(r); err == nil {
+			return actor, nil
+		}
+	}
+	return "", err
 }
 
 func bearer(r *http.Request) (string, bool) {

@@ -481,3 +481,26 @@ func TestUsageWebhookRejectsBadInput(t *testing.T) {
 		t.Errorf("bad window = %d, want 400", r.Status)
 	}
 }
+
+func TestVerifyTokenVerifiesButCannotManage(t *testing.T) {
+	a := newAPIWith(t, func(c *config.Config) { c.VerifyTokens = []string{"gateway-token-0123456789"} })
+	_, secret := a.create(`{"owner": "o"}`)
+	call := func(method, path, body string) int {
+		req, _ := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer gateway-token-0123456789")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := call("POST", "/v1/verify", `{"key": "`+secret+`"}`); got != 200 {
+		t.Errorf("verify with the gateway token = %d, want 200", got)
+	}
+	for _, rt := range [][2]string{{"GET", "/v1/keys"}, {"POST", "/v1/keys"}, {"GET", "/v1/audit"}} {
+		if got := call(rt[0], rt[1], `{"owner": "o"}`); got != 401 {
+			t.Errorf("%s %s with the gateway token = %d, want 401", rt[0], rt[1], got)
+		}
+	}
+}

@@ -36,8 +36,11 @@ type Server struct {
 	Clock          clock.Clock      // default clock.Real
 	Plans          *plan.Catalog
 	Auth           Authenticator
-	Logger         *slog.Logger // default slog.Default()
-	Project        string       // Google Cloud project, for trace correlation in logs
+	// VerifyAuth, if set, also admits callers of the Verify routes (and
+	// only those): gateways get a token that cannot manage keys.
+	VerifyAuth Authenticator
+	Logger     *slog.Logger // default slog.Default()
+	Project    string       // Google Cloud project, for trace correlation in logs
 }
 
 // Function names: each route belongs to the Cloud Function that serves it.
@@ -117,8 +120,12 @@ func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		actor := ""
 		if rt.Auth {
+			auth := s.Auth
+			if rt.Function == FuncVerify && s.VerifyAuth != nil {
+				auth = anyOf{s.VerifyAuth, s.Auth}
+			}
 			var err error
-			if actor, err = s.Auth.Authenticate(r); err != nil {
+			if actor, err = auth.Authenticate(r); err != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="keyplane"`)
 				writeError(w, r, s.logger(), err)
 				return

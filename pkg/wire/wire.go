@@ -233,6 +233,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 			return nil, err
 		}
 		srv.Auth = httpapi.NewTokenAuth(tokens...)
+		if len(cfg.VerifyTokens) > 0 {
+			srv.VerifyAuth = httpapi.NewTokenAuthAs("gateway", cfg.VerifyTokens...)
+		}
 		var quota verify.Quota
 		if app.Ledger != nil {
 			quota = usage.NewQuotas(app.Ledger, clk, 0, log)
