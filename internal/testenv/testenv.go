@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"cloud.google.com/go/firestore"
 )
 
 // Required reports whether emulator-backed tests must run.
@@ -33,6 +35,20 @@ func need(t testing.TB, env, start string) string {
 // failing t as described in the package comment.
 func Firestore(t testing.TB) string {
 	return need(t, "FIRESTORE_EMULATOR_HOST", "gcloud emulators firestore start")
+}
+
+// FirestoreClient returns a client of the Firestore emulator on a project
+// of its own (ProjectID), so that it starts from an empty database, and
+// closes it when t ends. It skips or fails t as Firestore does.
+func FirestoreClient(t testing.TB) *firestore.Client {
+	t.Helper()
+	Firestore(t)
+	c, err := firestore.NewClient(t.Context(), ProjectID())
+	if err != nil {
+		t.Fatalf("firestore.NewClient: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // PubSub returns the Pub/Sub emulator's host:port.

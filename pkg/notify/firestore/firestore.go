@@ -5,15 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"strings"
-	"sync"
 	"time"
-	"unicode/utf8"
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyplane/keyplane/internal/firestoredb"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/notify"
 )
@@ -33,10 +32,8 @@ type Store struct {
 	c         *firestore.Client
 	ownClient bool
 	// locks serialise this process's UpdateDelivery transactions on the
-	// same record (striped by id), so that they queue here rather than
-	// contend in Firestore, where each lost race costs a lock wait and a
-	// backoff. Other processes still contend in Firestore.
-	locks [64]sync.Mutex
+	// same record.
+	locks firestoredb.Locks
 }
 
 var _ notify.Store = (*Store)(nil)
@@ -63,45 +60,20 @@ func (s *Store) Close() error {
 	return s.c.Close()
 }
 
-// translate classifies a Firestore (gRPC) error; msg says what failed and
-// is safe to show. Errors that are already classified pass through.
-func translate(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := errs.As(err); ok {
-		return err
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return errs.Wrap(errs.Unavailable, err, msg)
-	}
-	switch status.Code(err) {
-	case codes.NotFound:
-		return errs.Wrap(errs.NotFound, err, msg+": not found")
-	case codes.AlreadyExists:
-		return errs.Wrap(errs.Exists, err, msg+": already exists")
-	case codes.Aborted:
-		return errs.Wrap(errs.Conflict, err, msg+": contention, retry")
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Canceled:
-		return errs.Wrap(errs.Unavailable, err, msg+": Firestore is unavailable")
-	}
-	return errs.Wrap(errs.Internal, err, msg)
-}
+// translate classifies a Firestore (gRPC) error (firestoredb.Translate);
+// msg says what failed and is safe to show. Contention is Conflict.
+func translate(err error, msg string) error { return firestoredb.Translate(err, msg, errs.Conflict) }
 
 // docID maps an owner or delivery id to a document id. Ids Firestore
 // accepts are used as they are; any other (empty, with '/', ".", "..",
 // __.*__, not UTF-8, too long) becomes "~" and its hex, which no owner or
 // notification id can collide with: neither alphabet has '~'.
 func docID(id string) string {
-	if id != "" && len(id) <= 1500 && utf8.ValidString(id) && !strings.Contains(id, "/") && !strings.HasPrefix(id, "~") &&
-		id != "." && id != ".." && !(len(id) >= 4 && strings.HasPrefix(id, "__") && strings.HasSuffix(id, "__")) {
+	if firestoredb.ValidID(id) && !strings.HasPrefix(id, "~") {
 		return id
 	}
 	return "~" + hex.EncodeToString([]byte(id))
 }
-
-// ts is t as Firestore stores it: UTC, to the microsecond.
-func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 type webhookDoc struct {
 	Owner             string    `firestore:"owner"`
@@ -125,7 +97,8 @@ func (s *Store) Put(ctx context.Context, w notify.OwnerWebhook) error {
 		return errs.E(errs.Invalid, "an owner webhook needs an owner")
 	}
 	_, err := s.webhook(w.Owner).Set(ctx, &webhookDoc{
-		Owner: w.Owner, URL: w.URL, Events: w.Events, SecretFingerprint: w.SecretFingerprint, UpdatedAt: ts(w.UpdatedAt),
+		Owner: w.Owner, URL: w.URL, Events: w.Events, SecretFingerprint: w.SecretFingerprint,
+		UpdatedAt: firestoredb.Time(w.UpdatedAt),
 	})
 	return translate(err, "notify firestore: store owner webhook")
 }
@@ -171,12 +144,13 @@ type deliveryDoc struct {
 func toDeliveryDoc(d *notify.Delivery) *deliveryDoc {
 	doc := &deliveryDoc{
 		ID: d.ID, Owner: d.Owner, Type: d.Type, Payload: d.Payload, Status: string(d.Status), Attempts: d.Attempts,
-		Enqueued: d.Enqueued, NextAttemptAt: ts(d.NextAttemptAt), Lease: d.Lease, LeaseUntil: ts(d.LeaseUntil),
-		LastAttemptAt: ts(d.LastAttemptAt), LastStatus: d.LastStatus, LastError: d.LastError, Reason: d.Reason,
-		CreatedAt: ts(d.CreatedAt), UpdatedAt: ts(d.UpdatedAt),
+		Enqueued: d.Enqueued, NextAttemptAt: firestoredb.Time(d.NextAttemptAt), Lease: d.Lease,
+		LeaseUntil: firestoredb.Time(d.LeaseUntil), LastAttemptAt: firestoredb.Time(d.LastAttemptAt),
+		LastStatus: d.LastStatus, LastError: d.LastError, Reason: d.Reason,
+		CreatedAt: firestoredb.Time(d.CreatedAt), UpdatedAt: firestoredb.Time(d.UpdatedAt),
 	}
 	if !d.ExpireAt.IsZero() {
-		t := ts(d.ExpireAt)
+		t := firestoredb.Time(d.ExpireAt)
 		doc.ExpireAt = &t
 	}
 	return doc
@@ -241,9 +215,9 @@ func (e *mutateError) Error() string { return e.err.Error() }
 // Firestore retries on contention (calling mutate again); still contended
 // after txAttempts attempts, it returns errs.Conflict.
 func (s *Store) UpdateDelivery(ctx context.Context, id string, mutate func(*notify.Delivery) error) (notify.Delivery, error) {
-	l := &s.locks[fnv32a(id)%uint32(len(s.locks))]
-	l.Lock()
-	defer l.Unlock()
+	mu := s.locks.For(id)
+	mu.Lock()
+	defer mu.Unlock()
 	ref := s.notification(id)
 	var out notify.Delivery
 	err := s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
@@ -272,12 +246,4 @@ func (s *Store) UpdateDelivery(ctx context.Context, id string, mutate func(*noti
 		return notify.Delivery{}, translate(err, "notify firestore: update delivery")
 	}
 	return out, nil
-}
-
-func fnv32a(s string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(s); i++ {
-		h = (h ^ uint32(s[i])) * 16777619
-	}
-	return h
 }

@@ -3,8 +3,6 @@ package firestore
 import (
 	"testing"
 
-	"cloud.google.com/go/firestore"
-
 	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/notify"
@@ -16,12 +14,7 @@ import (
 func TestConformance(t *testing.T) {
 	testenv.Firestore(t)
 	notifytest.Run(t, func(t *testing.T) notify.Store {
-		c, err := firestore.NewClient(t.Context(), testenv.ProjectID())
-		if err != nil {
-			t.Fatalf("firestore.NewClient: %v", err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return NewFromClient(c)
+		return NewFromClient(testenv.FirestoreClient(t))
 	})
 }
 

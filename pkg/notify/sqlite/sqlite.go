@@ -5,22 +5,18 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"runtime"
-	"strings"
 	"time"
 
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
-
+	"github.com/keyplane/keyplane/internal/sqlitedb"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/notify"
 )
 
 // Store is a notify.Store in one SQLite database file.
 type Store struct {
-	w *sql.DB // one connection: every write, serialised
-	r *sql.DB // read-only connections
+	db *sqlitedb.DB
+	w  *sql.DB // db.W, one connection: every write, serialised
+	r  *sql.DB // db.R, read-only connections
 }
 
 var _ notify.Store = (*Store)(nil)
@@ -60,98 +56,23 @@ CREATE INDEX notifications_by_expiry ON notifications (expire_at);
 // Open opens the database file at path, creating it and migrating its
 // schema as needed. ":memory:" opens a private in-memory database.
 func Open(path string) (*Store, error) {
-	if path == "" || strings.ContainsRune(path, '?') {
-		return nil, errs.E(errs.Invalid, "notify sqlite: the database path must be a file name without '?'")
-	}
-	const common = "_busy_timeout=5000"
-	w, err := sql.Open("sqlite", path+"?"+common+"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	db, err := sqlitedb.Open(path, migrations, &sqlitedb.Options{Name: "notify sqlite", Busy: busy})
 	if err != nil {
-		return nil, errs.Wrap(errs.Internal, err, "notify sqlite: open")
-	}
-	w.SetMaxOpenConns(1)
-	w.SetConnMaxLifetime(0) // an in-memory database lives as long as its connection
-	s := &Store{w: w, r: w}
-	if err := s.migrate(context.Background()); err != nil {
-		w.Close()
 		return nil, err
 	}
-	if path == ":memory:" { // every connection would be a new, empty database
-		return s, nil
-	}
-	if s.r, err = sql.Open("sqlite", path+"?"+common+"&_query_only=1"); err != nil {
-		w.Close()
-		return nil, errs.Wrap(errs.Internal, err, "notify sqlite: open")
-	}
-	s.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
-	return s, nil
-}
-
-func (s *Store) migrate(ctx context.Context) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
-		var v int
-		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
-			return translate(err, "notify sqlite: read schema version")
-		}
-		if v > len(migrations) {
-			return errs.E(errs.Internal, "notify sqlite: the database has schema version %d; this program knows up to %d", v, len(migrations))
-		}
-		for i := v; i < len(migrations); i++ {
-			if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-				return translate(err, fmt.Sprintf("notify sqlite: migrate to schema version %d", i+1))
-			}
-		}
-		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations)))
-		return translate(err, "notify sqlite: set schema version")
-	})
+	return &Store{db: db, w: db.W, r: db.R}, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error {
-	if s.r == s.w {
-		return s.w.Close()
-	}
-	return errors.Join(s.r.Close(), s.w.Close())
-}
+func (s *Store) Close() error { return s.db.Close() }
 
-// write runs fn in an IMMEDIATE transaction on the writer connection and
-// commits it if fn returns nil. fn's error is returned as is.
-func (s *Store) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return translate(err, "notify sqlite: begin transaction")
-	}
-	defer tx.Rollback() // after Commit, a no-op; after a panic in fn, frees the writer
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return translate(tx.Commit(), "notify sqlite: commit")
-}
+// busy is the kind of error for a database another process keeps locked
+// past busy_timeout: Conflict, as notify.Store documents for contention.
+const busy = errs.Conflict
 
-// translate classifies a database/sql or SQLite error; msg says what failed
-// and is safe to show. Errors that are already classified pass through.
-func translate(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := errs.As(err); ok {
-		return err
-	}
-	var se *sqlite.Error
-	switch {
-	case errors.As(err, &se):
-		switch se.Code() {
-		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
-			return errs.Wrap(errs.Exists, err, msg+": already exists")
-		}
-		switch se.Code() & 0xff {
-		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return errs.Wrap(errs.Conflict, err, msg+": the database is busy")
-		}
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return errs.Wrap(errs.Unavailable, err, msg)
-	}
-	return errs.Wrap(errs.Internal, err, msg)
-}
+// translate classifies a database/sql or SQLite error (sqlitedb.Translate);
+// msg says what failed and is safe to show.
+func translate(err error, msg string) error { return sqlitedb.Translate(err, msg, busy) }
 
 // micros stores a time as Unix microseconds, the zero time as 0.
 func micros(t time.Time) int64 {
@@ -247,7 +168,7 @@ func (s *Store) CreateDelivery(ctx context.Context, d notify.Delivery) error {
 	if d.ID == "" {
 		return errs.E(errs.Invalid, "a delivery needs an id")
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.db.Write(ctx, func(tx *sql.Tx) error {
 		if !d.CreatedAt.IsZero() {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE id IN
 				(SELECT id FROM notifications WHERE expire_at > 0 AND expire_at < ? ORDER BY expire_at LIMIT ?)`,
@@ -276,7 +197,7 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (notify.Delivery, er
 // UpdateDelivery runs mutate on the record in one IMMEDIATE transaction.
 func (s *Store) UpdateDelivery(ctx context.Context, id string, mutate func(*notify.Delivery) error) (notify.Delivery, error) {
 	var out notify.Delivery
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.db.Write(ctx, func(tx *sql.Tx) error {
 		d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM notifications WHERE id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			return errs.E(errs.NotFound, "no delivery %q", id)

@@ -5,16 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"strings"
-	"sync"
 	"time"
-	"unicode/utf8"
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyplane/keyplane/internal/firestoredb"
 	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/pkg/apikey"
 	"github.com/keyplane/keyplane/pkg/errs"
@@ -40,11 +38,9 @@ type Store struct {
 	c         *firestore.Client
 	ownClient bool
 	// keyLocks serialise this process's UpdateKey transactions on the same
-	// key (striped by id), so that they queue here rather than contend in
-	// Firestore, where each lost race costs a lock wait and a backoff of a
-	// second or more (20 concurrent updates of one key took 3-30 s on the
-	// emulator without them). Other processes still contend in Firestore.
-	keyLocks [64]sync.Mutex
+	// key: 20 concurrent updates of one key took 3-30 s on the emulator
+	// without them.
+	keyLocks firestoredb.Locks
 }
 
 var _ store.Store = (*Store)(nil)
@@ -71,30 +67,9 @@ func (s *Store) Close() error {
 	return s.c.Close()
 }
 
-// translate classifies a Firestore (gRPC) error; msg says what failed and
-// is safe to show. Errors that are already classified pass through.
-func translate(err error, msg string) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := errs.As(err); ok {
-		return err
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return errs.Wrap(errs.Unavailable, err, msg)
-	}
-	switch status.Code(err) {
-	case codes.NotFound:
-		return errs.Wrap(errs.NotFound, err, msg+": not found")
-	case codes.AlreadyExists:
-		return errs.Wrap(errs.Exists, err, msg+": already exists")
-	case codes.Aborted:
-		return errs.Wrap(errs.Conflict, err, msg+": contention, retry")
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Canceled:
-		return errs.Wrap(errs.Unavailable, err, msg+": Firestore is unavailable")
-	}
-	return errs.Wrap(errs.Internal, err, msg)
-}
+// translate classifies a Firestore (gRPC) error (firestoredb.Translate);
+// msg says what failed and is safe to show. Contention is Conflict.
+func translate(err error, msg string) error { return firestoredb.Translate(err, msg, errs.Conflict) }
 
 // mutateError carries UpdateKey's mutate error out of the transaction, so
 // that it is returned unchanged.
@@ -102,29 +77,20 @@ type mutateError struct{ err error }
 
 func (e *mutateError) Error() string { return e.err.Error() }
 
-// validID reports whether id can name a document: Firestore ids are valid
-// UTF-8 of at most 1500 bytes, without '/', and are not ".", ".." or
-// __.*__. A read of any other id finds nothing.
-func validID(id string) bool {
-	return id != "" && len(id) <= 1500 && utf8.ValidString(id) && !strings.Contains(id, "/") &&
-		id != "." && id != ".." && !(len(id) >= 4 && strings.HasPrefix(id, "__") && strings.HasSuffix(id, "__"))
-}
-
+// checkID is Invalid if id cannot name a document (firestoredb.ValidID).
+// A read of such an id finds nothing.
 func checkID(what, id string) error {
-	if !validID(id) {
+	if !firestoredb.ValidID(id) {
 		return errs.E(errs.Invalid, "%s %q cannot be a Firestore document id", what, id)
 	}
 	return nil
 }
 
-// ts is t as Firestore stores it: UTC, to the microsecond.
-func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
 func tsPtr(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
 	}
-	v := ts(*t)
+	v := firestoredb.Time(*t)
 	return &v
 }
 
@@ -159,8 +125,8 @@ func toKeyDoc(k *store.Key) *keyDoc {
 	return &keyDoc{
 		Owner: k.Owner, Name: k.Name, Plan: k.Plan, Scopes: k.Scopes, Status: string(k.Status),
 		StatusReason: k.StatusReason, DisabledUntil: tsPtr(k.DisabledUntil), Prefix: k.Prefix, Last4: k.Last4,
-		Hash: k.Hash.String(), CreatedAt: ts(k.CreatedAt), UpdatedAt: ts(k.UpdatedAt), ExpiresAt: tsPtr(k.ExpiresAt),
-		Metadata: k.Metadata, Limits: k.Limits,
+		Hash: k.Hash.String(), CreatedAt: firestoredb.Time(k.CreatedAt), UpdatedAt: firestoredb.Time(k.UpdatedAt),
+		ExpiresAt: tsPtr(k.ExpiresAt), Metadata: k.Metadata, Limits: k.Limits,
 		Restrictions: restrictionsDoc{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers},
 		RotatedFrom:  k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedAt: tsPtr(k.LastUsedAt),
 	}
@@ -215,7 +181,8 @@ type idemDoc struct {
 
 func toIdemDoc(r store.Idempotency) *idemDoc {
 	return &idemDoc{Key: r.Key, RequestHash: r.RequestHash, KeyID: r.KeyID, State: string(r.State),
-		LeaseUntil: ts(r.LeaseUntil), Status: r.Status, CreatedAt: ts(r.CreatedAt), ExpiresAt: ts(r.ExpiresAt)}
+		LeaseUntil: firestoredb.Time(r.LeaseUntil), Status: r.Status, CreatedAt: firestoredb.Time(r.CreatedAt),
+		ExpiresAt: firestoredb.Time(r.ExpiresAt)}
 }
 
 func fromIdemDoc(snap *firestore.DocumentSnapshot) (store.Idempotency, error) {
@@ -252,7 +219,7 @@ func (s *Store) CreatePending(ctx context.Context, p store.Pending) error {
 		} else if status.Code(err) != codes.NotFound {
 			return err
 		}
-		return tx.Create(s.pending(p.KeyID), &pendingDoc{Owner: p.Owner, Prefix: p.Prefix, CreatedAt: ts(p.CreatedAt)})
+		return tx.Create(s.pending(p.KeyID), &pendingDoc{Owner: p.Owner, Prefix: p.Prefix, CreatedAt: firestoredb.Time(p.CreatedAt)})
 	}, firestore.MaxAttempts(txAttempts))
 	return translate(err, "firestore: create intent")
 }
@@ -267,7 +234,7 @@ func fromPendingDoc(snap *firestore.DocumentSnapshot) (store.Pending, error) {
 
 // GetPending returns the intent for keyID.
 func (s *Store) GetPending(ctx context.Context, keyID string) (store.Pending, error) {
-	if !validID(keyID) {
+	if !firestoredb.ValidID(keyID) {
 		return store.Pending{}, errs.E(errs.NotFound, "intent not found")
 	}
 	snap, err := s.pending(keyID).Get(ctx)
@@ -282,7 +249,7 @@ func (s *Store) ListPending(ctx context.Context, before time.Time, limit int) ([
 	if limit <= 0 {
 		return nil, nil
 	}
-	snaps, err := s.c.Collection(pendingColl).Where("created_at", "<", ts(before)).
+	snaps, err := s.c.Collection(pendingColl).Where("created_at", "<", firestoredb.Time(before)).
 		OrderBy("created_at", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc).
 		Limit(limit).Documents(ctx).GetAll()
 	if err != nil {
@@ -301,7 +268,7 @@ func (s *Store) ListPending(ctx context.Context, before time.Time, limit int) ([
 
 // DeletePending removes an intent.
 func (s *Store) DeletePending(ctx context.Context, keyID string) error {
-	if !validID(keyID) {
+	if !firestoredb.ValidID(keyID) {
 		return nil
 	}
 	_, err := s.pending(keyID).Delete(ctx)
@@ -335,7 +302,7 @@ func (s *Store) Activate(ctx context.Context, k *store.Key, audit store.AuditEnt
 
 // GetKey returns the key with id.
 func (s *Store) GetKey(ctx context.Context, id string) (*store.Key, error) {
-	if !validID(id) {
+	if !firestoredb.ValidID(id) {
 		return nil, errs.E(errs.NotFound, "key not found")
 	}
 	snap, err := s.key(id).Get(ctx)
@@ -362,12 +329,12 @@ func (s *Store) LookupHash(ctx context.Context, h apikey.Hash) (*store.Key, erro
 // UpdateKey applies mutate to key id in a transaction; mutate runs once
 // per attempt.
 func (s *Store) UpdateKey(ctx context.Context, id string, mutate func(*store.Key) (*store.AuditEntry, error)) (*store.Key, error) {
-	if !validID(id) {
+	if !firestoredb.ValidID(id) {
 		return nil, errs.E(errs.NotFound, "key not found")
 	}
-	l := &s.keyLocks[fnv32a(id)%uint32(len(s.keyLocks))]
-	l.Lock()
-	defer l.Unlock()
+	mu := s.keyLocks.For(id)
+	mu.Lock()
+	defer mu.Unlock()
 	var out *store.Key
 	err := s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		snap, err := tx.Get(s.key(id))
@@ -410,14 +377,6 @@ func (s *Store) UpdateKey(ctx context.Context, id string, mutate func(*store.Key
 	return out, nil
 }
 
-func fnv32a(s string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(s); i++ {
-		h = (h ^ uint32(s[i])) * 16777619
-	}
-	return h
-}
-
 // page reads up to size documents of coll, newest first by (timeField,
 // id), those with filterField == filter unless filter is "", after the
 // position token encodes. more reports whether there are others after them.
@@ -431,11 +390,11 @@ func (s *Store) page(ctx context.Context, coll, timeField, filterField, filter, 
 	}
 	q = q.OrderBy(timeField, firestore.Desc).OrderBy(firestore.DocumentID, firestore.Desc)
 	if token != "" {
-		t, id, err := pagetoken.Decode(token, validID)
+		t, id, err := pagetoken.Decode(token, firestoredb.ValidID)
 		if err != nil {
 			return nil, false, err
 		}
-		q = q.StartAfter(ts(t), id)
+		q = q.StartAfter(firestoredb.Time(t), id)
 	}
 	snaps, err = q.Limit(size + 1).Documents(ctx).GetAll()
 	if err != nil {
@@ -484,7 +443,7 @@ func withAuditID(e store.AuditEntry) (store.AuditEntry, error) {
 }
 
 func toAuditDoc(e store.AuditEntry) *auditDoc {
-	return &auditDoc{Time: ts(e.Time), Actor: e.Actor, Action: e.Action, KeyID: e.KeyID, Details: e.Details}
+	return &auditDoc{Time: firestoredb.Time(e.Time), Actor: e.Actor, Action: e.Action, KeyID: e.KeyID, Details: e.Details}
 }
 
 // AppendAudit stores an audit entry.
@@ -558,7 +517,7 @@ func (s *Store) ReserveIdempotency(ctx context.Context, rec store.Idempotency, n
 		case cur.State == store.IdemPending && !cur.LeaseUntil.After(now) && cur.RequestHash == rec.RequestHash:
 			cur.LeaseUntil = rec.LeaseUntil
 			stored, owned = cur, true
-			return tx.Update(ref, []firestore.Update{{Path: "lease_until", Value: ts(rec.LeaseUntil)}})
+			return tx.Update(ref, []firestore.Update{{Path: "lease_until", Value: firestoredb.Time(rec.LeaseUntil)}})
 		}
 		stored, owned = cur, false
 		return nil
@@ -603,10 +562,10 @@ func (s *Store) ChangedKeys(ctx context.Context, since time.Time, afterID string
 	if limit < 1 || limit > 1000 {
 		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
 	}
-	q := s.c.Collection(keysColl).Where("updated_at", ">=", ts(since)).
+	q := s.c.Collection(keysColl).Where("updated_at", ">=", firestoredb.Time(since)).
 		OrderBy("updated_at", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
 	if afterID != "" {
-		q = q.StartAfter(ts(since), afterID)
+		q = q.StartAfter(firestoredb.Time(since), afterID)
 	}
 	snaps, err := q.Limit(limit).Documents(ctx).GetAll()
 	if err != nil {

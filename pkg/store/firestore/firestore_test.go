@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"cloud.google.com/go/firestore"
-
 	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/store"
@@ -20,12 +18,7 @@ import (
 func TestConformance(t *testing.T) {
 	testenv.Firestore(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
-		c, err := firestore.NewClient(t.Context(), testenv.ProjectID())
-		if err != nil {
-			t.Fatalf("firestore.NewClient: %v", err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return NewFromClient(c)
+		return NewFromClient(testenv.FirestoreClient(t))
 	})
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -13,13 +12,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyplane/keyplane/internal/firestoredb"
 	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/pkg/clock"
 	"github.com/keyplane/keyplane/pkg/errs"
@@ -132,42 +131,24 @@ func (l *Ledger) Stats() Stats {
 }
 
 // translate classifies a Firestore (gRPC) error into the kinds the Ledger
-// contract allows; msg says what failed and is safe to show. Errors that
-// are already classified pass through.
+// contract allows (firestoredb.Translate, with contention Unavailable);
+// msg says what failed and is safe to show. Errors that are already
+// classified pass through. NotFound and AlreadyExists, which the contract
+// does not allow, are Internal.
 func translate(err error, msg string) error {
-	if err == nil {
-		return nil
+	if _, ok := errs.As(err); !ok {
+		switch status.Code(err) {
+		case codes.NotFound, codes.AlreadyExists:
+			return errs.Wrap(errs.Internal, err, msg)
+		}
 	}
-	if _, ok := errs.As(err); ok {
-		return err
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return errs.Wrap(errs.Unavailable, err, msg)
-	}
-	switch status.Code(err) {
-	case codes.Aborted:
-		return errs.Wrap(errs.Unavailable, err, msg+": contention, retry")
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Canceled:
-		return errs.Wrap(errs.Unavailable, err, msg+": Firestore is unavailable")
-	}
-	return errs.Wrap(errs.Internal, err, msg)
-}
-
-// validID reports whether id can name a document: Firestore ids are valid
-// UTF-8 of at most 1500 bytes, without '/', and are not ".", ".." or
-// __.*__.
-func validID(id string) bool {
-	return id != "" && len(id) <= 1500 && utf8.ValidString(id) && !strings.Contains(id, "/") &&
-		id != "." && id != ".." && !(len(id) >= 4 && strings.HasPrefix(id, "__") && strings.HasSuffix(id, "__"))
+	return firestoredb.Translate(err, msg, errs.Unavailable)
 }
 
 // validKeyID reports whether a counter document id can start with id.
 func validKeyID(id string) bool {
-	return validID(id) && len(id) <= maxKeyID && !strings.HasPrefix(id, "__")
+	return firestoredb.ValidID(id) && len(id) <= maxKeyID && !strings.HasPrefix(id, "__")
 }
-
-// ts is t as Firestore stores it: UTC, to the microsecond.
-func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // hashID is the document id of an event or dead letter id: any string is
 // a valid id this way, and the ids spread evenly over the key space
@@ -252,7 +233,7 @@ func checkWindow(w plan.Window) error {
 // Firestore stores it.
 func windowStart(w plan.Window, t time.Time) time.Time {
 	s, _ := w.Bounds(t)
-	return ts(s)
+	return firestoredb.Time(s)
 }
 
 // addSat returns a+b for b >= 0, saturating at math.MaxInt64 instead of
@@ -333,7 +314,8 @@ func (l *Ledger) chunks(events []usage.Counted) []*chunk {
 func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) error {
 	err := l.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		for _, e := range ch.events {
-			if err := tx.Create(l.event(e.ID), &eventDoc{ID: e.ID, KeyID: e.KeyID, Time: ts(e.Time), ExpireAt: expireAt}); err != nil {
+			doc := &eventDoc{ID: e.ID, KeyID: e.KeyID, Time: firestoredb.Time(e.Time), ExpireAt: expireAt}
+			if err := tx.Create(l.event(e.ID), doc); err != nil {
 				return err
 			}
 		}
@@ -399,7 +381,7 @@ func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention ti
 	if len(events) == 0 {
 		return 0, nil
 	}
-	expireAt := ts(l.clock.Now().Add(retention))
+	expireAt := firestoredb.Time(l.clock.Now().Add(retention))
 	seen := make(map[string]bool, len(events))
 	todo := make([]usage.Counted, 0, len(events))
 	for _, e := range events {
@@ -504,7 +486,7 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 		q = q.Where("owner", "==", owner)
 	}
 	if token != "" {
-		_, after, err := pagetoken.Decode(token, validID)
+		_, after, err := pagetoken.Decode(token, firestoredb.ValidID)
 		if err != nil {
 			return nil, "", err
 		}
@@ -576,7 +558,8 @@ func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
 	}
 	ref := l.c.Collection(deadLettersColl).Doc(hashID(d.ID))
 	err := l.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		if err := tx.Create(ref, &deadLetterDoc{ID: d.ID, Time: ts(d.Time), Reason: d.Reason, Detail: d.Detail, Payload: d.Payload}); err != nil {
+		doc := &deadLetterDoc{ID: d.ID, Time: firestoredb.Time(d.Time), Reason: d.Reason, Detail: d.Detail, Payload: d.Payload}
+		if err := tx.Create(ref, doc); err != nil {
 			return err
 		}
 		if l.failCommit != nil {
@@ -598,11 +581,11 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 	}
 	q := l.c.Collection(deadLettersColl).OrderBy("time", firestore.Desc).OrderBy(firestore.DocumentID, firestore.Desc)
 	if pageToken != "" {
-		t, id, err := pagetoken.Decode(pageToken, validID)
+		t, id, err := pagetoken.Decode(pageToken, firestoredb.ValidID)
 		if err != nil {
 			return nil, "", err
 		}
-		q = q.StartAfter(ts(t), id)
+		q = q.StartAfter(firestoredb.Time(t), id)
 	}
 	snaps, err := q.Limit(pageSize + 1).Documents(ctx).GetAll()
 	if err != nil {

@@ -17,19 +17,6 @@ import (
 	"github.com/keyplane/keyplane/pkg/usage/ledgertest"
 )
 
-// newClient returns a client of a project no other test uses, so that it
-// starts from an empty database.
-func newClient(t testing.TB) *firestore.Client {
-	t.Helper()
-	testenv.Firestore(t)
-	c, err := firestore.NewClient(t.Context(), testenv.ProjectID())
-	if err != nil {
-		t.Fatalf("firestore.NewClient: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // TestConformance runs the suite on the emulator, each subtest in a project
 // of its own. The harness has no Advance: expired event documents are
 // deleted by Firestore's TTL policy, which the emulator does not run.
@@ -37,7 +24,7 @@ func TestConformance(t *testing.T) {
 	testenv.Firestore(t)
 	ledgertest.Run(t, func(t *testing.T) ledgertest.Harness {
 		var b ledgertest.Breaker
-		l := NewFromClient(newClient(t), Options{FailCommitHook: b.Hook})
+		l := NewFromClient(testenv.FirestoreClient(t), Options{FailCommitHook: b.Hook})
 		return ledgertest.Harness{Ledger: l, Break: b.Break, Repair: b.Repair}
 	})
 }
@@ -75,7 +62,7 @@ func events(prefix, key string, n int) []usage.Counted {
 // document already exists fails with AlreadyExists and applies nothing,
 // not the other events' documents and not the increments.
 func TestChunkCommitIsAtomic(t *testing.T) {
-	c := newClient(t)
+	c := testenv.FirestoreClient(t)
 	l := NewFromClient(c, Options{})
 	ctx := t.Context()
 	evs := events("evt", "key-1", 5)
@@ -128,7 +115,7 @@ func TestChunkCommitIsAtomic(t *testing.T) {
 // rounds), the fourth races a one-event commit of the fallback. Every event
 // is counted once.
 func TestCountSurvivesRacingDeliveries(t *testing.T) {
-	c := newClient(t)
+	c := testenv.FirestoreClient(t)
 	evs := events("evt", "key-1", 10)
 	other := NewFromClient(c, Options{})
 	var (
@@ -159,7 +146,7 @@ func TestCountSurvivesRacingDeliveries(t *testing.T) {
 // batch of 1,000 events of 20 keys in one minute costs about one write per
 // event, in commits of at most 450 writes.
 func TestCountPreAggregatesCounterWrites(t *testing.T) {
-	l := NewFromClient(newClient(t), Options{})
+	l := NewFromClient(testenv.FirestoreClient(t), Options{})
 	var evs []usage.Counted
 	for k := range 20 {
 		evs = append(evs, events(fmt.Sprint("evt-", k), fmt.Sprintf("key-%02d", k), 50)...)
@@ -183,7 +170,7 @@ func TestCountPreAggregatesCounterWrites(t *testing.T) {
 // several shards, never more than Options.Shards, and that Totals and
 // OwnerTotals sum them.
 func TestCountSpreadsCommitsOverShards(t *testing.T) {
-	c := newClient(t)
+	c := testenv.FirestoreClient(t)
 	l := NewFromClient(c, Options{Shards: 3})
 	evs := events("evt", "key-1", 40)
 	for _, e := range evs {
@@ -212,7 +199,7 @@ func TestCountSpreadsCommitsOverShards(t *testing.T) {
 // TestDocumentLayout pins the layout the package comment documents and the
 // deployment's indexes and TTL policy name.
 func TestDocumentLayout(t *testing.T) {
-	c := newClient(t)
+	c := testenv.FirestoreClient(t)
 	now := time.Date(2031, time.March, 1, 0, 0, 0, 0, time.UTC)
 	l := NewFromClient(c, Options{Clock: fakeClock{now}})
 	e := events("evt", "key_with_underscores", 1)[0]
@@ -270,7 +257,7 @@ func (c fakeClock) Now() time.Time { return c.t }
 // Firestore writes per counted event.
 func BenchmarkCount(b *testing.B) {
 	const batch, keys = 1000, 20
-	c := newClient(b)
+	c := testenv.FirestoreClient(b)
 	l := NewFromClient(c, Options{})
 	ctx := b.Context()
 	base := time.Now().UTC()
