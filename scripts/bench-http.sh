@@ -12,14 +12,16 @@
 # KEYPLANE_LOG_LEVEL=error. Then:
 #   1. throughput: wrk, same threads/connections/duration for every server,
 #      alternating bare / keyplane(info) / keyplane(error) for ROUNDS rounds;
-#      prints requests/s and the ratio keyplane/bare (target >= 0.80);
+#      prints requests/s and the ratio keyplane/bare (target >= 0.80), and
+#      each server's CPU time per request (from /proc/<pid>/stat), which
+#      load from other processes on the machine disturbs less;
 #   2. latency at a fixed RATE (open loop, scripts/benchrate, measured from
 #      each request's scheduled time): p50/p90/p99 for each server.
 # Everything listens on 127.0.0.1, every step is bounded by a timeout, and
 # the servers are stopped and the temporary directory removed on exit.
 #
-# Environment: THREADS (2), CONNS (32), DURATION (10s), ROUNDS (3),
-# RATE (5000), RATE_DURATION (10s), RATE_ROUNDS (2),
+# Environment: THREADS (2), CONNS (32), DURATION (10s; in seconds), ROUNDS (3),
+# RATE (5000), RATE_DURATION (10s; in seconds), RATE_ROUNDS (2),
 # KEYPLANE_BIN (a keyplane binary to use instead of building ./cmd/keyplane).
 # Needs wrk (apt-get install -y wrk), curl and python3.
 set -euo pipefail
@@ -147,18 +149,23 @@ done
 python3 - "$results" <<'EOF'
 import re, statistics, sys
 rows = [dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in open(sys.argv[1])]
-rps = {}
+rps, cpu = {}, {}
 for r in rows:
     rps.setdefault(r["server"], []).append(float(r["rps"]))
+    cpu.setdefault(r["server"], []).append(float(r["server_cpu_us_per_req"]))
 bare = rps["bare"]
-print("== throughput summary (requests/s; median [min-max] of %d rounds)" % len(bare))
+print("== throughput summary (median [min-max] of %d rounds)" % len(bare))
 for name, v in rps.items():
-    print(f"  {name:9s} median {statistics.median(v):9.0f}  [{min(v):.0f}-{max(v):.0f}]")
+    c = cpu[name]
+    print(f"  {name:9s} {statistics.median(v):7.0f} req/s [{min(v):.0f}-{max(v):.0f}]   "
+          f"server CPU {statistics.median(c):5.1f} us/req [{min(c):.1f}-{max(c):.1f}]")
 for name in ("kp-info", "kp-error"):
     per_round = [k / b for k, b in zip(rps[name], bare)]
     ratio = statistics.median(rps[name]) / statistics.median(bare)
     verdict = "meets" if ratio >= 0.80 else "misses"
     print(f"  ratio {name}/bare: {ratio:.2f} (per round: {', '.join(f'{x:.2f}' for x in per_round)}); {verdict} the 0.80 target")
+    per_round = [b / k for b, k in zip(cpu["bare"], cpu[name])]
+    print(f"    CPU per request, bare/{name}: {statistics.median(per_round):.2f} (per round: {', '.join(f'{x:.2f}' for x in per_round)})")
 EOF
 
 echo "== latency at a fixed $RATE req/s for $RATE_DURATION (open loop, from the scheduled send time), $RATE_ROUNDS rounds"
