@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keyplane/keyplane/pkg/clock"
@@ -142,38 +143,28 @@ func (s *Server) wrap(rt Route) http.Handler {
 }
 
 // jsonFallback answers unknown paths and methods with a JSON error body
-// instead of net/http's plain text.
+// instead of net/http's plain text. Known routes are matched once, by mux;
+// only a request no route matches pays for finding the allowed methods.
 func (s *Server) jsonFallback(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
-			mux.ServeHTTP(w, r) // sets r's path values; Handler does not
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) == 0 {
+			writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s", r.Method, r.URL.Path))
 			return
 		}
-		cw := &codeOnly{header: w.Header()}
-		h.ServeHTTP(cw, r) // learns 404 or 405, and sets Allow for a 405
-		if cw.code == http.StatusMethodNotAllowed {
-			writeJSON(w, cw.code, errorBody{Error: errorDetail{Code: "METHOD_NOT_ALLOWED",
-				Message: r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + w.Header().Get("Allow")}})
-			return
-		}
-		writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "METHOD_NOT_ALLOWED",
+			Message: r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + strings.Join(allowed, ", ")}})
 	})
+	return mux
 }
-
-type codeOnly struct {
-	header http.Header
-	code   int
-}
-
-func (c *codeOnly) Header() http.Header { return c.header }
-func (c *codeOnly) Write(b []byte) (int, error) {
-	if c.code == 0 {
-		c.code = http.StatusOK
-	}
-	return len(b), nil
-}
-func (c *codeOnly) WriteHeader(code int) { c.code = code }
 
 // logRequests writes one summary entry per request, in Cloud Logging's
 // httpRequest format. It never logs bodies or headers, which may hold keys.
@@ -182,6 +173,13 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
+		lvl := slog.LevelInfo
+		if sw.code >= 500 {
+			lvl = slog.LevelError
+		}
+		if !s.logger().Enabled(r.Context(), lvl) {
+			return // do not build an entry that is dropped
+		}
 		attrs := []any{slog.Group("httpRequest",
 			"requestMethod", r.Method,
 			"requestUrl", r.URL.Path,
@@ -193,10 +191,6 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		)}
 		if a, ok := logging.TraceAttr(r, s.Project); ok {
 			attrs = append(attrs, a)
-		}
-		lvl := slog.LevelInfo
-		if sw.code >= 500 {
-			lvl = slog.LevelError
 		}
 		s.logger().Log(r.Context(), lvl, r.Method+" "+r.URL.Path, attrs...)
 	})

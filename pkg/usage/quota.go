@@ -58,43 +58,57 @@ func NewQuotas(l Ledger, clk clock.Clock, staleness time.Duration, log *slog.Log
 	return &Quotas{ledger: l, clock: clk, staleness: staleness, log: log, cache: cache}
 }
 
+// quotaLimits are the day and month limits, named once so that a check
+// builds no strings.
+var quotaLimits = func() (out []struct {
+	name, metric string
+	w            plan.Window
+}) {
+	for _, m := range plan.Metrics {
+		for _, w := range []plan.Window{plan.Day, plan.Month} {
+			out = append(out, struct {
+				name, metric string
+				w            plan.Window
+			}{plan.LimitName(m, w), m, w})
+		}
+	}
+	return out
+}()
+
 // Check implements verify.Quota.
-func (q *Quotas) Check(id string, limits plan.Limits, now time.Time, add func(verify.LimitState)) bool {
-	var quotas bool
-	for name := range limits {
-		if _, w, err := plan.SplitLimitName(name); err == nil && w != plan.Minute {
-			quotas = true
+func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states verify.QuotaStates, exceeded bool) {
+	found := false
+	for _, ql := range quotaLimits {
+		if _, ok := limits[ql.name]; ok {
+			found = true
 			break
 		}
 	}
-	if !quotas {
-		return false
+	if !found {
+		return states, false
 	}
 	day, month, ok := q.totals(id, now)
 	if !ok {
-		return false
+		return states, false
 	}
-	exceeded := false
-	for _, m := range plan.Metrics {
-		for _, w := range []plan.Window{plan.Day, plan.Month} {
-			name := plan.LimitName(m, w)
-			limit, has := limits[name]
-			if !has {
-				continue
-			}
-			t := day
-			if w == plan.Month {
-				t = month
-			}
-			used := t.Get(m)
-			_, end := w.Bounds(now)
-			add(verify.LimitState{Name: name, Limit: limit, Used: used, HasUsed: true, Remaining: max(limit-used, 0), ResetAt: end})
-			if used >= limit {
-				exceeded = true
-			}
+	_, dayEnd := plan.Day.Bounds(now)
+	_, monthEnd := plan.Month.Bounds(now)
+	for _, ql := range quotaLimits {
+		limit, has := limits[ql.name]
+		if !has {
+			continue
+		}
+		t, end := day, dayEnd
+		if ql.w == plan.Month {
+			t, end = month, monthEnd
+		}
+		used := t.Get(ql.metric)
+		states.Add(verify.LimitState{Name: ql.name, Limit: limit, Used: used, HasUsed: true, Remaining: max(limit-used, 0), ResetAt: end})
+		if used >= limit {
+			exceeded = true
 		}
 	}
-	return exceeded
+	return states, exceeded
 }
 
 // totals returns the key's totals in the day and month containing now.

@@ -72,7 +72,10 @@ func (e *quotaEnv) count(t *testing.T, key string, n int, units int64) {
 // limit states it reported, by name.
 func (e *quotaEnv) check(key string, limits plan.Limits) (bool, map[string]verify.LimitState) {
 	states := map[string]verify.LimitState{}
-	exceeded := e.quotas.Check(key, limits, e.clock.Now(), func(s verify.LimitState) { states[s.Name] = s })
+	qs, exceeded := e.quotas.Check(key, limits, e.clock.Now())
+	for _, s := range qs.States[:qs.N] {
+		states[s.Name] = s
+	}
 	return exceeded, states
 }
 

@@ -79,13 +79,29 @@ func (d *Decision) addLimit(s LimitState) {
 	}
 }
 
+// QuotaStates holds the state of a key's day and month quotas (at most
+// 3 metrics × 2 windows). It is returned by value so that a verify
+// allocates nothing for it.
+type QuotaStates struct {
+	States [6]LimitState
+	N      int
+}
+
+// Add appends a state; extra states beyond the array are dropped.
+func (q *QuotaStates) Add(s LimitState) {
+	if q.N < len(q.States) {
+		q.States[q.N] = s
+		q.N++
+	}
+}
+
 // Quota reports metered usage against day and month quotas. The metering
 // service implements it; a nil Quota checks none.
 type Quota interface {
-	// Check reports, for every day/month limit in limits, the usage of key
-	// id in the window containing now (through add), and whether any has
-	// been reached. It must not block on I/O in steady state.
-	Check(id string, limits plan.Limits, now time.Time, add func(LimitState)) (exceeded bool)
+	// Check returns, for every day/month limit in limits, the usage of key
+	// id in the window containing now, and whether any has been reached.
+	// It must not block on I/O in steady state.
+	Check(id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
 }
 
 // Options tunes a Verifier; the zero value means the defaults.
@@ -128,12 +144,13 @@ func (o *Options) withDefaults() Options {
 
 // entry is a cached key with everything the hot path derives from it.
 type entry struct {
-	key      *store.Key
-	restr    *restrict.Set
-	limits   plan.Limits // effective: plan limits with the key's overrides
-	rpm, upm int64       // per-minute limits, -1 if none
-	loadedAt time.Time
-	win      *window
+	key       *store.Key
+	restr     *restrict.Set
+	limits    plan.Limits // effective: plan limits with the key's overrides
+	rpm, upm  int64       // per-minute limits, -1 if none
+	hasQuotas bool        // a day or month limit is set
+	loadedAt  time.Time
+	win       *window
 }
 
 // Verifier makes verification decisions. It is safe for concurrent use.
@@ -198,9 +215,17 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Decision, error) {
 		d.Code = Forbidden
 	case req.Scope != "" && !hasScope(k.Scopes, req.Scope):
 		d.Code = InsufficientPermissions
-	case v.opt.Quota != nil && v.opt.Quota.Check(k.ID, e.limits, now, d.addLimit):
-		d.Code = UsageExceeded
 	default:
+		if v.opt.Quota != nil && e.hasQuotas {
+			qs, exceeded := v.opt.Quota.Check(k.ID, e.limits, now)
+			for _, s := range qs.States[:qs.N] {
+				d.addLimit(s)
+			}
+			if exceeded {
+				d.Code = UsageExceeded
+				return d, nil
+			}
+		}
 		d.Code = v.admit(&d, e, now, req.Units)
 	}
 	return d, nil
@@ -298,6 +323,11 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 	}
 	if n, ok := e.limits["units_per_minute"]; ok {
 		e.upm = n
+	}
+	for name := range e.limits {
+		if _, w, err := plan.SplitLimitName(name); err == nil && w != plan.Minute {
+			e.hasQuotas = true
+		}
 	}
 	// Stored restrictions were validated when written; a parse failure
 	// here means a corrupt record, which must not widen access.
