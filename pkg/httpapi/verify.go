@@ -114,6 +114,11 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) err
 	if d.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
 	}
-	writeJSON(w, http.StatusOK, DecisionBody(&d))
+	buf := appendDecision(make([]byte, 0, 1024), &d)
+	buf = append(buf, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(buf)
 	return nil
 }
