@@ -7,6 +7,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
@@ -29,12 +30,16 @@ import (
 	"github.com/keyplane/keyplane/pkg/wire"
 )
 
-// plannedEntryPoints are functions that infra/ deploys before register.go
-// registers them (issue 6 lands the Terraform first). Each may be absent
-// from register.go; the test logs which still are. Remove a name once it is
-// registered: from then on the ordinary drift check covers it.
-var plannedEntryPoints = map[string]bool{
-	"Sweep": true,
+// plannedEntryPoints are functions that infra/ describes before register.go
+// registers them (issue 6 lands the Terraform first), each with the bool
+// variable that deploys it. The variable defaults to false, so that the
+// documented deploy builds only registered functions; with it set true the
+// entry point may still be absent from register.go (the test logs which
+// still are). Once it is registered, deploy it by default (drop the
+// variable or default it to true) and remove it here: from then on the
+// ordinary drift check covers it.
+var plannedEntryPoints = map[string]string{
+	"Sweep": "enable_sweep",
 }
 
 // requiredEnv is what every function must have set: GOOGLE_CLOUD_PROJECT
@@ -238,12 +243,114 @@ func blocks(body *hclsyntax.Body, typ string) []*hclsyntax.Block {
 	return out
 }
 
-// functionEntries returns local.functions: short name → its attributes.
-func functionEntries(t *testing.T, m *module) map[string]map[string]hclsyntax.Expression {
+// variableDefaults returns var.X → its default, for every variable whose
+// default is a literal (null included).
+func variableDefaults(t *testing.T, m *module) map[string]cty.Value {
+	t.Helper()
+	out := map[string]cty.Value{}
+	for _, body := range m.bodies {
+		for _, b := range body.Blocks {
+			if b.Type != "variable" || len(b.Labels) != 1 {
+				continue
+			}
+			a, ok := b.Body.Attributes["default"]
+			if !ok {
+				continue
+			}
+			if v, diags := a.Expr.Value(nil); !diags.HasErrors() {
+				out[b.Labels[0]] = v
+			}
+		}
+	}
+	return out
+}
+
+// config is one set of variable values the function set is checked with.
+type config struct {
+	name string
+	vars map[string]cty.Value
+}
+
+// configs returns the configurations the tests evaluate local.functions
+// in: every variable at its default (the documented deploy), and every
+// variable of plannedEntryPoints set to true.
+func configs(t *testing.T, m *module) []config {
+	t.Helper()
+	defaults := variableDefaults(t, m)
+	planned := maps.Clone(defaults)
+	var gates []string
+	for ep, gate := range plannedEntryPoints {
+		v, ok := defaults[gate]
+		if !ok || v.Type() != cty.Bool || v.IsNull() {
+			t.Fatalf("plannedEntryPoints[%q]: var.%s must be declared as a bool with a literal default", ep, gate)
+		}
+		if v.True() {
+			t.Errorf("var.%s defaults to true, which deploys %s although it is planned (not registered): default it to false", gate, ep)
+		}
+		planned[gate] = cty.True
+		gates = append(gates, "-var "+gate+"=true")
+	}
+	sort.Strings(gates)
+	out := []config{{name: "defaults", vars: defaults}}
+	if len(gates) > 0 {
+		out = append(out, config{name: strings.Join(gates, " "), vars: planned})
+	}
+	return out
+}
+
+// functionEntries returns local.functions as deployed with the variable
+// values vars: short name → its attributes. It evaluates the expression
+// statically: object constructors, merge(), conditionals on variables,
+// parentheses and local.X; anything else is an error.
+func functionEntries(t *testing.T, m *module, vars map[string]cty.Value) map[string]map[string]hclsyntax.Expression {
+	t.Helper()
+	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)}}
+	var eval func(e hclsyntax.Expression) map[string]hclsyntax.Expression
+	eval = func(e hclsyntax.Expression) map[string]hclsyntax.Expression {
+		switch e := e.(type) {
+		case *hclsyntax.ObjectConsExpr:
+			return objectItems(t, e, "local.functions")
+		case *hclsyntax.FunctionCallExpr:
+			if e.Name != "merge" {
+				t.Fatalf("%s: cannot evaluate %s() statically in local.functions; use merge() of objects", e.Range(), e.Name)
+			}
+			out := map[string]hclsyntax.Expression{}
+			for _, arg := range e.Args {
+				maps.Copy(out, eval(arg))
+			}
+			return out
+		case *hclsyntax.ConditionalExpr:
+			c, diags := e.Condition.Value(ctx)
+			if diags.HasErrors() || !c.IsKnown() || c.IsNull() || c.Type() != cty.Bool {
+				t.Fatalf("%s: cannot evaluate the condition statically (variables with literal defaults only): %s", e.Condition.Range(), diags.Error())
+			}
+			if c.True() {
+				return eval(e.TrueResult)
+			}
+			return eval(e.FalseResult)
+		case *hclsyntax.ParenthesesExpr:
+			return eval(e.Expression)
+		case *hclsyntax.ScopeTraversalExpr:
+			if tr := e.Traversal; tr.RootName() == "local" && len(tr) == 2 {
+				return eval(m.local(t, tr[1].(hcl.TraverseAttr).Name))
+			}
+		}
+		t.Fatalf("%s: cannot evaluate a %T in local.functions statically", e.Range(), e)
+		return nil
+	}
+	out := map[string]map[string]hclsyntax.Expression{}
+	for name, e := range eval(m.local(t, "functions")) {
+		out[name] = objectItems(t, e, "local.functions."+name)
+	}
+	return out
+}
+
+// allFunctionEntries returns every function some configuration deploys.
+func allFunctionEntries(t *testing.T, m *module) map[string]map[string]hclsyntax.Expression {
 	t.Helper()
 	out := map[string]map[string]hclsyntax.Expression{}
-	for name, e := range objectItems(t, m.local(t, "functions"), "local.functions") {
-		out[name] = objectItems(t, e, "local.functions."+name)
+	for _, c := range configs(t, m) {
+		maps.Copy(out, functionEntries(t, m, c.vars))
 	}
 	return out
 }
@@ -379,8 +486,23 @@ func TestFunctionsMatchRegisterGo(t *testing.T) {
 		t.Errorf("%s: functions are HTTP-triggered; CloudEvent functions are fed by push subscriptions (pubsub.tf)", fnBlock.DefRange())
 	}
 
+	pushed := pushTargets(t, m)
+	for _, c := range configs(t, m) {
+		checkFunctionSet(t, c, functionEntries(t, m, c.vars), registered, pushed)
+	}
+	for ep := range plannedEntryPoints {
+		if _, ok := registered[ep]; ok {
+			t.Errorf("%s is registered now: deploy it by default (drop var.%s or default it to true) and remove it from plannedEntryPoints", ep, plannedEntryPoints[ep])
+		}
+	}
+}
+
+// checkFunctionSet compares the functions one configuration deploys with
+// register.go's registrations.
+func checkFunctionSet(t *testing.T, c config, fns map[string]map[string]hclsyntax.Expression, registered map[string]string, pushed map[string]bool) {
+	t.Helper()
 	deployed := map[string]string{} // entry point → short name
-	for name, attrs := range functionEntries(t, m) {
+	for name, attrs := range fns {
 		e, ok := attrs["entry_point"]
 		if !ok {
 			t.Errorf("local.functions.%s has no entry_point", name)
@@ -392,14 +514,14 @@ func TestFunctionsMatchRegisterGo(t *testing.T) {
 			continue
 		}
 		if prev, dup := deployed[ep]; dup {
-			t.Errorf("entry point %s is deployed twice: %s and %s", ep, prev, name)
+			t.Errorf("[%s] entry point %s is deployed twice: %s and %s", c.name, ep, prev, name)
 		}
 		deployed[ep] = name
 	}
 
 	for ep, kind := range registered {
 		if _, ok := deployed[ep]; !ok {
-			t.Errorf("register.go registers %s (functions.%s) but local.functions deploys no function with entry_point %q", ep, kind, ep)
+			t.Errorf("[%s] register.go registers %s (functions.%s) but local.functions deploys no function with entry_point %q", c.name, ep, kind, ep)
 		}
 	}
 	var pending []string
@@ -407,25 +529,24 @@ func TestFunctionsMatchRegisterGo(t *testing.T) {
 		if _, ok := registered[ep]; ok {
 			continue
 		}
-		if plannedEntryPoints[ep] {
+		if gate, ok := plannedEntryPoints[ep]; ok && c.vars[gate].True() {
 			pending = append(pending, ep)
 			continue
 		}
-		t.Errorf("local.functions.%s deploys entry point %s, which register.go does not register (the build would fail)", name, ep)
+		t.Errorf("[%s] local.functions.%s deploys entry point %s, which register.go does not register (the build would fail)", c.name, name, ep)
 	}
 	sort.Strings(pending)
 	if len(pending) > 0 {
-		t.Logf("planned entry points not registered yet (deployed by infra/ ahead of the code): %s", strings.Join(pending, ", "))
+		t.Logf("[%s] planned entry points not registered yet (deployed by infra/ ahead of the code): %s", c.name, strings.Join(pending, ", "))
 	}
-	for ep := range plannedEntryPoints {
-		if _, ok := registered[ep]; ok {
-			t.Logf("%s is registered now: remove it from plannedEntryPoints", ep)
+	for ep, gate := range plannedEntryPoints {
+		if _, ok := deployed[ep]; !ok && c.vars[gate].True() {
+			t.Errorf("[%s] var.%s is set but local.functions deploys no function with entry_point %q", c.name, gate, ep)
 		}
 	}
 
 	// A CloudEvent function has no HTTP caller of its own: some push
 	// subscription must deliver to it.
-	pushed := pushTargets(t, m)
 	for ep, kind := range registered {
 		if kind != "CloudEvent" {
 			continue
@@ -561,7 +682,7 @@ func TestFunctionsGetRequiredEnvironment(t *testing.T) {
 	if !ok {
 		t.Fatalf("%s: service_config sets no environment_variables", sc[0].DefRange())
 	}
-	for name, fn := range functionEntries(t, m) {
+	for name, fn := range allFunctionEntries(t, m) {
 		env, err := envKeys(m, envAttr.Expr, fn)
 		if err != nil {
 			t.Fatalf("function %s: %v", name, err)
@@ -812,7 +933,7 @@ func TestSecretRolesMatchSecretManagerDoc(t *testing.T) {
 		return sortedKeys(set), sortedKeys(bare)
 	}
 
-	for name, fn := range functionEntries(t, m) {
+	for name, fn := range allFunctionEntries(t, m) {
 		keyPerms, keyBare := grants(name, "key_secret_roles", fn, "key_secrets")
 		var want []string
 		if methods, ok := keySecretMethods[name]; ok {
@@ -1102,4 +1223,100 @@ func TestPushRetryPoliciesMatchWire(t *testing.T) {
 				tc.sub, got.MinBackoff, got.MaxBackoff, got.MaxAttempts, tc.want.MinBackoff, tc.want.MaxBackoff, tc.want.MaxAttempts)
 		}
 	}
+}
+
+// TestGatedFunctionsReferencedOnlyWhenDeployed: a function that only some
+// configurations deploy (plannedEntryPoints) may be named directly
+// (local.functions.<name>, or an index into a resource with for_each =
+// local.functions) only inside a resource whose count or for_each depends
+// on its variable; anywhere else the plan fails when it is off.
+func TestGatedFunctionsReferencedOnlyWhenDeployed(t *testing.T) {
+	m := loadModule(t)
+	cs := configs(t, m)
+	always := functionEntries(t, m, cs[0].vars)
+	gateOf := map[string]string{} // short name → variable
+	for name, fn := range allFunctionEntries(t, m) {
+		if _, ok := always[name]; ok {
+			continue
+		}
+		ep, _ := literalString(fn["entry_point"])
+		gate, ok := plannedEntryPoints[ep]
+		if !ok {
+			t.Errorf("local.functions.%s is not deployed by default, but its entry point %q is not in plannedEntryPoints", name, ep)
+			continue
+		}
+		gateOf[name] = gate
+	}
+	if len(gateOf) == 0 {
+		return
+	}
+	perFunction := map[string]bool{} // "type.name" of resources with for_each = local.functions
+	for key, b := range m.resources {
+		if a, ok := b.Body.Attributes["for_each"]; ok && exprString(a.Expr) == "local.functions" {
+			perFunction[key] = true
+		}
+	}
+	// named returns the function a traversal names directly, if any.
+	named := func(tr hcl.Traversal) string {
+		if len(tr) < 3 {
+			return ""
+		}
+		a, ok := tr[1].(hcl.TraverseAttr)
+		if !ok {
+			return ""
+		}
+		if tr.RootName() == "local" && a.Name == "functions" || perFunction[tr.RootName()+"."+a.Name] {
+			switch s := tr[2].(type) {
+			case hcl.TraverseAttr:
+				return s.Name
+			case hcl.TraverseIndex:
+				if s.Key.Type() == cty.String {
+					return s.Key.AsString()
+				}
+			}
+		}
+		return ""
+	}
+	var refs func(body *hclsyntax.Body, fn func(hcl.Traversal))
+	refs = func(body *hclsyntax.Body, fn func(hcl.Traversal)) {
+		for _, a := range body.Attributes {
+			for _, tr := range a.Expr.Variables() {
+				fn(tr)
+			}
+		}
+		for _, b := range body.Blocks {
+			refs(b.Body, fn)
+		}
+	}
+	seen := 0
+	for _, body := range m.bodies {
+		for _, b := range body.Blocks {
+			guards := map[string]bool{} // variables the block's count / for_each use
+			if b.Type == "resource" || b.Type == "data" {
+				for _, arg := range []string{"count", "for_each"} {
+					if a, ok := b.Body.Attributes[arg]; ok {
+						for _, tr := range a.Expr.Variables() {
+							if tr.RootName() == "var" && len(tr) > 1 {
+								if at, ok := tr[1].(hcl.TraverseAttr); ok {
+									guards[at.Name] = true
+								}
+							}
+						}
+					}
+				}
+			}
+			refs(b.Body, func(tr hcl.Traversal) {
+				name := named(tr)
+				gate, ok := gateOf[name]
+				if !ok {
+					return
+				}
+				seen++
+				if !guards[gate] {
+					t.Errorf("%s: %s names function %s, which is deployed only with var.%s; put it in a resource with count = var.%s ? 1 : 0", tr.SourceRange(), traversalString(tr), name, gate, gate)
+				}
+			})
+		}
+	}
+	t.Logf("%d reference(s) to gated functions %v", seen, slices.Sorted(maps.Keys(gateOf)))
 }

@@ -51,8 +51,14 @@ variable "key_prefix" {
   }
 }
 
+variable "enable_sweep" {
+  description = "Deploy the Sweep function and its Cloud Scheduler job. Set true once register.go registers Sweep: until then, building the function fails."
+  type        = bool
+  default     = false
+}
+
 variable "sweep_schedule" {
-  description = "Cron schedule (UTC) of the abuse and quota sweep."
+  description = "Cron schedule (UTC) of the abuse and quota sweep (with enable_sweep)."
   type        = string
   default     = "*/5 * * * *"
 }
