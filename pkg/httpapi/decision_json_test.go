@@ -16,7 +16,7 @@ func decisionFor(code verify.Code, k *store.Key, retry time.Duration) verify.Dec
 func TestAppendDecisionMatchesEncodingJSON(t *testing.T) {
 	exp := time.Date(2030, 1, 2, 3, 4, 5, 600, time.UTC)
 	full := &store.Key{ID: "key_0123456789abcdef", Owner: "acct_1", Plan: "pro", Scopes: []string{"embed", "generate"},
-		Metadata: map[string]string{"z": "last", "a": "quote \" slash \\ <tag> & \n\t\x01 \u2028 é 🙂", "m": "\xff bad utf8"},
+		Metadata:  map[string]string{"z": "last", "a": "quote \" slash \\ <tag> & \n\t\x01 \u2028 é 🙂", "m": "\xff bad utf8"},
 		ExpiresAt: &exp}
 	for name, d := range map[string]verify.Decision{
 		"not found":    decisionFor(verify.NotFound, nil, 0),
