@@ -25,17 +25,12 @@ type verifyRequest struct {
 
 // decodeVerifyRequest parses and validates a verify body.
 func decodeVerifyRequest(body []byte) (verify.Request, error) {
-	var req verifyRequest
-	if len(bytes.TrimSpace(body)) == 0 {
-		return verify.Request{}, errs.E(errs.Invalid, "request body is required: {\"key\": \"…\"}")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return verify.Request{}, errs.E(errs.Invalid, "request body: %s", describeJSONError(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return verify.Request{}, errs.E(errs.Invalid, "request body: unexpected data after the JSON object")
+	req, ok := scanVerifyRequest(body)
+	if !ok {
+		var err error
+		if req, err = decodeVerifyJSON(body); err != nil {
+			return verify.Request{}, err
+		}
 	}
 	switch {
 	case req.Key == "":
@@ -50,6 +45,24 @@ func decodeVerifyRequest(body []byte) (verify.Request, error) {
 		return verify.Request{}, errs.E(errs.Invalid, "referrer must be at most 2048 characters")
 	}
 	return verify.Request{Key: req.Key, Scope: req.Scope, IP: req.IP, Referrer: req.Referrer, Units: req.Units}, nil
+}
+
+// decodeVerifyJSON is the strict encoding/json decoding of a verify body:
+// the reference semantics, used whenever scanVerifyRequest declines.
+func decodeVerifyJSON(body []byte) (verifyRequest, error) {
+	var req verifyRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, errs.E(errs.Invalid, "request body is required: {\"key\": \"…\"}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, errs.E(errs.Invalid, "request body: %s", describeJSONError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, errs.E(errs.Invalid, "request body: unexpected data after the JSON object")
+	}
+	return req, nil
 }
 
 // LimitJSON is one limit's state in a verify decision.

@@ -53,3 +53,29 @@ func FuzzDecodeVerifyRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanVerifyRequest: wherever the fast scanner accepts a body,
+// encoding/json accepts it too and decodes the same request.
+func FuzzScanVerifyRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"key": "kp_live_abc", "scope": "generate", "ip": "::1", "referrer": "https://a.b/c", "units": 3}`,
+		`{"key":"k","units":-0}`, `{"key":"k","units":007}`, `{"KEY":"k"}`, `{"key":"k","key":"l"}`,
+		`{"key":"\u00e9"}`, `{"key":"é"}`, "{\"key\":\"\xff\"}", `{"units":9223372036854775807}`,
+		`{"units":9223372036854775808}`, `{"units":1e3}`, `{}`, ` { } `, `{"key":"k",}`, `{"key":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := scanVerifyRequest(body)
+		if !ok {
+			return
+		}
+		slow, err := decodeVerifyJSON(body)
+		if err != nil {
+			t.Fatalf("scanner accepted %q, encoding/json refused it: %v", body, err)
+		}
+		if fast != slow {
+			t.Fatalf("%q: scanner %+v, encoding/json %+v", body, fast, slow)
+		}
+	})
+}
