@@ -9,7 +9,7 @@ import (
 	"github.com/keyplane/keyplane/pkg/verify"
 )
 
-// appendDecision appends the JSON of DecisionBody(d) to b without
+// appendDecision appends the JSON of a verify decision (API.md) to b without
 // reflection or maps: verify answers every request of a customer's API,
 // and encoding/json was its largest cost after net/http itself
 // (docs/benchmarks.md). TestAppendDecisionMatchesEncodingJSON keeps the two

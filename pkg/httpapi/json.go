@@ -25,17 +25,26 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Write(append(b, '\n'))
 }
 
-// decode reads at most limit bytes of JSON into v, rejecting unknown
-// fields and trailing data. An empty body leaves v unchanged when
-// optional is true.
-func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, optional bool) error {
+// readBody reads at most limit bytes of the request body: 413 above it.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return errs.E(errs.TooLarge, "request body is larger than %d bytes", limit)
+			return nil, errs.E(errs.TooLarge, "request body is larger than %d bytes", limit)
 		}
-		return errs.Wrap(errs.Invalid, err, "reading the request body failed")
+		return nil, errs.Wrap(errs.Invalid, err, "reading the request body failed")
+	}
+	return body, nil
+}
+
+// decode reads at most limit bytes of JSON into v, rejecting unknown
+// fields and trailing data. An empty body leaves v unchanged when
+// optional is true.
+func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, optional bool) error {
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if optional {

@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"encoding/csv"
-	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -21,13 +19,9 @@ const UsageBodyLimit = 1 << 20
 // postUsage is the usage webhook: Standard Webhooks signature, whole-batch
 // validation, and 202 only once the queue has acknowledged the events.
 func (s *Server) postUsage(w http.ResponseWriter, r *http.Request, _ string) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, UsageBodyLimit))
+	body, err := readBody(w, r, UsageBodyLimit)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errs.E(errs.TooLarge, "request body is larger than %d bytes", UsageBodyLimit)
-		}
-		return errs.Wrap(errs.Invalid, err, "reading the request body failed")
+		return err
 	}
 	now := s.now()
 	if _, err := webhook.Verify(s.WebhookSecrets, r.Header, body, now, webhook.DefaultTolerance); err != nil {

@@ -73,48 +73,10 @@ type LimitJSON struct {
 	ResetAt   time.Time `json:"reset_at"`
 }
 
-// DecisionJSON is the body of a verify answer (API.md, "Verify decision").
-// It never holds the secret.
-type DecisionJSON struct {
-	Valid      bool                 `json:"valid"`
-	Code       verify.Code          `json:"code"`
-	KeyID      string               `json:"key_id,omitempty"`
-	Owner      string               `json:"owner,omitempty"`
-	Plan       string               `json:"plan,omitempty"`
-	Scopes     []string             `json:"scopes,omitempty"`
-	Metadata   map[string]string    `json:"metadata,omitempty"`
-	ExpiresAt  *time.Time           `json:"expires_at,omitempty"`
-	Limits     map[string]LimitJSON `json:"limits,omitempty"`
-	RetryAfter int64                `json:"retry_after,omitempty"` // seconds, with RATE_LIMITED
-}
-
-// DecisionBody renders a decision.
-func DecisionBody(d *verify.Decision) DecisionJSON {
-	out := DecisionJSON{Valid: d.Valid(), Code: d.Code}
-	if k := d.Key; k != nil {
-		out.KeyID, out.Owner, out.Plan, out.Scopes, out.Metadata, out.ExpiresAt = k.ID, k.Owner, k.Plan, k.Scopes, k.Metadata, k.ExpiresAt
-	}
-	if ls := d.Limits(); len(ls) > 0 {
-		out.Limits = make(map[string]LimitJSON, len(ls))
-		for _, l := range ls {
-			j := LimitJSON{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
-			if l.HasUsed {
-				used := l.Used
-				j.Used = &used
-			}
-			out.Limits[l.Name] = j
-		}
-	}
-	if d.RetryAfter > 0 {
-		out.RetryAfter = int64((d.RetryAfter + time.Second - 1) / time.Second)
-	}
-	return out
-}
-
 func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, VerifyBodyLimit))
+	body, err := readBody(w, r, VerifyBodyLimit)
 	if err != nil {
-		return errs.E(errs.TooLarge, "request body is larger than %d bytes", VerifyBodyLimit)
+		return err
 	}
 	req, err := decodeVerifyRequest(body)
 	if err != nil {
