@@ -59,17 +59,29 @@ func newEnv(t *testing.T, st store.Store) *env {
 }
 
 // crash simulates a process dying right after a named write has
-// committed: that call and every later call fail until restart.
+// committed: that call and every later call fail until restart. With
+// survive set, only that call fails (a write whose answer was lost, in a
+// process that lives on).
 type crash struct {
-	mu    sync.Mutex
-	after string // method name whose success triggers the crash
-	dead  bool
+	mu      sync.Mutex
+	after   string // method name whose success triggers the crash
+	dead    bool
+	survive bool
 }
 
 var errCrashed = errs.E(errs.Unavailable, "simulated crash")
 
-func (c *crash) arm(method string) { c.mu.Lock(); c.after, c.dead = method, false; c.mu.Unlock() }
-func (c *crash) restart()          { c.mu.Lock(); c.after, c.dead = "", false; c.mu.Unlock() }
+func (c *crash) arm(method string) {
+	c.mu.Lock()
+	c.after, c.dead, c.survive = method, false, false
+	c.mu.Unlock()
+}
+func (c *crash) failOnce(method string) {
+	c.mu.Lock()
+	c.after, c.dead, c.survive = method, false, true
+	c.mu.Unlock()
+}
+func (c *crash) restart() { c.mu.Lock(); c.after, c.dead = "", false; c.mu.Unlock() }
 
 // before fails calls made after the crash.
 func (c *crash) before() error {
@@ -86,7 +98,7 @@ func (c *crash) afterWrite(method string, err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil && c.after == method {
-		c.dead = true
+		c.after, c.dead = "", !c.survive
 		return errCrashed
 	}
 	return err
@@ -254,17 +266,19 @@ func TestCrashAfterEachWriteThenRetryReturnsSameKey(t *testing.T) {
 func TestFailedWriteReleasesLeaseForImmediateRetry(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	e.crash.arm("CreateKeySecret")
-	e.svc.Create(ctx, "admin", req, "idem-2")
-	e.crash.restart()
-	// A failure the process survives releases the lease, but here the
-	// process "died", so the lease stands; emulate the surviving case by
-	// releasing as the service does.
-	if err := e.store.ReleaseIdempotency(ctx, "POST /v1/keys idem-2"); err != nil {
-		t.Fatal(err)
+	e.crash.failOnce("CreateKeySecret") // the process survives the failure
+	if _, err := e.svc.Create(ctx, "admin", req, "idem-2"); !errors.Is(err, errCrashed) {
+		t.Fatalf("Create = %v, want the injected failure", err)
 	}
-	if _, err := e.svc.Create(ctx, "admin", req, "idem-2"); err != nil {
-		t.Fatalf("retry after release: %v", err)
+	// No clock advance: the lease must have been released by the service,
+	// or this retry would be told to wait (Conflict).
+	c, err := e.svc.Create(ctx, "admin", req, "idem-2")
+	if err != nil {
+		t.Fatalf("immediate retry after a survived failure: %v", err)
+	}
+	e.checkConsistent(t)
+	if ks := e.allKeys(t); len(ks) != 1 || ks[0].ID != c.Key.ID {
+		t.Fatalf("%d keys after the retry, want exactly the returned one", len(ks))
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/keyplane/keyplane/pkg/plan"
 	"github.com/keyplane/keyplane/pkg/secrets/filevault"
 	"github.com/keyplane/keyplane/pkg/store/sqlite"
+	"github.com/keyplane/keyplane/pkg/usage"
+	ledgersqlite "github.com/keyplane/keyplane/pkg/usage/ledger/sqlite"
 	"github.com/keyplane/keyplane/pkg/verify"
 )
 
@@ -35,9 +37,15 @@ import (
 const benchPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
   "limits": {"requests_per_minute": 1000000000000, "units_per_minute": 1000000000000}}}}`
 
+// benchQuotaPlans adds day and month quotas, answered from the metering
+// cache (usage.Quotas) as in keyplane serve and the Verify function.
+const benchQuotaPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"], "limits": {
+  "requests_per_minute": 1000000000000, "requests_per_day": 1000000000000, "units_per_month": 1000000000000}}}}`
+
 // benchVerifier returns a Verifier on a fresh SQLite store holding one
-// active key, and that key.
-func benchVerifier(b *testing.B) (*verify.Verifier, string) {
+// active key on plans' "bench" plan, and that key. With quotas, the
+// Verifier checks day and month quotas against a SQLite usage ledger.
+func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifier, string) {
 	b.Helper()
 	dir := b.TempDir()
 	st, err := sqlite.Open(filepath.Join(dir, "k.db"))
@@ -51,7 +59,7 @@ func benchVerifier(b *testing.B) (*verify.Verifier, string) {
 	}
 	b.Cleanup(func() { vault.Close() })
 	h, _ := apikey.NewHasher(bytes.Repeat([]byte("k"), 32))
-	plans, err := plan.Parse([]byte(benchPlans), false)
+	plans, err := plan.Parse([]byte(plansJSON), false)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,7 +69,16 @@ func benchVerifier(b *testing.B) (*verify.Verifier, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return verify.New(st, h, plans, clock.Real{}, &verify.Options{Logger: discard}), c.Secret
+	opts := &verify.Options{Logger: discard}
+	if quotas {
+		ledger, err := ledgersqlite.Open(filepath.Join(dir, "usage.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { ledger.Close() })
+		opts.Quota = usage.NewQuotas(ledger, clock.Real{}, 0, discard)
+	}
+	return verify.New(st, h, plans, clock.Real{}, opts), c.Secret
 }
 
 // warm verifies req once, so that the key (or its miss) is cached, and
@@ -77,7 +94,23 @@ func warm(b *testing.B, v *verify.Verifier, req verify.Request, want verify.Code
 // BenchmarkVerifyCached is a VALID verify of a cached key with a scope.
 // Target: ≤ 1 µs and ≤ 2 allocs per op.
 func BenchmarkVerifyCached(b *testing.B) {
-	v, key := benchVerifier(b)
+	v, key := benchVerifier(b, benchPlans, false)
+	req := verify.Request{Key: key, Scope: "generate", Units: 1}
+	warm(b, v, req, verify.Valid)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := v.Verify(ctx, req)
+		if err != nil || d.Code != verify.Valid {
+			b.Fatalf("Verify = %s, %v", d.Code, err)
+		}
+	}
+}
+
+// BenchmarkVerifyCachedWithQuotas is BenchmarkVerifyCached for a key with
+// day and month quotas.
+func BenchmarkVerifyCachedWithQuotas(b *testing.B) {
+	v, key := benchVerifier(b, benchQuotaPlans, true)
 	req := verify.Request{Key: key, Scope: "generate", Units: 1}
 	warm(b, v, req, verify.Valid)
 	ctx := context.Background()
@@ -94,7 +127,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 // goroutines, all on the same key (the worst case for the cache's and the
 // rate window's locks).
 func BenchmarkVerifyCachedParallel(b *testing.B) {
-	v, key := benchVerifier(b)
+	v, key := benchVerifier(b, benchPlans, false)
 	req := verify.Request{Key: key, Scope: "generate", Units: 1}
 	warm(b, v, req, verify.Valid)
 	b.ReportAllocs()
@@ -114,7 +147,7 @@ func BenchmarkVerifyCachedParallel(b *testing.B) {
 // BenchmarkVerifyUnknownKeyNegativeCached is a NOT_FOUND verify of a
 // well-formed key that matches no key, after its miss has been cached.
 func BenchmarkVerifyUnknownKeyNegativeCached(b *testing.B) {
-	v, _ := benchVerifier(b)
+	v, _ := benchVerifier(b, benchPlans, false)
 	unknown, _ := apikey.Generate("kp_live")
 	req := verify.Request{Key: unknown, Scope: "generate"}
 	warm(b, v, req, verify.NotFound)
@@ -133,7 +166,7 @@ func BenchmarkVerifyUnknownKeyNegativeCached(b *testing.B) {
 // the store and records a miss in the (bounded) negative cache. The time
 // includes generating the key (apikey.Generate, crypto/rand).
 func BenchmarkVerifyUnknownKeyStoreMiss(b *testing.B) {
-	v, _ := benchVerifier(b)
+	v, _ := benchVerifier(b, benchPlans, false)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -148,7 +181,7 @@ func BenchmarkVerifyUnknownKeyStoreMiss(b *testing.B) {
 // BenchmarkVerifyMalformedKey is a NOT_FOUND for a key with a bad
 // checksum: decided by the parse alone.
 func BenchmarkVerifyMalformedKey(b *testing.B) {
-	v, key := benchVerifier(b)
+	v, key := benchVerifier(b, benchPlans, false)
 	bad := []byte(key)
 	bad[10] ^= 1 // still base62, checksum now wrong
 	req := verify.Request{Key: string(bad)}

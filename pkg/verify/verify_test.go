@@ -294,15 +294,24 @@ func TestDisableReachesCachedVerifierWithinOnePoll(t *testing.T) {
 func TestNewKeyIsFoundAfterACachedMiss(t *testing.T) {
 	e := newEnv(t, nil)
 	v := e.verifier(nil)
-	// Remember a miss for a key's hash, then create that key: the feed
-	// must clear the miss within one poll (found here by creating a key
-	// and then probing with it before and after).
-	k := e.create(t, keys.CreateRequest{})
-	e.keys.Revoke(context.Background(), "t", k.Key.ID, "")
-	check(t, v, verify.Request{Key: k.Secret}, verify.Revoked)
-	fresh := e.create(t, keys.CreateRequest{})
+	plaintext, _ := apikey.Generate("kp_test")
+	check(t, v, verify.Request{Key: plaintext}, verify.NotFound) // the miss is cached
+	check(t, v, verify.Request{Key: plaintext}, verify.NotFound)
+	if n := e.store.lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups for a repeated unknown key, want 1 (negative cache)", n)
+	}
+	// Now a key with exactly that plaintext appears, as provisioning
+	// elsewhere would store it. The feed must clear the cached miss
+	// within one poll.
+	now := e.clock.Now()
+	k := &store.Key{ID: "key_0123456789abcdef", Owner: "acct", Plan: "free", Scopes: []string{"generate"},
+		Status: store.Active, Prefix: "kp_test", Last4: apikey.Last4(plaintext), Hash: e.hasher.Sum(plaintext),
+		CreatedAt: now, UpdatedAt: now}
+	if err := e.store.Activate(context.Background(), k, store.AuditEntry{Time: now, Actor: "t", Action: "key.create", KeyID: k.ID}); err != nil {
+		t.Fatal(err)
+	}
 	e.clock.Advance(time.Second)
-	check(t, v, verify.Request{Key: fresh.Secret}, verify.Valid)
+	check(t, v, verify.Request{Key: plaintext}, verify.Valid)
 }
 
 func TestNegativeCacheIsBounded(t *testing.T) {
