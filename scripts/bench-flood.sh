@@ -21,29 +21,11 @@ DURATION=${DURATION:-60s}
 CONNS=${CONNS:-32}
 LEVEL=${KEYPLANE_LOG_LEVEL:-error}
 
-for tool in curl python3 go; do
-  command -v "$tool" >/dev/null || { echo "bench-flood: $tool is not installed" >&2; exit 1; }
-done
-cd "$(dirname "$0")/.."
-
-tmp=$(mktemp -d)
-chmod 700 "$tmp"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(go version | cut -d' ' -f3)"
-if [[ -n "${KEYPLANE_BIN:-}" ]]; then
-  cp "$KEYPLANE_BIN" "$tmp/keyplane"
-else
-  go build -o "$tmp/keyplane" ./cmd/keyplane
-fi
+BENCH_NAME=bench-flood
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "$0")/bench-common.sh"
+echo "== machine: $machine"
 go build -o "$tmp/benchflood" ./scripts/benchflood
-token=$(python3 -c 'import secrets; print("kpadm_bench_" + secrets.token_hex(16))')
 
 # run NAME MODE: a fresh server, a key, then the flood (MODE random or valid).
 run() {

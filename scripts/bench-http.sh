@@ -34,32 +34,12 @@ RATE=${RATE:-5000}
 RATE_DURATION=${RATE_DURATION:-10s}
 RATE_ROUNDS=${RATE_ROUNDS:-2}
 
-command -v wrk >/dev/null || { echo "bench-http: wrk is not installed (apt-get install -y wrk)" >&2; exit 1; }
-for tool in curl python3 go; do
-  command -v "$tool" >/dev/null || { echo "bench-http: $tool is not installed" >&2; exit 1; }
-done
-cd "$(dirname "$0")/.."
-
-tmp=$(mktemp -d)
-chmod 700 "$tmp"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(go version | cut -d' ' -f3), wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2)"
-if [[ -n "${KEYPLANE_BIN:-}" ]]; then
-  cp "$KEYPLANE_BIN" "$tmp/keyplane"
-else
-  go build -o "$tmp/keyplane" ./cmd/keyplane
-fi
+BENCH_NAME=bench-http BENCH_TOOLS=wrk
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "$0")/bench-common.sh"
+echo "== machine: $machine, wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2)"
 go build -o "$tmp/benchbare" ./scripts/benchbare
 go build -o "$tmp/benchrate" ./scripts/benchrate
-
-token=$(python3 -c 'import secrets; print("kpadm_bench_" + secrets.token_hex(16))')
 
 # wait_url FILE: print the http://127.0.0.1:port a server printed to FILE.
 wait_url() {
