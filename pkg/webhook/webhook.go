@@ -56,9 +56,6 @@ func NewSecret() string {
 	return secretPrefix + base64.StdEncoding.EncodeToString(b)
 }
 
-// String returns the secret in its "whsec_" form.
-func (s Secret) String() string { return secretPrefix + base64.StdEncoding.EncodeToString(s) }
-
 // Sign returns the "v1,<base64>" signature of a message.
 func (s Secret) Sign(id string, ts time.Time, body []byte) string {
 	m := hmac.New(sha256.New, s)

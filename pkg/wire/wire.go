@@ -575,12 +575,6 @@ func AdminToken(ctx context.Context, v secrets.Vault) (string, error) {
 	return string(b), err
 }
 
-// WebhookSecret returns the newest usage webhook secret stored in the vault.
-func WebhookSecret(ctx context.Context, v secrets.Vault) (string, error) {
-	b, err := v.Secret(ctx, secrets.WebhookSecret)
-	return string(b), err
-}
-
 // RunBackground runs the periodic work of a long-lived process (keyplane
 // serve) until ctx ends: polling the verifier's change feed, consuming the
 // usage queue, delivering owner notifications, and reaping abandoned
