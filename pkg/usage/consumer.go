@@ -129,9 +129,6 @@ func (c *Consumer) owner(ctx context.Context, keyID string) (string, error) {
 
 func (c *Consumer) deadLetter(ctx context.Context, d DeadLetter, now time.Time) error {
 	d.Time = now
-	if len(d.Payload) > 64<<10 {
-		d.Payload = d.Payload[:64<<10]
-	}
 	if err := c.ledger.AddDeadLetter(ctx, d); err != nil {
 		return fmt.Errorf("recording a dead letter: %w", err)
 	}

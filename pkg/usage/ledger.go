@@ -92,8 +92,8 @@ type Ledger interface {
 	// ActiveKeys returns one page of ids of keys with usage in the window,
 	// ordered by key id (for the sweep: it reads only keys with usage).
 	ActiveKeys(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error)
-	// AddDeadLetter records a dead letter. Recording the same ID twice
-	// keeps one.
+	// AddDeadLetter records a dead letter, its payload cut to 64 KiB.
+	// Recording the same ID twice keeps the first.
 	AddDeadLetter(ctx context.Context, d DeadLetter) error
 	// ListDeadLetters returns dead letters, newest first.
 	ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]DeadLetter, string, error)

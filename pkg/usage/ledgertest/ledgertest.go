@@ -96,6 +96,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"ActiveKeysListsOnlyKeysWithUsageInWindow", testActiveKeysListsOnlyKeysWithUsageInWindow},
 
 		{"DeadLettersRecordedOnceNewestFirst", testDeadLettersRecordedOnceNewestFirst},
+		{"DeadLetterPayloadIsCutTo64KiB", testDeadLetterPayloadIsCutTo64KiB},
 
 		{"BadQueryIsInvalid", testBadQueryIsInvalid},
 	}
@@ -797,5 +798,22 @@ func testBadQueryIsInvalid(t *testing.T, h Harness) {
 		wantKind(t, fmt.Sprintf("OwnerTotals(window %q)", w), err, errs.Invalid)
 		_, _, err = l.ActiveKeys(ctx, w, start, 10, "")
 		wantKind(t, fmt.Sprintf("ActiveKeys(window %q)", w), err, errs.Invalid)
+	}
+}
+
+func testDeadLetterPayloadIsCutTo64KiB(t *testing.T, h Harness) {
+	big := make([]byte, 100<<10)
+	for i := range big {
+		big[i] = byte('a' + i%26)
+	}
+	if err := h.Ledger.AddDeadLetter(t.Context(), usage.DeadLetter{ID: "big", Time: monthEnd, Reason: "invalid_event", Payload: big}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := h.Ledger.ListDeadLetters(t.Context(), 10, "")
+	if err != nil || len(got) != 1 {
+		t.Fatalf("ListDeadLetters = %d letters, %v; want 1", len(got), err)
+	}
+	if n := len(got[0].Payload); n != 64<<10 || string(got[0].Payload) != string(big[:64<<10]) {
+		t.Errorf("stored payload is %d bytes, want the first %d", n, 64<<10)
 	}
 }
