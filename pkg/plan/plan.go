@@ -14,10 +14,13 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Metrics and windows that limits may name.
+// Metrics that limits may name, the windows usage is counted in, and the
+// windows limits may name. Hour is counted (for the sweep's spike rule and
+// usage queries) but is not a limit window.
 var (
-	Metrics = []string{"requests", "units", "bytes"}
-	Windows = []Window{Minute, Day, Month}
+	Metrics      = []string{"requests", "units", "bytes"}
+	Windows      = []Window{Minute, Hour, Day, Month}
+	LimitWindows = []Window{Minute, Day, Month}
 )
 
 // Window is a counting window.
@@ -26,6 +29,7 @@ type Window string
 // The windows.
 const (
 	Minute Window = "minute"
+	Hour   Window = "hour"
 	Day    Window = "day"
 	Month  Window = "month"
 )
@@ -33,10 +37,10 @@ const (
 // ParseWindow validates a window name.
 func ParseWindow(s string) (Window, error) {
 	switch w := Window(s); w {
-	case Minute, Day, Month:
+	case Minute, Hour, Day, Month:
 		return w, nil
 	}
-	return "", fmt.Errorf("window must be one of minute, day, month; got %q", s)
+	return "", fmt.Errorf("window must be one of minute, hour, day, month; got %q", s)
 }
 
 // Bounds returns the UTC window of kind w that contains t: [start, end).
@@ -46,6 +50,9 @@ func (w Window) Bounds(t time.Time) (start, end time.Time) {
 	case Minute:
 		start = t.Truncate(time.Minute)
 		return start, start.Add(time.Minute)
+	case Hour:
+		start = t.Truncate(time.Hour)
+		return start, start.Add(time.Hour)
 	case Day:
 		start = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 		return start, start.AddDate(0, 0, 1)
@@ -64,9 +71,9 @@ func SplitLimitName(name string) (metric string, w Window, err error) {
 	if !ok || !slices.Contains(Metrics, m) {
 		return "", "", fmt.Errorf("unknown limit %q: limits are <metric>_per_<window>, metric one of %s, window one of minute, day, month", name, strings.Join(Metrics, ", "))
 	}
-	w, err = ParseWindow(ws)
-	if err != nil {
-		return "", "", fmt.Errorf("unknown limit %q: %w", name, err)
+	w = Window(ws)
+	if !slices.Contains(LimitWindows, w) {
+		return "", "", fmt.Errorf("unknown limit %q: the window of a limit must be one of minute, day, month", name)
 	}
 	return m, w, nil
 }
@@ -100,6 +107,76 @@ type Plan struct {
 	Name   string   `json:"-"`
 	Scopes []string `json:"scopes"`
 	Limits Limits   `json:"limits"`
+	// Abuse are the rules the sweep disables a key of this plan by,
+	// beyond its quotas. Absent rules are off.
+	Abuse Abuse `json:"abuse,omitzero"`
+}
+
+// Abuse holds a plan's abuse rules (see pkg/sweep for how each is
+// applied). A key disabled by one stays disabled until an operator
+// enables it.
+type Abuse struct {
+	Spike       *SpikeRule       `json:"spike,omitempty"`
+	DistinctIPs *DistinctIPsRule `json:"distinct_ips,omitempty"`
+}
+
+// SpikeRule flags a key whose usage of Metric in the current hour is over
+// Factor times its trailing hourly average and over Floor.
+type SpikeRule struct {
+	Metric string  `json:"metric,omitempty"` // requests (default), units or bytes
+	Factor float64 `json:"factor,omitempty"` // default 10, at least 2
+	Floor  int64   `json:"floor"`            // at least 1: usage in an hour below this never trips the rule
+}
+
+// DistinctIPsRule flags a key used from more than MaxPerDay distinct
+// client IPs (as verify sees them) in a UTC day.
+type DistinctIPsRule struct {
+	MaxPerDay int `json:"max_per_day"` // 1..MaxDistinctIPsPerDay
+}
+
+// Defaults and bounds of the abuse rules.
+const (
+	DefaultSpikeFactor   = 10
+	MinSpikeFactor       = 2
+	MaxDistinctIPsPerDay = 1000
+)
+
+// validate checks r and fills in its defaults.
+func (a *Abuse) validate() error {
+	if r := a.Spike; r != nil {
+		if r.Metric == "" {
+			r.Metric = "requests"
+		}
+		if !slices.Contains(Metrics, r.Metric) {
+			return fmt.Errorf("abuse.spike.metric must be one of %s, got %q", strings.Join(Metrics, ", "), r.Metric)
+		}
+		if r.Factor == 0 {
+			r.Factor = DefaultSpikeFactor
+		}
+		if r.Factor < MinSpikeFactor || r.Factor > 1e6 {
+			return fmt.Errorf("abuse.spike.factor must be between %d and 1000000, got %g", MinSpikeFactor, r.Factor)
+		}
+		if r.Floor < 1 {
+			return fmt.Errorf("abuse.spike.floor must be at least 1 (usage in an hour below it never trips the rule), got %d", r.Floor)
+		}
+	}
+	if r := a.DistinctIPs; r != nil && (r.MaxPerDay < 1 || r.MaxPerDay > MaxDistinctIPsPerDay) {
+		return fmt.Errorf("abuse.distinct_ips.max_per_day must be between 1 and %d, got %d", MaxDistinctIPsPerDay, r.MaxPerDay)
+	}
+	return nil
+}
+
+// clone returns a deep copy of a.
+func (a Abuse) clone() Abuse {
+	if a.Spike != nil {
+		r := *a.Spike
+		a.Spike = &r
+	}
+	if a.DistinctIPs != nil {
+		r := *a.DistinctIPs
+		a.DistinctIPs = &r
+	}
+	return a
 }
 
 // Catalog is the set of plans a deployment offers.
@@ -161,7 +238,10 @@ func NewCatalog(f File) (*Catalog, error) {
 		if err := p.Limits.Validate(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}
-		cp := &Plan{Name: name, Scopes: slices.Clone(p.Scopes), Limits: Limits{}.With(p.Limits)}
+		cp := &Plan{Name: name, Scopes: slices.Clone(p.Scopes), Limits: Limits{}.With(p.Limits), Abuse: p.Abuse.clone()}
+		if err := cp.Abuse.validate(); err != nil {
+			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
+		}
 		slices.Sort(cp.Scopes)
 		cp.Scopes = slices.Compact(cp.Scopes)
 		c.plans[name] = cp
@@ -186,10 +266,16 @@ func Builtin() *Catalog {
 		"free": {Scopes: scopes, Limits: Limits{
 			"requests_per_minute": 15, "requests_per_day": 1_500,
 			"units_per_minute": 1_000_000, "units_per_day": 50_000_000,
+		}, Abuse: Abuse{
+			Spike:       &SpikeRule{Metric: "requests", Factor: 10, Floor: 500},
+			DistinctIPs: &DistinctIPsRule{MaxPerDay: 20},
 		}},
 		"pro": {Scopes: scopes, Limits: Limits{
 			"requests_per_minute": 1_000, "requests_per_day": 100_000,
 			"units_per_minute": 4_000_000, "units_per_month": 2_000_000_000,
+		}, Abuse: Abuse{
+			Spike:       &SpikeRule{Metric: "requests", Factor: 20, Floor: 20_000},
+			DistinctIPs: &DistinctIPsRule{MaxPerDay: 200},
 		}},
 		"enterprise": {Scopes: append(scopes, "tune"), Limits: Limits{
 			"requests_per_minute": 10_000, "units_per_minute": 30_000_000,

@@ -51,6 +51,11 @@ func TestInvalidPlansFileNamesTheProblem(t *testing.T) {
 		{`{"plans": {"tiny": {"scopes": []}}}`, `at least one scope`},
 		{`{"plans": {"tiny": {"scopes": ["g"]}}, "default": "big"}`, `default plan "big"`},
 		{`{"plans": `, `unexpected EOF`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"spike": {"factor": 5}}}}}`, `abuse.spike.floor must be at least 1`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"spike": {"floor": 5, "factor": 1.5}}}}}`, `abuse.spike.factor must be between 2`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"spike": {"floor": 5, "metric": "tokens"}}}}}`, `abuse.spike.metric must be one of`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"distinct_ips": {"max_per_day": 0}}}}}`, `abuse.distinct_ips.max_per_day must be between 1 and 1000`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"velocity": {}}}}}`, `unknown field "velocity"`},
 	} {
 		_, err := Parse([]byte(tc.body), false)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -84,5 +89,36 @@ func TestWindowBoundsAreUTC(t *testing.T) {
 		if s.Format(time.RFC3339) != tc.start || e.Format(time.RFC3339) != tc.end {
 			t.Errorf("%s.Bounds = %s, %s; want %s, %s", tc.w, s.Format(time.RFC3339), e.Format(time.RFC3339), tc.start, tc.end)
 		}
+	}
+}
+
+func TestAbuseRuleDefaults(t *testing.T) {
+	c, err := Parse([]byte("plans:\n  tiny:\n    scopes: [g]\n    abuse:\n      spike: {floor: 100}\n      distinct_ips: {max_per_day: 5}\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := c.Get("tiny")
+	if r := p.Abuse.Spike; r == nil || r.Metric != "requests" || r.Factor != DefaultSpikeFactor || r.Floor != 100 {
+		t.Errorf("spike = %+v, want requests, factor %d, floor 100", r, DefaultSpikeFactor)
+	}
+	if r := p.Abuse.DistinctIPs; r == nil || r.MaxPerDay != 5 {
+		t.Errorf("distinct_ips = %+v", r)
+	}
+	if _, ok := c.Get("tiny"); ok && (Plan{}).Abuse.Spike != nil {
+		t.Error("the zero plan has abuse rules")
+	}
+}
+
+func TestHourIsCountedButIsNotALimitWindow(t *testing.T) {
+	if _, err := ParseWindow("hour"); err != nil {
+		t.Errorf("ParseWindow(hour) = %v", err)
+	}
+	if _, _, err := SplitLimitName("requests_per_hour"); err == nil {
+		t.Error("requests_per_hour is accepted as a limit")
+	}
+	at := time.Date(2030, 1, 2, 15, 4, 5, 0, time.UTC)
+	start, end := Hour.Bounds(at)
+	if !start.Equal(time.Date(2030, 1, 2, 15, 0, 0, 0, time.UTC)) || end.Sub(start) != time.Hour {
+		t.Errorf("Hour.Bounds = %v, %v", start, end)
 	}
 }
