@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -495,5 +496,38 @@ func TestCreateValidation(t *testing.T) {
 	}
 	if ks := e.allKeys(t); len(ks) != 0 {
 		t.Errorf("invalid requests stored %d keys", len(ks))
+	}
+}
+
+func TestDisableDisablesTheSecretAndEnableRestoresIt(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	c, _ := e.svc.Create(ctx, "admin", req, "")
+	id := c.Key.ID
+	if _, err := e.svc.Disable(ctx, "ops", id, "investigating"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Reveal(ctx, "ops", id); !errs.Is(err, errs.FailedPrecondition) {
+		t.Errorf("reveal of a disabled key = %v, want FailedPrecondition (its secret version is disabled)", err)
+	}
+	if _, err := e.svc.Enable(ctx, "ops", id); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.svc.Reveal(ctx, "ops", id); err != nil || got != c.Secret {
+		t.Errorf("reveal after enable = %v, want the key's secret", err)
+	}
+}
+
+func TestManualReasonsCannotImpersonateTheSweep(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	c, _ := e.svc.Create(ctx, "admin", req, "")
+	for _, reason := range []string{"quota_exceeded", "window_reset", "abuse_spike"} {
+		if _, err := e.svc.Disable(ctx, "ops", c.Key.ID, reason); !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("Disable(reason %q) = %v, want Invalid: reserved", reason, err)
+		}
+	}
+	if k, _ := e.svc.Get(ctx, c.Key.ID); k.Status != store.Active {
+		t.Errorf("status = %s after refused disables", k.Status)
 	}
 }

@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/keyplane/keyplane/pkg/errs"
@@ -54,7 +55,31 @@ func (s *Service) tellOwner(ctx context.Context, event string, k *store.Key, act
 	}
 }
 
-func validateReason(reason string) error { return validateText("reason", reason, MaxReasonLen) }
+// validateReason checks an operator's reason. The sweep's reasons are
+// reserved: the sweep recognises its own changes by them (a key disabled
+// with quota_exceeded is re-enabled when its window resets).
+func validateReason(reason string) error {
+	if reason == "quota_exceeded" || reason == "window_reset" || strings.HasPrefix(reason, "abuse_") {
+		return invalid("reason %q is reserved for the sweep; describe the manual change in other words (default \"manual\")", reason)
+	}
+	return validateText("reason", reason, MaxReasonLen)
+}
+
+// setSecretEnabled brings the key's secret version in line with its
+// status: a disabled key's secret cannot be revealed (Secret Manager
+// refuses a disabled version). A key with no secret, or a destroyed one,
+// has nothing to change.
+func (s *Service) setSecretEnabled(ctx context.Context, id string, enabled bool) error {
+	err := s.Vault.SetKeySecretEnabled(ctx, id, enabled)
+	if err == nil || errs.Is(err, errs.NotFound) || errs.Is(err, errs.FailedPrecondition) {
+		return nil
+	}
+	verb := "disabled"
+	if enabled {
+		verb = "enabled"
+	}
+	return fmt.Errorf("key %s is %s but its secret version was not (repeat the request to retry): %w", id, verb, err)
+}
 
 // Disable stops a key from verifying until it is enabled again. The
 // Notifier, if any, is told after the change is committed when the change
@@ -86,10 +111,17 @@ func (s *Service) Disable(ctx context.Context, actor, id, reason string) (*store
 		return &store.AuditEntry{Time: now, Actor: actor, Action: ActionDisable, KeyID: id,
 			Details: map[string]string{"reason": reason}}, nil
 	})
+	if err != nil {
+		return nil, err
+	}
 	if changed && tell && s.Notifier != nil {
 		s.tellOwner(ctx, "key.disabled", k, actor, s.Notifier.KeyDisabled)
 	}
-	return k, err
+	// Also when nothing changed: repeating a disable retries this.
+	if err := s.setSecretEnabled(ctx, id, false); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // Enable re-enables a disabled key. Enabling an active key changes nothing;
@@ -112,10 +144,16 @@ func (s *Service) Enable(ctx context.Context, actor, id string) (*store.Key, err
 		return &store.AuditEntry{Time: now, Actor: actor, Action: ActionEnable, KeyID: id,
 			Details: map[string]string{"previous_reason": prev}}, nil
 	})
+	if err != nil {
+		return nil, err
+	}
 	if changed && s.Notifier != nil {
 		s.tellOwner(ctx, "key.enabled", k, actor, s.Notifier.KeyEnabled)
 	}
-	return k, err
+	if err := s.setSecretEnabled(ctx, id, true); err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // Revoke permanently revokes a key and destroys its stored secret. The key
