@@ -104,9 +104,6 @@ func TestAbuseRuleDefaults(t *testing.T) {
 	if r := p.Abuse.DistinctIPs; r == nil || r.MaxPerDay != 5 {
 		t.Errorf("distinct_ips = %+v", r)
 	}
-	if _, ok := c.Get("tiny"); ok && (Plan{}).Abuse.Spike != nil {
-		t.Error("the zero plan has abuse rules")
-	}
 }
 
 func TestHourIsCountedButIsNotALimitWindow(t *testing.T) {
