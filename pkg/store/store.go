@@ -105,11 +105,42 @@ type AuditQuery struct {
 	PageToken string
 }
 
-// Store is the datastore of keys, intents, idempotency records and audit
-// entries. Methods return errors of these errs kinds: NotFound, Exists,
-// Conflict (lost a race; safe to retry), FailedPrecondition (as documented),
-// Invalid (a bad page token), Unavailable (backend unreachable) and
-// Internal.
+// Checkpoint is a small named record a long-running job (the sweep) keeps
+// its progress in, updated with compare-and-set on Version.
+type Checkpoint struct {
+	Name      string // see ValidCheckpointName
+	Data      []byte // at most MaxCheckpointData bytes
+	Version   int64  // 0 for none stored; each save adds 1
+	UpdatedAt time.Time
+}
+
+// MaxCheckpointData is the largest Checkpoint.Data a store accepts.
+const MaxCheckpointData = 64 << 10
+
+// ValidCheckpointName reports whether name can name a checkpoint: 1-100
+// characters of [a-zA-Z0-9_.-], the first a letter or digit, so that every
+// store can use it as is (a Firestore document id, say).
+func ValidCheckpointName(name string) bool {
+	if len(name) == 0 || len(name) > 100 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Store is the datastore of keys, intents, idempotency records, audit
+// entries and job checkpoints. Methods return errors of these errs kinds:
+// NotFound, Exists, Conflict (lost a race; safe to retry, or for
+// SaveCheckpoint re-read first), FailedPrecondition (as documented),
+// Invalid (a bad argument: a page token, page size or limit, too many ids,
+// a checkpoint name or oversized data), Unavailable (backend unreachable)
+// and Internal.
 type Store interface {
 	// CreatePending stores an intent. Exists if one with the same KeyID is
 	// stored, or a key with that id is.
@@ -147,6 +178,28 @@ type Store interface {
 	// (UpdatedAt, ID) it saw misses no change made with a clock not behind
 	// its cursor. limit is 1..1000.
 	ChangedKeys(ctx context.Context, since time.Time, afterID string, limit int) ([]*Key, error)
+	// DueSuspensions returns up to limit disabled keys whose DisabledUntil
+	// is set and at or before t, ordered by (DisabledUntil, ID), starting
+	// after the key (afterUntil, afterID) when afterID is not "" (keys at
+	// afterUntil with a greater ID follow it). limit is 1..1000. The sweep
+	// re-enables them when their quota window resets; a page shorter than
+	// limit is the last.
+	DueSuspensions(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*Key, error)
+	// GetKeys returns the stored keys among ids (at most 1000; Invalid
+	// beyond), by id; ids with no key, or that cannot name one, are absent
+	// from the map. Duplicate ids are read once.
+	GetKeys(ctx context.Context, ids []string) (map[string]*Key, error)
+
+	// GetCheckpoint returns the checkpoint called name. NotFound if none;
+	// Invalid if name is not a ValidCheckpointName.
+	GetCheckpoint(ctx context.Context, name string) (Checkpoint, error)
+	// SaveCheckpoint stores c if the stored checkpoint's Version equals
+	// c.Version (0: none is stored) and returns it with Version+1 and
+	// UpdatedAt now (to the microsecond); Conflict if another writer saved
+	// first (nothing is written then: re-read and decide again). Invalid if
+	// c.Name is not a ValidCheckpointName, c.Version is negative or c.Data
+	// is longer than MaxCheckpointData.
+	SaveCheckpoint(ctx context.Context, c Checkpoint, now time.Time) (Checkpoint, error)
 
 	// AppendAudit stores an audit entry that is not part of a key update
 	// (e.g. a secret reveal).

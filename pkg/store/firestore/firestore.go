@@ -27,6 +27,7 @@ const (
 	pendingColl = "pending_keys"
 	idemColl    = "idempotency"
 	auditColl   = "audit"
+	ckptColl    = "checkpoints"
 )
 
 // txAttempts bounds the attempts of a contended transaction before it
@@ -41,6 +42,9 @@ type Store struct {
 	// key: 20 concurrent updates of one key took 3-30 s on the emulator
 	// without them.
 	keyLocks firestoredb.Locks
+	// ckptLocks do the same for SaveCheckpoint, so that this process's
+	// concurrent savers lose on the version check, not on contention.
+	ckptLocks firestoredb.Locks
 }
 
 var _ store.Store = (*Store)(nil)
@@ -580,4 +584,155 @@ func (s *Store) ChangedKeys(ctx context.Context, since time.Time, afterID string
 		out = append(out, k)
 	}
 	return out, nil
+}
+
+// DueSuspensions returns disabled keys whose DisabledUntil is at or before
+// t, after (afterUntil, afterID). It needs the composite index on keys
+// (status, disabled_until, __name__) that doc.go lists. A key that is not
+// suspended stores disabled_until as null, which a range filter on a
+// timestamp never matches.
+func (s *Store) DueSuspensions(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*store.Key, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	q := s.c.Collection(keysColl).Where("status", "==", string(store.Disabled)).
+		Where("disabled_until", "<=", firestoredb.Time(t)).
+		OrderBy("disabled_until", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	if afterID != "" {
+		if !firestoredb.ValidID(afterID) {
+			return nil, errs.E(errs.Invalid, "cursor key id %q cannot be a Firestore document id", afterID)
+		}
+		q = q.StartAfter(firestoredb.Time(afterUntil), afterID)
+	}
+	snaps, err := q.Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, translate(err, "firestore: read due suspensions")
+	}
+	out := make([]*store.Key, 0, len(snaps))
+	for _, snap := range snaps {
+		k, err := fromKeyDoc(snap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// GetKeys returns the stored keys among ids with one GetAll (one read per
+// distinct valid id, found or not).
+func (s *Store) GetKeys(ctx context.Context, ids []string) (map[string]*store.Key, error) {
+	if len(ids) > 1000 {
+		return nil, errs.E(errs.Invalid, "at most 1000 ids, got %d", len(ids))
+	}
+	out := make(map[string]*store.Key, len(ids))
+	seen := make(map[string]bool, len(ids))
+	refs := make([]*firestore.DocumentRef, 0, len(ids))
+	for _, id := range ids {
+		if seen[id] || !firestoredb.ValidID(id) {
+			continue
+		}
+		seen[id] = true
+		refs = append(refs, s.key(id))
+	}
+	if len(refs) == 0 {
+		return out, nil
+	}
+	snaps, err := s.c.GetAll(ctx, refs)
+	if err != nil {
+		return nil, translate(err, "firestore: read keys")
+	}
+	for _, snap := range snaps {
+		if !snap.Exists() {
+			continue
+		}
+		k, err := fromKeyDoc(snap)
+		if err != nil {
+			return nil, err
+		}
+		out[k.ID] = k
+	}
+	return out, nil
+}
+
+type checkpointDoc struct {
+	Data      []byte    `firestore:"data"`
+	Version   int64     `firestore:"version"`
+	UpdatedAt time.Time `firestore:"updated_at"`
+}
+
+func (s *Store) checkpoint(name string) *firestore.DocumentRef {
+	return s.c.Collection(ckptColl).Doc(name)
+}
+
+func checkCheckpointName(name string) error {
+	if !store.ValidCheckpointName(name) {
+		return errs.E(errs.Invalid, "checkpoint name %q: want 1-100 characters of [a-zA-Z0-9_.-], the first a letter or digit", name)
+	}
+	return nil
+}
+
+// GetCheckpoint returns the checkpoint called name.
+func (s *Store) GetCheckpoint(ctx context.Context, name string) (store.Checkpoint, error) {
+	if err := checkCheckpointName(name); err != nil {
+		return store.Checkpoint{}, err
+	}
+	snap, err := s.checkpoint(name).Get(ctx)
+	if err != nil {
+		return store.Checkpoint{}, translate(err, "firestore: read checkpoint")
+	}
+	var d checkpointDoc
+	if err := snap.DataTo(&d); err != nil {
+		return store.Checkpoint{}, errs.Wrap(errs.Internal, err, "firestore: decode checkpoint "+name)
+	}
+	return store.Checkpoint{Name: name, Data: d.Data, Version: d.Version, UpdatedAt: d.UpdatedAt}, nil
+}
+
+// SaveCheckpoint compares the stored version with c.Version and writes c,
+// in a transaction. Savers in this process queue on an in-process lock;
+// a transaction still contended by other processes after its attempts,
+// like a version mismatch, is Conflict.
+func (s *Store) SaveCheckpoint(ctx context.Context, c store.Checkpoint, now time.Time) (store.Checkpoint, error) {
+	if err := checkCheckpointName(c.Name); err != nil {
+		return store.Checkpoint{}, err
+	}
+	if c.Version < 0 {
+		return store.Checkpoint{}, errs.E(errs.Invalid, "checkpoint %s: negative version %d", c.Name, c.Version)
+	}
+	if len(c.Data) > store.MaxCheckpointData {
+		return store.Checkpoint{}, errs.E(errs.Invalid, "checkpoint %s: %d bytes of data, at most %d", c.Name, len(c.Data), store.MaxCheckpointData)
+	}
+	mu := s.ckptLocks.For(c.Name)
+	mu.Lock()
+	defer mu.Unlock()
+	ref := s.checkpoint(c.Name)
+	doc := &checkpointDoc{Data: c.Data, Version: c.Version + 1, UpdatedAt: firestoredb.Time(now)}
+	err := s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		var cur int64
+		snap, err := tx.Get(ref)
+		switch {
+		case status.Code(err) == codes.NotFound:
+		case err != nil:
+			return err
+		default:
+			v, err := snap.DataAt("version")
+			if err != nil {
+				return errs.Wrap(errs.Internal, err, "firestore: decode checkpoint "+c.Name)
+			}
+			n, ok := v.(int64)
+			if !ok {
+				return errs.E(errs.Internal, "firestore: checkpoint %s has version %v (%T)", c.Name, v, v)
+			}
+			cur = n
+		}
+		if cur != c.Version {
+			return errs.E(errs.Conflict, "checkpoint %s: stored version %d, not %d", c.Name, cur, c.Version)
+		}
+		return tx.Set(ref, doc)
+	}, firestore.MaxAttempts(txAttempts))
+	if err != nil {
+		return store.Checkpoint{}, translate(err, "firestore: save checkpoint")
+	}
+	c.Version, c.UpdatedAt = doc.Version, doc.UpdatedAt
+	return c, nil
 }

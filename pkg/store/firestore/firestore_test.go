@@ -84,3 +84,49 @@ func TestUpdateKeyAcrossProcessesLosesNoUpdate(t *testing.T) {
 		t.Errorf("metadata after %d concurrent updates: got %v, want %d entries", n, got.Metadata, n)
 	}
 }
+
+// TestSaveCheckpointAcrossProcessesOneWins checks the Firestore transaction
+// itself: the suite's concurrent savers share one Store, whose in-process
+// lock serialises them.
+func TestSaveCheckpointAcrossProcessesOneWins(t *testing.T) {
+	testenv.Firestore(t)
+	const n = 4
+	project := testenv.ProjectID()
+	stores := make([]*Store, n)
+	for i := range stores {
+		s, err := New(t.Context(), project)
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	now := time.Unix(1, 0).UTC()
+	results := make([]error, n)
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Go(func() {
+			_, results[i] = s.SaveCheckpoint(t.Context(), store.Checkpoint{Name: "sweep", Data: []byte(fmt.Sprint(i))}, now)
+		})
+	}
+	wg.Wait()
+	var winners []int
+	for i, err := range results {
+		switch {
+		case err == nil:
+			winners = append(winners, i)
+		case !errs.Is(err, errs.Conflict):
+			t.Errorf("saver %d: got %v, want nil or kind Conflict", i, err)
+		}
+	}
+	if len(winners) != 1 {
+		t.Fatalf("winners among %d savers of version 0 in %d processes: got %v, want exactly one", n, n, winners)
+	}
+	got, err := stores[0].GetCheckpoint(t.Context(), "sweep")
+	if err != nil {
+		t.Fatalf("GetCheckpoint: %v", err)
+	}
+	if want := fmt.Sprint(winners[0]); string(got.Data) != want || got.Version != 1 || !got.UpdatedAt.Equal(now) {
+		t.Errorf("GetCheckpoint: got data %q, version %d, updated %v; want %q, 1, %v", got.Data, got.Version, got.UpdatedAt, want, now)
+	}
+}

@@ -83,6 +83,15 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
 `, `
 CREATE INDEX keys_by_update ON keys (updated_at, id);
+`, `
+CREATE INDEX keys_by_suspension ON keys (disabled_until, id) WHERE status = 'disabled' AND disabled_until IS NOT NULL;
+
+CREATE TABLE checkpoints (
+	name       TEXT PRIMARY KEY,
+	data       BLOB NOT NULL,
+	version    INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+) STRICT;
 `}
 
 // Open opens the database file at path, creating it and migrating its
@@ -562,4 +571,134 @@ func (s *Store) ChangedKeys(ctx context.Context, since time.Time, afterID string
 		out = append(out, k)
 	}
 	return out, translate(rows.Err(), "sqlite: read changed keys")
+}
+
+// dueQuery is DueSuspensions' query, with the cursor's condition if
+// cursor. Its WHERE matches that of the partial index keys_by_suspension
+// term for term (the status a literal, not a parameter), which is what
+// lets the planner use that index.
+func dueQuery(cursor bool) string {
+	q := selectKey + ` WHERE status = 'disabled' AND disabled_until IS NOT NULL AND disabled_until <= ?`
+	if cursor {
+		q += ` AND (disabled_until, id) > (?, ?)`
+	}
+	return q + ` ORDER BY disabled_until, id LIMIT ?`
+}
+
+// DueSuspensions returns disabled keys whose DisabledUntil is at or before
+// t, after (afterUntil, afterID), from the partial index
+// keys_by_suspension.
+func (s *Store) DueSuspensions(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*store.Key, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	args := []any{micros(t)}
+	if afterID != "" {
+		args = append(args, micros(afterUntil), afterID)
+	}
+	rows, err := s.r.QueryContext(ctx, dueQuery(afterID != ""), append(args, limit)...)
+	if err != nil {
+		return nil, translate(err, "sqlite: read due suspensions")
+	}
+	defer rows.Close()
+	var out []*store.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, translate(err, "sqlite: read due suspensions")
+		}
+		out = append(out, k)
+	}
+	return out, translate(rows.Err(), "sqlite: read due suspensions")
+}
+
+// GetKeys returns the stored keys among ids, in one query.
+func (s *Store) GetKeys(ctx context.Context, ids []string) (map[string]*store.Key, error) {
+	if len(ids) > 1000 {
+		return nil, errs.E(errs.Invalid, "at most 1000 ids, got %d", len(ids))
+	}
+	out := make(map[string]*store.Key, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	rows, err := s.r.QueryContext(ctx, selectKey+` WHERE id IN (?`+strings.Repeat(", ?", len(ids)-1)+`)`, args...)
+	if err != nil {
+		return nil, translate(err, "sqlite: read keys")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, translate(err, "sqlite: read keys")
+		}
+		out[k.ID] = k
+	}
+	return out, translate(rows.Err(), "sqlite: read keys")
+}
+
+func checkCheckpointName(name string) error {
+	if !store.ValidCheckpointName(name) {
+		return errs.E(errs.Invalid, "checkpoint name %q: want 1-100 characters of [a-zA-Z0-9_.-], the first a letter or digit", name)
+	}
+	return nil
+}
+
+// GetCheckpoint returns the checkpoint called name.
+func (s *Store) GetCheckpoint(ctx context.Context, name string) (store.Checkpoint, error) {
+	if err := checkCheckpointName(name); err != nil {
+		return store.Checkpoint{}, err
+	}
+	c := store.Checkpoint{Name: name}
+	var updated int64
+	err := s.r.QueryRowContext(ctx, `SELECT data, version, updated_at FROM checkpoints WHERE name = ?`, name).
+		Scan(&c.Data, &c.Version, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Checkpoint{}, errs.Wrap(errs.NotFound, err, "checkpoint not found")
+	}
+	if err != nil {
+		return store.Checkpoint{}, translate(err, "sqlite: read checkpoint")
+	}
+	c.UpdatedAt = fromMicros(updated)
+	return c, nil
+}
+
+// SaveCheckpoint compares the stored version with c.Version and writes c,
+// in one IMMEDIATE transaction.
+func (s *Store) SaveCheckpoint(ctx context.Context, c store.Checkpoint, now time.Time) (store.Checkpoint, error) {
+	if err := checkCheckpointName(c.Name); err != nil {
+		return store.Checkpoint{}, err
+	}
+	if c.Version < 0 {
+		return store.Checkpoint{}, errs.E(errs.Invalid, "checkpoint %s: negative version %d", c.Name, c.Version)
+	}
+	if len(c.Data) > store.MaxCheckpointData {
+		return store.Checkpoint{}, errs.E(errs.Invalid, "checkpoint %s: %d bytes of data, at most %d", c.Name, len(c.Data), store.MaxCheckpointData)
+	}
+	data := c.Data
+	if data == nil {
+		data = []byte{} // the column is NOT NULL
+	}
+	err := s.db.Write(ctx, func(tx *sql.Tx) error {
+		var cur int64
+		err := tx.QueryRowContext(ctx, `SELECT version FROM checkpoints WHERE name = ?`, c.Name).Scan(&cur)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return translate(err, "sqlite: read checkpoint")
+		}
+		if cur != c.Version {
+			return errs.E(errs.Conflict, "checkpoint %s: stored version %d, not %d", c.Name, cur, c.Version)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO checkpoints (name, data, version, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET data = excluded.data, version = excluded.version, updated_at = excluded.updated_at`,
+			c.Name, data, c.Version+1, micros(now))
+		return translate(err, "sqlite: save checkpoint")
+	})
+	if err != nil {
+		return store.Checkpoint{}, err
+	}
+	c.Version, c.UpdatedAt = c.Version+1, fromMicros(micros(now))
+	return c, nil
 }

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -54,6 +55,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListKeysEmpty", testListKeysEmpty},
 		{"ListKeysBadQueryIsInvalid", testListKeysBadQueryIsInvalid},
 		{"ChangedKeysFeedsEveryChangeInOrder", testChangedKeysFeedsEveryChangeInOrder},
+		{"DueSuspensionsOnlyDueSuspendedKeysInOrder", testDueSuspensionsOnlyDueSuspendedKeysInOrder},
+		{"DueSuspensionsPagesWithoutGapsOrRepeats", testDueSuspensionsPagesWithoutGapsOrRepeats},
+		{"DueSuspensionsDropsReenabledKeys", testDueSuspensionsDropsReenabledKeys},
+		{"GetKeysReturnsPresentKeysOnce", testGetKeysReturnsPresentKeysOnce},
+		{"GetKeysTooManyIDsIsInvalid", testGetKeysTooManyIDsIsInvalid},
 
 		{"AppendAuditAssignsTimeSortableID", testAppendAuditAssignsTimeSortableID},
 		{"ListAuditNewestFirstFilteredAndPaged", testListAuditNewestFirstFilteredAndPaged},
@@ -69,6 +75,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CompleteIdempotencyUnknownIsNotFound", testCompleteIdempotencyUnknownIsNotFound},
 		{"ReleaseIdempotencyAllowsImmediateTakeover", testReleaseIdempotencyAllowsImmediateTakeover},
 		{"ReleaseIdempotencyIgnoresDoneAndUnknown", testReleaseIdempotencyIgnoresDoneAndUnknown},
+
+		{"GetCheckpointMissingIsNotFound", testGetCheckpointMissingIsNotFound},
+		{"SaveCheckpointComparesVersion", testSaveCheckpointComparesVersion},
+		{"SaveCheckpointConcurrentOneWins", testSaveCheckpointConcurrentOneWins},
+		{"CheckpointBadArgumentsAreInvalid", testCheckpointBadArgumentsAreInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -940,4 +951,275 @@ func testChangedKeysFeedsEveryChangeInOrder(t *testing.T, s store.Store) {
 	if _, err := s.ChangedKeys(ctx, base, "", 0); !errs.Is(err, errs.Invalid) {
 		t.Errorf("ChangedKeys(limit 0) = %v, want Invalid", err)
 	}
+}
+
+// suspended returns a key the sweep suspended until until.
+func suspended(id string, until time.Time) *store.Key {
+	k := newKey(id, "owner-1", base)
+	k.Status, k.StatusReason, k.DisabledUntil = store.Disabled, "quota: requests_per_day", ptr(until)
+	return k
+}
+
+// dueSuspensions seeds keys in every state around t = at(3h) and returns
+// the due ones in (DisabledUntil, ID) order.
+func dueSuspensions(t *testing.T, s store.Store) []*store.Key {
+	t.Helper()
+	activeWithUntil := newKey("key-active-until", "owner-1", base)
+	activeWithUntil.DisabledUntil = ptr(at(time.Hour))
+	manual := newKey("key-manual", "owner-1", base)
+	manual.Status, manual.StatusReason = store.Disabled, "operator"
+	revoked := suspended("key-revoked", at(time.Hour))
+	revoked.Status = store.Revoked
+	due := []*store.Key{
+		suspended("key-f", at(time.Hour)),
+		suspended("key-g", at(time.Hour)),
+		suspended("key-j", at(time.Hour)),
+		suspended("key-a", at(2*time.Hour)),
+		suspended("key-e", at(3*time.Hour)), // at t: due
+	}
+	seed := []*store.Key{
+		due[3], newKey("key-active", "owner-1", base), due[1], activeWithUntil, manual, due[4], revoked,
+		suspended("key-later", at(3*time.Hour+time.Microsecond)), due[0], due[2],
+	}
+	for _, k := range seed {
+		activate(t, s, k)
+	}
+	return due
+}
+
+func dueIDs(t *testing.T, s store.Store, now, afterUntil time.Time, afterID string, limit int) []string {
+	t.Helper()
+	ks, err := s.DueSuspensions(t.Context(), now, afterUntil, afterID, limit)
+	if err != nil {
+		t.Fatalf("DueSuspensions(base+%v, base+%v, %q, %d): %v", now.Sub(base), afterUntil.Sub(base), afterID, limit, err)
+	}
+	return keyIDs(ks)
+}
+
+func testDueSuspensionsOnlyDueSuspendedKeysInOrder(t *testing.T, s store.Store) {
+	due := dueSuspensions(t, s)
+	now := at(3 * time.Hour)
+	got, err := s.DueSuspensions(t.Context(), now, time.Time{}, "", 100)
+	if err != nil {
+		t.Fatalf("DueSuspensions: %v", err)
+	}
+	if d := cmp.Diff(due, got, cmpOpts); d != "" {
+		t.Errorf("DueSuspensions(base+3h) (-want +got):\n%s", d)
+	}
+	for _, tc := range []struct {
+		name       string
+		now        time.Time
+		afterUntil time.Time
+		afterID    string
+		want       []string
+	}{
+		{"earlier t", at(2 * time.Hour), time.Time{}, "", []string{"key-f", "key-g", "key-j", "key-a"}},
+		{"before any", at(time.Hour - time.Microsecond), time.Time{}, "", nil},
+		{"afterUntil ignored without afterID", now, at(2 * time.Hour), "", keyIDs(due)},
+		{"after a tie", now, at(time.Hour), "key-g", []string{"key-j", "key-a", "key-e"}},
+		{"after an id not stored", now, at(time.Hour), "key-h", []string{"key-j", "key-a", "key-e"}},
+		{"after the last", now, at(3 * time.Hour), "key-e", nil},
+	} {
+		if got := dueIDs(t, s, tc.now, tc.afterUntil, tc.afterID, 100); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	for _, limit := range []int{-1, 0, 1001} {
+		_, err := s.DueSuspensions(t.Context(), now, time.Time{}, "", limit)
+		wantKind(t, fmt.Sprintf("DueSuspensions(limit %d)", limit), err, errs.Invalid)
+	}
+}
+
+func testDueSuspensionsPagesWithoutGapsOrRepeats(t *testing.T, s store.Store) {
+	want := keyIDs(dueSuspensions(t, s))
+	now := at(3 * time.Hour)
+	for _, limit := range []int{1, 2, 3} {
+		var (
+			got        []string
+			afterUntil time.Time
+			afterID    string
+		)
+		for range len(want) + 1 {
+			ks, err := s.DueSuspensions(t.Context(), now, afterUntil, afterID, limit)
+			if err != nil {
+				t.Fatalf("DueSuspensions(limit %d, after %q): %v", limit, afterID, err)
+			}
+			if len(ks) > limit {
+				t.Fatalf("DueSuspensions(limit %d): got %d keys", limit, len(ks))
+			}
+			got = append(got, keyIDs(ks)...)
+			if len(ks) < limit {
+				break
+			}
+			last := ks[len(ks)-1]
+			afterUntil, afterID = *last.DisabledUntil, last.ID
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("pages of %d: got %v, want %v", limit, got, want)
+		}
+	}
+}
+
+func testDueSuspensionsDropsReenabledKeys(t *testing.T, s store.Store) {
+	dueSuspensions(t, s)
+	for id, mutate := range map[string]func(*store.Key){
+		"key-f": func(k *store.Key) { k.Status, k.StatusReason, k.DisabledUntil = store.Active, "", nil }, // the sweep re-enables
+		"key-a": func(k *store.Key) { k.StatusReason, k.DisabledUntil = "operator", nil },                 // a manual disable
+		"key-e": func(k *store.Key) { k.Status = store.Revoked },
+	} {
+		if _, err := s.UpdateKey(t.Context(), id, func(k *store.Key) (*store.AuditEntry, error) {
+			mutate(k)
+			k.UpdatedAt = at(4 * time.Hour)
+			return nil, nil
+		}); err != nil {
+			t.Fatalf("UpdateKey(%s): %v", id, err)
+		}
+	}
+	if got, want := dueIDs(t, s, at(3*time.Hour), time.Time{}, "", 100), []string{"key-g", "key-j"}; !slices.Equal(got, want) {
+		t.Errorf("after re-enabling key-f, disabling key-a by hand and revoking key-e: got %v, want %v", got, want)
+	}
+}
+
+func testGetKeysReturnsPresentKeysOnce(t *testing.T, s store.Store) {
+	keys := map[string]*store.Key{}
+	for _, id := range []string{"key-1", "key-2", "key-3"} {
+		keys[id] = newKey(id, "owner-1", base)
+		activate(t, s, keys[id])
+	}
+	got, err := s.GetKeys(t.Context(), []string{"key-3", "key-9", "key-1", "key-3", "", "key-1/x/y"})
+	if err != nil {
+		t.Fatalf("GetKeys: %v", err)
+	}
+	want := map[string]*store.Key{"key-1": keys["key-1"], "key-3": keys["key-3"]}
+	if d := cmp.Diff(want, got, cmpOpts); d != "" {
+		t.Errorf("GetKeys (-want +got):\n%s", d)
+	}
+	for _, ids := range [][]string{nil, {"key-9"}} {
+		got, err := s.GetKeys(t.Context(), ids)
+		if err != nil || len(got) != 0 {
+			t.Errorf("GetKeys(%q): got %v, %v; want no keys, nil", ids, got, err)
+		}
+	}
+	ids := make([]string, 1000) // the most allowed
+	for i := range ids {
+		ids[i] = fmt.Sprintf("key-%d", i)
+	}
+	got, err = s.GetKeys(t.Context(), ids)
+	if err != nil {
+		t.Fatalf("GetKeys(1000 ids): %v", err)
+	}
+	if d := cmp.Diff(keys, got, cmpOpts); d != "" {
+		t.Errorf("GetKeys(1000 ids) (-want +got):\n%s", d)
+	}
+}
+
+func testGetKeysTooManyIDsIsInvalid(t *testing.T, s store.Store) {
+	activate(t, s, newKey("key-1", "owner-1", base))
+	ids := make([]string, 1001)
+	for i := range ids {
+		ids[i] = "key-1"
+	}
+	_, err := s.GetKeys(t.Context(), ids)
+	wantKind(t, "GetKeys(1001 ids)", err, errs.Invalid)
+}
+
+// checkpointOpts compares checkpoints with Data by bytes.Equal (nil and
+// empty alike), far faster than cmp's element-wise diff on 64 KiB.
+var checkpointOpts = cmp.Comparer(bytes.Equal)
+
+func saveCheckpoint(t *testing.T, s store.Store, c store.Checkpoint, now time.Time) store.Checkpoint {
+	t.Helper()
+	got, err := s.SaveCheckpoint(t.Context(), c, now)
+	if err != nil {
+		t.Fatalf("SaveCheckpoint(%s, version %d): %v", c.Name, c.Version, err)
+	}
+	want := c
+	want.Version, want.UpdatedAt = c.Version+1, now
+	if d := cmp.Diff(want, got, checkpointOpts); d != "" {
+		t.Errorf("SaveCheckpoint(%s, version %d) result (-want +got):\n%s", c.Name, c.Version, d)
+	}
+	return got
+}
+
+func wantCheckpoint(t *testing.T, s store.Store, want store.Checkpoint) {
+	t.Helper()
+	got, err := s.GetCheckpoint(t.Context(), want.Name)
+	if err != nil {
+		t.Fatalf("GetCheckpoint(%s): %v", want.Name, err)
+	}
+	if d := cmp.Diff(want, got, checkpointOpts); d != "" {
+		t.Errorf("GetCheckpoint(%s) (-want +got):\n%s", want.Name, d)
+	}
+}
+
+func testGetCheckpointMissingIsNotFound(t *testing.T, s store.Store) {
+	saveCheckpoint(t, s, store.Checkpoint{Name: "other", Data: []byte("x")}, base)
+	_, err := s.GetCheckpoint(t.Context(), "sweep")
+	wantKind(t, "GetCheckpoint(missing)", err, errs.NotFound)
+}
+
+func testSaveCheckpointComparesVersion(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	v1 := saveCheckpoint(t, s, store.Checkpoint{Name: "sweep", Data: []byte(`{"after":"key-1"}`)}, base)
+	wantCheckpoint(t, s, v1)
+	for _, version := range []int64{0, 2, 7} { // stale, and never stored
+		_, err := s.SaveCheckpoint(ctx, store.Checkpoint{Name: "sweep", Data: []byte("lost"), Version: version}, at(time.Minute))
+		wantKind(t, fmt.Sprintf("SaveCheckpoint(version %d) over version 1", version), err, errs.Conflict)
+	}
+	wantCheckpoint(t, s, v1)
+	_, err := s.SaveCheckpoint(ctx, store.Checkpoint{Name: "other", Version: 1}, at(time.Minute))
+	wantKind(t, "SaveCheckpoint(version 1) of a checkpoint never saved", err, errs.Conflict)
+	_, err = s.GetCheckpoint(ctx, "other")
+	wantKind(t, "GetCheckpoint after a failed first save", err, errs.NotFound)
+
+	v1.Data = []byte(`{"after":"key-9"}`)
+	v2 := saveCheckpoint(t, s, v1, at(2*time.Minute))
+	wantCheckpoint(t, s, v2)
+	v2.Data = nil
+	wantCheckpoint(t, s, saveCheckpoint(t, s, v2, at(3*time.Minute)))
+}
+
+func testSaveCheckpointConcurrentOneWins(t *testing.T, s store.Store) {
+	const n = 20
+	var wg sync.WaitGroup
+	results := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			_, results[i] = s.SaveCheckpoint(t.Context(), store.Checkpoint{Name: "sweep", Data: []byte(fmt.Sprint(i))}, base)
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range results {
+		switch {
+		case err == nil && winner >= 0:
+			t.Errorf("savers %d and %d both won the save of version 0", winner, i)
+		case err == nil:
+			winner = i
+		default:
+			wantKind(t, fmt.Sprintf("saver %d", i), err, errs.Conflict)
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("none of %d concurrent savers of version 0 won", n)
+	}
+	wantCheckpoint(t, s, store.Checkpoint{Name: "sweep", Data: []byte(fmt.Sprint(winner)), Version: 1, UpdatedAt: base})
+}
+
+func testCheckpointBadArgumentsAreInvalid(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	long := strings.Repeat("a", 100)
+	saveCheckpoint(t, s, store.Checkpoint{Name: long, Data: make([]byte, store.MaxCheckpointData)}, base) // the largest allowed
+	for _, name := range []string{"", long + "a", ".", "..", "__x__", "-x", "_x", "a/b", "a b", "ü"} {
+		_, err := s.GetCheckpoint(ctx, name)
+		wantKind(t, fmt.Sprintf("GetCheckpoint(%q)", name), err, errs.Invalid)
+		_, err = s.SaveCheckpoint(ctx, store.Checkpoint{Name: name}, base)
+		wantKind(t, fmt.Sprintf("SaveCheckpoint(%q)", name), err, errs.Invalid)
+	}
+	_, err := s.SaveCheckpoint(ctx, store.Checkpoint{Name: "sweep", Data: make([]byte, store.MaxCheckpointData+1)}, base)
+	wantKind(t, "SaveCheckpoint(64 KiB + 1 of data)", err, errs.Invalid)
+	_, err = s.SaveCheckpoint(ctx, store.Checkpoint{Name: "sweep", Version: -1}, base)
+	wantKind(t, "SaveCheckpoint(version -1)", err, errs.Invalid)
+	_, err = s.GetCheckpoint(ctx, "sweep")
+	wantKind(t, "GetCheckpoint after invalid saves", err, errs.NotFound)
 }
