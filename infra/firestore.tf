@@ -41,6 +41,28 @@ resource "google_firestore_index" "keys_by_owner" {
   }
 }
 
+# DueSuspensions (the sweep): disabled keys whose suspension has ended,
+# by (disabled_until, id).
+resource "google_firestore_index" "keys_by_suspension" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "keys"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "disabled_until"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
 # ListAudit with a key id, newest first.
 resource "google_firestore_index" "audit_by_key" {
   project     = var.project_id
@@ -153,6 +175,13 @@ locals {
     "usage_dead_letters/reason"  = { ttl = false, exempt = true }
     "usage_dead_letters/detail"  = { ttl = false, exempt = true }
     "usage_dead_letters/payload" = { ttl = false, exempt = true }
+    # Client IPs per key and UTC day expire after usage.ClientIPRetention
+    # (8 days). ips is an array: indexed, it would get an array-contains
+    # entry per IP; day only ever grows.
+    "usage_client_ips/expire_at" = { ttl = true, exempt = true }
+    "usage_client_ips/key_id"    = { ttl = false, exempt = true }
+    "usage_client_ips/day"       = { ttl = false, exempt = true }
+    "usage_client_ips/ips"       = { ttl = false, exempt = true }
     # Owner notifications (pkg/notify/firestore): no query runs on either
     # collection, so no field is indexed. Delivery records expire after
     # notify.Retention (30 days), which bounds their deduplication.

@@ -2,8 +2,13 @@ package usage
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
 	"time"
 
+	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/plan"
 )
 
@@ -73,9 +78,9 @@ type DeadLetter struct {
 // Methods return errs kinds: Invalid, Unavailable (transient: the caller
 // retries), Internal.
 type Ledger interface {
-	// Count adds each event that was not counted before to the minute, day
-	// and month (UTC) counters of its key, and remembers its id until
-	// retention has passed. An event and its counter increments are
+	// Count adds each event that was not counted before to the minute,
+	// hour, day and month (UTC) counters of its key, and remembers its id
+	// until retention has passed. An event and its counter increments are
 	// written atomically: if Count fails, an event it did not count is not
 	// marked counted (a failed write never burns an id), and a retry counts
 	// exactly the events not yet counted. It returns how many events were
@@ -97,6 +102,68 @@ type Ledger interface {
 	AddDeadLetter(ctx context.Context, d DeadLetter) error
 	// ListDeadLetters returns dead letters, newest first.
 	ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]DeadLetter, string, error)
+	// AddClientIPs records that each key in ips (key id → client IPs) was
+	// used from those IPs on the UTC day starting at day (a day start;
+	// other times are rounded down). Recording an IP again is a no-op.
+	// Records are kept at least ClientIPRetention after their day.
+	AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error
+	// ClientIPs returns how many distinct IPs key id was recorded as used
+	// from on the UTC day starting at day, and up to sample of them (sorted).
+	ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (count int, ips []string, err error)
 	// Close releases resources.
 	Close() error
+}
+
+// ClientIPRetention is how long after its day a key's client IPs are kept
+// at least: long enough for a sweep to look back a week.
+const ClientIPRetention = 8 * 24 * time.Hour
+
+// Bounds of one AddClientIPs call.
+const (
+	MaxClientIPKeys    = 1000 // keys per call
+	MaxClientIPsPerKey = 1000 // IPs per key per call
+)
+
+// CleanClientIPs checks the arguments of AddClientIPs that every adapter
+// checks alike, and returns ips with each IP in canonical form
+// (netip.Addr.String(): "2001:DB8::1" is "2001:db8::1"), sorted and
+// without repeats, and keys without IPs left out. It rejects a zero day,
+// an empty key id, more than MaxClientIPKeys keys or MaxClientIPsPerKey IPs
+// of a key, and an IP that netip.ParseAddr rejects or that has a zone
+// ("fe80::1%eth0"). An adapter checks what else its key ids need itself,
+// before anything is written. Errors are errs.Invalid.
+func CleanClientIPs(day time.Time, ips map[string][]string) (map[string][]string, error) {
+	if day.IsZero() {
+		return nil, errs.E(errs.Invalid, "client IPs: the day is not set")
+	}
+	if len(ips) > MaxClientIPKeys {
+		return nil, errs.E(errs.Invalid, "client IPs: at most %d keys per call, got %d", MaxClientIPKeys, len(ips))
+	}
+	out := make(map[string][]string, len(ips))
+	for _, id := range slices.Sorted(maps.Keys(ips)) {
+		list := ips[id]
+		if id == "" {
+			return nil, errs.E(errs.Invalid, "client IPs: a key id is empty")
+		}
+		if len(list) > MaxClientIPsPerKey {
+			return nil, errs.E(errs.Invalid, "client IPs of key %s: at most %d IPs per key per call, got %d", id, MaxClientIPsPerKey, len(list))
+		}
+		if len(list) == 0 {
+			continue
+		}
+		clean := make([]string, len(list))
+		for i, ip := range list {
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				return nil, errs.Wrap(errs.Invalid, err, fmt.Sprintf("client IPs of key %s: %.64q is not an IP address", id, ip))
+			}
+			if a.Zone() != "" {
+				return nil, errs.E(errs.Invalid, "client IPs of key %s: %.64q has a zone, which a client IP never has", id, ip)
+			}
+			clean[i] = a.String()
+		}
+		slices.Sort(clean)
+		out[id] = slices.Compact(clean)
+	}
+	return out, nil
 }

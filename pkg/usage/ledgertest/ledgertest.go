@@ -81,7 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		name string
 		fn   func(*testing.T, Harness)
 	}{
-		{"CountAddsToMinuteDayMonthCounters", testCountAddsToMinuteDayMonthCounters},
+		{"CountAddsToCountersOfEveryWindow", testCountAddsToCountersOfEveryWindow},
 		{"CountNothingIsNoop", testCountNothingIsNoop},
 		{"LargeAmountsAreExact", testLargeAmountsAreExact},
 		{"DuplicateEventCountedOnce", testDuplicateEventCountedOnce},
@@ -99,6 +99,14 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"DeadLetterPayloadIsCutTo64KiB", testDeadLetterPayloadIsCutTo64KiB},
 
 		{"BadQueryIsInvalid", testBadQueryIsInvalid},
+
+		{"ClientIPsRecordedOnceInCanonicalForm", testClientIPsRecordedOnceInCanonicalForm},
+		{"ClientIPsAreKeptPerUTCDay", testClientIPsAreKeptPerUTCDay},
+		{"ClientIPsSampleIsSortedAndLimited", testClientIPsSampleIsSortedAndLimited},
+		{"ClientIPsOfManyKeysInOneCall", testClientIPsOfManyKeysInOneCall},
+		{"ConcurrentAddClientIPsLoseNothing", testConcurrentAddClientIPsLoseNothing},
+		{"InvalidClientIPsWriteNothing", testInvalidClientIPsWriteNothing},
+		{"FailedAddClientIPsIsRetried", testFailedAddClientIPsIsRetried},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -335,7 +343,9 @@ func newRand(t *testing.T) (*rand.Rand, uint64) {
 	return rand.New(rand.NewPCG(seed, 0)), seed
 }
 
-func testCountAddsToMinuteDayMonthCounters(t *testing.T, h Harness) {
+// testCountAddsToCountersOfEveryWindow checks the counters of every window
+// in plan.Windows: minute, hour, day and month.
+func testCountAddsToCountersOfEveryWindow(t *testing.T, h Harness) {
 	l := h.Ledger
 	east := time.FixedZone("UTC+5", 5*60*60)
 	next := monthEnd.Add(40 * time.Second) // 2031-02-01T00:00:10Z
@@ -356,6 +366,7 @@ func testCountAddsToMinuteDayMonthCounters(t *testing.T, h Harness) {
 		wantTotals(t, l, "key-3", w, monthEnd, usage.Totals{})
 	}
 	wantTotals(t, l, "key-1", plan.Minute, monthEnd.Add(-time.Minute), usage.Totals{})
+	wantTotals(t, l, "key-1", plan.Hour, monthEnd.Add(-time.Hour), usage.Totals{})
 	wantTotals(t, l, "key-1", plan.Day, monthEnd.AddDate(0, 0, -1), usage.Totals{})
 	wantTotals(t, l, "key-1", plan.Month, monthEnd.AddDate(0, -1, 0), usage.Totals{})
 
@@ -718,6 +729,11 @@ func testActiveKeysListsOnlyKeysWithUsageInWindow(t *testing.T, h Harness) {
 		{plan.Month, day1.AddDate(0, 1, 0), nil},
 		{plan.Minute, day1.Add(5 * time.Hour), []string{"key-c", "key-e"}},
 		{plan.Minute, day1.Add(4 * time.Hour), nil},
+		{plan.Hour, day1, []string{"key-a", "key-c", "key-e", "key-f"}},
+		{plan.Hour, day1.Add(3*time.Hour + 59*time.Minute), []string{"key-a", "key-c", "key-e", "key-f"}},
+		{plan.Hour, day1.Add(5 * time.Hour), []string{"key-c", "key-e"}},
+		{plan.Hour, day1.Add(4 * time.Hour), nil},
+		{plan.Hour, day2, []string{"key-b", "key-c", "key-d"}},
 	}
 	for _, tc := range tests {
 		start, _ := tc.w.Bounds(tc.at)
@@ -816,4 +832,243 @@ func testDeadLetterPayloadIsCutTo64KiB(t *testing.T, h Harness) {
 	if n := len(got[0].Payload); n != 64<<10 || string(got[0].Payload) != string(big[:64<<10]) {
 		t.Errorf("stored payload is %d bytes, want the first %d", n, 64<<10)
 	}
+}
+
+// ipDay is the UTC day the client IP tests record on.
+var ipDay = time.Date(2031, time.January, 31, 0, 0, 0, 0, time.UTC)
+
+// addClientIPs calls AddClientIPs, retrying transient failures a bounded
+// number of times as a flushing recorder would.
+func addClientIPs(ctx context.Context, l usage.Ledger, day time.Time, ips map[string][]string) error {
+	var err error
+	for range 50 {
+		if err = l.AddClientIPs(ctx, day, ips); !errs.Is(err, errs.Unavailable) {
+			break
+		}
+	}
+	return err
+}
+
+func addIPs(t *testing.T, l usage.Ledger, day time.Time, ips map[string][]string) {
+	t.Helper()
+	if err := addClientIPs(t.Context(), l, day, ips); err != nil {
+		t.Fatalf("AddClientIPs(%s, %d keys): %v", day.Format(time.RFC3339), len(ips), err)
+	}
+}
+
+// wantIPs checks ClientIPs(key, day, sample) against count and sample ips.
+func wantIPs(t *testing.T, l usage.Ledger, key string, day time.Time, sample, wantCount int, wantSample []string) {
+	t.Helper()
+	n, ips, err := l.ClientIPs(t.Context(), key, day, sample)
+	if err != nil {
+		t.Fatalf("ClientIPs(%s, %s, %d): %v", key, day.Format(time.RFC3339), sample, err)
+	}
+	if n != wantCount || !slices.Equal(ips, wantSample) {
+		t.Errorf("ClientIPs(%s, %s, %d): got %d, %q; want %d, %q", key, day.Format(time.RFC3339), sample, n, ips, wantCount, wantSample)
+	}
+}
+
+// ipv4 returns the i-th address of 10.0.0.0/8, in canonical form.
+func ipv4(i int) string { return fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff) }
+
+func testClientIPsRecordedOnceInCanonicalForm(t *testing.T, h Harness) {
+	l := h.Ledger
+	wantIPs(t, l, "key-1", ipDay, 10, 0, nil)
+	addIPs(t, l, ipDay, map[string][]string{
+		"key-1": {"203.0.113.7", "2001:DB8::1", "198.51.100.1", "203.0.113.7"},
+		"key-2": {"2001:db8:0:0:0:0:0:2"},
+		"key-3": {}, // a key without IPs is left out
+	})
+	want := []string{"198.51.100.1", "2001:db8::1", "203.0.113.7"}
+	wantIPs(t, l, "key-1", ipDay, 10, 3, want)
+	wantIPs(t, l, "key-2", ipDay, 10, 1, []string{"2001:db8::2"})
+	wantIPs(t, l, "key-3", ipDay, 10, 0, nil)
+	wantIPs(t, l, "key-unknown", ipDay, 10, 0, nil)
+
+	// Recording again, in other spellings, adds nothing.
+	addIPs(t, l, ipDay, map[string][]string{"key-1": {"2001:db8::1", "2001:0db8:0000::0001", "198.51.100.1"}})
+	wantIPs(t, l, "key-1", ipDay, 10, 3, want)
+	addIPs(t, l, ipDay, map[string][]string{"key-1": {"192.0.2.1"}})
+	wantIPs(t, l, "key-1", ipDay, 10, 4, []string{"192.0.2.1", "198.51.100.1", "2001:db8::1", "203.0.113.7"})
+
+	for _, ips := range []map[string][]string{nil, {}, {"key-9": nil}} {
+		if err := l.AddClientIPs(t.Context(), ipDay, ips); err != nil {
+			t.Errorf("AddClientIPs(%v): got %v, want nil (nothing to record)", ips, err)
+		}
+	}
+	wantIPs(t, l, "key-9", ipDay, 10, 0, nil)
+}
+
+func testClientIPsAreKeptPerUTCDay(t *testing.T, h Harness) {
+	l := h.Ledger
+	next := ipDay.AddDate(0, 0, 1)
+	// A time within the day is rounded down to its UTC start, whatever
+	// its time zone: 02:00 on February 1 in UTC+5 is 21:00 on January 31
+	// UTC.
+	east := time.FixedZone("UTC+5", 5*60*60)
+	addIPs(t, l, ipDay.Add(13*time.Hour+45*time.Minute), map[string][]string{"key-1": {"192.0.2.1"}})
+	addIPs(t, l, time.Date(2031, time.February, 1, 2, 0, 0, 0, east), map[string][]string{"key-1": {"192.0.2.2"}})
+	addIPs(t, l, next, map[string][]string{"key-1": {"192.0.2.3", "192.0.2.1"}})
+	addIPs(t, l, next.Add(-time.Nanosecond), map[string][]string{"key-2": {"192.0.2.9"}})
+
+	day1 := []string{"192.0.2.1", "192.0.2.2"}
+	for _, at := range []time.Time{ipDay, ipDay.Add(23*time.Hour + 59*time.Minute), ipDay.In(east)} {
+		wantIPs(t, l, "key-1", at, 10, 2, day1)
+	}
+	wantIPs(t, l, "key-1", next, 10, 2, []string{"192.0.2.1", "192.0.2.3"})
+	wantIPs(t, l, "key-1", ipDay.AddDate(0, 0, -1), 10, 0, nil)
+	wantIPs(t, l, "key-1", next.AddDate(0, 0, 1), 10, 0, nil)
+	wantIPs(t, l, "key-2", ipDay, 10, 1, []string{"192.0.2.9"})
+	wantIPs(t, l, "key-2", next, 10, 0, nil)
+}
+
+func testClientIPsSampleIsSortedAndLimited(t *testing.T, h Harness) {
+	l := h.Ledger
+	rng, _ := newRand(t)
+	var ips []string
+	for i := range 40 {
+		ips = append(ips, ipv4(i*37))
+	}
+	ips = append(ips, "2001:db8::a", "2001:db8::1:0", "::1", "fe80::1", "0.0.0.0", "255.255.255.255")
+	rng.Shuffle(len(ips), func(i, j int) { ips[i], ips[j] = ips[j], ips[i] })
+	addIPs(t, l, ipDay, map[string][]string{"key-1": ips})
+	sorted := slices.Sorted(slices.Values(ips))
+	for _, sample := range []int{0, 1, 7, len(ips), 1000} {
+		want := sorted[:min(sample, len(sorted))]
+		if sample == 0 {
+			want = nil
+		}
+		wantIPs(t, l, "key-1", ipDay, sample, len(ips), want)
+	}
+}
+
+func testClientIPsOfManyKeysInOneCall(t *testing.T, h Harness) {
+	l := h.Ledger
+	// More keys than one Firestore batch (500 writes) holds, the most one
+	// call takes.
+	ips := map[string][]string{}
+	for k := range usage.MaxClientIPKeys {
+		ips[fmt.Sprintf("key-%04d", k)] = []string{ipv4(k), ipv4(k + 1), "2001:db8::1"}
+	}
+	addIPs(t, l, ipDay, ips)
+	var (
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, 8)
+	)
+	for k := range usage.MaxClientIPKeys {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			key := fmt.Sprintf("key-%04d", k)
+			want := slices.Sorted(slices.Values([]string{ipv4(k), ipv4(k + 1), "2001:db8::1"}))
+			n, got, err := l.ClientIPs(t.Context(), key, ipDay, 10)
+			if err != nil || n != 3 || !slices.Equal(got, want) {
+				t.Errorf("ClientIPs(%s): got %d, %q, %v; want 3, %q, nil", key, n, got, err, want)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// testConcurrentAddClientIPsLoseNothing has workers record overlapping IP
+// sets of the same keys at once, in random chunks: every IP is recorded
+// once.
+func testConcurrentAddClientIPsLoseNothing(t *testing.T, h Harness) {
+	l := h.Ledger
+	const keys, perWorker, overlap, workers = 3, 400, 200, 2
+	_, seed := newRand(t)
+	var wg sync.WaitGroup
+	for w := range workers {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		var mine []string // IPs w*(perWorker-overlap) to that + perWorker
+		for i := range perWorker {
+			mine = append(mine, ipv4(w*(perWorker-overlap)+i))
+		}
+		rng.Shuffle(len(mine), func(i, j int) { mine[i], mine[j] = mine[j], mine[i] })
+		wg.Go(func() {
+			for len(mine) > 0 {
+				n := min(len(mine), 1+rng.IntN(80))
+				batch := map[string][]string{}
+				for k := range keys {
+					batch[fmt.Sprintf("key-%d", k)] = mine[:n]
+				}
+				if err := addClientIPs(t.Context(), l, ipDay, batch); err != nil {
+					t.Errorf("worker %d: AddClientIPs: %v", w, err)
+					return
+				}
+				mine = mine[n:]
+			}
+		})
+	}
+	wg.Wait()
+	var all []string
+	for i := range workers*(perWorker-overlap) + overlap {
+		all = append(all, ipv4(i))
+	}
+	slices.Sort(all)
+	for k := range keys {
+		wantIPs(t, l, fmt.Sprintf("key-%d", k), ipDay, len(all)+1, len(all), all)
+	}
+}
+
+func testInvalidClientIPsWriteNothing(t *testing.T, h Harness) {
+	l := h.Ledger
+	ctx := t.Context()
+	good := []string{"192.0.2.1", "2001:db8::1"}
+	tooManyIPs := make([]string, usage.MaxClientIPsPerKey+1)
+	for i := range tooManyIPs {
+		tooManyIPs[i] = ipv4(i)
+	}
+	tooManyKeys := map[string][]string{}
+	for k := range usage.MaxClientIPKeys + 1 {
+		tooManyKeys[fmt.Sprintf("key-%04d", k)] = good
+	}
+	tests := []struct {
+		name string
+		day  time.Time
+		ips  map[string][]string
+	}{
+		{"a bad IP", ipDay, map[string][]string{"key-1": good, "key-2": {"192.0.2.2", "not-an-ip", "192.0.2.3"}}},
+		{"an empty IP", ipDay, map[string][]string{"key-1": good, "key-2": {""}}},
+		{"an IPv4 with a leading zero", ipDay, map[string][]string{"key-1": good, "key-2": {"192.0.2.01"}}},
+		{"an IP with a zone", ipDay, map[string][]string{"key-1": good, "key-2": {"fe80::1%eth0"}}},
+		{"an IP and port", ipDay, map[string][]string{"key-1": good, "key-2": {"192.0.2.2:443"}}},
+		{"a CIDR prefix", ipDay, map[string][]string{"key-1": good, "key-2": {"192.0.2.0/24"}}},
+		{"an empty key id", ipDay, map[string][]string{"key-1": good, "": good}},
+		{"too many IPs of a key", ipDay, map[string][]string{"key-1": good, "key-2": tooManyIPs}},
+		{"too many keys", ipDay, tooManyKeys},
+		{"a zero day", time.Time{}, map[string][]string{"key-1": good}},
+	}
+	for _, tc := range tests {
+		wantKind(t, "AddClientIPs with "+tc.name, l.AddClientIPs(ctx, tc.day, tc.ips), errs.Invalid)
+	}
+	for _, key := range []string{"key-1", "key-2", "key-0000", "key-1000"} {
+		wantIPs(t, l, key, ipDay, 10, 0, nil)
+	}
+
+	_, _, err := l.ClientIPs(ctx, "", ipDay, 10)
+	wantKind(t, "ClientIPs with an empty key id", err, errs.Invalid)
+	_, _, err = l.ClientIPs(ctx, "key-1", time.Time{}, 10)
+	wantKind(t, "ClientIPs with a zero day", err, errs.Invalid)
+	_, _, err = l.ClientIPs(ctx, "key-1", ipDay, -1)
+	wantKind(t, "ClientIPs with a negative sample", err, errs.Invalid)
+
+	// The largest valid call is accepted.
+	most := map[string][]string{"key-1": tooManyIPs[:usage.MaxClientIPsPerKey]}
+	addIPs(t, l, ipDay, most)
+	wantIPs(t, l, "key-1", ipDay, 0, usage.MaxClientIPsPerKey, nil)
+}
+
+func testFailedAddClientIPsIsRetried(t *testing.T, h Harness) {
+	if h.Break == nil || h.Repair == nil {
+		t.Skip("the harness cannot make commits fail")
+	}
+	l := h.Ledger
+	ips := map[string][]string{"key-1": {"192.0.2.1"}, "key-2": {"192.0.2.2", "192.0.2.3"}}
+	h.Break(0)
+	wantKind(t, "AddClientIPs while broken", l.AddClientIPs(t.Context(), ipDay, ips), errs.Unavailable)
+	h.Repair()
+	addIPs(t, l, ipDay, ips)
+	wantIPs(t, l, "key-1", ipDay, 10, 1, []string{"192.0.2.1"})
+	wantIPs(t, l, "key-2", ipDay, 10, 2, []string{"192.0.2.2", "192.0.2.3"})
 }

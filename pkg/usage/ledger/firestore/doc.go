@@ -10,7 +10,7 @@
 //	    instead of hot-spotting one tablet. expire_at is count time +
 //	    retention, the TTL field.
 //	usage_counters/{key id}_{window}_{window start, Unix seconds}_{shard}
-//	    key_id, owner, window ("minute", "day", "month"), start (timestamp),
+//	    key_id, owner, window ("minute", "hour", "day", "month"), start (timestamp),
 //	    shard (0 to Shards-1), requests, units, bytes (integers, added to
 //	    with firestore.Increment). A key's totals in a window are the sum
 //	    of its up to Shards shard documents; a missing shard is zero. The
@@ -19,6 +19,12 @@
 //	usage_dead_letters/{hex SHA-256 of the dead letter id}
 //	    id, time, reason, detail, payload (bytes, at most 64 KiB). The
 //	    first record of an id is kept.
+//	usage_client_ips/{key id}_{UTC day start, Unix seconds}
+//	    key_id, day (timestamp), ips (array of canonical IP strings, in
+//	    the order they were first recorded), expire_at (day +
+//	    usage.ClientIPRetention, the TTL field): the distinct client IPs a
+//	    key was used from on a day. The id is unambiguous: its last part
+//	    is digits.
 //
 // # Exactly once
 //
@@ -26,8 +32,8 @@
 // them into chunks of at most 450 writes: a Create of each event's document
 // plus one increment per (key, window, window start) the chunk touches,
 // with the chunk's events pre-aggregated into it. Each chunk picks one random shard
-// per key, so it adds to at most three counter documents per key (minute,
-// day, month) unless its events span windows. A chunk is committed in one
+// per key, so it adds to at most four counter documents per key (minute,
+// hour, day, month) unless its events span windows. A chunk is committed in one
 // transaction of writes only (RunTransaction with Create and Set-merge of
 // increments, no reads), which Firestore applies whole or not at all: if
 // any event document exists the commit fails with ALREADY_EXISTS and none
@@ -40,18 +46,39 @@
 // exactly what is not yet counted, and any number of concurrent Counts of
 // overlapping events count each id once.
 //
+// # Client IPs
+//
+// AddClientIPs writes each key's document of the day with a Set-merge of
+// key_id, day, expire_at and firestore.ArrayUnion of its IPs. Firestore
+// applies the union on the server, so concurrent writers (verify
+// instances flushing the same key) lose no IP and need no transaction,
+// and an IP already in the array is not added again. The keys of a call
+// are written through a BulkWriter, in requests of up to 20 writes sent
+// in parallel, well under the 500 writes a batch allows; the writes are
+// independent, so a failed call may have written some keys, and writing
+// them again on retry does no harm. ClientIPs is one document read: the
+// count is the array's length, the sample its first IPs once sorted.
+//
+// A document holds at most 1 MiB, some 25,000 IPv6 addresses; a write
+// past that fails (errs.Internal). The distinct-IP rule needs at most
+// plan.MaxDistinctIPsPerDay + 1 per key, and each flushing instance sends
+// at most that many, so only tens of instances each seeing a thousand
+// other IPs of one key in a day come near it. Each document takes about
+// one write per second sustained: instances / flush interval per key.
+//
 // # Cost
 //
 // Writes per counted event: 1 + (counter increments in the chunk) / (events
 // in the chunk). A webhook batch of 1,000 events of 20 keys in one minute
-// is 3 commits and 1,066 writes: 1.066 writes per event (Stats reports
+// is 3 commits and 1,088 writes: 1.088 writes per event (Stats reports
 // them; TestCountPreAggregatesCounterWrites checks the bound). The worst
-// case, every event of a different key or minute, is 4 writes per event.
+// case, every event of a different key, is 5 writes per event.
 // Each commit is two RPCs (BeginTransaction, Commit). A redelivered batch
 // costs a failed commit, one document read per event of the chunk, and a
 // commit of what remains. Totals reads Shards documents by id; OwnerTotals
 // and ActiveKeys read each listed key's shard documents and a few more
 // (each query is sized from the shards per key seen so far).
+// AddClientIPs is one write per key in the call; ClientIPs one read.
 //
 // # Throughput limits
 //
@@ -78,16 +105,21 @@
 // ListDeadLetters uses the automatic single-field index on
 // usage_dead_letters.time (descending).
 //
-// TTL policy: collection group usage_events, field expire_at. Firestore
+// TTL policies: collection group usage_events, field expire_at. Firestore
 // deletes an expired event document within about a day; until then a
 // redelivery of its id is still a duplicate, which errs on the safe side.
-// The emulator does not run TTL policies.
+// Collection group usage_client_ips, field expire_at: a day's client IPs
+// are kept at least usage.ClientIPRetention after the day's start, and
+// deleted within about a day after that. The emulator does not run TTL
+// policies.
 //
 // Single-field index exemptions (nothing queries these fields; they save
-// index writes, and time, expire_at and start grow monotonically, which
-// would cap the collection near 500 writes/s):
+// index writes, and time, expire_at, start and day grow monotonically,
+// which would cap the collection near 500 writes/s):
 //
 //	usage_events:       id, key_id, time, expire_at
 //	usage_counters:     requests, units, bytes (rewritten by every increment), shard, start
 //	usage_dead_letters: id, reason, detail, payload
+//	usage_client_ips:   key_id, day, expire_at, ips (an array field would
+//	                    otherwise get an array-contains index entry per IP)
 package firestore

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -31,6 +32,7 @@ const (
 	eventsColl      = "usage_events"
 	countersColl    = "usage_counters"
 	deadLettersColl = "usage_dead_letters"
+	clientIPsColl   = "usage_client_ips"
 )
 
 const (
@@ -66,8 +68,9 @@ type Options struct {
 	// Default: the wall clock.
 	Clock clock.Clock
 	// FailCommitHook is for tests: it is called before each commit of
-	// Count and AddDeadLetter, and a non-nil error aborts the commit and
-	// is returned. Default: none.
+	// Count and AddDeadLetter and before the writes of AddClientIPs, and a
+	// non-nil error aborts the commit (the writes) and is returned.
+	// Default: none.
 	FailCommitHook func() error
 }
 
@@ -608,4 +611,109 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 		next = pagetoken.Encode(out[len(out)-1].Time, snaps[len(snaps)-1].Ref.ID)
 	}
 	return out, next, nil
+}
+
+// clientIPsDoc is a key's client IPs on one UTC day.
+type clientIPsDoc struct {
+	KeyID    string    `firestore:"key_id"`
+	Day      time.Time `firestore:"day"`
+	IPs      []string  `firestore:"ips"`
+	ExpireAt time.Time `firestore:"expire_at"`
+}
+
+// clientIPs returns the document of key id's client IPs on the UTC day
+// starting at day.
+func (l *Ledger) clientIPs(keyID string, day time.Time) *firestore.DocumentRef {
+	return l.c.Collection(clientIPsColl).Doc(fmt.Sprintf("%s_%d", keyID, day.Unix()))
+}
+
+// AddClientIPs adds the client IPs of each key to its document of the UTC
+// day containing day with a Set-merge of firestore.ArrayUnion, which
+// Firestore applies on the server: concurrent writers add to the array and
+// lose nothing, and an IP already there is not added again. The documents
+// are written through a BulkWriter (batches of 20 writes, retried on
+// contention); the writes are independent, so a failure may leave some
+// keys' IPs written, which a retry writes again at no harm.
+func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
+	clean, err := usage.CleanClientIPs(day, ips)
+	if err != nil {
+		return err
+	}
+	for id := range clean {
+		if !validKeyID(id) {
+			return errs.E(errs.Invalid, "client IPs: key id %.64q cannot name a Firestore document", id)
+		}
+	}
+	if len(clean) == 0 {
+		return nil
+	}
+	if l.failCommit != nil {
+		if err := l.failCommit(); err != nil {
+			return err
+		}
+	}
+	d := windowStart(plan.Day, day)
+	expireAt := d.Add(usage.ClientIPRetention)
+	bw := l.c.BulkWriter(ctx)
+	jobs := make([]*firestore.BulkWriterJob, 0, len(clean))
+	var enqueueErr error
+	for _, id := range slices.Sorted(maps.Keys(clean)) {
+		union := make([]any, len(clean[id]))
+		for i, ip := range clean[id] {
+			union[i] = ip
+		}
+		job, err := bw.Set(l.clientIPs(id, d), map[string]any{
+			"key_id":    id,
+			"day":       d,
+			"ips":       firestore.ArrayUnion(union...),
+			"expire_at": expireAt,
+		}, firestore.MergeAll)
+		if err != nil {
+			enqueueErr = err
+			break
+		}
+		jobs = append(jobs, job)
+	}
+	bw.End()
+	if enqueueErr != nil {
+		return translate(enqueueErr, "firestore: record client IPs")
+	}
+	for _, job := range jobs {
+		if _, err := job.Results(); err != nil {
+			return translate(err, "firestore: record client IPs")
+		}
+	}
+	return nil
+}
+
+// ClientIPs reads key id's document of the UTC day containing day: the
+// count is the length of its array, the sample its first IPs in byte
+// order.
+func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
+	switch {
+	case keyID == "":
+		return 0, nil, errs.E(errs.Invalid, "client IPs: the key id is empty")
+	case day.IsZero():
+		return 0, nil, errs.E(errs.Invalid, "client IPs: the day is not set")
+	case sample < 0:
+		return 0, nil, errs.E(errs.Invalid, "client IPs: the sample size must be >= 0, got %d", sample)
+	case !validKeyID(keyID):
+		return 0, nil, nil // nothing can have been recorded for it
+	}
+	snap, err := l.clientIPs(keyID, windowStart(plan.Day, day)).Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, translate(err, "firestore: read client IPs")
+	}
+	var d clientIPsDoc
+	if err := snap.DataTo(&d); err != nil {
+		return 0, nil, errs.Wrap(errs.Internal, err, "firestore: decode client IPs "+snap.Ref.ID)
+	}
+	if sample == 0 {
+		return len(d.IPs), nil, nil
+	}
+	slices.Sort(d.IPs)
+	return len(d.IPs), d.IPs[:min(sample, len(d.IPs))], nil
 }

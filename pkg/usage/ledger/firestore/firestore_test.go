@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keyplane/keyplane/internal/testenv"
+	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/plan"
 	"github.com/keyplane/keyplane/pkg/usage"
 	"github.com/keyplane/keyplane/pkg/usage/ledgertest"
@@ -158,9 +160,9 @@ func TestCountPreAggregatesCounterWrites(t *testing.T) {
 	if s.Counted != 1000 || s.Commits != 3 {
 		t.Errorf("Stats: got %+v, want 1000 counted in 3 commits", s)
 	}
-	// 1,000 Creates, 3 increments per key, and 3 more for each of the (at
-	// most 2) keys split between chunks.
-	if max := int64(1000 + 3*20 + 3*2); s.Writes > max {
+	// 1,000 Creates, 4 increments per key (minute, hour, day, month), and
+	// 4 more for each of the (at most 2) keys split between chunks.
+	if max := int64(1000 + 4*20 + 4*2); s.Writes > max {
 		t.Errorf("writes: got %d, want at most %d", s.Writes, max)
 	}
 	t.Logf("%d writes for %d events: %.3f writes/event", s.Writes, s.Counted, float64(s.Writes)/float64(s.Counted))
@@ -220,10 +222,10 @@ func TestDocumentLayout(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read counters: %v", err)
 	}
-	if len(docs) != 3 {
-		t.Fatalf("counter documents: got %d, want 3 (minute, day, month)", len(docs))
+	if len(docs) != len(plan.Windows) {
+		t.Fatalf("counter documents: got %d, want %d (%v)", len(docs), len(plan.Windows), plan.Windows)
 	}
-	idRE := regexp.MustCompile(`^key_with_underscores_(minute|day|month)_(\d+)_([0-7])$`)
+	idRE := regexp.MustCompile(`^key_with_underscores_(minute|hour|day|month)_(\d+)_([0-7])$`)
 	for _, d := range docs {
 		m := idRE.FindStringSubmatch(d.Ref.ID)
 		if m == nil {
@@ -242,6 +244,66 @@ func TestDocumentLayout(t *testing.T) {
 		if m[2] != fmt.Sprint(start.Unix()) {
 			t.Errorf("counter %s: start in the id is %s, want %d", d.Ref.ID, m[2], start.Unix())
 		}
+	}
+}
+
+// TestClientIPsDocumentLayout pins the client IP document the package
+// comment documents: one per key and UTC day, its IPs in an array, and
+// expire_at (the TTL field) ClientIPRetention after the day's start.
+func TestClientIPsDocumentLayout(t *testing.T) {
+	c := testenv.FirestoreClient(t)
+	l := NewFromClient(c, Options{})
+	day := time.Date(2031, time.March, 1, 0, 0, 0, 0, time.UTC)
+	for _, ips := range [][]string{{"2001:DB8::1", "192.0.2.1"}, {"192.0.2.1", "198.51.100.7"}} {
+		if err := l.AddClientIPs(t.Context(), day.Add(17*time.Hour), map[string][]string{"key_with_underscores": ips}); err != nil {
+			t.Fatalf("AddClientIPs: %v", err)
+		}
+	}
+	docs, err := c.Collection("usage_client_ips").Documents(t.Context()).GetAll()
+	if err != nil {
+		t.Fatalf("read client IP documents: %v", err)
+	}
+	if len(docs) != 1 {
+		t.Fatalf("client IP documents: got %d, want 1", len(docs))
+	}
+	if got, want := docs[0].Ref.ID, fmt.Sprintf("key_with_underscores_%d", day.Unix()); got != want {
+		t.Errorf("document id: got %q, want %q", got, want)
+	}
+	data := docs[0].Data()
+	want := map[string]any{"key_id": "key_with_underscores", "day": day, "expire_at": day.Add(usage.ClientIPRetention)}
+	for f, w := range want {
+		if got := data[f]; got != w {
+			t.Errorf("field %s: got %v (%T), want %v (%T)", f, got, got, w, w)
+		}
+	}
+	// The array keeps the order of first recording; ClientIPs sorts.
+	if got, want := fmt.Sprint(data["ips"]), "[192.0.2.1 2001:db8::1 198.51.100.7]"; got != want {
+		t.Errorf("field ips: got %s, want %s", got, want)
+	}
+	if len(data) != 4 {
+		t.Errorf("fields: got %v, want key_id, day, ips, expire_at", data)
+	}
+}
+
+// TestClientIPsOfKeyIDsThatCannotNameADocument checks that a batch with a
+// key id Firestore cannot use in a document id is rejected whole, and
+// that reading such a key finds nothing.
+func TestClientIPsOfKeyIDsThatCannotNameADocument(t *testing.T) {
+	c := testenv.FirestoreClient(t)
+	l := NewFromClient(c, Options{})
+	day := time.Date(2031, time.March, 1, 0, 0, 0, 0, time.UTC)
+	for _, bad := range []string{"a/b", "__key", strings.Repeat("k", maxKeyID+1)} {
+		err := l.AddClientIPs(t.Context(), day, map[string][]string{"key-1": {"192.0.2.1"}, bad: {"192.0.2.2"}})
+		if !errs.Is(err, errs.Invalid) {
+			t.Errorf("AddClientIPs with key id %.20q: got %v, want kind Invalid", bad, err)
+		}
+		if n, ips, err := l.ClientIPs(t.Context(), bad, day, 10); n != 0 || ips != nil || err != nil {
+			t.Errorf("ClientIPs(%.20q): got %d, %q, %v; want 0, nil, nil", bad, n, ips, err)
+		}
+	}
+	docs, err := c.Collection("usage_client_ips").Documents(t.Context()).GetAll()
+	if err != nil || len(docs) != 0 {
+		t.Errorf("client IP documents after rejected calls: got %d, %v; want none", len(docs), err)
 	}
 }
 

@@ -14,11 +14,14 @@
 //	    one row per counted event id, kept until expire_at (count time +
 //	    retention); indexed by expire_at
 //	usage_counters ((key_id, win, start) PRIMARY KEY, owner, requests, units, bytes)
-//	    pre-aggregated totals per key and UTC minute, day and month window;
-//	    indexed by (win, start, key_id) for ActiveKeys and by
+//	    pre-aggregated totals per key and UTC minute, hour, day and month
+//	    window; indexed by (win, start, key_id) for ActiveKeys and by
 //	    (owner, win, start, key_id) for OwnerTotals
 //	usage_dead_letters (id PRIMARY KEY, time, reason, detail, payload)
 //	    indexed by (time DESC, id DESC)
+//	usage_client_ips ((key_id, day, ip) PRIMARY KEY)
+//	    one row per client IP a key was used from on a UTC day (day is
+//	    the day's start, ip canonical); indexed by day
 //
 // # Exactly once
 //
@@ -34,4 +37,14 @@
 // Times are stored as Unix microseconds. A window start passed to a query
 // is rounded down to the start of its window. Open migrates older schemas
 // and refuses newer ones.
+//
+// # Client IPs
+//
+// AddClientIPs is one transaction: it deletes up to 2n+100 rows of days
+// that started more than usage.ClientIPRetention ago (n rows in the call),
+// then inserts a row per (key, day, IP) with ON CONFLICT DO NOTHING, so an
+// IP recorded again, or concurrently, is one row. ClientIPs is one query:
+// the rows of the key and day ordered by ip with LIMIT, and count(*) OVER
+// () for their number, read from one snapshot. A day passed to either is
+// rounded down to its UTC start.
 package sqlite

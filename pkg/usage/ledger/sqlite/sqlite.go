@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -72,6 +73,14 @@ CREATE TABLE usage_dead_letters (
 	payload BLOB
 ) STRICT;
 CREATE INDEX usage_dead_letters_by_time ON usage_dead_letters (time DESC, id DESC);
+`, `
+CREATE TABLE usage_client_ips (
+	key_id TEXT NOT NULL,
+	day    INTEGER NOT NULL,
+	ip     TEXT NOT NULL,
+	PRIMARY KEY (key_id, day, ip)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_client_ips_by_day ON usage_client_ips (day);
 `}
 
 // Open opens the ledger database file at path with the default options,
@@ -453,4 +462,86 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 		return nil, "", translate(err, "sqlite: list dead letters")
 	}
 	return out, "", nil
+}
+
+// dayStart returns the start of the UTC day containing t, in Unix
+// microseconds.
+func dayStart(t time.Time) int64 { return windowStart(plan.Day, t) }
+
+// AddClientIPs records the client IPs of each key on the UTC day
+// containing day, in one IMMEDIATE transaction: it deletes a bounded
+// number of rows older than usage.ClientIPRetention, then inserts a row
+// per (key, day, IP) with ON CONFLICT DO NOTHING. Invalid input writes
+// nothing.
+func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
+	clean, err := usage.CleanClientIPs(day, ips)
+	if err != nil {
+		return err
+	}
+	if len(clean) == 0 {
+		return nil
+	}
+	d := dayStart(day)
+	args := make([]any, 0, 3*len(clean))
+	for _, id := range slices.Sorted(maps.Keys(clean)) {
+		for _, ip := range clean[id] {
+			args = append(args, id, d, ip)
+		}
+	}
+	rows := len(args) / 3
+	cutoff := micros(l.clock.Now().Add(-usage.ClientIPRetention))
+	return l.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_client_ips WHERE (key_id, day, ip) IN
+			(SELECT key_id, day, ip FROM usage_client_ips WHERE day < ? ORDER BY day LIMIT ?)`,
+			cutoff, purgeLimit(rows)); err != nil {
+			return translate(err, "sqlite: delete expired client IPs")
+		}
+		for chunk := range slices.Chunk(args, 3*rowsPerStatement) {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO usage_client_ips (key_id, day, ip) VALUES `+values(len(chunk)/3, 3)+`
+				ON CONFLICT DO NOTHING`, chunk...); err != nil {
+				return translate(err, "sqlite: record client IPs")
+			}
+		}
+		return nil
+	})
+}
+
+// ClientIPs returns how many distinct IPs key id was used from on the UTC
+// day containing day, and the first sample of them in byte order, in one
+// query.
+func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
+	switch {
+	case keyID == "":
+		return 0, nil, errs.E(errs.Invalid, "client IPs: the key id is empty")
+	case day.IsZero():
+		return 0, nil, errs.E(errs.Invalid, "client IPs: the day is not set")
+	case sample < 0:
+		return 0, nil, errs.E(errs.Invalid, "client IPs: the sample size must be >= 0, got %d", sample)
+	}
+	// count(*) OVER () is the number of rows before LIMIT: one query reads
+	// both from one snapshot. With sample 0 it reads one row for the count.
+	rows, err := l.r.QueryContext(ctx, `SELECT ip, count(*) OVER () FROM usage_client_ips WHERE key_id = ? AND day = ?
+		ORDER BY ip LIMIT ?`, keyID, dayStart(day), max(sample, 1))
+	if err != nil {
+		return 0, nil, translate(err, "sqlite: read client IPs")
+	}
+	defer rows.Close()
+	var (
+		count int
+		ips   []string
+	)
+	for rows.Next() {
+		var ip string
+		if err := rows.Scan(&ip, &count); err != nil {
+			return 0, nil, translate(err, "sqlite: read client IPs")
+		}
+		ips = append(ips, ip)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, translate(err, "sqlite: read client IPs")
+	}
+	if sample == 0 {
+		ips = nil
+	}
+	return count, ips, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/sqlitedb"
 	"github.com/keyplane/keyplane/pkg/clock"
 	"github.com/keyplane/keyplane/pkg/usage"
 	"github.com/keyplane/keyplane/pkg/usage/ledgertest"
@@ -94,6 +95,97 @@ func TestExpiredEventsAreDeleted(t *testing.T) {
 	}
 	if rows != 200 {
 		t.Errorf("event rows after the expired ones were purged: got %d, want 200", rows)
+	}
+}
+
+// TestOpenMigratesVersion1File opens a file of the first schema version,
+// from before client IPs were recorded: Open migrates it and keeps its
+// events.
+func TestOpenMigratesVersion1File(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "usage.db")
+	old, err := sqlitedb.Open(path, migrations[:1], nil)
+	if err != nil {
+		t.Fatalf("open a version 1 file: %v", err)
+	}
+	if _, err := old.W.Exec(`INSERT INTO usage_events (id, key_id, time, expire_at) VALUES ('evt-1', 'key-1', 0, ?)`,
+		micros(time.Now().Add(time.Hour))); err != nil {
+		t.Fatalf("insert an event: %v", err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	l, err := Open(path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer l.Close()
+	var v int
+	if err := l.r.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) {
+		t.Errorf("schema version: got %d (%v), want %d", v, err, len(migrations))
+	}
+	e := usage.Counted{Event: usage.Event{ID: "evt-1", KeyID: "key-1", Time: time.Now(), Requests: 1}, Owner: "owner-1"}
+	if n, err := l.Count(t.Context(), []usage.Counted{e}, time.Hour); n != 0 || err != nil {
+		t.Errorf("Count of an event of the old file: got %d, %v; want 0 (a duplicate), nil", n, err)
+	}
+	day := time.Now()
+	if err := l.AddClientIPs(t.Context(), day, map[string][]string{"key-1": {"192.0.2.1"}}); err != nil {
+		t.Fatalf("AddClientIPs: %v", err)
+	}
+	if n, _, err := l.ClientIPs(t.Context(), "key-1", day, 0); n != 1 || err != nil {
+		t.Errorf("ClientIPs: got %d, %v; want 1, nil", n, err)
+	}
+}
+
+// TestExpiredClientIPsAreDeleted checks that a day's client IPs are kept
+// until ClientIPRetention after the day's start and then deleted by later
+// writes, a bounded number at a time.
+func TestExpiredClientIPsAreDeleted(t *testing.T) {
+	day := time.Date(2031, time.January, 1, 0, 0, 0, 0, time.UTC)
+	c := clock.NewFake(day)
+	l := open(t, Options{Clock: c})
+	defer l.Close()
+	ips := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("10.0.%d.%d", i/256, i%256)
+		}
+		return out
+	}
+	add := func(day time.Time, key string, n int) {
+		t.Helper()
+		if err := l.AddClientIPs(t.Context(), day, map[string][]string{key: ips(n)}); err != nil {
+			t.Fatalf("AddClientIPs: %v", err)
+		}
+	}
+	rows := func() int {
+		t.Helper()
+		var n int
+		if err := l.r.QueryRow("SELECT count(*) FROM usage_client_ips").Scan(&n); err != nil {
+			t.Fatalf("count rows: %v", err)
+		}
+		return n
+	}
+	add(day, "key-old", 500)
+	c.Advance(usage.ClientIPRetention - time.Hour)
+	add(c.Now(), "key-1", 1)
+	if got := rows(); got != 501 {
+		t.Errorf("rows within retention: got %d, want 501", got)
+	}
+	if n, _, err := l.ClientIPs(t.Context(), "key-old", day, 0); n != 500 || err != nil {
+		t.Errorf("ClientIPs within retention: got %d, %v; want 500, nil", n, err)
+	}
+	c.Advance(2 * time.Hour)
+	// Each write deletes up to 2n+100 expired rows: 300, then the last 200.
+	add(c.Now(), "key-2", 100)
+	if got := rows(); got != 501-300+100 {
+		t.Errorf("rows after one purging write: got %d, want %d", got, 501-300+100)
+	}
+	add(c.Now(), "key-3", 100)
+	if got := rows(); got != 201 {
+		t.Errorf("rows after the expired ones were purged: got %d, want 201", got)
+	}
+	if n, _, err := l.ClientIPs(t.Context(), "key-old", day, 0); n != 0 || err != nil {
+		t.Errorf("ClientIPs after retention: got %d, %v; want 0, nil", n, err)
 	}
 }
 
