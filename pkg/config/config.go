@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -65,6 +66,15 @@ type Config struct {
 	// gateways (KEYPLANE_VERIFY_TOKENS, comma-separated, each ≥ 16
 	// characters). The admin token is accepted there too.
 	VerifyTokens []string
+	// IDTokenServiceAccounts are the service accounts whose Google-signed
+	// ID tokens are accepted where the admin token is, e.g. Cloud
+	// Scheduler's on the sweep route (KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS,
+	// comma-separated emails; default none: no ID token is accepted).
+	IDTokenServiceAccounts []string
+	// IDTokenAudiences are the accepted audiences of those ID tokens
+	// (KEYPLANE_ID_TOKEN_AUDIENCES, comma-separated https:// URLs). Default:
+	// the URL each request was addressed to, https://<Host>[/path].
+	IDTokenAudiences []string
 	// PlansFile is a JSON or YAML plans file (KEYPLANE_PLANS). Default:
 	// the built-in free/pro/enterprise plans.
 	PlansFile string
@@ -131,11 +141,24 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	str(&c.AdminToken, "KEYPLANE_ADMIN_TOKEN")
 	str(&c.PlansFile, "KEYPLANE_PLANS")
 	if v := getenv("KEYPLANE_VERIFY_TOKENS"); v != "" {
-		c.VerifyTokens = nil
-		for _, t := range strings.Split(v, ",") {
-			if t = strings.TrimSpace(t); t != "" {
-				c.VerifyTokens = append(c.VerifyTokens, t)
+		c.VerifyTokens = list(v)
+	}
+	if v := getenv("KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS"); v != "" {
+		c.IDTokenServiceAccounts = nil
+		for _, sa := range list(v) {
+			if !looksLikeEmail(sa) {
+				return c, fmt.Errorf("KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS must be comma-separated service account emails; got %q", sa)
 			}
+			c.IDTokenServiceAccounts = append(c.IDTokenServiceAccounts, sa)
+		}
+	}
+	if v := getenv("KEYPLANE_ID_TOKEN_AUDIENCES"); v != "" {
+		c.IDTokenAudiences = nil
+		for _, aud := range list(v) {
+			if u, err := url.Parse(aud); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+				return c, fmt.Errorf("KEYPLANE_ID_TOKEN_AUDIENCES must be comma-separated https:// URLs; got %q", aud)
+			}
+			c.IDTokenAudiences = append(c.IDTokenAudiences, aud)
 		}
 	}
 	str(&c.WebhookSecret, "KEYPLANE_WEBHOOK_SECRET")
@@ -173,6 +196,26 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// list splits a comma-separated value, trimming each item and dropping
+// empty ones.
+func list(v string) []string {
+	var items []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
+}
+
+// looksLikeEmail reports whether s is local@domain with a dotted domain and
+// no spaces: enough to catch a project id or a name pasted by mistake.
+func looksLikeEmail(s string) bool {
+	local, domain, ok := strings.Cut(s, "@")
+	return ok && local != "" && strings.Contains(domain, ".") && !strings.HasPrefix(domain, ".") &&
+		!strings.HasSuffix(domain, ".") && !strings.ContainsAny(s, " \t<>\"") && !strings.Contains(domain, "@")
 }
 
 // Validate checks the combination of settings.
@@ -222,6 +265,9 @@ func (c Config) Validate() error {
 			problems = append(problems, "each of KEYPLANE_VERIFY_TOKENS must be at least 16 characters")
 			break
 		}
+	}
+	if len(c.IDTokenAudiences) > 0 && len(c.IDTokenServiceAccounts) == 0 {
+		problems = append(problems, "KEYPLANE_ID_TOKEN_AUDIENCES is set but KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS is not: no ID token would be accepted")
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("configuration: %s", strings.Join(problems, "; "))

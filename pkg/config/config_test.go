@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -46,5 +47,61 @@ func TestNotificationsTopic(t *testing.T) {
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "KEYPLANE_NOTIFICATIONS_TOPIC") {
 			t.Errorf("notifications topic %q beside usage topic %q: Validate = %v, want an error naming KEYPLANE_NOTIFICATIONS_TOPIC", topic, c.UsageTopic, err)
 		}
+	}
+}
+
+func TestIDTokenSettingsFromEnv(t *testing.T) {
+	const sa = "scheduler@proj.iam.gserviceaccount.com"
+	for _, tc := range []struct {
+		name                   string
+		env                    map[string]string
+		wantAccounts, wantAuds []string
+		wantErr                string // the variable the error names
+	}{
+		{name: "unset"},
+		{name: "one account", env: map[string]string{"KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS": sa}, wantAccounts: []string{sa}},
+		{name: "trimmed list",
+			env:          map[string]string{"KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS": " " + sa + " , ops@example.com,,"},
+			wantAccounts: []string{sa, "ops@example.com"}},
+		{name: "project id instead of email", env: map[string]string{"KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS": "my-project"}, wantErr: "KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS"},
+		{name: "email without dotted domain", env: map[string]string{"KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS": sa + ",scheduler@proj"}, wantErr: "KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS"},
+		{name: "email with a space", env: map[string]string{"KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS": "sched uler@proj.iam.gserviceaccount.com"}, wantErr: "KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS"},
+		{name: "audiences",
+			env: map[string]string{
+				"KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS": sa,
+				"KEYPLANE_ID_TOKEN_AUDIENCES":        "https://keyplane-sweep-abc-uc.a.run.app, https://api.example.com/v1/sweep",
+			},
+			wantAccounts: []string{sa},
+			wantAuds:     []string{"https://keyplane-sweep-abc-uc.a.run.app", "https://api.example.com/v1/sweep"}},
+		{name: "http audience", env: map[string]string{"KEYPLANE_ID_TOKEN_AUDIENCES": "http://keyplane.example.com"}, wantErr: "KEYPLANE_ID_TOKEN_AUDIENCES"},
+		{name: "audience without scheme", env: map[string]string{"KEYPLANE_ID_TOKEN_AUDIENCES": "keyplane.example.com"}, wantErr: "KEYPLANE_ID_TOKEN_AUDIENCES"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := FromEnv(Cloud(), env(tc.env))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got error %v, want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.IDTokenServiceAccounts, tc.wantAccounts) || !slices.Equal(c.IDTokenAudiences, tc.wantAuds) {
+				t.Errorf("got accounts %q, audiences %q; want %q, %q", c.IDTokenServiceAccounts, c.IDTokenAudiences, tc.wantAccounts, tc.wantAuds)
+			}
+		})
+	}
+}
+
+func TestIDTokenAudiencesNeedServiceAccounts(t *testing.T) {
+	c := Embedded()
+	c.IDTokenAudiences = []string{"https://keyplane.example.com"}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS") {
+		t.Errorf("audiences without service accounts: Validate = %v, want an error naming KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS", err)
+	}
+	c.IDTokenServiceAccounts = []string{"scheduler@proj.iam.gserviceaccount.com"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("audiences with service accounts: Validate = %v, want nil", err)
 	}
 }
