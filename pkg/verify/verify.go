@@ -104,6 +104,15 @@ type Quota interface {
 	Check(id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
 }
 
+// ClientIPs records the client IPs keys are used from, for the sweep's
+// distinct-IPs rule (usage.ClientIPRecorder implements it). Saw runs on
+// the request path and must not block on I/O.
+type ClientIPs interface {
+	// Saw records that key id was used from ip at now, remembering at
+	// most limit distinct IPs per key and day.
+	Saw(id, ip string, limit int, now time.Time)
+}
+
 // Options tunes a Verifier; the zero value means the defaults.
 type Options struct {
 	CacheSize         int           // keys cached (100,000)
@@ -113,6 +122,7 @@ type Options struct {
 	FeedOverlap       time.Duration // how much of the feed each poll re-reads (5 s)
 	MaxStale          time.Duration // how long cached keys verify without a successful poll (5 min)
 	Quota             Quota         // nil: no quota checks
+	ClientIPs         ClientIPs     // nil: client IPs are not recorded
 	Logger            *slog.Logger
 }
 
@@ -149,6 +159,7 @@ type entry struct {
 	limits    plan.Limits // effective: plan limits with the key's overrides
 	rpm, upm  int64       // per-minute limits, -1 if none
 	hasQuotas bool        // a day or month limit is set
+	ipLimit   int         // > 0: record client IPs, this many distinct per day at most
 	loadedAt  time.Time
 	win       *window
 }
@@ -216,6 +227,9 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Decision, error) {
 	case req.Scope != "" && !hasScope(k.Scopes, req.Scope):
 		d.Code = InsufficientPermissions
 	default:
+		if e.ipLimit > 0 && req.IP != "" && v.opt.ClientIPs != nil {
+			v.opt.ClientIPs.Saw(k.ID, req.IP, e.ipLimit, now)
+		}
 		if v.opt.Quota != nil && e.hasQuotas {
 			qs, exceeded := v.opt.Quota.Check(k.ID, e.limits, now)
 			for _, s := range qs.States[:qs.N] {
@@ -315,6 +329,11 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 	e.limits = k.Limits
 	if p, ok := v.plans.Get(k.Plan); ok {
 		e.limits = p.Limits.With(k.Limits)
+		// The distinct-IPs rule skips browser keys (referrer-restricted)
+		// and IP-restricted keys, as the sweep does (pkg/sweep).
+		if r := p.Abuse.DistinctIPs; r != nil && len(k.Restrictions.AllowedReferrers) == 0 && len(k.Restrictions.AllowedIPs) == 0 {
+			e.ipLimit = r.MaxPerDay + 1
+		}
 	} else {
 		v.opt.Logger.Warn("key's plan is not in the plan catalog; only its own limits apply", "key_id", k.ID, "plan", k.Plan)
 	}

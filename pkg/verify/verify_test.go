@@ -3,6 +3,7 @@ package verify_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -58,7 +59,8 @@ type env struct {
 
 var plansJSON = `{"plans": {
   "tiny": {"scopes": ["generate", "embed"], "limits": {"requests_per_minute": 3, "units_per_minute": 100}},
-  "free": {"scopes": ["generate", "embed"], "limits": {"requests_per_minute": 1000}}}}`
+  "free": {"scopes": ["generate", "embed"], "limits": {"requests_per_minute": 1000}},
+  "watched": {"scopes": ["generate"], "limits": {}, "abuse": {"distinct_ips": {"max_per_day": 2}}}}}`
 
 func newEnv(t *testing.T, st store.Store) *env {
 	t.Helper()
@@ -358,5 +360,33 @@ func TestCachedVerifyAllocations(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { v.Verify(context.Background(), req) }); n > 2 {
 		t.Errorf("a cached verify allocates %v times, want at most 2", n)
+	}
+}
+
+type sightings struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (s *sightings) Saw(id, ip string, limit int, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.got = append(s.got, fmt.Sprintf("%s %s %d", id, ip, limit))
+}
+
+func TestClientIPsAreRecordedOnlyWhereTheRuleApplies(t *testing.T) {
+	e := newEnv(t, nil)
+	rec := &sightings{}
+	v := e.verifier(&verify.Options{ClientIPs: rec})
+	watched := e.create(t, keys.CreateRequest{Plan: "watched"})
+	browser := e.create(t, keys.CreateRequest{Plan: "watched", Restrictions: &store.Restrictions{AllowedReferrers: []string{"*.example.com"}}})
+	unwatched := e.create(t, keys.CreateRequest{Plan: "free"})
+	check(t, v, verify.Request{Key: watched.Secret, IP: "203.0.113.7"}, verify.Valid)
+	check(t, v, verify.Request{Key: watched.Secret}, verify.Valid) // no IP: nothing to record
+	check(t, v, verify.Request{Key: browser.Secret, IP: "203.0.113.8", Referrer: "https://app.example.com/"}, verify.Valid)
+	check(t, v, verify.Request{Key: unwatched.Secret, IP: "203.0.113.9"}, verify.Valid)
+	want := []string{watched.Key.ID + " 203.0.113.7 3"}
+	if fmt.Sprint(rec.got) != fmt.Sprint(want) {
+		t.Errorf("sightings = %v, want %v", rec.got, want)
 	}
 }
