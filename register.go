@@ -11,6 +11,7 @@ import (
 	"github.com/keyplane/keyplane/functions/delivernotification"
 	"github.com/keyplane/keyplane/functions/keys"
 	"github.com/keyplane/keyplane/functions/recordusage"
+	"github.com/keyplane/keyplane/functions/sweep"
 	"github.com/keyplane/keyplane/functions/usagewebhook"
 	"github.com/keyplane/keyplane/functions/verify"
 )
@@ -19,6 +20,7 @@ func init() {
 	functions.HTTP("Keys", keys.Handle)
 	functions.HTTP("Verify", verify.Handle)
 	functions.HTTP("UsageWebhook", usagewebhook.Handle)
+	functions.HTTP("Sweep", sweep.Handle)
 	functions.CloudEvent("RecordUsage", recordusage.Handle)
 	functions.CloudEvent("DeliverNotification", delivernotification.Handle)
 }

@@ -38,9 +38,7 @@ import (
 // still are). Once it is registered, deploy it by default (drop the
 // variable or default it to true) and remove it here: from then on the
 // ordinary drift check covers it.
-var plannedEntryPoints = map[string]string{
-	"Sweep": "enable_sweep",
-}
+var plannedEntryPoints = map[string]string{}
 
 // requiredEnv is what every function must have set: GOOGLE_CLOUD_PROJECT
 // for config.Validate (required with the cloud backends, which

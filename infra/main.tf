@@ -5,14 +5,11 @@
 #   secrets.tf     the pepper, admin token, webhook secret (and plans) in Secret Manager
 #   firestore.tf   the database, its composite indexes, TTL policies and index exemptions
 #   pubsub.tf      usage and notification topics, dead letters, the push subscriptions
-#   scheduler.tf   the Cloud Scheduler job that runs the sweep (with enable_sweep)
+#   scheduler.tf   the Cloud Scheduler job that runs the sweep
 #
 # The function set is the map local.functions below: adding a function is
 # one entry (its entry point must be registered in register.go; the Go test
-# in this directory fails on any drift between the two). The sweep function
-# and its scheduler job are deployed only with -var enable_sweep=true: the
-# Sweep entry point comes with a later change, and until register.go
-# registers it, building that function would fail the apply.
+# in this directory fails on any drift between the two).
 #
 # Deploy (cloudbuild.yaml does this on every build of the main branch):
 #
@@ -61,7 +58,7 @@ locals {
   #                     what pkg/wire's needsOf opens for it, and nothing more
   #   publishes_to      topics (local.topic_names) the function publishes to
   #   env               environment on top of local.common_env
-  functions = merge({
+  functions = {
     # The management API: provisioning from signup flows, lifecycle, reveal,
     # audit, owner webhooks. It writes key records, hash lookups, audit
     # entries, idempotency records, owner webhooks and notification records
@@ -177,12 +174,13 @@ locals {
       publishes_to               = ["notifications"]
       env                        = {}
     }
-    }, var.enable_sweep ? {
+
     # The scheduled sweep (scheduler.tf): disables keys over quota or
     # abusive, re-enables quota suspensions, reaps abandoned provisioning
     # intents with their secrets, and publishes owner notifications. One
-    # instance serving one request, so two sweeps never overlap. Deployed
-    # only with var.enable_sweep: register.go does not register Sweep yet.
+    # instance serving one request at a time; overlapping runs would be
+    # safe (pkg/sweep), this only saves the duplicate reads. A run stops
+    # at its 4-minute budget, inside the timeout, and the next continues.
     sweep = {
       entry_point                = "Sweep"
       description                = "keyplane abuse and quota sweep: /v1/sweep (Cloud Scheduler)"
@@ -204,7 +202,7 @@ locals {
         KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS = google_service_account.scheduler.email
       }
     }
-  } : {})
+  }
 
   # What every function needs to start (config.Validate and wire.Open) and
   # to address this deployment's resources rather than the defaults.

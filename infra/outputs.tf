@@ -34,8 +34,8 @@ output "dead_letter_subscriptions" {
 }
 
 output "sweep_scheduler_job" {
-  description = "The Cloud Scheduler job that runs the sweep (null without enable_sweep)."
-  value       = one(google_cloud_scheduler_job.sweep[*].name)
+  description = "The Cloud Scheduler job that runs the sweep."
+  value       = google_cloud_scheduler_job.sweep.name
 }
 
 output "secret_ids" {

@@ -2,11 +2,7 @@
 # OIDC token signed as the scheduler account (the function's only invoker).
 # Sweep runs one request at a time on one instance, so a run that outlasts
 # the interval makes the next attempt fail and retry instead of overlapping.
-# Only with var.enable_sweep, like the function (local.functions): nothing
-# here may name the sweep function outside this conditional resource.
 resource "google_cloud_scheduler_job" "sweep" {
-  count = var.enable_sweep ? 1 : 0
-
   project          = var.project_id
   region           = var.region
   name             = "${var.name_prefix}sweep"

@@ -51,14 +51,8 @@ variable "key_prefix" {
   }
 }
 
-variable "enable_sweep" {
-  description = "Deploy the Sweep function and its Cloud Scheduler job. Set true once register.go registers Sweep: until then, building the function fails."
-  type        = bool
-  default     = false
-}
-
 variable "sweep_schedule" {
-  description = "Cron schedule (UTC) of the abuse and quota sweep (with enable_sweep)."
+  description = "Cron schedule (UTC) of the abuse and quota sweep. Each run reads every key with usage today (docs/operations.md, costs)."
   type        = string
   default     = "*/5 * * * *"
 }

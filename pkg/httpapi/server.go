@@ -14,6 +14,7 @@ import (
 	"github.com/keyplane/keyplane/pkg/notify"
 	"github.com/keyplane/keyplane/pkg/plan"
 	"github.com/keyplane/keyplane/pkg/queue"
+	"github.com/keyplane/keyplane/pkg/sweep"
 	"github.com/keyplane/keyplane/pkg/usage"
 	"github.com/keyplane/keyplane/pkg/verify"
 	"github.com/keyplane/keyplane/pkg/webhook"
@@ -32,6 +33,7 @@ type Server struct {
 	Notify         *notify.Service // owner webhooks
 	Verifier       *verify.Verifier
 	Ledger         usage.Ledger
+	Sweeper        *sweep.Sweeper
 	UsageTopic     queue.Topic
 	WebhookSecrets []webhook.Secret // usage webhook signing secrets (several during a rotation)
 	Clock          clock.Clock      // default clock.Real
@@ -49,6 +51,7 @@ const (
 	FuncKeys         = "Keys"
 	FuncVerify       = "Verify"
 	FuncUsageWebhook = "UsageWebhook"
+	FuncSweep        = "Sweep"
 )
 
 // Route is one entry of the routing table.
@@ -81,6 +84,7 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, 0, s.getWebhook},
 		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},
 		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
+		{FuncSweep, "POST", "/v1/sweep", true, ManagementBodyLimit, s.runSweep},
 		{"", "GET", "/healthz", false, 0, s.healthz},
 	}
 }

@@ -42,6 +42,7 @@ import (
 	"github.com/keyplane/keyplane/pkg/store"
 	storefs "github.com/keyplane/keyplane/pkg/store/firestore"
 	"github.com/keyplane/keyplane/pkg/store/sqlite"
+	"github.com/keyplane/keyplane/pkg/sweep"
 	"github.com/keyplane/keyplane/pkg/usage"
 	ledgerfs "github.com/keyplane/keyplane/pkg/usage/ledger/firestore"
 	ledgersqlite "github.com/keyplane/keyplane/pkg/usage/ledger/sqlite"
@@ -67,7 +68,10 @@ type App struct {
 	NotificationsTopic queue.Topic
 	Notify             *notify.Service
 	Deliverer          *notify.Deliverer
-	Server             *httpapi.Server
+	Sweeper            *sweep.Sweeper
+	// ClientIPs records the client IPs verify sees, for the sweep.
+	ClientIPs *usage.ClientIPRecorder
+	Server    *httpapi.Server
 	// GeneratedAdminToken and GeneratedWebhookSecret are set when Open
 	// generated them (file vault, none configured): the caller shows them
 	// once.
@@ -130,6 +134,8 @@ type needs struct {
 func needsOf(function string) needs {
 	switch function {
 	case httpapi.FuncKeys:
+		return needs{store: true, keySecrets: true, auth: true, ledger: true, notify: true}
+	case httpapi.FuncSweep:
 		return needs{store: true, keySecrets: true, auth: true, ledger: true, notify: true}
 	case httpapi.FuncVerify:
 		return needs{store: true, auth: true, ledger: true}
@@ -233,14 +239,25 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 			return nil, err
 		}
 		srv.Auth = httpapi.NewTokenAuth(tokens...)
+		if len(cfg.IDTokenServiceAccounts) > 0 {
+			id, err := httpapi.NewIDTokenAuth(ctx, cfg.IDTokenServiceAccounts, cfg.IDTokenAudiences)
+			if err != nil {
+				return nil, err
+			}
+			srv.Auth = httpapi.WithIDTokens(srv.Auth, id)
+		}
 		if len(cfg.VerifyTokens) > 0 {
 			srv.VerifyAuth = httpapi.NewTokenAuthAs("gateway", cfg.VerifyTokens...)
 		}
-		var quota verify.Quota
+		opts := &verify.Options{Logger: log}
 		if app.Ledger != nil {
-			quota = usage.NewQuotas(app.Ledger, clk, 0, log)
+			opts.Quota = usage.NewQuotas(app.Ledger, clk, 0, log)
+			// Flushed from the request path when due (a Cloud Function has
+			// no background CPU); serve also flushes on a timer.
+			app.ClientIPs = usage.NewClientIPRecorder(app.Ledger, clk, 10*time.Second, log)
+			opts.ClientIPs = app.ClientIPs
 		}
-		app.Verifier = verify.New(app.Store, hasher, plans, clk, &verify.Options{Logger: log, Quota: quota})
+		app.Verifier = verify.New(app.Store, hasher, plans, clk, opts)
 		srv.Verifier = app.Verifier
 		if n.keySecrets {
 			app.Keys = &keys.Service{
@@ -252,6 +269,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 			}
 			srv.Keys = app.Keys
 		}
+	}
+	if app.Keys != nil && app.Ledger != nil {
+		app.Sweeper = &sweep.Sweeper{
+			Store: app.Store, Ledger: app.Ledger, Vault: app.Vault, Plans: plans,
+			Notify: app.Notify, Keys: app.Keys, Clock: clk, Logger: log,
+		}
+		srv.Sweeper = app.Sweeper
 	}
 	return app, nil
 }
@@ -577,11 +601,11 @@ func AdminToken(ctx context.Context, v secrets.Vault) (string, error) {
 
 // RunBackground runs the periodic work of a long-lived process (keyplane
 // serve) until ctx ends: polling the verifier's change feed, consuming the
-// usage queue, delivering owner notifications, and reaping abandoned
-// provisioning intents hourly (in production the scheduled Sweep function
-// reaps).
+// usage queue, delivering owner notifications, and sweeping every
+// SweepInterval (in production Cloud Scheduler calls the Sweep function).
 func (a *App) RunBackground(ctx context.Context, log *slog.Logger) error {
 	go a.Verifier.Run(ctx)
+	go a.ClientIPs.Run(ctx)
 	events, deadLetters, err := a.UsageSubscriptions(ctx)
 	if err != nil {
 		return err
@@ -606,26 +630,29 @@ func (a *App) RunBackground(ctx context.Context, log *slog.Logger) error {
 			}
 		}()
 	}
-	go func() {
-		reap := func() {
-			n, err := a.Keys.ReapAbandoned(ctx)
-			if err != nil && ctx.Err() == nil {
-				log.Warn("reaping abandoned provisioning intents", "error", err)
-			} else if n > 0 {
-				log.Info("reaped abandoned provisioning intents", "count", n)
-			}
-		}
-		reap()
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				reap()
-			}
-		}
-	}()
+	if a.Config.SweepInterval > 0 {
+		go a.runSweeps(ctx, a.Config.SweepInterval, log)
+	}
 	return nil
+}
+
+// runSweeps runs the sweep every interval until ctx ends.
+func (a *App) runSweeps(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rep, err := a.Sweeper.Run(ctx, sweep.Options{})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Error("sweep failed; the next run continues from its checkpoint", "error", err)
+		case err == nil && (len(rep.Disabled) > 0 || len(rep.Reenabled) > 0 || len(rep.Thresholds) > 0 || !rep.Complete):
+			log.Info("sweep", "scanned", rep.Scanned, "disabled", len(rep.Disabled), "reenabled", len(rep.Reenabled),
+				"thresholds", len(rep.Thresholds), "complete", rep.Complete)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

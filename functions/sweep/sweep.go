@@ -1,0 +1,17 @@
+// Package sweep is the Sweep Cloud Function: POST /v1/sweep, which Cloud
+// Scheduler calls with a Google-signed ID token (an admin token works
+// too). It builds its dependencies once per instance from the environment
+// and serves pkg/httpapi's handler, which runs pkg/sweep.
+package sweep
+
+import (
+	"net/http"
+
+	"github.com/keyplane/keyplane/pkg/httpapi"
+	"github.com/keyplane/keyplane/pkg/wire"
+)
+
+var handler = wire.FunctionHandler(httpapi.FuncSweep)
+
+// Handle is the function's entry point.
+func Handle(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }
