@@ -84,9 +84,11 @@ locals {
       env                        = {}
     }
 
-    # The hot path: reads key records and usage counters, never writes, and
-    # never reads a key's secret (it looks keys up by their peppered hash).
-    # If verify ever records last_used_at, it needs datastore.user instead.
+    # The hot path: reads key records and usage counters, never writes to
+    # Firestore, and never reads a key's secret (it looks keys up by their
+    # peppered hash). The client IPs it sees (for the sweep's distinct-IPs
+    # rule) go to the usage topic, which RecordUsage writes to Firestore:
+    # publishing is the least privilege that records them.
     verify = {
       entry_point                = "Verify"
       description                = "keyplane key verification: /v1/verify"
@@ -101,7 +103,7 @@ locals {
       key_secret_roles           = []
       owner_webhook_secret_roles = []
       named_secrets              = ["pepper", "admin-token"]
-      publishes_to               = []
+      publishes_to               = ["usage"]
       env                        = {}
     }
 

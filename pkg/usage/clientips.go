@@ -46,7 +46,7 @@ const (
 // next one; IPs that the ledger rejects as invalid are dropped instead,
 // and logged, since writing them again would fail again.
 type ClientIPRecorder struct {
-	ledger   Ledger
+	ledger   ClientIPWriter
 	clk      clock.Clock
 	interval time.Duration
 	log      *slog.Logger
@@ -82,7 +82,7 @@ type ipSet struct {
 // NewClientIPRecorder returns a recorder that writes to l. Flushes happen
 // at most about every interval (one minute if interval <= 0) while Saw is
 // called, and every interval while Run runs. A nil log discards.
-func NewClientIPRecorder(l Ledger, clk clock.Clock, interval time.Duration, log *slog.Logger) *ClientIPRecorder {
+func NewClientIPRecorder(l ClientIPWriter, clk clock.Clock, interval time.Duration, log *slog.Logger) *ClientIPRecorder {
 	if interval <= 0 {
 		interval = time.Minute
 	}

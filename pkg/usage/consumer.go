@@ -25,6 +25,15 @@ const (
 	ReasonDeliveryFailed = "delivery_failed"
 )
 
+// The usage topic carries two kinds of message, told apart by the type
+// attribute: usage batches (the webhook's body, also published by gateways
+// directly, which may omit the attribute) and client IPs.
+const (
+	attrType      = "type"
+	typeBatch     = "usage.batch"
+	typeClientIPs = "client_ips"
+)
+
 // Publish validates a webhook body and publishes it as one message,
 // returning how many events it holds once the transport has acknowledged
 // it: a nil error means no event can be lost. The body is published as it
@@ -35,7 +44,7 @@ func Publish(ctx context.Context, t queue.Topic, body []byte, now time.Time) (in
 	if err != nil {
 		return 0, err
 	}
-	if err := t.Publish(ctx, queue.Message{Data: body, Attributes: map[string]string{"type": "usage.batch"}}); err != nil {
+	if err := t.Publish(ctx, queue.Message{Data: body, Attributes: map[string]string{attrType: typeBatch}}); err != nil {
 		return 0, errs.Wrap(errs.Unavailable, err, "the usage queue did not accept the events; retry")
 	}
 	return len(b.Events), nil
@@ -63,9 +72,13 @@ func NewConsumer(l Ledger, keys KeyReader, clk clock.Clock, log *slog.Logger) *C
 	return &Consumer{ledger: l, keys: keys, clock: clk, log: log, owners: owners}
 }
 
-// Handle processes one message.
+// Handle processes one message: a usage batch, or client IPs verify saw
+// (a message with the attribute type=client_ips, see ClientIPPublisher).
 func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
 	now := c.clock.Now()
+	if m.Attributes[attrType] == typeClientIPs {
+		return c.handleClientIPs(ctx, m, now)
+	}
 	batch, err := decodeMessage(m.Data)
 	if err != nil {
 		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonUndecodable,
@@ -133,6 +146,53 @@ func (c *Consumer) deadLetter(ctx context.Context, d DeadLetter, now time.Time) 
 		return fmt.Errorf("recording a dead letter: %w", err)
 	}
 	c.log.WarnContext(ctx, "usage dead letter", "reason", d.Reason, "id", d.ID, "detail", d.Detail)
+	return nil
+}
+
+// clientIPsMessage is the data of a client_ips message.
+type clientIPsMessage struct {
+	Day time.Time           `json:"day"`
+	IPs map[string][]string `json:"ips"` // key id → IPs
+}
+
+// ClientIPPublisher is the ClientIPWriter of a process that must not write
+// to the ledger (the Verify function reads Firestore only): it publishes
+// the IPs to the usage topic, and the usage consumer writes them.
+type ClientIPPublisher struct {
+	Topic queue.Topic
+}
+
+// AddClientIPs validates ips as the ledger would and publishes them.
+func (p ClientIPPublisher) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
+	clean, err := CleanClientIPs(day, ips)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(clientIPsMessage{Day: day.UTC(), IPs: clean})
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "client IPs: encode")
+	}
+	if err := p.Topic.Publish(ctx, queue.Message{Data: data, Attributes: map[string]string{attrType: typeClientIPs}}); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "client IPs: the usage queue did not accept them")
+	}
+	return nil
+}
+
+// handleClientIPs writes a client_ips message to the ledger; one that does
+// not decode or that the ledger rejects is dead-lettered.
+func (c *Consumer) handleClientIPs(ctx context.Context, m queue.Message, now time.Time) error {
+	var msg clientIPsMessage
+	err := json.Unmarshal(m.Data, &msg)
+	if err == nil {
+		err = c.ledger.AddClientIPs(ctx, msg.Day, msg.IPs)
+		if err != nil && !errs.Is(err, errs.Invalid) {
+			return fmt.Errorf("recording client IPs: %w", err)
+		}
+	}
+	if err != nil {
+		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonInvalid,
+			Detail: "client_ips message: " + err.Error(), Payload: m.Data}, now)
+	}
 	return nil
 }
 

@@ -923,3 +923,45 @@ func TestDatastoreOutageMidStreamLosesAndDoublesNothing(t *testing.T) {
 		t.Errorf("messages dead-lettered by the queue: got %d, want 0", n)
 	}
 }
+
+// Client IPs from a process that cannot write the ledger travel the usage
+// topic; the consumer writes them, and dead-letters what does not decode
+// or validate.
+func TestClientIPsThroughTheQueue(t *testing.T) {
+	st, l := openSQLite(t, nil)
+	ks := createKeys(t, st, 1)
+	day, _ := plan.Day.Bounds(t0)
+	topic := &captureTopic{}
+	pub := usage.ClientIPPublisher{Topic: topic}
+	if err := pub.AddClientIPs(context.Background(), day, map[string][]string{ks[0].ID: {"203.0.113.1", "2001:DB8::1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.AddClientIPs(context.Background(), day, map[string][]string{ks[0].ID: {"not an ip"}}); !errs.Is(err, errs.Invalid) {
+		t.Errorf("publishing an invalid IP = %v, want Invalid", err)
+	}
+	c := usage.NewConsumer(l, st, clock.NewFake(t0), discard)
+	msgs := append(topic.msgs,
+		queue.Message{ID: "bad-json", Data: []byte(`{"day": 5}`), Attributes: map[string]string{"type": "client_ips"}},
+		queue.Message{ID: "bad-ip", Data: []byte(`{"day": "2030-01-15T00:00:00Z", "ips": {"k": ["x"]}}`), Attributes: map[string]string{"type": "client_ips"}})
+	for _, m := range msgs {
+		if err := c.Handle(context.Background(), m); err != nil {
+			t.Fatalf("Handle(%s): %v", m.ID, err)
+		}
+	}
+	n, ips, err := l.ClientIPs(context.Background(), ks[0].ID, day, 10)
+	if err != nil || n != 2 || fmt.Sprint(ips) != "[2001:db8::1 203.0.113.1]" {
+		t.Errorf("ClientIPs = %d %v %v", n, ips, err)
+	}
+	dls, _, err := l.ListDeadLetters(context.Background(), 10, "")
+	if err != nil || len(dls) != 2 {
+		t.Errorf("dead letters = %+v, %v; want the two bad messages", dls, err)
+	}
+}
+
+type captureTopic struct{ msgs []queue.Message }
+
+func (c *captureTopic) Publish(_ context.Context, ms ...queue.Message) error {
+	c.msgs = append(c.msgs, ms...)
+	return nil
+}
+func (c *captureTopic) Close() error { return nil }

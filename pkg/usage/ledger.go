@@ -74,6 +74,12 @@ type DeadLetter struct {
 	Payload []byte // the raw event or message, at most 64 KiB
 }
 
+// ClientIPWriter records client IPs: a Ledger, or a ClientIPPublisher that
+// sends them to the ledger through the usage topic.
+type ClientIPWriter interface {
+	AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error
+}
+
 // Ledger stores usage counters with exactly-once semantics per event id.
 // Methods return errs kinds: Invalid, Unavailable (transient: the caller
 // retries), Internal.

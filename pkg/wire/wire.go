@@ -138,7 +138,9 @@ func needsOf(function string) needs {
 	case httpapi.FuncSweep:
 		return needs{store: true, keySecrets: true, auth: true, ledger: true, notify: true}
 	case httpapi.FuncVerify:
-		return needs{store: true, auth: true, ledger: true}
+		// The ledger for quotas (read only); the usage topic for the
+		// client IPs it sees, which RecordUsage writes.
+		return needs{store: true, auth: true, ledger: true, topic: true}
 	case httpapi.FuncUsageWebhook:
 		return needs{topic: true, webhookSecrets: true}
 	case FuncRecordUsage:
@@ -252,9 +254,15 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 		opts := &verify.Options{Logger: log}
 		if app.Ledger != nil {
 			opts.Quota = usage.NewQuotas(app.Ledger, clk, 0, log)
-			// Flushed from the request path when due (a Cloud Function has
-			// no background CPU); serve also flushes on a timer.
-			app.ClientIPs = usage.NewClientIPRecorder(app.Ledger, clk, 10*time.Second, log)
+			// Through the usage topic where there is one (Verify may not
+			// write to Firestore); flushed from the request path when due
+			// (a Cloud Function has no background CPU), and in serve on a
+			// timer too.
+			var w usage.ClientIPWriter = app.Ledger
+			if app.Topic != nil {
+				w = usage.ClientIPPublisher{Topic: app.Topic}
+			}
+			app.ClientIPs = usage.NewClientIPRecorder(w, clk, 10*time.Second, log)
 			opts.ClientIPs = app.ClientIPs
 		}
 		app.Verifier = verify.New(app.Store, hasher, plans, clk, opts)
