@@ -2,6 +2,8 @@
 //
 //	keyplane serve [--addr 127.0.0.1:8080] [--data ./.keyplane]
 //	keyplane admin-token [--data ./.keyplane]
+//	keyplane report-usage --key-id key_… [--requests 1] …
+//	keyplane receive-webhooks --secret-file FILE [--addr 127.0.0.1:9000] [--fail N]
 //
 // serve runs every Cloud Function's routes in one process on one port, on
 // the embedded backends by default (SQLite, an encrypted file vault); each
@@ -43,17 +45,23 @@ const usage = `usage:
   keyplane admin-token [--data ./.keyplane]
   keyplane report-usage --key-id key_… [--requests 1] [--units 0] [--bytes 0] [--id evt_…] [--url http://127.0.0.1:8080]
       signs a usage event with $KEYPLANE_WEBHOOK_SECRET and posts it to the usage webhook
+  keyplane receive-webhooks --secret-file FILE [--addr 127.0.0.1:9000] [--fail N]
+      an owner's webhook endpoint for local trials: checks signatures, prints notifications
 
 Environment: KEYPLANE_ADMIN_TOKEN, KEYPLANE_PLANS, KEYPLANE_STORE (sqlite|firestore),
 KEYPLANE_SECRETS (file|secretmanager), GOOGLE_CLOUD_PROJECT, KEYPLANE_KEY_PREFIX,
-KEYPLANE_VAULT_KEY, KEYPLANE_WEBHOOK_ALLOW_PRIVATE, KEYPLANE_LOG_LEVEL; see docs/operations.md.`
+KEYPLANE_VAULT_KEY, KEYPLANE_WEBHOOK_ALLOW_PRIVATE, KEYPLANE_SWEEP_INTERVAL, KEYPLANE_CLOCK_OFFSET,
+KEYPLANE_LOG_LEVEL; see docs/operations.md.`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
-	if args[0] == "report-usage" {
+	switch args[0] {
+	case "report-usage":
 		return reportUsage(ctx, args[1:], getenv, stdout, stderr)
+	case "receive-webhooks":
+		return receiveWebhooks(ctx, args[1:], getenv, stdout, stderr)
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -89,6 +97,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger, stdout io.Writer) error {
 	if cfg.WebhookAllowPrivate {
 		log.Warn("KEYPLANE_WEBHOOK_ALLOW_PRIVATE is on: owner webhooks may use http:// and private, loopback and link-local addresses; never run a deployment reachable by others like this (SSRF)")
+	}
+	if cfg.ClockOffset != 0 {
+		log.Warn("KEYPLANE_CLOCK_OFFSET is set: keyplane's clock reads "+cfg.ClockOffset.String()+" from now (for local trials only)",
+			"now", time.Now().UTC().Add(cfg.ClockOffset).Format(time.RFC3339))
 	}
 	app, err := wire.Open(ctx, cfg, log, "")
 	if err != nil {

@@ -2,14 +2,19 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyplane/keyplane/pkg/webhook"
 )
 
 // TestServePrintsTokenServesAndShutsDown runs `keyplane serve` as a newcomer
@@ -111,4 +116,76 @@ func TestServeWarnsWhenPrivateWebhooksAreAllowed(t *testing.T) {
 			t.Errorf("KEYPLANE_WEBHOOK_ALLOW_PRIVATE=%q: warned %v; log:\n%s", allow, warned, stderr)
 		}
 	}
+}
+
+// The walkthrough's receiver: it checks signatures with the secret file
+// written after it started, fails the first deliveries when told to, and
+// prints what it verified.
+func TestReceiveWebhooksChecksSignatures(t *testing.T) {
+	secretFile := filepath.Join(t.TempDir(), "owner.whsec")
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncWriter{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"receive-webhooks", "--addr", "127.0.0.1:0", "--secret-file", secretFile, "--fail", "1"}, func(string) string { return "" }, out, io.Discard)
+	}()
+	var base string
+	for deadline := time.Now().Add(10 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := regexp.MustCompile(`on (http://\S+)/`).FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+		}
+	}
+	if base == "" {
+		t.Fatalf("receive-webhooks printed %q", out.String())
+	}
+	secret := webhook.NewSecret()
+	post := func(s string) int {
+		body := []byte(`{"type": "key.disabled"}`)
+		req, _ := http.NewRequest("POST", base+"/", bytes.NewReader(body))
+		sec, _ := webhook.ParseSecret(s)
+		sec.SetHeaders(req.Header, "ntf_1", time.Now(), body)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := post(secret); got != 503 {
+		t.Errorf("before the secret file exists: %d, want 503", got)
+	}
+	os.WriteFile(secretFile, []byte(secret+"\n"), 0o600)
+	if got := post(webhook.NewSecret()); got != 401 {
+		t.Errorf("signed with another secret: %d, want 401", got)
+	}
+	if got := post(secret); got != 503 {
+		t.Errorf("first good delivery with --fail 1: %d, want 503", got)
+	}
+	if got := post(secret); got != 204 {
+		t.Errorf("second good delivery: %d, want 204", got)
+	}
+	if !strings.Contains(out.String(), `verified ntf_1 {"type": "key.disabled"}`) {
+		t.Errorf("output = %q", out.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("receive-webhooks returned %v", err)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }

@@ -47,3 +47,11 @@ func (f *Fake) Set(t time.Time) {
 	f.now = t.UTC()
 	f.mu.Unlock()
 }
+
+// Offset is the wall clock moved by a fixed duration: for trying out
+// time-dependent behaviour locally (keyplane serve with
+// KEYPLANE_CLOCK_OFFSET), e.g. a quota window that resets tomorrow.
+type Offset time.Duration
+
+// Now returns the current UTC time plus the offset.
+func (o Offset) Now() time.Time { return time.Now().UTC().Add(time.Duration(o)) }

@@ -90,6 +90,10 @@ type Config struct {
 	// SweepInterval is how often `keyplane serve` runs the sweep
 	// (KEYPLANE_SWEEP_INTERVAL, default 1m; 0 = only on request).
 	SweepInterval time.Duration
+	// ClockOffset moves the clock of an embedded deployment
+	// (KEYPLANE_CLOCK_OFFSET, e.g. 24h): to watch a quota window reset
+	// without waiting for it. Refused with the cloud backends.
+	ClockOffset time.Duration
 	// KeyPrefix prefixes new keys (KEYPLANE_KEY_PREFIX, default kp_live).
 	KeyPrefix string
 	// SecretPrefix prefixes Secret Manager secret ids, so that several
@@ -181,6 +185,13 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 		}
 		c.SweepInterval = d
 	}
+	if v := getenv("KEYPLANE_CLOCK_OFFSET"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("KEYPLANE_CLOCK_OFFSET must be a duration like 24h or -1h; got %q", v)
+		}
+		c.ClockOffset = d
+	}
 	switch v := getenv("KEYPLANE_WEBHOOK_ALLOW_PRIVATE"); strings.ToLower(v) {
 	case "":
 	case "1", "true":
@@ -253,6 +264,9 @@ func (c Config) Validate() error {
 	}
 	if (c.Store == StoreSQLite || c.Secrets == SecretsFile || c.Queue == QueueEmbedded) && c.DataDir == "" {
 		problems = append(problems, "a data directory (--data) is required with the embedded backends")
+	}
+	if c.ClockOffset != 0 && (c.Store != StoreSQLite || c.Secrets != SecretsFile || c.Queue != QueueEmbedded) {
+		problems = append(problems, "KEYPLANE_CLOCK_OFFSET is for local trials and works only with the embedded backends")
 	}
 	if err := apikey.ValidatePrefix(c.KeyPrefix); err != nil {
 		problems = append(problems, "KEYPLANE_KEY_PREFIX: "+strings.TrimPrefix(err.Error(), "apikey: "))

@@ -105,3 +105,18 @@ func TestIDTokenAudiencesNeedServiceAccounts(t *testing.T) {
 		t.Errorf("audiences with service accounts: Validate = %v, want nil", err)
 	}
 }
+
+func TestClockOffsetIsForEmbeddedTrialsOnly(t *testing.T) {
+	c, err := FromEnv(Embedded(), env(map[string]string{"KEYPLANE_CLOCK_OFFSET": "24h"}))
+	c.DataDir = t.TempDir()
+	if err != nil || c.ClockOffset.Hours() != 24 || c.Validate() != nil {
+		t.Errorf("KEYPLANE_CLOCK_OFFSET=24h embedded: %v, %v, Validate %v", c.ClockOffset, err, c.Validate())
+	}
+	if _, err := FromEnv(Embedded(), env(map[string]string{"KEYPLANE_CLOCK_OFFSET": "tomorrow"})); err == nil || !strings.Contains(err.Error(), "KEYPLANE_CLOCK_OFFSET") {
+		t.Errorf("KEYPLANE_CLOCK_OFFSET=tomorrow: %v, want an error naming the variable", err)
+	}
+	c, _ = FromEnv(Cloud(), env(map[string]string{"KEYPLANE_CLOCK_OFFSET": "1h", "GOOGLE_CLOUD_PROJECT": "p"}))
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "KEYPLANE_CLOCK_OFFSET") {
+		t.Errorf("KEYPLANE_CLOCK_OFFSET with the cloud backends: Validate = %v, want refused", err)
+	}
+}

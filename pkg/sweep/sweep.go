@@ -147,9 +147,9 @@ func (s *Sweeper) markDone(id string) { s.seen(id); s.done.Add(id, struct{}{}) }
 // change is conditional on the key being in the state it was judged in,
 // so runs may overlap (see the package comment). An error stops the run;
 // what it finished stands, and the next run continues from its checkpoint.
-func (s *Sweeper) Run(ctx context.Context, opts Options) (Report, error) {
+func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error) {
 	now := s.now()
-	rep := Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{}}
+	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{}}
 	deadline := now.Add(orDefault(s.Budget, DefaultBudget))
 	defer func() { rep.FinishedAt = s.now() }()
 

@@ -183,7 +183,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 		}
 	}
 	n := needsOf(function)
-	clk := clock.Real{}
+	var clk clock.Clock = clock.Real{}
+	if cfg.ClockOffset != 0 {
+		clk = clock.Offset(cfg.ClockOffset)
+	}
 	srv := &httpapi.Server{Plans: plans, Logger: log, Project: cfg.Project, Clock: clk}
 	app.Server = srv
 	embeddedVault := cfg.Secrets == config.SecretsFile
