@@ -59,7 +59,13 @@
 // yesterday for the spike rule; the day's client IPs for the IP rule). So
 // its cost is linear in keys with usage and flat in keys without.
 // Keys with usage only on earlier days cannot newly break a rule: a key
-// that is used again appears in today's counters.
+// that is used again appears in today's counters. A process also
+// remembers what it judged each key on (up to 200,000 keys): a key whose
+// usage today, record and hour are unchanged since is not read or judged
+// again (Report.Unchanged), and yesterday's totals are read once a day. So
+// with a warm instance a run reads, per key with usage today, one page
+// entry and one key record, plus the rules' reads only for keys whose
+// usage changed since the last run.
 //
 // # Crashes, budgets and overlapping runs
 //

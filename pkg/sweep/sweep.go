@@ -64,7 +64,27 @@ type Sweeper struct {
 	// in every run. Losing it (a new instance) costs duplicate lookups,
 	// never duplicate notifications: those are deduplicated by id.
 	done *lru.Cache[string, struct{}]
+	// judged remembers what this process last judged each key on (see
+	// judgement), so that a key nothing has changed for is not read and
+	// judged again in every run.
+	judged *lru.Cache[string, judgement]
 }
+
+// judgement is what a key was judged on. If its usage today, its record
+// and the hour are the same in the next run, so is every rule's outcome
+// (the spike baseline changes only with the hour; a key's usage and its
+// client IPs grow together, both being its traffic), and the key is
+// skipped. yesterday's totals do not change during a day, so they are read
+// once.
+type judgement struct {
+	day, hour time.Time
+	today     usage.Totals
+	updatedAt time.Time
+	yesterday *usage.Totals
+}
+
+// judgedSize bounds the memory of judgements: about 150 bytes each.
+const judgedSize = 200_000
 
 // Options select how a run behaves.
 type Options struct {
@@ -83,10 +103,14 @@ type Report struct {
 	Disabled   []Disable   `json:"disabled"`
 	Reenabled  []Reenable  `json:"reenabled"`
 	Thresholds []Threshold `json:"thresholds"` // notified now (in a dry run: reached)
-	Recovered  int         `json:"recovered"`  // earlier sweep changes whose effects this run made sure of
-	Reaped     int         `json:"reaped"`     // abandoned provisioning intents removed
-	StartedAt  time.Time   `json:"started_at"`
-	FinishedAt time.Time   `json:"finished_at"`
+	// Unchanged counts the scanned keys this process judged before and
+	// found nothing changed for (their usage today, record and hour), so
+	// did not read or judge again.
+	Unchanged  int       `json:"unchanged"`
+	Recovered  int       `json:"recovered"` // earlier sweep changes whose effects this run made sure of
+	Reaped     int       `json:"reaped"`    // abandoned provisioning intents removed
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
 }
 
 // Reenable is a quota suspension lifted because its window ended.
@@ -133,8 +157,15 @@ func orDefault[T int | time.Duration](v, d T) T {
 
 // seen reports whether id was marked done in this process.
 func (s *Sweeper) seen(id string) bool {
-	s.once.Do(func() { s.done, _ = lru.New[string, struct{}](100_000) })
+	s.init()
 	return s.done.Contains(id)
+}
+
+func (s *Sweeper) init() {
+	s.once.Do(func() {
+		s.done, _ = lru.New[string, struct{}](100_000)
+		s.judged, _ = lru.New[string, judgement](judgedSize)
+	})
 }
 
 func (s *Sweeper) markDone(id string) { s.seen(id); s.done.Add(id, struct{}{}) }
@@ -329,20 +360,33 @@ func (s *Sweeper) sweepPage(ctx context.Context, page []usage.KeyTotals, now tim
 		k *store.Key
 		p *plan.Plan
 		o observed
+		j judgement
 	}
+	s.init()
+	day, _ := plan.Day.Bounds(now)
+	hour, _ := plan.Hour.Bounds(now)
 	items := make([]item, 0, len(page))
 	for _, t := range page {
 		k := ks[t.KeyID]
 		if k == nil || k.Status != store.Active {
 			continue // nothing to judge: gone, revoked, or already disabled
 		}
+		j, _ := s.judged.Get(k.ID)
+		if j.day != day {
+			j = judgement{}
+		}
+		if !dry && j.hour == hour && j.today == t.Totals && j.updatedAt.Equal(k.UpdatedAt) {
+			rep.Unchanged++
+			continue
+		}
+		j.day, j.hour, j.today, j.updatedAt = day, hour, t.Totals, k.UpdatedAt
 		p, _ := s.Plans.Get(k.Plan)
-		items = append(items, item{k: k, p: p, o: observed{Day: t.Totals}})
+		items = append(items, item{k: k, p: p, o: observed{Day: t.Totals}, j: j})
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(orDefault(s.Workers, DefaultWorkers))
 	for i := range items {
-		g.Go(func() error { return s.observe(gctx, items[i].k, items[i].p, &items[i].o, now) })
+		g.Go(func() error { return s.observe(gctx, items[i].k, items[i].p, &items[i].o, &items[i].j, now) })
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -362,12 +406,15 @@ func (s *Sweeper) sweepPage(ctx context.Context, page []usage.KeyTotals, now tim
 				return err
 			}
 		}
+		if !dry {
+			s.judged.Add(it.k.ID, it.j)
+		}
 	}
 	return nil
 }
 
 // observe reads what the rules that apply to k need beyond its day totals.
-func (s *Sweeper) observe(ctx context.Context, k *store.Key, p *plan.Plan, o *observed, now time.Time) error {
+func (s *Sweeper) observe(ctx context.Context, k *store.Key, p *plan.Plan, o *observed, j *judgement, now time.Time) error {
 	n := needsOf(k, p)
 	var err error
 	read := func(w plan.Window, at time.Time, into *usage.Totals) {
@@ -380,7 +427,12 @@ func (s *Sweeper) observe(ctx context.Context, k *store.Key, p *plan.Plan, o *ob
 	}
 	if n.spike {
 		read(plan.Hour, now, &o.Hour)
-		read(plan.Day, now.AddDate(0, 0, -1), &o.Yesterday)
+		if j.yesterday == nil {
+			read(plan.Day, now.AddDate(0, 0, -1), &o.Yesterday)
+			y := o.Yesterday
+			j.yesterday = &y
+		}
+		o.Yesterday = *j.yesterday
 	}
 	if n.ips && err == nil {
 		day, _ := plan.Day.Bounds(now)

@@ -590,3 +590,51 @@ func TestReadsOnlyKeysWithUsageToday(t *testing.T) {
 		t.Errorf("scanned %d, read %d keys; want the 5 with usage today", rep.Scanned, e.store.keysRead.Load())
 	}
 }
+
+// countingLedger counts the per-key reads of the rules.
+type countingLedger struct {
+	usage.Ledger
+	totals atomic.Int64
+}
+
+func (l *countingLedger) Totals(ctx context.Context, id string, w plan.Window, at time.Time) (usage.Totals, error) {
+	l.totals.Add(1)
+	return l.Ledger.Totals(ctx, id, w, at)
+}
+
+// A process does not re-read or re-judge a key nothing has changed for,
+// and reads yesterday's totals once a day.
+func TestUnchangedKeysAreNotJudgedAgain(t *testing.T) {
+	e := newEnv(t)
+	e.clock.Advance(-48 * time.Hour)
+	a := e.key("acct_1", "spiky")
+	b := e.key("acct_1", "spiky")
+	e.clock.Set(t0)
+	e.use(a.Key, 5, t0)
+	e.use(b.Key, 5, t0)
+	l := &countingLedger{Ledger: e.ledger}
+	s := e.sweeper()
+	s.Ledger = l
+	run := func() (sweep.Report, int64) {
+		before := l.totals.Load()
+		rep := e.run(s, false)
+		return rep, l.totals.Load() - before
+	}
+	if rep, reads := run(); rep.Unchanged != 0 || reads != 4 {
+		t.Errorf("first run: unchanged %d, %d reads; want 0 and hour+yesterday for each key", rep.Unchanged, reads)
+	}
+	if rep, reads := run(); rep.Unchanged != 2 || reads != 0 {
+		t.Errorf("nothing changed: unchanged %d, %d reads; want 2 and none", rep.Unchanged, reads)
+	}
+	e.use(a.Key, 1, t0)
+	if rep, reads := run(); rep.Unchanged != 1 || reads != 1 {
+		t.Errorf("a used again: unchanged %d, %d reads; want 1 and a's hour only (yesterday is remembered)", rep.Unchanged, reads)
+	}
+	e.clock.Advance(time.Hour)
+	if rep, reads := run(); rep.Unchanged != 0 || reads != 2 {
+		t.Errorf("next hour: unchanged %d, %d reads; want both judged again (hour only)", rep.Unchanged, reads)
+	}
+	if rep := e.run(s, true); rep.Unchanged != 0 || rep.Scanned != 2 {
+		t.Errorf("dry run: %+v; want every key judged", rep)
+	}
+}
