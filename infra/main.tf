@@ -102,7 +102,7 @@ locals {
       project_roles              = ["roles/datastore.viewer"]
       key_secret_roles           = []
       owner_webhook_secret_roles = []
-      named_secrets              = ["pepper", "admin-token"]
+      named_secrets              = ["pepper", "admin-token", "verify-token"]
       publishes_to               = ["usage"]
       env                        = {}
     }

@@ -10,7 +10,7 @@
 # ignores its own version being disabled.
 
 resource "google_secret_manager_secret" "named" {
-  for_each = toset(["pepper", "admin-token", "webhook-secret"])
+  for_each = toset(["pepper", "admin-token", "webhook-secret", "verify-token"])
 
   project   = var.project_id
   secret_id = "${var.name_prefix}${each.key}"
@@ -63,6 +63,24 @@ resource "random_password" "admin_token" {
 resource "google_secret_manager_secret_version" "admin_token" {
   secret      = google_secret_manager_secret.named["admin-token"].id
   secret_data = "kpadm_${random_password.admin_token.result}"
+
+  lifecycle {
+    ignore_changes = [enabled]
+  }
+}
+
+# The bearer token gateways verify keys with: accepted on POST /v1/verify
+# only (KEYPLANE_VERIFY_TOKENS), so a gateway holding it cannot manage keys.
+# Read it with
+#   gcloud secrets versions access latest --secret=<prefix>verify-token
+resource "random_password" "verify_token" {
+  length  = 40
+  special = false
+}
+
+resource "google_secret_manager_secret_version" "verify_token" {
+  secret      = google_secret_manager_secret.named["verify-token"].id
+  secret_data = "kpvfy_${random_password.verify_token.result}"
 
   lifecycle {
     ignore_changes = [enabled]

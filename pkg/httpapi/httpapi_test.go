@@ -19,6 +19,8 @@ import (
 
 	"github.com/keyplane/keyplane/pkg/apikey"
 	"github.com/keyplane/keyplane/pkg/config"
+	"github.com/keyplane/keyplane/pkg/secrets"
+	"github.com/keyplane/keyplane/pkg/secrets/filevault"
 	"github.com/keyplane/keyplane/pkg/webhook"
 	"github.com/keyplane/keyplane/pkg/wire"
 )
@@ -483,7 +485,29 @@ func TestUsageWebhookRejectsBadInput(t *testing.T) {
 }
 
 func TestVerifyTokenVerifiesButCannotManage(t *testing.T) {
-	a := newAPIWith(t, func(c *config.Config) { c.VerifyTokens = []string{"gateway-token-0123456789"} })
+	t.Run("env", func(t *testing.T) {
+		testVerifyToken(t, newAPIWith(t, func(c *config.Config) { c.VerifyTokens = []string{"gateway-token-0123456789"} }))
+	})
+	// As Terraform provisions it: a version of the verify-token secret.
+	t.Run("vault", func(t *testing.T) {
+		testVerifyToken(t, newAPIWith(t, func(c *config.Config) {
+			key, err := filevault.LoadOrCreateKey(filepath.Join(c.DataDir, "vault.key"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := filevault.Open(filepath.Join(c.DataDir, "vault.json.enc"), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			if err := v.AddSecretVersion(context.Background(), secrets.VerifyToken, []byte("gateway-token-0123456789")); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	})
+}
+
+func testVerifyToken(t *testing.T, a *api) {
 	_, secret := a.create(`{"owner": "o"}`)
 	call := func(method, path, body string) int {
 		req, _ := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))

@@ -7,6 +7,7 @@ const (
 	Pepper        = "pepper"         // HMAC key of the lookup hash; ≥ 32 bytes
 	AdminToken    = "admin-token"    // bearer token of the management API
 	WebhookSecret = "webhook-secret" // whsec_… secret of the usage webhook
+	VerifyToken   = "verify-token"   // bearer token gateways verify with (verify only)
 )
 
 // KeyRef names a key's secret and the labels stored with it.

@@ -129,6 +129,9 @@ type needs struct {
 	// notify: the notification store and topic, and the vault (owner
 	// webhook secrets).
 	notify bool
+	// verifyTokens: read the verify-token secret (only the function that
+	// serves /v1/verify may read it).
+	verifyTokens bool
 }
 
 func needsOf(function string) needs {
@@ -140,7 +143,7 @@ func needsOf(function string) needs {
 	case httpapi.FuncVerify:
 		// The ledger for quotas (read only); the usage topic for the
 		// client IPs it sees, which RecordUsage writes.
-		return needs{store: true, auth: true, ledger: true, topic: true}
+		return needs{store: true, auth: true, ledger: true, topic: true, verifyTokens: true}
 	case httpapi.FuncUsageWebhook:
 		return needs{topic: true, webhookSecrets: true}
 	case FuncRecordUsage:
@@ -148,7 +151,7 @@ func needsOf(function string) needs {
 	case FuncDeliverNotification:
 		return needs{notify: true}
 	}
-	return needs{store: true, keySecrets: true, auth: true, ledger: true, topic: true, webhookSecrets: true, notify: true}
+	return needs{store: true, keySecrets: true, auth: true, ledger: true, topic: true, webhookSecrets: true, notify: true, verifyTokens: true}
 }
 
 // CloudEvent functions, which serve no route of the HTTP API.
@@ -251,8 +254,20 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 			}
 			srv.Auth = httpapi.WithIDTokens(srv.Auth, id)
 		}
-		if len(cfg.VerifyTokens) > 0 {
-			srv.VerifyAuth = httpapi.NewTokenAuthAs("gateway", cfg.VerifyTokens...)
+		verifyTokens := cfg.VerifyTokens
+		if n.verifyTokens {
+			// Every enabled version of the verify-token secret, as for
+			// the admin token (Terraform generates one; rotate by adding).
+			versions, err := app.Vault.SecretVersions(ctx, secrets.VerifyToken)
+			if err != nil && !errs.Is(err, errs.NotFound) {
+				return nil, err
+			}
+			for _, v := range versions {
+				verifyTokens = append(verifyTokens, string(v))
+			}
+		}
+		if len(verifyTokens) > 0 {
+			srv.VerifyAuth = httpapi.NewTokenAuthAs("gateway", verifyTokens...)
 		}
 		opts := &verify.Options{Logger: log}
 		if app.Ledger != nil {
