@@ -188,7 +188,7 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error)
 	if err != nil {
 		return rep, err
 	}
-	if err := s.reenableDue(ctx, now, opts.DryRun, &rep); err != nil {
+	if err := s.reenableDue(ctx, now, deadline, opts.DryRun, &rep); err != nil {
 		return rep, err
 	}
 	if !opts.DryRun {
@@ -283,12 +283,14 @@ func (s *Sweeper) saveProgress(ctx context.Context, cp store.Checkpoint, p progr
 	return cp, errs.E(errs.Unavailable, "sweep: the checkpoint is contended; try again")
 }
 
-// reenableDue lifts every quota suspension whose window has ended.
-func (s *Sweeper) reenableDue(ctx context.Context, now time.Time, dry bool, rep *Report) error {
+// reenableDue lifts the quota suspensions whose window has ended, page by
+// page until the deadline (the next run lifts the rest: after midnight UTC
+// there may be many, each a Secret Manager write).
+func (s *Sweeper) reenableDue(ctx context.Context, now, deadline time.Time, dry bool, rep *Report) error {
 	size := orDefault(s.PageSize, DefaultPageSize)
 	var afterUntil time.Time
 	afterID := ""
-	for {
+	for s.now().Before(deadline) {
 		ks, err := s.Store.DueSuspensions(ctx, now, afterUntil, afterID, min(size, 1000))
 		if err != nil {
 			return fmt.Errorf("sweep: list due suspensions: %w", err)
@@ -315,6 +317,7 @@ func (s *Sweeper) reenableDue(ctx context.Context, now time.Time, dry bool, rep 
 		last := ks[len(ks)-1]
 		afterUntil, afterID = *last.DisabledUntil, last.ID
 	}
+	return nil
 }
 
 // reenable lifts k's suspension and reports whether it did. The secret is enabled first: a crash
