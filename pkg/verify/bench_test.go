@@ -42,9 +42,16 @@ const benchPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
 const benchQuotaPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"], "limits": {
   "requests_per_minute": 1000000000000, "requests_per_day": 1000000000000, "units_per_month": 1000000000000}}}}`
 
+// benchIPPlans turns on the distinct-IPs rule, so that verify records the
+// client IP of each request (usage.ClientIPRecorder), as the built-in free
+// and pro plans do.
+const benchIPPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
+  "limits": {"requests_per_minute": 1000000000000}, "abuse": {"distinct_ips": {"max_per_day": 20}}}}}`
+
 // benchVerifier returns a Verifier on a fresh SQLite store holding one
 // active key on plans' "bench" plan, and that key. With quotas, the
-// Verifier checks day and month quotas against a SQLite usage ledger.
+// Verifier checks day and month quotas against a SQLite usage ledger, and
+// records client IPs into it.
 func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifier, string) {
 	b.Helper()
 	dir := b.TempDir()
@@ -77,6 +84,7 @@ func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifie
 		}
 		b.Cleanup(func() { ledger.Close() })
 		opts.Quota = usage.NewQuotas(ledger, clock.Real{}, 0, discard)
+		opts.ClientIPs = usage.NewClientIPRecorder(ledger, clock.Real{}, 0, discard)
 	}
 	return verify.New(st, h, plans, clock.Real{}, opts), c.Secret
 }
@@ -112,6 +120,22 @@ func BenchmarkVerifyCached(b *testing.B) {
 func BenchmarkVerifyCachedWithQuotas(b *testing.B) {
 	v, key := benchVerifier(b, benchQuotaPlans, true)
 	req := verify.Request{Key: key, Scope: "generate", Units: 1}
+	warm(b, v, req, verify.Valid)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := v.Verify(ctx, req)
+		if err != nil || d.Code != verify.Valid {
+			b.Fatalf("Verify = %s, %v", d.Code, err)
+		}
+	}
+}
+
+// BenchmarkVerifyCachedWithClientIP is BenchmarkVerifyCached for a key
+// whose plan has the distinct-IPs rule, from a client IP seen before.
+func BenchmarkVerifyCachedWithClientIP(b *testing.B) {
+	v, key := benchVerifier(b, benchIPPlans, true)
+	req := verify.Request{Key: key, Scope: "generate", Units: 1, IP: "203.0.113.7"}
 	warm(b, v, req, verify.Valid)
 	ctx := context.Background()
 	b.ReportAllocs()
