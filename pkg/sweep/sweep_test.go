@@ -13,19 +13,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/pkg/apikey"
 	"github.com/keyplane/keyplane/pkg/clock"
 	"github.com/keyplane/keyplane/pkg/errs"
 	"github.com/keyplane/keyplane/pkg/keys"
 	"github.com/keyplane/keyplane/pkg/notify"
+	notifyfs "github.com/keyplane/keyplane/pkg/notify/firestore"
 	notifysqlite "github.com/keyplane/keyplane/pkg/notify/sqlite"
 	"github.com/keyplane/keyplane/pkg/plan"
 	"github.com/keyplane/keyplane/pkg/queue"
 	"github.com/keyplane/keyplane/pkg/secrets/filevault"
 	"github.com/keyplane/keyplane/pkg/store"
+	storefs "github.com/keyplane/keyplane/pkg/store/firestore"
 	"github.com/keyplane/keyplane/pkg/store/sqlite"
 	"github.com/keyplane/keyplane/pkg/sweep"
 	"github.com/keyplane/keyplane/pkg/usage"
+	ledgerfs "github.com/keyplane/keyplane/pkg/usage/ledger/firestore"
 	ledgersqlite "github.com/keyplane/keyplane/pkg/usage/ledger/sqlite"
 	"github.com/keyplane/keyplane/pkg/verify"
 )
@@ -53,29 +57,39 @@ type env struct {
 	nEvents int
 }
 
+// onFirestore makes newEnv use the Firestore adapters on the emulator
+// (TestOnFirestore); tests do not run in parallel.
+var onFirestore bool
+
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := sqlite.Open(filepath.Join(dir, "keys.db"))
-	if err != nil {
-		t.Fatal(err)
+	var (
+		st store.Store
+		l  usage.Ledger
+		ns notify.Store
+	)
+	if onFirestore {
+		c := testenv.FirestoreClient(t)
+		st, l, ns = storefs.NewFromClient(c), ledgerfs.NewFromClient(c, ledgerfs.Options{}), notifyfs.NewFromClient(c)
+	} else {
+		var err error
+		if st, err = sqlite.Open(filepath.Join(dir, "keys.db")); err != nil {
+			t.Fatal(err)
+		}
+		if l, err = ledgersqlite.Open(filepath.Join(dir, "usage.db")); err != nil {
+			t.Fatal(err)
+		}
+		if ns, err = notifysqlite.Open(filepath.Join(dir, "notify.db")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	t.Cleanup(func() { st.Close() })
-	l, err := ledgersqlite.Open(filepath.Join(dir, "usage.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
+	t.Cleanup(func() { st.Close(); l.Close(); ns.Close() })
 	v, err := filevault.Open(filepath.Join(dir, "vault"), bytes.Repeat([]byte{7}, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close() })
-	ns, err := notifysqlite.Open(filepath.Join(dir, "notify.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Close() })
 	plans, err := plan.Parse([]byte(plansJSON), false)
 	if err != nil {
 		t.Fatal(err)
@@ -636,5 +650,29 @@ func TestUnchangedKeysAreNotJudgedAgain(t *testing.T) {
 	}
 	if rep := e.run(s, true); rep.Unchanged != 0 || rep.Scanned != 2 {
 		t.Errorf("dry run: %+v; want every key judged", rep)
+	}
+}
+
+// TestOnFirestore runs the sweep's tests on the Firestore adapters (store,
+// ledger, notifications) against the emulator.
+func TestOnFirestore(t *testing.T) {
+	testenv.Firestore(t)
+	onFirestore = true
+	defer func() { onFirestore = false }()
+	for name, test := range map[string]func(*testing.T){
+		"QuotaSuspension":   TestQuotaSuspensionUntilTheWindowEndsThenReenabled,
+		"Thresholds":        TestThresholdsAreNotifiedOncePerKeyLimitAndWindow,
+		"LeftAlone":         TestManualDisablesAndRevokedKeysAreLeftAlone,
+		"DryRun":            TestDryRunChangesNothing,
+		"Spike":             TestSpikeDisablesForGood,
+		"DistinctIPs":       TestDistinctClientIPsDisable,
+		"Concurrent":        TestConcurrentSweepsNeverDoubleDisableOrNotify,
+		"Resume":            TestResumesFromTheCheckpointAfterAFailure,
+		"Budget":            TestBudgetStopsARunAndTheNextContinues,
+		"Recovery":          TestNextRunFinishesTheEffectsOfAnInterruptedOne,
+		"OnlyKeysWithUsage": TestReadsOnlyKeysWithUsageToday,
+		"Unchanged":         TestUnchangedKeysAreNotJudgedAgain,
+	} {
+		t.Run(name, test)
 	}
 }
