@@ -115,11 +115,13 @@ func populate(b *testing.B, st store.Store, l usage.Ledger, active, idle int, no
 //
 //	SWEEP_BENCH_KEYS=10000,100000,1000000 go test -run '^$' -bench Sweep -benchtime 1x -timeout 2h ./pkg/sweep/
 //	SWEEP_BENCH_IDLE=9 …  (nine keys without usage per key with usage)
+//	SWEEP_BENCH_WORKERS=32 …  (keys read at once; default sweep.DefaultWorkers)
 //
 // The Firestore case needs FIRESTORE_EMULATOR_HOST (make bench starts
 // the emulator).
 func BenchmarkSweep(b *testing.B) {
 	sizes, idle := benchSizes(b)
+	workers, _ := strconv.Atoi(os.Getenv("SWEEP_BENCH_WORKERS")) // 0: the default
 	plans, err := plan.Parse([]byte(benchPlans), false)
 	if err != nil {
 		b.Fatal(err)
@@ -132,7 +134,7 @@ func BenchmarkSweep(b *testing.B) {
 				populate(b, st, l, n, idle, now)
 				clk := clock.NewFake(now)
 				s := &sweep.Sweeper{Store: st, Ledger: l, Vault: nopVault{}, Plans: plans, Clock: clk,
-					Logger: slog.New(slog.DiscardHandler), Budget: time.Hour}
+					Logger: slog.New(slog.DiscardHandler), Budget: time.Hour, Workers: workers}
 				var sweepDur, bareDur time.Duration
 				b.ResetTimer()
 				for range b.N {
