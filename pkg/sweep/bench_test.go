@@ -131,7 +131,9 @@ func BenchmarkSweep(b *testing.B) {
 		for _, n := range sizes {
 			b.Run(fmt.Sprintf("%s/keys=%d/idle=%d", backend, n, n*idle), func(b *testing.B) {
 				st, l := benchBackends(b, backend)
+				start := time.Now()
 				populate(b, st, l, n, idle, now)
+				b.Logf("stored %d keys and their usage in %v", n*(1+idle), time.Since(start).Round(time.Second))
 				clk := clock.NewFake(now)
 				s := &sweep.Sweeper{Store: st, Ledger: l, Vault: nopVault{}, Plans: plans, Clock: clk,
 					Logger: slog.New(slog.DiscardHandler), Budget: time.Hour, Workers: workers}

@@ -320,10 +320,10 @@ func (s *Sweeper) reenableDue(ctx context.Context, now, deadline time.Time, dry 
 	return nil
 }
 
-// reenable lifts k's suspension and reports whether it did. The secret is enabled first: a crash
-// between the two leaves a suspended key with an enabled secret, which the
-// next run finishes; the other order could leave an active key whose
-// secret cannot be revealed.
+// reenable lifts k's suspension and reports whether it did. The secret
+// is enabled first: a crash between the two leaves a suspended key with an
+// enabled secret, which the next run finishes; the other order could leave
+// an active key whose secret cannot be revealed.
 func (s *Sweeper) reenable(ctx context.Context, k *store.Key, now time.Time) (bool, error) {
 	if err := s.setSecret(ctx, k.ID, true); err != nil {
 		return false, err
