@@ -152,7 +152,7 @@ func CleanClientIPs(day time.Time, ips map[string][]string) (map[string][]string
 			return nil, errs.E(errs.Invalid, "client IPs: a key id is empty")
 		}
 		if len(list) > MaxClientIPsPerKey {
-			return nil, errs.E(errs.Invalid, "client IPs of key %s: at most %d IPs per key per call, got %d", id, MaxClientIPsPerKey, len(list))
+			return nil, errs.E(errs.Invalid, "client IPs of key %.64q: at most %d IPs per key per call, got %d", id, MaxClientIPsPerKey, len(list))
 		}
 		if len(list) == 0 {
 			continue
@@ -161,10 +161,10 @@ func CleanClientIPs(day time.Time, ips map[string][]string) (map[string][]string
 		for i, ip := range list {
 			a, err := netip.ParseAddr(ip)
 			if err != nil {
-				return nil, errs.Wrap(errs.Invalid, err, fmt.Sprintf("client IPs of key %s: %.64q is not an IP address", id, ip))
+				return nil, errs.Wrap(errs.Invalid, err, fmt.Sprintf("client IPs of key %.64q: %.64q is not an IP address", id, ip))
 			}
 			if a.Zone() != "" {
-				return nil, errs.E(errs.Invalid, "client IPs of key %s: %.64q has a zone, which a client IP never has", id, ip)
+				return nil, errs.E(errs.Invalid, "client IPs of key %.64q: %.64q has a zone, which a client IP never has", id, ip)
 			}
 			clean[i] = a.String()
 		}
