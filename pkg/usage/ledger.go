@@ -130,6 +130,20 @@ const (
 	MaxClientIPsPerKey = 1000 // IPs per key per call
 )
 
+// CheckClientIPsQuery validates the arguments of Ledger.ClientIPs, for
+// the adapters.
+func CheckClientIPsQuery(keyID string, day time.Time, sample int) error {
+	switch {
+	case keyID == "":
+		return errs.E(errs.Invalid, "client IPs: the key id is empty")
+	case day.IsZero():
+		return errs.E(errs.Invalid, "client IPs: the day is not set")
+	case sample < 0:
+		return errs.E(errs.Invalid, "client IPs: the sample size must be >= 0, got %d", sample)
+	}
+	return nil
+}
+
 // CleanClientIPs checks the arguments of AddClientIPs that every adapter
 // checks alike, and returns ips with each IP in canonical form
 // (netip.Addr.String(): "2001:DB8::1" is "2001:db8::1"), sorted and

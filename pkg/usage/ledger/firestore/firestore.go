@@ -690,14 +690,10 @@ func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string
 // count is the length of its array, the sample its first IPs in byte
 // order.
 func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
-	switch {
-	case keyID == "":
-		return 0, nil, errs.E(errs.Invalid, "client IPs: the key id is empty")
-	case day.IsZero():
-		return 0, nil, errs.E(errs.Invalid, "client IPs: the day is not set")
-	case sample < 0:
-		return 0, nil, errs.E(errs.Invalid, "client IPs: the sample size must be >= 0, got %d", sample)
-	case !validKeyID(keyID):
+	if err := usage.CheckClientIPsQuery(keyID, day, sample); err != nil {
+		return 0, nil, err
+	}
+	if !validKeyID(keyID) {
 		return 0, nil, nil // nothing can have been recorded for it
 	}
 	snap, err := l.clientIPs(keyID, windowStart(plan.Day, day)).Get(ctx)

@@ -526,13 +526,8 @@ func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string
 // day containing day, and the first sample of them in byte order, in one
 // query.
 func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
-	switch {
-	case keyID == "":
-		return 0, nil, errs.E(errs.Invalid, "client IPs: the key id is empty")
-	case day.IsZero():
-		return 0, nil, errs.E(errs.Invalid, "client IPs: the day is not set")
-	case sample < 0:
-		return 0, nil, errs.E(errs.Invalid, "client IPs: the sample size must be >= 0, got %d", sample)
+	if err := usage.CheckClientIPsQuery(keyID, day, sample); err != nil {
+		return 0, nil, err
 	}
 	rows, err := l.clientIPs.QueryContext(ctx, keyID, dayStart(day), max(sample, 1))
 	if err != nil {
