@@ -742,7 +742,7 @@ func ReportUsage(rep *UsageReporter, units func(r *http.Request) int64) func(r *
 // Usage is a key's metered usage in one window.
 type Usage struct {
 	KeyID    string    `json:"key_id"`
-	Window   string    `json:"window"` // minute, day or month
+	Window   string    `json:"window"` // minute, hour, day or month
 	Start    time.Time `json:"start"`
 	End      time.Time `json:"end"`
 	Requests int64     `json:"requests"`

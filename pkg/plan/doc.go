@@ -5,5 +5,10 @@
 // window ∈ {minute, day, month}. Minute limits are admission-control rate
 // limits enforced at verify time; day and month limits are quotas evaluated
 // from metered usage. Day and month windows are UTC calendar windows. A
-// limit that is absent is unlimited; a limit of 0 admits nothing.
+// limit that is absent is unlimited; a limit of 0 admits nothing. Usage is
+// also counted per UTC hour (Hour, for the sweep's spike rule and usage
+// queries), which is not a limit window.
+//
+// A plan may also carry abuse rules (Abuse: a usage spike, distinct client
+// IPs per day), which the sweep (pkg/sweep) disables keys by.
 package plan
