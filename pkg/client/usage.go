@@ -752,7 +752,7 @@ type Usage struct {
 	Limits map[string]LimitState `json:"limits"`
 }
 
-// KeyUsage returns a key's usage in the window ("minute", "day" or
+// KeyUsage returns a key's usage in the window ("minute", "hour", "day" or
 // "month"; "" means day) that contains at (zero means now). Usage is
 // counted asynchronously: an event accepted by the webhook shows here once
 // keyplane's consumer has counted it.
