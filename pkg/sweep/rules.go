@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/keyplane/keyplane/pkg/plan"
@@ -42,20 +43,34 @@ type Disable struct {
 	IPs []string `json:"ips,omitempty"`
 }
 
-// evidence is d's evidence as audit entry details and notification data.
-func (d Disable) evidence() map[string]string {
-	out := map[string]string{
-		"reason": d.Reason, "limit": d.Limit, "window": d.Window,
-		"used": fmt.Sprint(d.Used), "max": fmt.Sprint(d.Max),
+// evidence is what d was decided on, as the notification's data carries
+// it.
+func (d Disable) evidence() map[string]any {
+	out := map[string]any{"limit": d.Limit, "window": d.Window, "used": d.Used, "max": d.Max}
+	if d.BaselinePerHour != nil {
+		out["baseline_per_hour"] = *d.BaselinePerHour
+	}
+	if len(d.IPs) > 0 {
+		out["ips"] = d.IPs
+	}
+	return out
+}
+
+// auditDetails is d's reason, end and evidence as audit entry details.
+func (d Disable) auditDetails() map[string]string {
+	out := map[string]string{"reason": d.Reason}
+	for k, v := range d.evidence() {
+		switch v := v.(type) {
+		case []string:
+			out[k] = strings.Join(v, ",")
+		case float64:
+			out[k] = fmt.Sprintf("%.2f", v)
+		default:
+			out[k] = fmt.Sprint(v)
+		}
 	}
 	if d.Until != nil {
 		out["until"] = d.Until.Format(time.RFC3339)
-	}
-	if d.BaselinePerHour != nil {
-		out["baseline_per_hour"] = fmt.Sprintf("%.2f", *d.BaselinePerHour)
-	}
-	if len(d.IPs) > 0 {
-		out["ips"] = fmt.Sprint(d.IPs)
 	}
 	return out
 }

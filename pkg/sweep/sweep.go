@@ -454,7 +454,7 @@ func (s *Sweeper) disable(ctx context.Context, k *store.Key, d Disable, now time
 			return nil, errSkip // changed since it was judged; the next pass judges it again
 		}
 		cur.Status, cur.StatusReason, cur.DisabledUntil, cur.UpdatedAt = store.Disabled, d.Reason, d.Until, now
-		return &store.AuditEntry{Time: now, Actor: Actor, Action: keys.ActionDisable, KeyID: cur.ID, Details: d.evidence()}, nil
+		return &store.AuditEntry{Time: now, Actor: Actor, Action: keys.ActionDisable, KeyID: cur.ID, Details: d.auditDetails()}, nil
 	})
 	switch {
 	case err == errSkip || errs.Is(err, errs.NotFound):
@@ -535,13 +535,7 @@ func (s *Sweeper) effectsOf(ctx context.Context, k *store.Key, d *Disable) error
 		if k.Status == store.Disabled {
 			typ = notify.KeyDisabled
 			if d != nil {
-				data.Evidence = map[string]any{"limit": d.Limit, "window": d.Window, "used": d.Used, "max": d.Max}
-				if d.BaselinePerHour != nil {
-					data.Evidence["baseline_per_hour"] = *d.BaselinePerHour
-				}
-				if len(d.IPs) > 0 {
-					data.Evidence["ips"] = d.IPs
-				}
+				data.Evidence = d.evidence()
 			}
 		}
 		if _, _, err := s.Notify.Notify(ctx, k.Owner, notify.Event{Type: typ, ID: id, Time: k.UpdatedAt, Data: data}); err != nil {
