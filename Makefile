@@ -21,7 +21,7 @@ bench:
 	./scripts/with-emulators.sh $(GO) test -run '^$$' -bench . -benchmem ./...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./pkg/apikey
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/apikey
 
 serve:
 	$(GO) run ./cmd/keyplane serve

@@ -1,5 +1,5 @@
-# Firestore in native mode, laid out as pkg/store/firestore/doc.go,
-# pkg/usage/ledger/firestore and pkg/notify/firestore/doc.go say.
+# Firestore in native mode, laid out as internal/store/firestorestore/doc.go,
+# internal/ledger/firestoreledger and internal/notify/firestorenotify/doc.go say.
 #
 # A project's "(default)" database may exist already (created from the
 # console or by App Engine); import it instead of creating it:
@@ -84,7 +84,7 @@ resource "google_firestore_index" "audit_by_key" {
   }
 }
 
-# Usage counters (pkg/usage/ledger/firestore): the sweep's ActiveKeys and
+# Usage counters (internal/ledger/firestoreledger): the sweep's ActiveKeys and
 # the billing export across owners, then the export for one owner. Shard
 # documents of a key are grouped by key_id.
 resource "google_firestore_index" "usage_counters_by_window" {
@@ -182,7 +182,7 @@ locals {
     "usage_client_ips/key_id"    = { ttl = false, exempt = true }
     "usage_client_ips/day"       = { ttl = false, exempt = true }
     "usage_client_ips/ips"       = { ttl = false, exempt = true }
-    # Owner notifications (pkg/notify/firestore): no query runs on either
+    # Owner notifications (internal/notify/firestorenotify): no query runs on either
     # collection, so no field is indexed. Delivery records expire after
     # notify.Retention (30 days), which bounds their deduplication.
     "owner_webhooks/owner"              = { ttl = false, exempt = true }

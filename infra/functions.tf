@@ -19,9 +19,9 @@ locals {
     "scripts",
     "internal/race",
     "internal/testenv",
-    "pkg/secrets/secretmanager/smfake",
-    "pkg/secrets/secretstest",
-    "pkg/store/storetest",
+    "internal/secrets/secretmanagervault/smfake",
+    "internal/secrets/secretstest",
+    "internal/store/storetest",
     "**/testdata",
     "**/*_test.go",
   ]

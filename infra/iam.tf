@@ -84,7 +84,7 @@ resource "google_service_account_iam_member" "pubsub_push_token_creator" {
 
 locals {
   # Custom roles with exactly the Secret Manager permissions that
-  # pkg/secrets/secretmanager/doc.go lists for the methods each function
+  # internal/secrets/secretmanagervault/doc.go lists for the methods each function
   # calls (the Go test in this directory checks them against that list).
   # condition names the IAM condition every project-level grant of the role
   # carries (local.secret_conditions), or "none".
@@ -171,7 +171,7 @@ locals {
 
     # Secret and SecretVersions on an owner's webhook signing secret: the
     # DeliverNotification function signs with the version the webhook
-    # names, which is the latest unless a PUT raced (pkg/notify).
+    # names, which is the latest unless a PUT raced (internal/notify).
     owner_webhook_secret_reader = {
       role_id     = "OwnerWebhookSecretReader"
       title       = "keyplane owner webhook secret reader"
@@ -190,7 +190,7 @@ locals {
   # - each matches secrets and their versions ("…/secrets/<id>/versions/<n>")
   #   whose id starts with "<prefix>key-" (key secrets) or
   #   "<prefix>owner-webhook-" (owners' webhook signing secrets,
-  #   pkg/notify.SecretName), so a second deployment in the same project
+  #   internal/notify.SecretName), so a second deployment in the same project
   #   must not use a name_prefix that starts with one of those;
   # - they cannot restrict secretmanager.secrets.create (see key_secret_creator).
   secret_conditions = {

@@ -26,8 +26,8 @@ import (
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/keyplane/keyplane/pkg/queue"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 // plannedEntryPoints are functions that infra/ describes before register.go
@@ -45,7 +45,7 @@ var plannedEntryPoints = map[string]string{}
 // config.Cloud selects), and the rest so that the function addresses this
 // deployment's secrets, key prefix, database and topic rather than the
 // defaults config.Cloud falls back to. Keep it in step with
-// pkg/config.Config.Validate.
+// internal/config.Config.Validate.
 var requiredEnv = []string{
 	"GOOGLE_CLOUD_PROJECT",
 	"KEYPLANE_SECRET_PREFIX",
@@ -57,7 +57,7 @@ var requiredEnv = []string{
 
 // keySecretMethods are the secrets.Vault methods each function calls on key
 // secrets ("<prefix>key-<id>"); its key_secret_roles must grant exactly the
-// permissions pkg/secrets/secretmanager/doc.go lists for them. A function
+// permissions internal/secrets/secretmanagervault/doc.go lists for them. A function
 // not named here must have no key-secret role.
 var keySecretMethods = map[string][]string{
 	"keys":  {"CreateKeySecret", "KeySecret", "SetKeySecretEnabled", "DestroyKeySecret", "DeleteKeySecret"},
@@ -66,7 +66,7 @@ var keySecretMethods = map[string][]string{
 
 // ownerWebhookSecretMethods are the secrets.Vault methods each function
 // calls on owners' webhook signing secrets ("<prefix>owner-webhook-<hash>",
-// pkg/notify.SecretName): Keys adds a version on every PUT of a webhook
+// internal/notify.SecretName): Keys adds a version on every PUT of a webhook
 // (notify.Service.SetWebhook), DeliverNotification reads the version that
 // signs (notify.Deliverer). Its owner_webhook_secret_roles must grant
 // exactly their permissions, except secretmanager.secrets.create, which a
@@ -788,22 +788,22 @@ func TestBroadRoleCheckSeesRolesAndReasons(t *testing.T) {
 	}
 }
 
-// docPermissions reads the "# IAM" section of pkg/secrets/secretmanager's
+// docPermissions reads the "# IAM" section of internal/secrets/secretmanagervault's
 // package comment: method → the permissions it needs.
 func docPermissions(t *testing.T) map[string][]string {
 	t.Helper()
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "../pkg/secrets/secretmanager/doc.go", nil, parser.ParseComments|parser.PackageClauseOnly)
+	f, err := parser.ParseFile(fset, "../internal/secrets/secretmanagervault/doc.go", nil, parser.ParseComments|parser.PackageClauseOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if f.Doc == nil {
-		t.Fatal("pkg/secrets/secretmanager/doc.go has no package comment")
+		t.Fatal("internal/secrets/secretmanagervault/doc.go has no package comment")
 	}
 	text := f.Doc.Text()
 	i := strings.Index(text, "\n# IAM\n")
 	if i < 0 {
-		t.Fatal("pkg/secrets/secretmanager/doc.go has no # IAM section")
+		t.Fatal("internal/secrets/secretmanagervault/doc.go has no # IAM section")
 	}
 	text = text[i+len("\n# IAM\n"):]
 	if j := strings.Index(text, "\n# "); j >= 0 {
@@ -828,7 +828,7 @@ func docPermissions(t *testing.T) map[string][]string {
 		}
 	}
 	if len(out) == 0 {
-		t.Fatal("read no method permissions from pkg/secrets/secretmanager/doc.go")
+		t.Fatal("read no method permissions from internal/secrets/secretmanagervault/doc.go")
 	}
 	return out
 }
@@ -839,7 +839,7 @@ func union(doc map[string][]string, t *testing.T, methods ...string) []string {
 	for _, m := range methods {
 		ps, ok := doc[m]
 		if !ok {
-			t.Fatalf("pkg/secrets/secretmanager/doc.go lists no permissions for %s", m)
+			t.Fatalf("internal/secrets/secretmanagervault/doc.go lists no permissions for %s", m)
 		}
 		for _, p := range ps {
 			set[p] = true
@@ -863,7 +863,7 @@ func sortedKeys(set map[string]bool) []string {
 const unconditionedPerm = "secretmanager.secrets.create"
 
 // TestSecretRolesMatchSecretManagerDoc checks the custom roles against the
-// permissions pkg/secrets/secretmanager/doc.go documents for the methods
+// permissions internal/secrets/secretmanagervault/doc.go documents for the methods
 // each function calls, per kind of secret: nothing missing (the call fails
 // in production), nothing extra (least privilege). Every role granted on
 // key secrets carries the key-secret condition and every role granted on
@@ -1157,9 +1157,9 @@ func TestReferencesResolve(t *testing.T) {
 }
 
 // TestPushRetryPoliciesMatchWire keeps each push subscription's retry and
-// dead-letter policies equal to the ones pkg/wire declares for its
+// dead-letter policies equal to the ones internal/wire declares for its
 // embedded twin (and that keyplane serve uses), so that what the tests
-// exercise is what production does. pkg/notify's retry schedule depends on
+// exercise is what production does. internal/notify's retry schedule depends on
 // them: its first retry is the minimum backoff, and the maximum deliveries
 // must outlast its longest gap.
 func TestPushRetryPoliciesMatchWire(t *testing.T) {
@@ -1217,7 +1217,7 @@ func TestPushRetryPoliciesMatchWire(t *testing.T) {
 		}
 		got := queue.RetryPolicy{MinBackoff: duration("minimum_backoff"), MaxBackoff: duration("maximum_backoff"), MaxAttempts: attempts}
 		if got != tc.want {
-			t.Errorf("google_pubsub_subscription.%s: retry %v–%v, dead letter after %d deliveries; pkg/wire declares %v–%v and %d",
+			t.Errorf("google_pubsub_subscription.%s: retry %v–%v, dead letter after %d deliveries; internal/wire declares %v–%v and %d",
 				tc.sub, got.MinBackoff, got.MaxBackoff, got.MaxAttempts, tc.want.MinBackoff, tc.want.MaxBackoff, tc.want.MaxAttempts)
 		}
 	}

@@ -25,8 +25,8 @@
 # Offline checks (no credentials, no provider downloads): `go test ./infra/`
 # parses every file, checks `terraform fmt` formatting, the function set
 # against register.go, the environment every function needs, dead-letter
-# policies and the push subscriptions' retry policies against pkg/wire, the
-# Secret Manager permissions against pkg/secrets/secretmanager/doc.go, the
+# policies and the push subscriptions' retry policies against internal/wire, the
+# Secret Manager permissions against internal/secrets/secretmanagervault/doc.go, the
 # deploy source's excludes and the absence of owner/editor/admin roles.
 # `terraform fmt -check -recursive infra` agrees with the formatting check.
 # Only a real plan and apply show the rest: that the provider accepts every
@@ -53,9 +53,9 @@ locals {
   #   key_secret_roles  custom roles (local.custom_roles) on the "<prefix>key-*" secrets
   #   owner_webhook_secret_roles
   #                     custom roles on the owners' webhook signing secrets,
-  #                     "<prefix>owner-webhook-*" (pkg/notify.SecretName)
+  #                     "<prefix>owner-webhook-*" (internal/notify.SecretName)
   #   named_secrets     deployment secrets the function reads at start-up (secrets.tf):
-  #                     what pkg/wire's needsOf opens for it, and nothing more
+  #                     what internal/wire's needsOf opens for it, and nothing more
   #   publishes_to      topics (local.topic_names) the function publishes to
   #   env               environment on top of local.common_env
   functions = {
@@ -153,7 +153,7 @@ locals {
 
     # Owner notification delivery: Pub/Sub pushes the notifications topic
     # here (pubsub.tf); each message asks for one delivery attempt of one
-    # notification (pkg/notify). It reads and updates the delivery records
+    # notification (internal/notify). It reads and updates the delivery records
     # and reads owner webhooks (datastore.user), reads the owners' webhook
     # signing secrets (never writes them), POSTs the signed notification to
     # the owner's URL, and publishes the message of the next attempt.
@@ -181,7 +181,7 @@ locals {
     # abusive, re-enables quota suspensions, reaps abandoned provisioning
     # intents with their secrets, and publishes owner notifications. One
     # instance serving one request at a time; overlapping runs would be
-    # safe (pkg/sweep), this only saves the duplicate reads. A run stops
+    # safe (internal/sweep), this only saves the duplicate reads. A run stops
     # at its 4-minute budget, inside the timeout, and the next continues.
     sweep = {
       entry_point                = "Sweep"

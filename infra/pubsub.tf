@@ -8,7 +8,7 @@
 #
 # Owner notifications travel Keys / the sweep → notifications → (push)
 # DeliverNotification. Each message asks for one delivery attempt of one
-# notification (pkg/notify): DeliverNotification answers an error for a
+# notification (internal/notify): DeliverNotification answers an error for a
 # message that is not due yet, so Pub/Sub redelivers it after its backoff
 # (5 s doubling to 600 s), and publishes a new message for each retry of the
 # schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h). A message still failing
@@ -100,7 +100,7 @@ resource "google_pubsub_topic_iam_member" "fn_publisher" {
 # URL as its audience.
 resource "google_pubsub_subscription" "usage_record" {
   project = var.project_id
-  name    = "${google_pubsub_topic.usage.name}-record-usage" # the name pkg/wire gives its pull twin
+  name    = "${google_pubsub_topic.usage.name}-record-usage" # the name internal/wire gives its pull twin
   topic   = google_pubsub_topic.usage.id
   labels = {
     app = "keyplane"
@@ -143,20 +143,20 @@ resource "google_pubsub_subscription" "usage_record" {
 
 # The push subscription that feeds DeliverNotification, built like
 # usage_record above. Its retry policy and dead-letter policy are part of
-# pkg/notify's retry schedule: the 5 s minimum backoff is the schedule's
+# internal/notify's retry schedule: the 5 s minimum backoff is the schedule's
 # first retry, the 600 s maximum bounds how late a later retry is made, and
 # 100 deliveries (Pub/Sub's maximum) outlast the schedule's longest gap,
 # 10 h, which takes 67 to 82 deliveries of one message. Keep them equal to
-# pkg/wire.NotifyRetryPolicy.
+# internal/wire.NotifyRetryPolicy.
 resource "google_pubsub_subscription" "notifications_deliver" {
   project = var.project_id
-  name    = "${google_pubsub_topic.notifications.name}-deliver-notifications" # the name pkg/wire gives its pull twin
+  name    = "${google_pubsub_topic.notifications.name}-deliver-notifications" # the name internal/wire gives its pull twin
   topic   = google_pubsub_topic.notifications.id
   labels = {
     app = "keyplane"
   }
 
-  # One attempt is bounded by pkg/notify.DefaultTimeout (10 s); the rest is
+  # One attempt is bounded by internal/notify.DefaultTimeout (10 s); the rest is
   # headroom for the store and a cold start.
   ack_deadline_seconds = local.functions["deliver-notify"].timeout_seconds
   # A message waits at most one gap of the schedule (10 h) plus its

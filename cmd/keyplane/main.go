@@ -8,7 +8,7 @@
 // serve runs every Cloud Function's routes in one process on one port, on
 // the embedded backends by default (SQLite, an encrypted file vault); each
 // backend can be switched to its Google Cloud adapter through the
-// environment (see pkg/config). admin-token prints the admin token that
+// environment (see internal/config). admin-token prints the admin token that
 // serve generated and stored in the embedded vault.
 package main
 
@@ -26,9 +26,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/config"
-	"github.com/keyplane/keyplane/pkg/logging"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/logging"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 func main() {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/webhook"
+	"github.com/keyplane/keyplane/internal/webhook"
 )
 
 // TestServePrintsTokenServesAndShutsDown runs `keyplane serve` as a newcomer

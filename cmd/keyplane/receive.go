@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/webhook"
+	"github.com/keyplane/keyplane/internal/webhook"
 )
 
 // receiveWebhooks runs an owner's webhook endpoint for trying keyplane

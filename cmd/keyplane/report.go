@@ -11,8 +11,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/apikey"
-	"github.com/keyplane/keyplane/pkg/webhook"
+	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/webhook"
 )
 
 // reportUsage sends one signed usage event, as a gateway would.

@@ -10,7 +10,7 @@
 // Pub/Sub redeliver it after the subscription's backoff: a transient
 // failure of keyplane's own backends, or notify.ErrNotDue for a message
 // that arrived before its attempt is due — that redelivery is how waits
-// longer than Pub/Sub's 600 s backoff cap are bridged (see pkg/notify).
+// longer than Pub/Sub's 600 s backoff cap are bridged (see internal/notify).
 // ErrNotDue is routine, so this package does not log it; the Functions
 // Framework, however, prints every returned error to stderr ("Function
 // error: …"), which this function cannot suppress.
@@ -26,10 +26,10 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"github.com/keyplane/keyplane/pkg/logging"
-	"github.com/keyplane/keyplane/pkg/notify"
-	"github.com/keyplane/keyplane/pkg/queue"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/logging"
+	"github.com/keyplane/keyplane/internal/notify"
+	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 // messagePublished is the data of a google.cloud.pubsub.topic.v1.messagePublished event.

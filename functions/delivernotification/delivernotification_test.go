@@ -20,12 +20,12 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"github.com/keyplane/keyplane/pkg/errs"
-	"github.com/keyplane/keyplane/pkg/notify"
-	"github.com/keyplane/keyplane/pkg/notify/sqlite"
-	"github.com/keyplane/keyplane/pkg/queue"
-	"github.com/keyplane/keyplane/pkg/secrets/filevault"
-	"github.com/keyplane/keyplane/pkg/webhook"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/notify"
+	"github.com/keyplane/keyplane/internal/notify/sqlitenotify"
+	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/secrets/filevault"
+	"github.com/keyplane/keyplane/internal/webhook"
 )
 
 // topic keeps what is published: the messages a test pushes itself.
@@ -137,7 +137,7 @@ func startFramework(t *testing.T) string {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	st, err := sqlite.Open(":memory:")
+	st, err := sqlitenotify.Open(":memory:")
 	if err != nil {
 		t.Fatal(err)
 	}

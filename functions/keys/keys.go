@@ -1,13 +1,13 @@
 // Package keys is the Keys Cloud Function: the key management routes
 // (/v1/keys…, /v1/audit). It builds its dependencies once per instance
-// from the environment and serves pkg/httpapi's handlers.
+// from the environment and serves internal/httpapi's handlers.
 package keys
 
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/pkg/httpapi"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/httpapi"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 var handler = wire.FunctionHandler(httpapi.FuncKeys)

@@ -27,12 +27,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/keyplane/keyplane/functions/recordusage"
+	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/queue/pubsubqueue"
 	"github.com/keyplane/keyplane/internal/testenv"
-	"github.com/keyplane/keyplane/pkg/config"
-	qpubsub "github.com/keyplane/keyplane/pkg/queue/pubsub"
-	"github.com/keyplane/keyplane/pkg/usage"
-	"github.com/keyplane/keyplane/pkg/webhook"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/usage"
+	"github.com/keyplane/keyplane/internal/webhook"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 // The end-to-end tests below run the metering path of production on the
@@ -212,7 +212,7 @@ func buildPipeline() pipeline {
 	}
 	defer c.Close()
 	for _, topic := range []string{usageTopic, deadLetter} {
-		if err := qpubsub.EnsureTopic(ctx, c, topic); err != nil {
+		if err := pubsubqueue.EnsureTopic(ctx, c, topic); err != nil {
 			p.err = err
 			return p
 		}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"github.com/keyplane/keyplane/pkg/queue"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 // messagePublished is the data of a google.cloud.pubsub.topic.v1.messagePublished event.

@@ -1,14 +1,14 @@
 // Package sweep is the Sweep Cloud Function: POST /v1/sweep, which Cloud
 // Scheduler calls with a Google-signed ID token (an admin token works
 // too). It builds its dependencies once per instance from the environment
-// and serves pkg/httpapi's handler, which runs pkg/sweep.
+// and serves internal/httpapi's handler, which runs internal/sweep.
 package sweep
 
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/pkg/httpapi"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/httpapi"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 var handler = wire.FunctionHandler(httpapi.FuncSweep)

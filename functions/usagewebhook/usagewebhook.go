@@ -6,8 +6,8 @@ package usagewebhook
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/pkg/httpapi"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/httpapi"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 var handler = wire.FunctionHandler(httpapi.FuncUsageWebhook)

@@ -7,8 +7,8 @@ package verify
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/pkg/httpapi"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/httpapi"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 var handler = wire.FunctionHandler(httpapi.FuncVerify)

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/internal/errs"
 )
 
 func TestTranslateGivesEachFirestoreErrorItsKind(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/internal/errs"
 )
 
 // position is what a token encodes.

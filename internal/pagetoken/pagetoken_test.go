@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/internal/errs"
 )
 
 func TestDecodeReturnsTheEncodedPosition(t *testing.T) {

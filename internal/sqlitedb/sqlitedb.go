@@ -11,7 +11,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
-	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/internal/errs"
 )
 
 // Options are the optional settings of Open; nil means every default.

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/keyplane/keyplane/pkg/errs"
+	"github.com/keyplane/keyplane/internal/errs"
 )
 
 var testMigrations = []string{

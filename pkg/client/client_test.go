@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/config"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 const adminToken = "test-admin-token-0123456789"

@@ -11,9 +11,9 @@ import (
 	"net/http/httptest"
 	"os"
 
+	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/wire"
 	"github.com/keyplane/keyplane/pkg/client"
-	"github.com/keyplane/keyplane/pkg/config"
-	"github.com/keyplane/keyplane/pkg/wire"
 )
 
 // An API server protects its handler with the middleware. keyplane runs

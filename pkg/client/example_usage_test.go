@@ -13,9 +13,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/wire"
 	"github.com/keyplane/keyplane/pkg/client"
-	"github.com/keyplane/keyplane/pkg/config"
-	"github.com/keyplane/keyplane/pkg/wire"
 )
 
 // An API meters what each request costs: the handler records its units,

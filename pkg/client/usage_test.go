@@ -20,10 +20,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/config"
-	"github.com/keyplane/keyplane/pkg/usage"
-	"github.com/keyplane/keyplane/pkg/webhook"
-	"github.com/keyplane/keyplane/pkg/wire"
+	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/usage"
+	"github.com/keyplane/keyplane/internal/webhook"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 // newWebhookSecret returns a usage webhook secret in keyplane's format.
@@ -43,7 +43,7 @@ type webhookCall struct {
 }
 
 // fakeWebhook is keyplane's usage webhook without the queue behind it: it
-// checks the signature with pkg/webhook and the body with pkg/usage, as
+// checks the signature with internal/webhook and the body with internal/usage, as
 // keyplane does, records each call, and answers what answer says (202 when
 // answer is nil). A request keyplane would refuse fails the test.
 type fakeWebhook struct {

@@ -28,7 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyplane/keyplane/pkg/apikey"
+	"github.com/keyplane/keyplane/internal/apikey"
 )
 
 func main() {

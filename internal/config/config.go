@@ -1,0 +1,290 @@
+// Package config is keyplane's one typed configuration, read from the
+// environment (and, for `keyplane serve`, flags) once at start-up and
+// validated before anything is built.
+package config
+
+import (
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/apikey"
+)
+
+// Backend names.
+const (
+	StoreSQLite         = "sqlite"
+	StoreFirestore      = "firestore"
+	SecretsFile         = "file"
+	SecretsManager      = "secretmanager"
+	QueueEmbedded       = "embedded"
+	QueuePubSub         = "pubsub"
+	defaultSecretPrefix = "keyplane-"
+)
+
+// Config is every setting, with the environment variable that sets it.
+type Config struct {
+	// Store is the datastore: "sqlite" (embedded default) or "firestore"
+	// (KEYPLANE_STORE).
+	Store string
+	// Secrets is the secret vault: "file" (embedded default) or
+	// "secretmanager" (KEYPLANE_SECRETS).
+	Secrets string
+	// Queue is the usage event transport: "embedded" (default) or
+	// "pubsub" (KEYPLANE_QUEUE).
+	Queue string
+	// UsageTopic is the usage events topic (KEYPLANE_USAGE_TOPIC, default
+	// "usage-events"); its dead letters go to "<topic>-dead-letter".
+	UsageTopic string
+	// NotificationsTopic is the owner notifications topic
+	// (KEYPLANE_NOTIFICATIONS_TOPIC, default "notifications"): each message
+	// asks for one delivery attempt of a notification (internal/notify); the
+	// ones the queue gives up on go to "<topic>-dead-letter".
+	NotificationsTopic string
+	// Project is the Google Cloud project, required by the cloud backends
+	// (GOOGLE_CLOUD_PROJECT, or GCP_PROJECT).
+	Project string
+	// FirestoreDatabase is the Firestore database id
+	// (KEYPLANE_FIRESTORE_DATABASE, default "(default)").
+	FirestoreDatabase string
+	// DataDir holds the SQLite database, the vault and its key for the
+	// embedded backends (KEYPLANE_DATA or --data, default ./.keyplane).
+	DataDir string
+	// VaultKey is the file vault's 32-byte AES key, hex
+	// (KEYPLANE_VAULT_KEY). Default: generated into DataDir/vault.key.
+	VaultKey []byte
+	// AdminToken is a bearer token for the management API
+	// (KEYPLANE_ADMIN_TOKEN). Every enabled version of the vault's
+	// "admin-token" secret is accepted too; with the file vault and no
+	// token at all, one is generated, stored and printed once.
+	AdminToken string
+	// VerifyTokens are bearer tokens accepted on POST /v1/verify only, for
+	// gateways (KEYPLANE_VERIFY_TOKENS, comma-separated, each ≥ 16
+	// characters). The admin token is accepted there too.
+	VerifyTokens []string
+	// IDTokenServiceAccounts are the service accounts whose Google-signed
+	// ID tokens are accepted where the admin token is, e.g. Cloud
+	// Scheduler's on the sweep route (KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS,
+	// comma-separated emails; default none: no ID token is accepted).
+	IDTokenServiceAccounts []string
+	// IDTokenAudiences are the accepted audiences of those ID tokens
+	// (KEYPLANE_ID_TOKEN_AUDIENCES, comma-separated https:// URLs). Default:
+	// the URL each request was addressed to, https://<Host>[/path].
+	IDTokenAudiences []string
+	// PlansFile is a JSON or YAML plans file (KEYPLANE_PLANS). Default:
+	// the built-in free/pro/enterprise plans.
+	PlansFile string
+	// WebhookSecret is the usage webhook's whsec_ secret
+	// (KEYPLANE_WEBHOOK_SECRET); default: the vault's "webhook-secret".
+	WebhookSecret string
+	// WebhookAllowPrivate lets owner webhook URLs be plain http:// and
+	// resolve to private, loopback or link-local addresses
+	// (KEYPLANE_WEBHOOK_ALLOW_PRIVATE=1 or true; default false). For local
+	// development and tests only: in production it lets anyone who may set
+	// a webhook make keyplane POST into its own network (SSRF).
+	WebhookAllowPrivate bool
+	// SweepInterval is how often `keyplane serve` runs the sweep
+	// (KEYPLANE_SWEEP_INTERVAL, default 1m; 0 = only on request).
+	SweepInterval time.Duration
+	// ClockOffset moves the clock of an embedded deployment
+	// (KEYPLANE_CLOCK_OFFSET, e.g. 24h): to watch a quota window reset
+	// without waiting for it. Refused with the cloud backends.
+	ClockOffset time.Duration
+	// KeyPrefix prefixes new keys (KEYPLANE_KEY_PREFIX, default kp_live).
+	KeyPrefix string
+	// SecretPrefix prefixes Secret Manager secret ids, so that several
+	// deployments can share a project (KEYPLANE_SECRET_PREFIX, default
+	// "keyplane-").
+	SecretPrefix string
+	// LogLevel is debug, info, warn or error (KEYPLANE_LOG_LEVEL, info).
+	LogLevel slog.Level
+}
+
+// Embedded returns the defaults of `keyplane serve`: everything on local
+// files.
+func Embedded() Config {
+	return Config{
+		Store: StoreSQLite, Secrets: SecretsFile, Queue: QueueEmbedded, UsageTopic: "usage-events",
+		NotificationsTopic: "notifications", DataDir: ".keyplane",
+		FirestoreDatabase: "(default)", SweepInterval: time.Minute,
+		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
+	}
+}
+
+// Cloud returns the defaults of the Cloud Functions: Firestore and Secret
+// Manager.
+func Cloud() Config {
+	c := Embedded()
+	c.Store, c.Secrets, c.Queue, c.DataDir, c.SweepInterval = StoreFirestore, SecretsManager, QueuePubSub, "", 0
+	return c
+}
+
+// FromEnv overrides the fields of c that the environment sets.
+func FromEnv(c Config, getenv func(string) string) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	str := func(dst *string, name string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	str(&c.Store, "KEYPLANE_STORE")
+	str(&c.Secrets, "KEYPLANE_SECRETS")
+	str(&c.Queue, "KEYPLANE_QUEUE")
+	str(&c.UsageTopic, "KEYPLANE_USAGE_TOPIC")
+	str(&c.NotificationsTopic, "KEYPLANE_NOTIFICATIONS_TOPIC")
+	str(&c.Project, "GCP_PROJECT")
+	str(&c.Project, "GOOGLE_CLOUD_PROJECT")
+	str(&c.FirestoreDatabase, "KEYPLANE_FIRESTORE_DATABASE")
+	str(&c.DataDir, "KEYPLANE_DATA")
+	str(&c.AdminToken, "KEYPLANE_ADMIN_TOKEN")
+	str(&c.PlansFile, "KEYPLANE_PLANS")
+	if v := getenv("KEYPLANE_VERIFY_TOKENS"); v != "" {
+		c.VerifyTokens = list(v)
+	}
+	if v := getenv("KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS"); v != "" {
+		c.IDTokenServiceAccounts = nil
+		for _, sa := range list(v) {
+			if !looksLikeEmail(sa) {
+				return c, fmt.Errorf("KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS must be comma-separated service account emails; got %q", sa)
+			}
+			c.IDTokenServiceAccounts = append(c.IDTokenServiceAccounts, sa)
+		}
+	}
+	if v := getenv("KEYPLANE_ID_TOKEN_AUDIENCES"); v != "" {
+		c.IDTokenAudiences = nil
+		for _, aud := range list(v) {
+			if u, err := url.Parse(aud); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+				return c, fmt.Errorf("KEYPLANE_ID_TOKEN_AUDIENCES must be comma-separated https:// URLs; got %q", aud)
+			}
+			c.IDTokenAudiences = append(c.IDTokenAudiences, aud)
+		}
+	}
+	str(&c.WebhookSecret, "KEYPLANE_WEBHOOK_SECRET")
+	str(&c.KeyPrefix, "KEYPLANE_KEY_PREFIX")
+	str(&c.SecretPrefix, "KEYPLANE_SECRET_PREFIX")
+	if v := getenv("KEYPLANE_VAULT_KEY"); v != "" {
+		k, err := hex.DecodeString(v)
+		if err != nil || len(k) != 32 {
+			return c, fmt.Errorf("KEYPLANE_VAULT_KEY must be 64 hex characters (32 bytes)")
+		}
+		c.VaultKey = k
+	}
+	if v := getenv("KEYPLANE_SWEEP_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if v == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			return c, fmt.Errorf("KEYPLANE_SWEEP_INTERVAL must be a duration like 1m, or 0 to turn the timer off; got %q", v)
+		}
+		c.SweepInterval = d
+	}
+	if v := getenv("KEYPLANE_CLOCK_OFFSET"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("KEYPLANE_CLOCK_OFFSET must be a duration like 24h or -1h; got %q", v)
+		}
+		c.ClockOffset = d
+	}
+	switch v := getenv("KEYPLANE_WEBHOOK_ALLOW_PRIVATE"); strings.ToLower(v) {
+	case "":
+	case "1", "true":
+		c.WebhookAllowPrivate = true
+	case "0", "false":
+		c.WebhookAllowPrivate = false
+	default:
+		return c, fmt.Errorf("KEYPLANE_WEBHOOK_ALLOW_PRIVATE must be 1 or true (or 0 or false); got %q", v)
+	}
+	if v := getenv("KEYPLANE_LOG_LEVEL"); v != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return c, fmt.Errorf("KEYPLANE_LOG_LEVEL must be debug, info, warn or error; got %q", v)
+		}
+	}
+	return c, nil
+}
+
+// list splits a comma-separated value, trimming each item and dropping
+// empty ones.
+func list(v string) []string {
+	var items []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
+}
+
+// looksLikeEmail reports whether s is local@domain with a dotted domain and
+// no spaces: enough to catch a project id or a name pasted by mistake.
+func looksLikeEmail(s string) bool {
+	local, domain, ok := strings.Cut(s, "@")
+	return ok && local != "" && strings.Contains(domain, ".") && !strings.HasPrefix(domain, ".") &&
+		!strings.HasSuffix(domain, ".") && !strings.ContainsAny(s, " \t<>\"") && !strings.Contains(domain, "@")
+}
+
+// Validate checks the combination of settings.
+func (c Config) Validate() error {
+	var problems []string
+	switch c.Store {
+	case StoreSQLite, StoreFirestore:
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_STORE must be %s or %s, got %q", StoreSQLite, StoreFirestore, c.Store))
+	}
+	switch c.Secrets {
+	case SecretsFile, SecretsManager:
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_SECRETS must be %s or %s, got %q", SecretsFile, SecretsManager, c.Secrets))
+	}
+	switch c.Queue {
+	case QueueEmbedded, QueuePubSub:
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_QUEUE must be %s or %s, got %q", QueueEmbedded, QueuePubSub, c.Queue))
+	}
+	if c.UsageTopic == "" {
+		problems = append(problems, "KEYPLANE_USAGE_TOPIC must not be empty")
+	}
+	switch c.NotificationsTopic {
+	case "":
+		problems = append(problems, "KEYPLANE_NOTIFICATIONS_TOPIC must not be empty")
+	case c.UsageTopic, c.UsageTopic + "-dead-letter":
+		problems = append(problems, "KEYPLANE_NOTIFICATIONS_TOPIC must differ from the usage topic and its dead-letter topic")
+	}
+	if c.UsageTopic == c.NotificationsTopic+"-dead-letter" {
+		problems = append(problems, "KEYPLANE_USAGE_TOPIC must differ from the notifications topic's dead-letter topic")
+	}
+	if (c.Store == StoreFirestore || c.Secrets == SecretsManager || c.Queue == QueuePubSub) && c.Project == "" {
+		problems = append(problems, "GOOGLE_CLOUD_PROJECT is required with KEYPLANE_STORE=firestore, KEYPLANE_SECRETS=secretmanager or KEYPLANE_QUEUE=pubsub")
+	}
+	if (c.Store == StoreSQLite || c.Secrets == SecretsFile || c.Queue == QueueEmbedded) && c.DataDir == "" {
+		problems = append(problems, "a data directory (--data) is required with the embedded backends")
+	}
+	if c.ClockOffset != 0 && (c.Store != StoreSQLite || c.Secrets != SecretsFile || c.Queue != QueueEmbedded) {
+		problems = append(problems, "KEYPLANE_CLOCK_OFFSET is for local trials and works only with the embedded backends")
+	}
+	if err := apikey.ValidatePrefix(c.KeyPrefix); err != nil {
+		problems = append(problems, "KEYPLANE_KEY_PREFIX: "+strings.TrimPrefix(err.Error(), "apikey: "))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		problems = append(problems, "KEYPLANE_ADMIN_TOKEN must be at least 16 characters")
+	}
+	for _, t := range c.VerifyTokens {
+		if len(t) < 16 {
+			problems = append(problems, "each of KEYPLANE_VERIFY_TOKENS must be at least 16 characters")
+			break
+		}
+	}
+	if len(c.IDTokenAudiences) > 0 && len(c.IDTokenServiceAccounts) == 0 {
+		problems = append(problems, "KEYPLANE_ID_TOKEN_AUDIENCES is set but KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS is not: no ID token would be accepted")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("configuration: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/httpapi"
+	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/logging"
+	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/secrets/filevault"
+	"github.com/keyplane/keyplane/internal/store/sqlitestore"
+	"github.com/keyplane/keyplane/internal/verify"
+)
+
+// The verify route in process, without the network: what keyplane's
+// handler chain (auth, body decode, Verify, decision encode, request log)
+// costs per request, against a bare handler that reads the same request
+// and writes the same response bytes, in the same run. The two share the
+// harness (a new *http.Request per op, a discarding ResponseWriter), so
+// the difference is keyplane's. scripts/bench-http.sh measures the same
+// comparison over loopback HTTP.
+//
+//	go test -run '^$' -bench VerifyHandler -benchmem -count 10 ./internal/httpapi
+
+const benchToken = "bench-admin-token-0123456789"
+
+// benchHandler returns the Verify function's handler on the embedded
+// backends with log as its logger, and a verify request body for a key
+// whose per-minute limit is never reached.
+func benchHandler(b *testing.B, log *slog.Logger) (http.Handler, []byte) {
+	b.Helper()
+	dir := b.TempDir()
+	st, err := sqlitestore.Open(filepath.Join(dir, "k.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	vault, err := filevault.Open(filepath.Join(dir, "vault"), bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { vault.Close() })
+	h, _ := apikey.NewHasher(bytes.Repeat([]byte("k"), 32))
+	plans := plan.Builtin()
+	svc := &keys.Service{Store: st, Vault: vault, Hasher: h, Plans: plans, Prefix: "kp_live", Logger: log}
+	c, err := svc.Create(context.Background(), "bench", keys.CreateRequest{Owner: "acct_bench", Plan: "enterprise",
+		Limits: plan.Limits{"requests_per_minute": 1_000_000_000_000}}, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &httpapi.Server{
+		Keys: svc, Verifier: verify.New(st, h, plans, clock.Real{}, &verify.Options{Logger: log}),
+		Plans: plans, Auth: httpapi.NewTokenAuth(benchToken), Logger: log,
+	}
+	return srv.Handler(httpapi.FuncVerify), []byte(`{"key": "` + c.Secret + `", "scope": "generate"}`)
+}
+
+// discardWriter is a ResponseWriter that keeps only the status and size.
+type discardWriter struct {
+	h    http.Header
+	code int
+	n    int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) WriteHeader(code int)        { w.code = code }
+func (w *discardWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+
+// serve runs one request through h, as net/http would hand it over
+// after parsing, and returns the status and body size.
+func serve(h http.Handler, w *discardWriter, body []byte) (int, int) {
+	r := &http.Request{
+		Method: http.MethodPost, URL: verifyURL, RequestURI: verifyURL.Path, Host: "127.0.0.1",
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: "127.0.0.1:40000",
+		Header: http.Header{
+			"Authorization": {"Bearer " + benchToken},
+			"Content-Type":  {"application/json"},
+			"User-Agent":    {"bench"},
+		},
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)),
+	}
+	clear(w.h)
+	w.code, w.n = http.StatusOK, 0
+	h.ServeHTTP(w, r)
+	return w.code, w.n
+}
+
+var verifyURL = &url.URL{Path: "/v1/verify"}
+
+func BenchmarkVerifyHandler(b *testing.B) {
+	run := func(b *testing.B, h http.Handler, body []byte) {
+		w := &discardWriter{h: http.Header{}}
+		if code, _ := serve(h, w, body); code != http.StatusOK {
+			b.Fatalf("status %d", code)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			serve(h, w, body)
+		}
+		if w.code != http.StatusOK {
+			b.Fatalf("status %d", w.code)
+		}
+	}
+	// The bare baseline answers with the bytes keyplane answers.
+	b.Run("bare", func(b *testing.B) {
+		kp, body := benchHandler(b, slog.New(slog.DiscardHandler))
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/v1/verify", bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+benchToken)
+		kp.ServeHTTP(rec, r)
+		decision := rec.Body.Bytes()
+		if !bytes.Contains(decision, []byte(`"code":"VALID"`)) {
+			b.Fatalf("decision %s", decision)
+		}
+		length := strconv.Itoa(len(decision))
+		bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 8<<10)); err != nil {
+				w.WriteHeader(http.StatusRequestEntityTooLarge)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", length)
+			w.Write(decision)
+		})
+		run(b, bare, body)
+	})
+	for _, c := range []struct {
+		name string
+		log  *slog.Logger
+	}{
+		{"log=none", slog.New(slog.DiscardHandler)},
+		{"log=error", logging.New(io.Discard, slog.LevelError)},
+		{"log=info", logging.New(io.Discard, slog.LevelInfo)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			h, body := benchHandler(b, c.log)
+			run(b, h, body)
+		})
+	}
+}

@@ -1,0 +1,172 @@
+package httpapi
+
+import (
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/keyplane/keyplane/internal/verify"
+)
+
+// appendDecision appends the JSON of a verify decision (API.md) to b without
+// reflection or maps: verify answers every request of a customer's API,
+// and encoding/json was its largest cost after net/http itself
+// (docs/benchmarks.md). TestAppendDecisionMatchesEncodingJSON keeps the two
+// encodings equal.
+func appendDecision(b []byte, d *verify.Decision) []byte {
+	b = append(b, `{"valid":`...)
+	b = strconv.AppendBool(b, d.Valid())
+	b = append(b, `,"code":`...)
+	b = appendString(b, string(d.Code))
+	if k := d.Key; k != nil {
+		b = appendField(b, "key_id", k.ID)
+		b = appendField(b, "owner", k.Owner)
+		b = appendField(b, "plan", k.Plan)
+		if len(k.Scopes) > 0 {
+			b = append(b, `,"scopes":[`...)
+			for i, s := range k.Scopes {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, s)
+			}
+			b = append(b, ']')
+		}
+		if len(k.Metadata) > 0 {
+			b = append(b, `,"metadata":{`...)
+			keys := make([]string, 0, len(k.Metadata))
+			for name := range k.Metadata {
+				keys = append(keys, name)
+			}
+			slices.Sort(keys)
+			for i, name := range keys {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendString(b, name)
+				b = append(b, ':')
+				b = appendString(b, k.Metadata[name])
+			}
+			b = append(b, '}')
+		}
+		if k.ExpiresAt != nil {
+			b = append(b, `,"expires_at":`...)
+			b = appendTime(b, *k.ExpiresAt)
+		}
+	}
+	if ls := d.Limits(); len(ls) > 0 {
+		order := make([]int, 0, len(ls)) // JSON objects from maps are sorted by key
+		for i := range ls {
+			order = append(order, i)
+		}
+		slices.SortFunc(order, func(x, y int) int {
+			switch {
+			case ls[x].Name < ls[y].Name:
+				return -1
+			case ls[x].Name > ls[y].Name:
+				return 1
+			}
+			return 0
+		})
+		b = append(b, `,"limits":{`...)
+		for n, i := range order {
+			l := ls[i]
+			if n > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, l.Name)
+			b = append(b, `:{"limit":`...)
+			b = strconv.AppendInt(b, l.Limit, 10)
+			if l.HasUsed {
+				b = append(b, `,"used":`...)
+				b = strconv.AppendInt(b, l.Used, 10)
+			}
+			b = append(b, `,"remaining":`...)
+			b = strconv.AppendInt(b, l.Remaining, 10)
+			b = append(b, `,"reset_at":`...)
+			b = appendTime(b, l.ResetAt)
+			b = append(b, '}')
+		}
+		b = append(b, '}')
+	}
+	if d.RetryAfter > 0 {
+		b = append(b, `,"retry_after":`...)
+		b = strconv.AppendInt(b, int64((d.RetryAfter+time.Second-1)/time.Second), 10)
+	}
+	return append(b, '}')
+}
+
+// appendField appends ,"name":"value" unless value is empty (omitempty).
+func appendField(b []byte, name, value string) []byte {
+	if value == "" {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, name...)
+	b = append(b, '"', ':')
+	return appendString(b, value)
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string, escaped as encoding/json does:
+// quotes, backslashes, control characters, <, >, &, U+2028 and U+2029;
+// invalid UTF-8 becomes U+FFFD.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,80 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/keyplane/keyplane/internal/errs"
+)
+
+// status maps an error kind to its HTTP status. It is the only such
+// mapping in keyplane.
+func status(k errs.Kind) int {
+	switch k {
+	case errs.Invalid:
+		return http.StatusBadRequest
+	case errs.Unauthenticated:
+		return http.StatusUnauthorized
+	case errs.PermissionDenied:
+		return http.StatusForbidden
+	case errs.NotFound:
+		return http.StatusNotFound
+	case errs.Exists, errs.Conflict, errs.FailedPrecondition:
+		return http.StatusConflict
+	case errs.TooLarge:
+		return http.StatusRequestEntityTooLarge
+	case errs.Unprocessable:
+		return http.StatusUnprocessableEntity
+	case errs.Exhausted:
+		return http.StatusTooManyRequests
+	case errs.Unavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string        `json:"code"`
+	Message string        `json:"message"`
+	Details []errs.Detail `json:"details,omitempty"`
+}
+
+// writeError answers with err's status and a client-safe body. Internal
+// and Unavailable errors get a fixed message: their text is logged, never
+// sent. A canceled request context is logged at a lower severity.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	kind := errs.KindOf(err)
+	body := errorDetail{Code: kind.String()}
+	e, _ := errs.As(err)
+	switch kind {
+	case errs.Internal:
+		body.Message = "internal error"
+	case errs.Unavailable:
+		body.Message = "service temporarily unavailable; retry later"
+		if e != nil && e.Msg != "" {
+			body.Message = e.Msg
+		}
+	default:
+		body.Message = e.Msg
+		body.Details = e.Details
+	}
+	if e != nil && e.RetryAfter > 0 {
+		secs := int((e.RetryAfter + 999e6) / 1e9) // round up
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	}
+	if kind == errs.Internal || kind == errs.Unavailable {
+		lvl := slog.LevelError
+		if errors.Is(err, context.Canceled) {
+			lvl = slog.LevelWarn
+		}
+		log.Log(r.Context(), lvl, "request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	writeJSON(w, status(kind), errorBody{Error: body})
+}

@@ -1,0 +1,238 @@
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/logging"
+	"github.com/keyplane/keyplane/internal/notify"
+	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/sweep"
+	"github.com/keyplane/keyplane/internal/usage"
+	"github.com/keyplane/keyplane/internal/verify"
+	"github.com/keyplane/keyplane/internal/webhook"
+)
+
+// Body limits.
+const (
+	// ManagementBodyLimit bounds the body of the key management routes.
+	ManagementBodyLimit = 64 << 10
+)
+
+// Server holds the dependencies of the handlers. Build it in a
+// composition root; all fields but Logger and Project are required.
+type Server struct {
+	Keys           *keys.Service
+	Notify         *notify.Service // owner webhooks
+	Verifier       *verify.Verifier
+	Ledger         usage.Ledger
+	Sweeper        *sweep.Sweeper
+	UsageTopic     queue.Topic
+	WebhookSecrets []webhook.Secret // usage webhook signing secrets (several during a rotation)
+	Clock          clock.Clock      // default clock.Real
+	Plans          *plan.Catalog
+	Auth           Authenticator
+	// VerifyAuth, if set, also admits callers of the Verify routes (and
+	// only those): gateways get a token that cannot manage keys.
+	VerifyAuth Authenticator
+	Logger     *slog.Logger // default slog.Default()
+	Project    string       // Google Cloud project, for trace correlation in logs
+}
+
+// Function names: each route belongs to the Cloud Function that serves it.
+const (
+	FuncKeys         = "Keys"
+	FuncVerify       = "Verify"
+	FuncUsageWebhook = "UsageWebhook"
+	FuncSweep        = "Sweep"
+)
+
+// Route is one entry of the routing table.
+type Route struct {
+	Function string // Cloud Function serving it
+	Method   string
+	Path     string // net/http pattern path, e.g. /v1/keys/{id}
+	Auth     bool   // requires the bearer token
+	limit    int64  // request body limit
+	handle   func(w http.ResponseWriter, r *http.Request, actor string) error
+}
+
+// Routes returns the routing table.
+func (s *Server) Routes() []Route {
+	return []Route{
+		{FuncKeys, "POST", "/v1/keys", true, ManagementBodyLimit, s.createKey},
+		{FuncKeys, "GET", "/v1/keys", true, 0, s.listKeys},
+		{FuncKeys, "GET", "/v1/keys/{id}", true, 0, s.getKey},
+		{FuncKeys, "PATCH", "/v1/keys/{id}", true, ManagementBodyLimit, s.updateKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/disable", true, ManagementBodyLimit, s.disableKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/enable", true, ManagementBodyLimit, s.enableKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/revoke", true, ManagementBodyLimit, s.revokeKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/rotate", true, ManagementBodyLimit, s.rotateKey},
+		{FuncKeys, "GET", "/v1/keys/{id}/secret", true, 0, s.revealKey},
+		{FuncKeys, "GET", "/v1/audit", true, 0, s.listAudit},
+		{FuncKeys, "GET", "/v1/keys/{id}/usage", true, 0, s.keyUsage},
+		{FuncKeys, "GET", "/v1/usage", true, 0, s.listUsage},
+		{FuncKeys, "GET", "/v1/usage/dead-letters", true, 0, s.listDeadLetters},
+		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, ManagementBodyLimit, s.putWebhook},
+		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, 0, s.getWebhook},
+		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},
+		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
+		{FuncSweep, "POST", "/v1/sweep", true, ManagementBodyLimit, s.runSweep},
+		{"", "GET", "/healthz", false, 0, s.healthz},
+	}
+}
+
+func (s *Server) now() time.Time {
+	if s.Clock == nil {
+		return time.Now().UTC()
+	}
+	return s.Clock.Now()
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+// Handler serves the routes of the named functions (all routes if none
+// are named); /healthz is always served.
+func (s *Server) Handler(functions ...string) http.Handler {
+	mux := http.NewServeMux()
+	want := map[string]bool{"": true}
+	for _, f := range functions {
+		want[f] = true
+	}
+	for _, rt := range s.Routes() {
+		if len(functions) > 0 && !want[rt.Function] {
+			continue
+		}
+		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+	}
+	return s.logRequests(s.jsonFallback(mux))
+}
+
+// wrap authenticates, bounds the body and maps a handler's error.
+func (s *Server) wrap(rt Route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		actor := ""
+		if rt.Auth {
+			auth := s.Auth
+			if rt.Function == FuncVerify && s.VerifyAuth != nil {
+				auth = anyOf{s.VerifyAuth, s.Auth}
+			}
+			var err error
+			if actor, err = auth.Authenticate(r); err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="keyplane"`)
+				writeError(w, r, s.logger(), err)
+				return
+			}
+		}
+		if rt.limit == 0 && r.ContentLength > 0 {
+			writeError(w, r, s.logger(), errs.E(errs.Invalid, "%s %s takes no request body", rt.Method, rt.Path))
+			return
+		}
+		if err := rt.handle(w, r, actor); err != nil {
+			writeError(w, r, s.logger(), err)
+		}
+	})
+}
+
+// jsonFallback answers unknown paths and methods with a JSON error body
+// instead of net/http's plain text. Known routes are matched once, by mux;
+// only a request no route matches pays for finding the allowed methods.
+func (s *Server) jsonFallback(mux *http.ServeMux) http.Handler {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		var allowed []string
+		for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+				allowed = append(allowed, m)
+			}
+		}
+		if len(allowed) == 0 {
+			writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: errorDetail{Code: "METHOD_NOT_ALLOWED",
+			Message: r.Method + " is not allowed on " + r.URL.Path + "; allowed: " + strings.Join(allowed, ", ")}})
+	})
+	return mux
+}
+
+// logRequests writes one summary entry per request, in Cloud Logging's
+// httpRequest format. It never logs bodies or headers, which may hold keys.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		lvl := slog.LevelInfo
+		if sw.code >= 500 {
+			lvl = slog.LevelError
+		}
+		if !s.logger().Enabled(r.Context(), lvl) {
+			return // do not build an entry that is dropped
+		}
+		attrs := []any{slog.Group("httpRequest",
+			"requestMethod", r.Method,
+			"requestUrl", r.URL.Path,
+			"status", sw.code,
+			"responseSize", strconv.Itoa(sw.n),
+			"latency", strconv.FormatFloat(time.Since(start).Seconds(), 'f', 6, 64)+"s",
+			"remoteIp", r.RemoteAddr,
+			"userAgent", r.UserAgent(),
+		)}
+		if a, ok := logging.TraceAttr(r, s.Project); ok {
+			attrs = append(attrs, a)
+		}
+		s.logger().Log(r.Context(), lvl, r.Method+" "+r.URL.Path, attrs...)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+	n    int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// page parses page_size and page_token.
+func page(r *http.Request) (size int, token string, err error) {
+	size = 50
+	if v := r.URL.Query().Get("page_size"); v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 || n > 1000 {
+			return 0, "", errs.E(errs.Invalid, "page_size must be an integer from 1 to 1000")
+		}
+		size = n
+	}
+	return size, r.URL.Query().Get("page_token"), nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ string) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}

@@ -1,0 +1,99 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/verify"
+)
+
+// VerifyBodyLimit bounds the body of POST /v1/verify.
+const VerifyBodyLimit = 8 << 10
+
+type verifyRequest struct {
+	Key      string `json:"key"`
+	Scope    string `json:"scope"`
+	IP       string `json:"ip"`
+	Referrer string `json:"referrer"`
+	Units    int64  `json:"units"`
+}
+
+// decodeVerifyRequest parses and validates a verify body.
+func decodeVerifyRequest(body []byte) (verify.Request, error) {
+	req, ok := scanVerifyRequest(body)
+	if !ok {
+		var err error
+		if req, err = decodeVerifyJSON(body); err != nil {
+			return verify.Request{}, err
+		}
+	}
+	switch {
+	case req.Key == "":
+		return verify.Request{}, errs.E(errs.Invalid, "key is required")
+	case req.Units < 0:
+		return verify.Request{}, errs.E(errs.Invalid, "units must be >= 0")
+	case len(req.Scope) > 64:
+		return verify.Request{}, errs.E(errs.Invalid, "scope must be at most 64 characters")
+	case len(req.IP) > 64:
+		return verify.Request{}, errs.E(errs.Invalid, "ip must be at most 64 characters")
+	case len(req.Referrer) > 2048:
+		return verify.Request{}, errs.E(errs.Invalid, "referrer must be at most 2048 characters")
+	}
+	return verify.Request{Key: req.Key, Scope: req.Scope, IP: req.IP, Referrer: req.Referrer, Units: req.Units}, nil
+}
+
+// decodeVerifyJSON is the strict encoding/json decoding of a verify body:
+// the reference semantics, used whenever scanVerifyRequest declines.
+func decodeVerifyJSON(body []byte) (verifyRequest, error) {
+	var req verifyRequest
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, errs.E(errs.Invalid, "request body is required: {\"key\": \"…\"}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, errs.E(errs.Invalid, "request body: %s", describeJSONError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, errs.E(errs.Invalid, "request body: unexpected data after the JSON object")
+	}
+	return req, nil
+}
+
+// LimitJSON is one limit's state in a verify decision.
+type LimitJSON struct {
+	Limit     int64     `json:"limit"`
+	Used      *int64    `json:"used,omitempty"`
+	Remaining int64     `json:"remaining"`
+	ResetAt   time.Time `json:"reset_at"`
+}
+
+func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) error {
+	body, err := readBody(w, r, VerifyBodyLimit)
+	if err != nil {
+		return err
+	}
+	req, err := decodeVerifyRequest(body)
+	if err != nil {
+		return err
+	}
+	d, err := s.Verifier.Verify(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	if d.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
+	}
+	buf := appendDecision(make([]byte, 0, 1024), &d)
+	buf = append(buf, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(buf)
+	return nil
+}

@@ -1,0 +1,715 @@
+package firestoreledger
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/firestoredb"
+	"github.com/keyplane/keyplane/internal/pagetoken"
+	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/usage"
+)
+
+// Collection names; see the package comment for the layout.
+const (
+	eventsColl      = "usage_events"
+	countersColl    = "usage_counters"
+	deadLettersColl = "usage_dead_letters"
+	clientIPsColl   = "usage_client_ips"
+)
+
+const (
+	// DefaultShards is the number of counter documents per key and window
+	// when Options.Shards is not set.
+	DefaultShards = 8
+	// maxWrites bounds the writes of one commit: Firestore allows 500.
+	maxWrites = 450
+	// chunkRounds bounds how often Count re-commits the rest of a chunk
+	// that found some of its events already counted before it falls back
+	// to committing the rest one event at a time.
+	chunkRounds = 3
+	// txAttempts bounds the attempts of a commit that Firestore aborts
+	// for contention.
+	txAttempts = 5
+	// maxKeyID bounds a key id's length, leaving room in the 1500 bytes
+	// of a counter's document id.
+	maxKeyID = 1024
+	// maxPayload is the most of a dead letter's payload that is kept.
+	maxPayload = 64 << 10
+)
+
+// Options are the optional settings of a Ledger. The zero value means the
+// defaults.
+type Options struct {
+	// Shards is the number of counter documents per key, window kind and
+	// window start (default DefaultShards). Each commit adds to one shard
+	// of each of its keys' counters, so a key's counters take about Shards
+	// sustained commits per second. Shards may be raised but never
+	// lowered: Totals reads shards 0 to Shards-1 only.
+	Shards int
+	// Clock tells the time from which an event id's retention runs.
+	// Default: the wall clock.
+	Clock clock.Clock
+	// FailCommitHook is for tests: it is called before each commit of
+	// Count and AddDeadLetter and before the writes of AddClientIPs, and a
+	// non-nil error aborts the commit (the writes) and is returned.
+	// Default: none.
+	FailCommitHook func() error
+}
+
+// Ledger is a usage.Ledger on Firestore. It is safe for concurrent use.
+type Ledger struct {
+	c          *firestore.Client
+	ownClient  bool
+	shards     int
+	clock      clock.Clock
+	failCommit func() error
+
+	commits, writes, counted atomic.Int64
+}
+
+var _ usage.Ledger = (*Ledger)(nil)
+
+// New connects to the Firestore database of projectID (the emulator's when
+// FIRESTORE_EMULATOR_HOST is set). Close closes the client.
+func New(ctx context.Context, projectID string, opts Options, clientOpts ...option.ClientOption) (*Ledger, error) {
+	c, err := firestore.NewClient(ctx, projectID, clientOpts...)
+	if err != nil {
+		return nil, translate(err, "firestore: connect")
+	}
+	l := NewFromClient(c, opts)
+	l.ownClient = true
+	return l, nil
+}
+
+// NewFromClient returns a Ledger on c. Close leaves c open: its owner
+// closes it.
+func NewFromClient(c *firestore.Client, opts Options) *Ledger {
+	l := &Ledger{c: c, shards: opts.Shards, clock: opts.Clock, failCommit: opts.FailCommitHook}
+	if l.shards <= 0 {
+		l.shards = DefaultShards
+	}
+	if l.clock == nil {
+		l.clock = clock.Real{}
+	}
+	return l
+}
+
+// Close closes the client if New created it.
+func (l *Ledger) Close() error {
+	if !l.ownClient {
+		return nil
+	}
+	return l.c.Close()
+}
+
+// Stats are what Count has written since the Ledger was made.
+type Stats struct {
+	Commits int64 // commits that succeeded
+	Writes  int64 // document writes in those commits: event Creates and counter increments
+	Counted int64 // events counted
+}
+
+// Stats returns what Count has written so far. Writes/Counted is the
+// number of Firestore writes per counted event.
+func (l *Ledger) Stats() Stats {
+	return Stats{Commits: l.commits.Load(), Writes: l.writes.Load(), Counted: l.counted.Load()}
+}
+
+// translate classifies a Firestore (gRPC) error into the kinds the Ledger
+// contract allows (firestoredb.Translate, with contention Unavailable);
+// msg says what failed and is safe to show. Errors that are already
+// classified pass through. NotFound and AlreadyExists, which the contract
+// does not allow, are Internal.
+func translate(err error, msg string) error {
+	if _, ok := errs.As(err); !ok {
+		switch status.Code(err) {
+		case codes.NotFound, codes.AlreadyExists:
+			return errs.Wrap(errs.Internal, err, msg)
+		}
+	}
+	return firestoredb.Translate(err, msg, errs.Unavailable)
+}
+
+// validKeyID reports whether a counter document id can start with id.
+func validKeyID(id string) bool {
+	return firestoredb.ValidID(id) && len(id) <= maxKeyID && !strings.HasPrefix(id, "__")
+}
+
+// hashID is the document id of an event or dead letter id: any string is
+// a valid id this way, and the ids spread evenly over the key space
+// instead of hot-spotting on sequential event ids.
+func hashID(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}
+
+func (l *Ledger) event(id string) *firestore.DocumentRef {
+	return l.c.Collection(eventsColl).Doc(hashID(id))
+}
+
+// counter names one counter: a key's window of kind w starting at start.
+type counter struct {
+	key   string
+	w     plan.Window
+	start time.Time
+}
+
+func (l *Ledger) counterShard(c counter, shard int) *firestore.DocumentRef {
+	return l.c.Collection(countersColl).Doc(fmt.Sprintf("%s_%s_%d_%d", c.key, c.w, c.start.Unix(), shard))
+}
+
+type eventDoc struct {
+	ID       string    `firestore:"id"`
+	KeyID    string    `firestore:"key_id"`
+	Time     time.Time `firestore:"time"`
+	ExpireAt time.Time `firestore:"expire_at"`
+}
+
+type counterDoc struct {
+	KeyID    string    `firestore:"key_id"`
+	Owner    string    `firestore:"owner"`
+	Window   string    `firestore:"window"`
+	Start    time.Time `firestore:"start"`
+	Shard    int       `firestore:"shard"`
+	Requests int64     `firestore:"requests"`
+	Units    int64     `firestore:"units"`
+	Bytes    int64     `firestore:"bytes"`
+}
+
+type deadLetterDoc struct {
+	ID      string    `firestore:"id"`
+	Time    time.Time `firestore:"time"`
+	Reason  string    `firestore:"reason"`
+	Detail  string    `firestore:"detail"`
+	Payload []byte    `firestore:"payload"`
+}
+
+// validate checks a Count call before anything is written, so that an
+// invalid batch counts nothing.
+func validate(events []usage.Counted, retention time.Duration) error {
+	if retention <= 0 {
+		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
+	}
+	for i, e := range events {
+		switch {
+		case e.ID == "":
+			return errs.E(errs.Invalid, "event %d: the id is empty", i)
+		case e.KeyID == "":
+			return errs.E(errs.Invalid, "event %s: the key id is empty", e.ID)
+		case !validKeyID(e.KeyID):
+			return errs.E(errs.Invalid, "event %s: key id %q cannot name a Firestore document", e.ID, e.KeyID)
+		case e.Time.IsZero():
+			return errs.E(errs.Invalid, "event %s: the time is not set", e.ID)
+		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0:
+			return errs.E(errs.Invalid, "event %s: requests, units and bytes must be >= 0", e.ID)
+		}
+	}
+	return nil
+}
+
+func checkWindow(w plan.Window) error {
+	if _, err := plan.ParseWindow(string(w)); err != nil {
+		return errs.Wrap(errs.Invalid, err, err.Error())
+	}
+	return nil
+}
+
+// windowStart returns the start of the window of kind w containing t, as
+// Firestore stores it.
+func windowStart(w plan.Window, t time.Time) time.Time {
+	s, _ := w.Bounds(t)
+	return firestoredb.Time(s)
+}
+
+// addSat returns a+b for b >= 0, saturating at math.MaxInt64 instead of
+// wrapping around.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// increment is what one commit adds to one shard of one counter.
+type increment struct {
+	counter
+	owner string
+	shard int
+	usage.Totals
+}
+
+// chunk is the events of one commit and the increments they add up to.
+type chunk struct {
+	events []usage.Counted
+	incs   []*increment
+}
+
+func (c *chunk) writes() int { return len(c.events) + len(c.incs) }
+
+// chunks splits events (sorted by key, so that a key's events share
+// increments) into chunks of at most maxWrites writes: one Create per
+// event and one increment per counter the chunk touches. Each chunk adds
+// to one shard, chosen at random, of all of a key's counters.
+func (l *Ledger) chunks(events []usage.Counted) []*chunk {
+	var (
+		out    []*chunk
+		cur    *chunk
+		incs   map[counter]*increment
+		shards map[string]int
+	)
+	for _, e := range events {
+		cs := make([]counter, len(plan.Windows))
+		need := 1
+		for i, w := range plan.Windows {
+			cs[i] = counter{e.KeyID, w, windowStart(w, e.Time)}
+			if _, ok := incs[cs[i]]; !ok {
+				need++
+			}
+		}
+		if cur == nil || cur.writes()+need > maxWrites {
+			cur = &chunk{}
+			out = append(out, cur)
+			incs, shards = map[counter]*increment{}, map[string]int{}
+		}
+		cur.events = append(cur.events, e)
+		shard, ok := shards[e.KeyID]
+		if !ok {
+			shard = rand.IntN(l.shards)
+			shards[e.KeyID] = shard
+		}
+		for _, c := range cs {
+			inc := incs[c]
+			if inc == nil {
+				inc = &increment{counter: c, owner: e.Owner, shard: shard}
+				incs[c] = inc
+				cur.incs = append(cur.incs, inc)
+			}
+			inc.Requests = addSat(inc.Requests, e.Requests)
+			inc.Units = addSat(inc.Units, e.Units)
+			inc.Bytes = addSat(inc.Bytes, e.Bytes)
+		}
+	}
+	return out
+}
+
+// commit writes a chunk in one transaction of writes only: a Create of
+// each event's document and an increment of each counter shard. Firestore
+// applies all of them or none: if an event document exists, the commit
+// fails with codes.AlreadyExists and no increment is applied.
+func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) error {
+	err := l.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		for _, e := range ch.events {
+			doc := &eventDoc{ID: e.ID, KeyID: e.KeyID, Time: firestoredb.Time(e.Time), ExpireAt: expireAt}
+			if err := tx.Create(l.event(e.ID), doc); err != nil {
+				return err
+			}
+		}
+		for _, inc := range ch.incs {
+			err := tx.Set(l.counterShard(inc.counter, inc.shard), map[string]any{
+				"key_id":   inc.key,
+				"owner":    inc.owner,
+				"window":   string(inc.w),
+				"start":    inc.start,
+				"shard":    inc.shard,
+				"requests": firestore.Increment(inc.Requests),
+				"units":    firestore.Increment(inc.Units),
+				"bytes":    firestore.Increment(inc.Bytes),
+			}, firestore.MergeAll)
+			if err != nil {
+				return err
+			}
+		}
+		if l.failCommit != nil {
+			return l.failCommit()
+		}
+		return nil
+	}, firestore.MaxAttempts(txAttempts))
+	if err == nil {
+		l.commits.Add(1)
+		l.writes.Add(int64(ch.writes()))
+		l.counted.Add(int64(len(ch.events)))
+	}
+	return err
+}
+
+// uncounted returns the events whose documents do not exist.
+func (l *Ledger) uncounted(ctx context.Context, events []usage.Counted) ([]usage.Counted, error) {
+	refs := make([]*firestore.DocumentRef, len(events))
+	for i, e := range events {
+		refs[i] = l.event(e.ID)
+	}
+	snaps, err := l.c.GetAll(ctx, refs)
+	if err != nil {
+		return nil, translate(err, "firestore: read usage events")
+	}
+	var out []usage.Counted
+	for i, snap := range snaps {
+		if !snap.Exists() {
+			out = append(out, events[i])
+		}
+	}
+	return out, nil
+}
+
+// Count counts the events not counted before. It drops repeated ids, sorts
+// the events by key and time and commits them in chunks of at most 450 writes, each
+// chunk atomically (see commit). When a chunk fails because some of its
+// events were counted before (or concurrently), Count reads which, and
+// commits the rest again, in new chunks; after a few such rounds it
+// commits what is left one event at a time, where AlreadyExists means
+// exactly that the event was counted. If Count fails, it returns the
+// events it did count before the failure with the error.
+func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention time.Duration) (int, error) {
+	if err := validate(events, retention); err != nil {
+		return 0, err
+	}
+	if len(events) == 0 {
+		return 0, nil
+	}
+	expireAt := firestoredb.Time(l.clock.Now().Add(retention))
+	seen := make(map[string]bool, len(events))
+	todo := make([]usage.Counted, 0, len(events))
+	for _, e := range events {
+		if !seen[e.ID] {
+			seen[e.ID] = true
+			todo = append(todo, e)
+		}
+	}
+	slices.SortStableFunc(todo, func(a, b usage.Counted) int {
+		return cmp.Or(cmp.Compare(a.KeyID, b.KeyID), a.Time.Compare(b.Time))
+	})
+
+	counted := 0
+	for round := 0; len(todo) > 0 && round < chunkRounds; round++ {
+		var rest []usage.Counted
+		for _, ch := range l.chunks(todo) {
+			err := l.commit(ctx, ch, expireAt)
+			switch {
+			case err == nil:
+				counted += len(ch.events)
+			case status.Code(err) == codes.AlreadyExists:
+				fresh, err := l.uncounted(ctx, ch.events)
+				if err != nil {
+					return counted, err
+				}
+				rest = append(rest, fresh...)
+			default:
+				return counted, translate(err, "firestore: count usage events")
+			}
+		}
+		todo = rest
+	}
+	for _, e := range todo {
+		err := l.commit(ctx, l.chunks([]usage.Counted{e})[0], expireAt)
+		switch {
+		case err == nil:
+			counted++
+		case status.Code(err) != codes.AlreadyExists:
+			return counted, translate(err, "firestore: count usage event")
+		}
+	}
+	return counted, nil
+}
+
+// Totals returns key id's totals in the window of kind w containing start:
+// the sum of its counter's shards, read by id in one call.
+func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (usage.Totals, error) {
+	if err := checkWindow(w); err != nil {
+		return usage.Totals{}, err
+	}
+	if !validKeyID(keyID) {
+		return usage.Totals{}, nil // nothing can have been counted for it
+	}
+	c := counter{keyID, w, windowStart(w, start)}
+	refs := make([]*firestore.DocumentRef, l.shards)
+	for i := range refs {
+		refs[i] = l.counterShard(c, i)
+	}
+	snaps, err := l.c.GetAll(ctx, refs)
+	if err != nil {
+		return usage.Totals{}, translate(err, "firestore: read usage counters")
+	}
+	var t usage.Totals
+	for _, snap := range snaps {
+		if !snap.Exists() {
+			continue
+		}
+		var d counterDoc
+		if err := snap.DataTo(&d); err != nil {
+			return usage.Totals{}, errs.Wrap(errs.Internal, err, "firestore: decode usage counter "+snap.Ref.ID)
+		}
+		t.Add(usage.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+	}
+	return t, nil
+}
+
+func checkPageSize(n int) error {
+	if n < 1 || n > 1000 {
+		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
+	}
+	return nil
+}
+
+// keyPage returns one page of per-key totals of the window (w, start), of
+// owner's keys unless owner is "", ordered by key id. It queries the
+// counter shards ordered by (key_id, document id) and sums each key's
+// shards; it stops when it meets the first key past the page, so a page
+// never splits a key's shards. The first query asks for size+1 documents
+// (one per key); each further one for as many as the keys still needed
+// take at the shards per key seen so far, so that few documents past the
+// page are read.
+func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start time.Time, size int, token string, fields ...string) ([]usage.KeyTotals, string, error) {
+	if err := checkWindow(w); err != nil {
+		return nil, "", err
+	}
+	if err := checkPageSize(size); err != nil {
+		return nil, "", err
+	}
+	q := l.c.Collection(countersColl).Select(fields...).
+		Where("window", "==", string(w)).Where("start", "==", windowStart(w, start))
+	if owner != "" {
+		q = q.Where("owner", "==", owner)
+	}
+	if token != "" {
+		_, after, err := pagetoken.Decode(token, firestoredb.ValidID)
+		if err != nil {
+			return nil, "", err
+		}
+		q = q.Where("key_id", ">", after)
+	}
+	q = q.OrderBy("key_id", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	var (
+		out   []usage.KeyTotals
+		docs  int
+		limit = size + 1
+	)
+	for {
+		snaps, err := q.Limit(limit).Documents(ctx).GetAll()
+		if err != nil {
+			return nil, "", translate(err, "firestore: list usage counters")
+		}
+		for _, snap := range snaps {
+			var d counterDoc
+			if err := snap.DataTo(&d); err != nil {
+				return nil, "", errs.Wrap(errs.Internal, err, "firestore: decode usage counter "+snap.Ref.ID)
+			}
+			if len(out) == 0 || out[len(out)-1].KeyID != d.KeyID {
+				if len(out) == size {
+					return out, pagetoken.Encode(time.Time{}, out[len(out)-1].KeyID), nil
+				}
+				out = append(out, usage.KeyTotals{KeyID: d.KeyID, Owner: d.Owner})
+			}
+			out[len(out)-1].Add(usage.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+			docs++
+		}
+		if len(snaps) < limit {
+			return out, "", nil
+		}
+		q = q.StartAfter(snaps[len(snaps)-1])
+		perKey := (docs + len(out) - 1) / len(out)
+		limit = (size + 2 - len(out)) * perKey // the current key's rest, and the keys up to the one past the page
+	}
+}
+
+// OwnerTotals returns one page of per-key totals of owner's keys (every
+// key if owner is "") in the window of kind w containing start, ordered by
+// key id.
+func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]usage.KeyTotals, string, error) {
+	return l.keyPage(ctx, owner, w, start, pageSize, pageToken, "key_id", "owner", "requests", "units", "bytes")
+}
+
+// ActiveKeys returns one page of ids of keys with usage in the window of
+// kind w containing start, ordered by key id.
+func (l *Ledger) ActiveKeys(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error) {
+	kts, next, err := l.keyPage(ctx, "", w, start, pageSize, pageToken, "key_id")
+	if err != nil {
+		return nil, "", err
+	}
+	ids := make([]string, len(kts))
+	for i, kt := range kts {
+		ids[i] = kt.KeyID
+	}
+	return ids, next, nil
+}
+
+// AddDeadLetter records d unless a dead letter with its ID exists, in which
+// case the first one is kept. A payload over 64 KiB is truncated.
+func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
+	if d.ID == "" {
+		return errs.E(errs.Invalid, "a dead letter needs an id")
+	}
+	if len(d.Payload) > maxPayload {
+		d.Payload = d.Payload[:maxPayload]
+	}
+	ref := l.c.Collection(deadLettersColl).Doc(hashID(d.ID))
+	err := l.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		doc := &deadLetterDoc{ID: d.ID, Time: firestoredb.Time(d.Time), Reason: d.Reason, Detail: d.Detail, Payload: d.Payload}
+		if err := tx.Create(ref, doc); err != nil {
+			return err
+		}
+		if l.failCommit != nil {
+			return l.failCommit()
+		}
+		return nil
+	}, firestore.MaxAttempts(txAttempts))
+	if status.Code(err) == codes.AlreadyExists {
+		return nil
+	}
+	return translate(err, "firestore: record dead letter")
+}
+
+// ListDeadLetters returns one page of dead letters, newest first (ties by
+// document id, descending).
+func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]usage.DeadLetter, string, error) {
+	if err := checkPageSize(pageSize); err != nil {
+		return nil, "", err
+	}
+	q := l.c.Collection(deadLettersColl).OrderBy("time", firestore.Desc).OrderBy(firestore.DocumentID, firestore.Desc)
+	if pageToken != "" {
+		t, id, err := pagetoken.Decode(pageToken, firestoredb.ValidID)
+		if err != nil {
+			return nil, "", err
+		}
+		q = q.StartAfter(firestoredb.Time(t), id)
+	}
+	snaps, err := q.Limit(pageSize + 1).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, "", translate(err, "firestore: list dead letters")
+	}
+	more := len(snaps) > pageSize
+	if more {
+		snaps = snaps[:pageSize]
+	}
+	out := make([]usage.DeadLetter, 0, len(snaps))
+	for _, snap := range snaps {
+		var d deadLetterDoc
+		if err := snap.DataTo(&d); err != nil {
+			return nil, "", errs.Wrap(errs.Internal, err, "firestore: decode dead letter "+snap.Ref.ID)
+		}
+		out = append(out, usage.DeadLetter{ID: d.ID, Time: d.Time, Reason: d.Reason, Detail: d.Detail, Payload: d.Payload})
+	}
+	var next string
+	if more {
+		next = pagetoken.Encode(out[len(out)-1].Time, snaps[len(snaps)-1].Ref.ID)
+	}
+	return out, next, nil
+}
+
+// clientIPsDoc is a key's client IPs on one UTC day.
+type clientIPsDoc struct {
+	KeyID    string    `firestore:"key_id"`
+	Day      time.Time `firestore:"day"`
+	IPs      []string  `firestore:"ips"`
+	ExpireAt time.Time `firestore:"expire_at"`
+}
+
+// clientIPs returns the document of key id's client IPs on the UTC day
+// starting at day.
+func (l *Ledger) clientIPs(keyID string, day time.Time) *firestore.DocumentRef {
+	return l.c.Collection(clientIPsColl).Doc(fmt.Sprintf("%s_%d", keyID, day.Unix()))
+}
+
+// AddClientIPs adds the client IPs of each key to its document of the UTC
+// day containing day with a Set-merge of firestore.ArrayUnion, which
+// Firestore applies on the server: concurrent writers add to the array and
+// lose nothing, and an IP already there is not added again. The documents
+// are written through a BulkWriter (batches of 20 writes, retried on
+// contention); the writes are independent, so a failure may leave some
+// keys' IPs written, which a retry writes again at no harm.
+func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
+	clean, err := usage.CleanClientIPs(day, ips)
+	if err != nil {
+		return err
+	}
+	for id := range clean {
+		if !validKeyID(id) {
+			return errs.E(errs.Invalid, "client IPs: key id %.64q cannot name a Firestore document", id)
+		}
+	}
+	if len(clean) == 0 {
+		return nil
+	}
+	if l.failCommit != nil {
+		if err := l.failCommit(); err != nil {
+			return err
+		}
+	}
+	d := windowStart(plan.Day, day)
+	expireAt := d.Add(usage.ClientIPRetention)
+	bw := l.c.BulkWriter(ctx)
+	jobs := make([]*firestore.BulkWriterJob, 0, len(clean))
+	var enqueueErr error
+	for _, id := range slices.Sorted(maps.Keys(clean)) {
+		union := make([]any, len(clean[id]))
+		for i, ip := range clean[id] {
+			union[i] = ip
+		}
+		job, err := bw.Set(l.clientIPs(id, d), map[string]any{
+			"key_id":    id,
+			"day":       d,
+			"ips":       firestore.ArrayUnion(union...),
+			"expire_at": expireAt,
+		}, firestore.MergeAll)
+		if err != nil {
+			enqueueErr = err
+			break
+		}
+		jobs = append(jobs, job)
+	}
+	bw.End()
+	if enqueueErr != nil {
+		return translate(enqueueErr, "firestore: record client IPs")
+	}
+	for _, job := range jobs {
+		if _, err := job.Results(); err != nil {
+			return translate(err, "firestore: record client IPs")
+		}
+	}
+	return nil
+}
+
+// ClientIPs reads key id's document of the UTC day containing day: the
+// count is the length of its array, the sample its first IPs in byte
+// order.
+func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
+	if err := usage.CheckClientIPsQuery(keyID, day, sample); err != nil {
+		return 0, nil, err
+	}
+	if !validKeyID(keyID) {
+		return 0, nil, nil // nothing can have been recorded for it
+	}
+	snap, err := l.clientIPs(keyID, windowStart(plan.Day, day)).Get(ctx)
+	if status.Code(err) == codes.NotFound {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, translate(err, "firestore: read client IPs")
+	}
+	var d clientIPsDoc
+	if err := snap.DataTo(&d); err != nil {
+		return 0, nil, errs.Wrap(errs.Internal, err, "firestore: decode client IPs "+snap.Ref.ID)
+	}
+	if sample == 0 {
+		return len(d.IPs), nil, nil
+	}
+	slices.Sort(d.IPs)
+	return len(d.IPs), d.IPs[:min(sample, len(d.IPs))], nil
+}

@@ -1,0 +1,555 @@
+package sqliteledger
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/pagetoken"
+	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/sqlitedb"
+	"github.com/keyplane/keyplane/internal/usage"
+)
+
+// Options are the optional settings of OpenWith. The zero value means the
+// defaults.
+type Options struct {
+	// Clock tells the time from which an event id's retention runs and
+	// against which expired ids are deleted. Default: the wall clock.
+	Clock clock.Clock
+	// FailCommitHook is for tests: it is called before each commit, and a
+	// non-nil error rolls the transaction back and is returned. Default:
+	// none.
+	FailCommitHook func() error
+}
+
+// Ledger is a usage.Ledger in one SQLite database file.
+type Ledger struct {
+	db         *sqlitedb.DB
+	w          *sql.DB // db.W, one connection: every write, serialised
+	r          *sql.DB // db.R, read-only connections
+	clock      clock.Clock
+	failCommit func() error
+	// The per-key reads the sweep makes for every key with usage,
+	// prepared once: parsing the SQL cost more than running it.
+	totals, clientIPs *sql.Stmt
+}
+
+var _ usage.Ledger = (*Ledger)(nil)
+
+// migrations[i] moves the schema from version i to i+1. Append only.
+var migrations = []string{`
+CREATE TABLE usage_events (
+	id        TEXT PRIMARY KEY,
+	key_id    TEXT NOT NULL,
+	time      INTEGER NOT NULL,
+	expire_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_events_by_expiry ON usage_events (expire_at);
+
+CREATE TABLE usage_counters (
+	key_id   TEXT NOT NULL,
+	win      TEXT NOT NULL,
+	start    INTEGER NOT NULL,
+	owner    TEXT NOT NULL,
+	requests INTEGER NOT NULL,
+	units    INTEGER NOT NULL,
+	bytes    INTEGER NOT NULL,
+	PRIMARY KEY (key_id, win, start)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_counters_by_window ON usage_counters (win, start, key_id);
+CREATE INDEX usage_counters_by_owner ON usage_counters (owner, win, start, key_id);
+
+CREATE TABLE usage_dead_letters (
+	id      TEXT PRIMARY KEY,
+	time    INTEGER NOT NULL,
+	reason  TEXT NOT NULL,
+	detail  TEXT NOT NULL,
+	payload BLOB
+) STRICT;
+CREATE INDEX usage_dead_letters_by_time ON usage_dead_letters (time DESC, id DESC);
+`, `
+CREATE TABLE usage_client_ips (
+	key_id TEXT NOT NULL,
+	day    INTEGER NOT NULL,
+	ip     TEXT NOT NULL,
+	PRIMARY KEY (key_id, day, ip)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_client_ips_by_day ON usage_client_ips (day);
+`}
+
+// Open opens the ledger database file at path with the default options,
+// creating it and migrating its schema as needed. ":memory:" opens a
+// private in-memory database.
+func Open(path string) (*Ledger, error) { return OpenWith(path, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(path string, opts Options) (*Ledger, error) {
+	db, err := sqlitedb.Open(path, migrations, &sqlitedb.Options{Busy: busy})
+	if err != nil {
+		return nil, err
+	}
+	l := &Ledger{db: db, w: db.W, r: db.R, clock: opts.Clock, failCommit: opts.FailCommitHook}
+	if l.clock == nil {
+		l.clock = clock.Real{}
+	}
+	if l.totals, err = l.r.Prepare(`SELECT requests, units, bytes FROM usage_counters WHERE key_id = ? AND win = ? AND start = ?`); err == nil {
+		// count(*) OVER () is the number of rows before LIMIT: one query
+		// reads both from one snapshot. With sample 0 it reads one row
+		// for the count.
+		l.clientIPs, err = l.r.Prepare(`SELECT ip, count(*) OVER () FROM usage_client_ips WHERE key_id = ? AND day = ? ORDER BY ip LIMIT ?`)
+	}
+	if err != nil {
+		db.Close()
+		return nil, translate(err, "sqlite: prepare statements")
+	}
+	return l, nil
+}
+
+// Close closes the database.
+func (l *Ledger) Close() error {
+	l.totals.Close()
+	l.clientIPs.Close()
+	return l.db.Close()
+}
+
+// write runs fn in an IMMEDIATE transaction on the writer connection and
+// commits it if fn, and then the FailCommitHook, return nil. fn's error is
+// returned as is.
+func (l *Ledger) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	return l.db.Write(ctx, func(tx *sql.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if l.failCommit != nil {
+			return l.failCommit()
+		}
+		return nil
+	})
+}
+
+// busy is the kind of error for a database another process keeps locked:
+// Unavailable, one of the kinds the Ledger contract allows.
+const busy = errs.Unavailable
+
+// translate classifies a database/sql or SQLite error (sqlitedb.Translate);
+// msg says what failed and is safe to show.
+func translate(err error, msg string) error { return sqlitedb.Translate(err, msg, busy) }
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+// validate checks a Count call before anything is written, so that an
+// invalid batch counts nothing.
+func validate(events []usage.Counted, retention time.Duration) error {
+	if retention <= 0 {
+		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
+	}
+	for i, e := range events {
+		switch {
+		case e.ID == "":
+			return errs.E(errs.Invalid, "event %d: the id is empty", i)
+		case e.KeyID == "":
+			return errs.E(errs.Invalid, "event %s: the key id is empty", e.ID)
+		case e.Time.IsZero():
+			return errs.E(errs.Invalid, "event %s: the time is not set", e.ID)
+		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0:
+			return errs.E(errs.Invalid, "event %s: requests, units and bytes must be >= 0", e.ID)
+		}
+	}
+	return nil
+}
+
+func checkWindow(w plan.Window) error {
+	if _, err := plan.ParseWindow(string(w)); err != nil {
+		return errs.Wrap(errs.Invalid, err, err.Error())
+	}
+	return nil
+}
+
+// addSat returns a+b for b >= 0, saturating at math.MaxInt64 instead of
+// wrapping around.
+func addSat(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+// counter names one row of usage_counters.
+type counter struct {
+	key   string
+	w     plan.Window
+	start int64 // Unix microseconds
+}
+
+// pending is an increment of one counter.
+type pending struct {
+	owner string
+	usage.Totals
+}
+
+// purgeLimit bounds how many expired event rows one Count deletes: more
+// than it inserts, so that the table shrinks to what retention keeps.
+func purgeLimit(events int) int { return 2*events + 100 }
+
+// rowsPerStatement bounds the rows of one multi-row INSERT (4 or 7
+// parameters each), well under SQLite's limit of 32766 parameters.
+const rowsPerStatement = 200
+
+// values returns n parenthesised groups of k placeholders.
+func values(n, k int) string {
+	group := "(?" + strings.Repeat(", ?", k-1) + ")"
+	return group + strings.Repeat(", "+group, n-1)
+}
+
+const saturatingSum = `CASE WHEN %[1]s > 9223372036854775807 - excluded.%[1]s THEN 9223372036854775807 ELSE %[1]s + excluded.%[1]s END`
+
+var upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, requests, units, bytes) VALUES %s
+	ON CONFLICT (key_id, win, start) DO UPDATE SET requests = ` + fmt.Sprintf(saturatingSum, "requests") +
+	`, units = ` + fmt.Sprintf(saturatingSum, "units") + `, bytes = ` + fmt.Sprintf(saturatingSum, "bytes")
+
+// Count counts the events not counted before, in one IMMEDIATE
+// transaction: it deletes a bounded number of expired event rows, inserts
+// the events' ids (INSERT … ON CONFLICT DO NOTHING RETURNING id: a
+// duplicate id inserts nothing), and adds the amounts of the inserted
+// events, summed per counter, to the counters. Counters saturate at
+// math.MaxInt64.
+func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention time.Duration) (int, error) {
+	if err := validate(events, retention); err != nil {
+		return 0, err
+	}
+	if len(events) == 0 {
+		return 0, nil
+	}
+	now := l.clock.Now()
+	expireAt := micros(now.Add(retention))
+	var counted int
+	err := l.write(ctx, func(tx *sql.Tx) error {
+		counted = 0
+		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_events WHERE id IN
+			(SELECT id FROM usage_events WHERE expire_at <= ? ORDER BY expire_at LIMIT ?)`,
+			micros(now), purgeLimit(len(events))); err != nil {
+			return translate(err, "sqlite: delete expired usage events")
+		}
+		inserted := make(map[string]bool, len(events))
+		for chunk := range slices.Chunk(events, rowsPerStatement) {
+			args := make([]any, 0, 4*len(chunk))
+			for _, e := range chunk {
+				args = append(args, e.ID, e.KeyID, micros(e.Time), expireAt)
+			}
+			if err := insertEvents(ctx, tx, args, inserted); err != nil {
+				return err
+			}
+		}
+		var (
+			order []counter
+			sums  = map[counter]*pending{}
+		)
+		for _, e := range events {
+			if !inserted[e.ID] {
+				continue // counted before, or earlier in this call
+			}
+			delete(inserted, e.ID)
+			counted++
+			for _, w := range plan.Windows {
+				start, _ := w.Bounds(e.Time)
+				c := counter{e.KeyID, w, micros(start)}
+				p := sums[c]
+				if p == nil {
+					p = &pending{owner: e.Owner}
+					sums[c] = p
+					order = append(order, c)
+				}
+				p.Requests = addSat(p.Requests, e.Requests)
+				p.Units = addSat(p.Units, e.Units)
+				p.Bytes = addSat(p.Bytes, e.Bytes)
+			}
+		}
+		for chunk := range slices.Chunk(order, rowsPerStatement) {
+			args := make([]any, 0, 7*len(chunk))
+			for _, c := range chunk {
+				p := sums[c]
+				args = append(args, c.key, string(c.w), c.start, p.owner, p.Requests, p.Units, p.Bytes)
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertCounters, values(len(chunk), 7)), args...); err != nil {
+				return translate(err, "sqlite: add to usage counters")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return counted, nil
+}
+
+// insertEvents inserts event rows (4 arguments each) and adds the ids that
+// were inserted, not already present, to inserted.
+func insertEvents(ctx context.Context, tx *sql.Tx, args []any, inserted map[string]bool) error {
+	rows, err := tx.QueryContext(ctx, `INSERT INTO usage_events (id, key_id, time, expire_at) VALUES `+values(len(args)/4, 4)+`
+		ON CONFLICT (id) DO NOTHING RETURNING id`, args...)
+	if err != nil {
+		return translate(err, "sqlite: record usage events")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return translate(err, "sqlite: record usage events")
+		}
+		inserted[id] = true
+	}
+	return translate(rows.Err(), "sqlite: record usage events")
+}
+
+// windowStart returns the start of the window of kind w containing start:
+// start itself when it is a window start.
+func windowStart(w plan.Window, start time.Time) int64 {
+	s, _ := w.Bounds(start)
+	return micros(s)
+}
+
+// Totals returns key id's totals in the window of kind w containing start.
+func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (usage.Totals, error) {
+	if err := checkWindow(w); err != nil {
+		return usage.Totals{}, err
+	}
+	var t usage.Totals
+	err := l.totals.QueryRowContext(ctx, keyID, string(w), windowStart(w, start)).Scan(&t.Requests, &t.Units, &t.Bytes)
+	if errors.Is(err, sql.ErrNoRows) {
+		return usage.Totals{}, nil
+	}
+	if err != nil {
+		return usage.Totals{}, translate(err, "sqlite: read usage totals")
+	}
+	return t, nil
+}
+
+func checkPageSize(n int) error {
+	if n < 1 || n > 1000 {
+		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
+	}
+	return nil
+}
+
+// keyPage reads one page of the counters of window (w, start), of owner's
+// keys unless owner is "", ordered by key id, and scans each with scan.
+func (l *Ledger) keyPage(ctx context.Context, cols, owner string, w plan.Window, start time.Time, size int, token string,
+	scan func(*sql.Rows) (keyID string, err error)) (string, error) {
+	if err := checkWindow(w); err != nil {
+		return "", err
+	}
+	if err := checkPageSize(size); err != nil {
+		return "", err
+	}
+	where, args := []string{"win = ?", "start = ?"}, []any{string(w), windowStart(w, start)}
+	if owner != "" {
+		where, args = append(where, "owner = ?"), append(args, owner)
+	}
+	if token != "" {
+		_, after, err := pagetoken.Decode(token, nil)
+		if err != nil {
+			return "", err
+		}
+		where, args = append(where, "key_id > ?"), append(args, after)
+	}
+	rows, err := l.r.QueryContext(ctx, "SELECT "+cols+" FROM usage_counters WHERE "+strings.Join(where, " AND ")+
+		" ORDER BY key_id LIMIT ?", append(args, size+1)...)
+	if err != nil {
+		return "", translate(err, "sqlite: list usage counters")
+	}
+	defer rows.Close()
+	var (
+		n    int
+		last string
+	)
+	for rows.Next() {
+		if n == size {
+			return pagetoken.Encode(time.Time{}, last), nil
+		}
+		if last, err = scan(rows); err != nil {
+			return "", translate(err, "sqlite: list usage counters")
+		}
+		n++
+	}
+	return "", translate(rows.Err(), "sqlite: list usage counters")
+}
+
+// OwnerTotals returns one page of per-key totals of owner's keys (every
+// key if owner is "") in the window of kind w containing start, ordered by
+// key id.
+func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]usage.KeyTotals, string, error) {
+	var out []usage.KeyTotals
+	next, err := l.keyPage(ctx, "key_id, owner, requests, units, bytes", owner, w, start, pageSize, pageToken,
+		func(r *sql.Rows) (string, error) {
+			var kt usage.KeyTotals
+			err := r.Scan(&kt.KeyID, &kt.Owner, &kt.Requests, &kt.Units, &kt.Bytes)
+			out = append(out, kt)
+			return kt.KeyID, err
+		})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// ActiveKeys returns one page of ids of keys with usage in the window of
+// kind w containing start, ordered by key id.
+func (l *Ledger) ActiveKeys(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error) {
+	var out []string
+	next, err := l.keyPage(ctx, "key_id", "", w, start, pageSize, pageToken,
+		func(r *sql.Rows) (string, error) {
+			var id string
+			err := r.Scan(&id)
+			out = append(out, id)
+			return id, err
+		})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
+// maxPayload is the most of a dead letter's payload that is kept.
+const maxPayload = 64 << 10
+
+// AddDeadLetter records d unless a dead letter with its ID exists, in which
+// case the first one is kept. A payload over 64 KiB is truncated.
+func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
+	if d.ID == "" {
+		return errs.E(errs.Invalid, "a dead letter needs an id")
+	}
+	if len(d.Payload) > maxPayload {
+		d.Payload = d.Payload[:maxPayload]
+	}
+	return l.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO usage_dead_letters (id, time, reason, detail, payload) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`, d.ID, micros(d.Time), d.Reason, d.Detail, d.Payload)
+		return translate(err, "sqlite: record dead letter")
+	})
+}
+
+// ListDeadLetters returns one page of dead letters, newest first (ties by
+// id, descending).
+func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]usage.DeadLetter, string, error) {
+	if err := checkPageSize(pageSize); err != nil {
+		return nil, "", err
+	}
+	q, args := `SELECT id, time, reason, detail, payload FROM usage_dead_letters`, []any{}
+	if pageToken != "" {
+		t, id, err := pagetoken.Decode(pageToken, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		q, args = q+` WHERE (time, id) < (?, ?)`, append(args, micros(t), id)
+	}
+	rows, err := l.r.QueryContext(ctx, q+` ORDER BY time DESC, id DESC LIMIT ?`, append(args, pageSize+1)...)
+	if err != nil {
+		return nil, "", translate(err, "sqlite: list dead letters")
+	}
+	defer rows.Close()
+	var out []usage.DeadLetter
+	for rows.Next() {
+		if len(out) == pageSize {
+			last := out[len(out)-1]
+			return out, pagetoken.Encode(last.Time, last.ID), nil
+		}
+		var (
+			d usage.DeadLetter
+			t int64
+		)
+		if err := rows.Scan(&d.ID, &t, &d.Reason, &d.Detail, &d.Payload); err != nil {
+			return nil, "", translate(err, "sqlite: list dead letters")
+		}
+		d.Time = fromMicros(t)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", translate(err, "sqlite: list dead letters")
+	}
+	return out, "", nil
+}
+
+// dayStart returns the start of the UTC day containing t, in Unix
+// microseconds.
+func dayStart(t time.Time) int64 { return windowStart(plan.Day, t) }
+
+// AddClientIPs records the client IPs of each key on the UTC day
+// containing day, in one IMMEDIATE transaction: it deletes a bounded
+// number of rows older than usage.ClientIPRetention, then inserts a row
+// per (key, day, IP) with ON CONFLICT DO NOTHING. Invalid input writes
+// nothing.
+func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
+	clean, err := usage.CleanClientIPs(day, ips)
+	if err != nil {
+		return err
+	}
+	if len(clean) == 0 {
+		return nil
+	}
+	d := dayStart(day)
+	args := make([]any, 0, 3*len(clean))
+	for _, id := range slices.Sorted(maps.Keys(clean)) {
+		for _, ip := range clean[id] {
+			args = append(args, id, d, ip)
+		}
+	}
+	rows := len(args) / 3
+	cutoff := micros(l.clock.Now().Add(-usage.ClientIPRetention))
+	return l.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_client_ips WHERE (key_id, day, ip) IN
+			(SELECT key_id, day, ip FROM usage_client_ips WHERE day < ? ORDER BY day LIMIT ?)`,
+			cutoff, purgeLimit(rows)); err != nil {
+			return translate(err, "sqlite: delete expired client IPs")
+		}
+		for chunk := range slices.Chunk(args, 3*rowsPerStatement) {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO usage_client_ips (key_id, day, ip) VALUES `+values(len(chunk)/3, 3)+`
+				ON CONFLICT DO NOTHING`, chunk...); err != nil {
+				return translate(err, "sqlite: record client IPs")
+			}
+		}
+		return nil
+	})
+}
+
+// ClientIPs returns how many distinct IPs key id was used from on the UTC
+// day containing day, and the first sample of them in byte order, in one
+// query.
+func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
+	if err := usage.CheckClientIPsQuery(keyID, day, sample); err != nil {
+		return 0, nil, err
+	}
+	rows, err := l.clientIPs.QueryContext(ctx, keyID, dayStart(day), max(sample, 1))
+	if err != nil {
+		return 0, nil, translate(err, "sqlite: read client IPs")
+	}
+	defer rows.Close()
+	var (
+		count int
+		ips   []string
+	)
+	for rows.Next() {
+		var ip string
+		if err := rows.Scan(&ip, &count); err != nil {
+			return 0, nil, translate(err, "sqlite: read client IPs")
+		}
+		ips = append(ips, ip)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, translate(err, "sqlite: read client IPs")
+	}
+	if sample == 0 {
+		ips = nil
+	}
+	return count, ips, nil
+}

@@ -1,0 +1,54 @@
+package notify
+
+import (
+	"context"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/store"
+)
+
+// ReasonManual is the reason of key.disabled and key.enabled for a change
+// an operator made through the management API.
+const ReasonManual = "manual"
+
+// KeyEvents tells owners about manual key state changes: it is the
+// keys.Service Notifier, on top of Service.Notify. The event's time is the
+// key's UpdatedAt, the time of the change, so the webhook-id is the same
+// however often one change is reported, and two changes are two
+// notifications.
+//
+// The payload's reason is ReasonManual, not the operator's free-text
+// reason, which is written for operators (and the audit log) and may say
+// things the owner should not read. The actor is not sent either.
+type KeyEvents struct {
+	Service *Service
+}
+
+// KeyDisabled enqueues key.disabled for k, which was just disabled.
+func (e KeyEvents) KeyDisabled(ctx context.Context, k *store.Key, actor string) error {
+	d := KeyStatusData{KeyID: k.ID, Owner: k.Owner, Status: string(store.Disabled), Reason: ReasonManual, DisabledUntil: k.DisabledUntil}
+	return e.notify(ctx, k, actor, KeyDisabledEvent(d, e.at(k)))
+}
+
+// KeyEnabled enqueues key.enabled for k, which was just re-enabled.
+func (e KeyEvents) KeyEnabled(ctx context.Context, k *store.Key, actor string) error {
+	d := KeyStatusData{KeyID: k.ID, Owner: k.Owner, Status: string(store.Active), Reason: ReasonManual}
+	return e.notify(ctx, k, actor, KeyEnabledEvent(d, e.at(k)))
+}
+
+func (e KeyEvents) at(k *store.Key) time.Time {
+	if k.UpdatedAt.IsZero() {
+		return e.Service.now()
+	}
+	return k.UpdatedAt
+}
+
+func (e KeyEvents) notify(ctx context.Context, k *store.Key, actor string, ev Event) error {
+	id, outcome, err := e.Service.Notify(ctx, k.Owner, ev)
+	if err != nil {
+		return err
+	}
+	e.Service.logger().DebugContext(ctx, "key state change notified", "key_id", k.ID, "owner", k.Owner,
+		"type", ev.Type, "actor", actor, "notification_id", id, "outcome", string(outcome))
+	return nil
+}

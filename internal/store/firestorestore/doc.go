@@ -1,0 +1,68 @@
+// Package firestore is the production store.Store, on Cloud Firestore in
+// native mode.
+//
+// # Layout
+//
+//	keys/{key id}              the key record (keyDoc): snake_case fields, the
+//	                           hash as 64 lowercase hex characters in "hash";
+//	                           never the plaintext
+//	key_hashes/{hex hash}      {key_id}: the hash → key lookup; its Create is
+//	                           what makes a hash unique
+//	pending_keys/{key id}      a provisioning intent: owner, prefix, created_at
+//	idempotency/{sha256 hex of the scoped Idempotency-Key}
+//	                           the idempotency record, with "key" holding the
+//	                           scoped key and "expires_at" its expiry
+//	audit/{entry id}           time, actor, action, key_id, details; entry ids
+//	                           assigned here start with the UTC time
+//	                           (20060102T150405.000000Z) so they sort by time
+//	checkpoints/{name}         a job's checkpoint (the sweep's): data (bytes),
+//	                           version, updated_at
+//
+// Activate is one transaction of Creates (key, hash lookup, audit entry) and
+// a Delete (intent): it writes all of them or, when the key id or hash is
+// taken, none. UpdateKey, CreatePending, SaveCheckpoint and the contended
+// paths of ReserveIdempotency run in transactions, which Firestore retries
+// on contention; a transaction still contended after its attempts returns
+// errs.Conflict. UpdateKey calls on the same key from one Store queue on an
+// in-process lock first, so only other processes contend in Firestore
+// (mutate must therefore not call UpdateKey); so do SaveCheckpoint calls on
+// the same checkpoint. SaveCheckpoint reads the version and writes in one
+// transaction, so of concurrent savers of one version exactly one wins and
+// the others get errs.Conflict. Times are truncated to the microsecond,
+// Firestore's precision, before they are written.
+//
+// # Deployment
+//
+// Composite indexes (the emulator does not need them; production rejects
+// the queries without them):
+//
+//	collection keys:  owner ASC, created_at DESC, __name__ DESC          (ListKeys with an owner)
+//	collection keys:  status ASC, disabled_until ASC, __name__ ASC       (DueSuspensions)
+//	collection audit: key_id ASC, time DESC, __name__ DESC               (ListAudit with a key id)
+//
+// The other queries (keys and audit by time alone, pending_keys by
+// created_at) use the automatic single-field indexes.
+//
+// DueSuspensions queries status == "disabled" AND disabled_until <= t. A
+// key that is not suspended stores disabled_until as null, which a range
+// filter on a timestamp does not match, so manually disabled keys are not
+// returned. Every key has both fields, so every key has an entry in the
+// index (index storage, and index work when a key's status or
+// disabled_until changes); a query is billed one read per key returned,
+// and at least one. GetKeys is one batch get: a read per distinct id,
+// found or not.
+//
+// TTL policy: collection group "idempotency", field "expires_at". Firestore
+// deletes expired records within about a day; ReserveIdempotency treats a
+// record past expires_at as absent meanwhile. Do not put a TTL policy on
+// keys.expires_at: an expired key is kept and reported as expired.
+//
+// Single-field index exemptions that save write cost: keys.hash (looked up
+// through key_hashes), keys.metadata, keys.limits, keys.restrictions,
+// audit.details, key_hashes.key_id and every field of idempotency (nothing
+// queries them). The checkpoints collection holds a few documents, written
+// about once per sweep run, so its single-field indexes are left on.
+// keys.created_at and audit.time grow monotonically, which caps each
+// collection near 500 writes/s; provisioning is far below that, bounded by
+// Secret Manager's write quota.
+package firestorestore

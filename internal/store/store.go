@@ -1,0 +1,226 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/plan"
+)
+
+// Status is a key's lifecycle state.
+type Status string
+
+// Key states. Only active keys verify.
+const (
+	Active   Status = "active"
+	Disabled Status = "disabled"
+	Revoked  Status = "revoked"
+)
+
+// Restrictions limit where a key may be used from.
+type Restrictions struct {
+	AllowedIPs       []string `json:"allowed_ips,omitempty"`
+	AllowedReferrers []string `json:"allowed_referrers,omitempty"`
+}
+
+// Key is the stored record of an API key. It never holds the plaintext.
+type Key struct {
+	ID            string
+	Owner         string
+	Name          string
+	Plan          string
+	Scopes        []string
+	Status        Status
+	StatusReason  string
+	DisabledUntil *time.Time
+	Prefix        string
+	Last4         string
+	Hash          apikey.Hash
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	ExpiresAt     *time.Time
+	Metadata      map[string]string
+	Limits        plan.Limits // per-key overrides of the plan's limits
+	Restrictions  Restrictions
+	RotatedFrom   string
+	RotatedTo     string
+	LastUsedAt    *time.Time
+}
+
+// Pending is a provisioning intent: written before a key's secret, so that
+// a crash between the secret write and the key write leaves a record that
+// finds the secret. It becomes a Key through Activate, or is reaped.
+type Pending struct {
+	KeyID     string
+	Owner     string
+	Prefix    string
+	CreatedAt time.Time
+}
+
+// AuditEntry records one state change or sensitive read.
+type AuditEntry struct {
+	ID      string // assigned by the store when empty; sorts by time
+	Time    time.Time
+	Actor   string
+	Action  string
+	KeyID   string
+	Details map[string]string
+}
+
+// IdemState is the state of an idempotency record.
+type IdemState string
+
+// Idempotency record states.
+const (
+	IdemPending IdemState = "pending"
+	IdemDone    IdemState = "done"
+)
+
+// Idempotency records one request made with an Idempotency-Key. It holds
+// the id of the key the request provisions and a hash of the request, never
+// the secret.
+type Idempotency struct {
+	Key         string // scoped by the caller: route + the client's header value
+	RequestHash string
+	KeyID       string
+	State       IdemState
+	LeaseUntil  time.Time // while pending: the owner's lease
+	Status      int       // when done: the HTTP status of the response
+	CreatedAt   time.Time
+	ExpiresAt   time.Time // the record may be deleted after this (Firestore TTL)
+}
+
+// ListKeysQuery selects keys, newest first.
+type ListKeysQuery struct {
+	Owner     string // "" for all owners
+	PageSize  int    // 1..1000
+	PageToken string // from a previous page's next token
+}
+
+// AuditQuery selects audit entries, newest first.
+type AuditQuery struct {
+	KeyID     string // "" for all keys
+	PageSize  int
+	PageToken string
+}
+
+// Checkpoint is a small named record a long-running job (the sweep) keeps
+// its progress in, updated with compare-and-set on Version.
+type Checkpoint struct {
+	Name      string // see ValidCheckpointName
+	Data      []byte // at most MaxCheckpointData bytes
+	Version   int64  // 0 for none stored; each save adds 1
+	UpdatedAt time.Time
+}
+
+// MaxCheckpointData is the largest Checkpoint.Data a store accepts.
+const MaxCheckpointData = 64 << 10
+
+// ValidCheckpointName reports whether name can name a checkpoint: 1-100
+// characters of [a-zA-Z0-9_.-], the first a letter or digit, so that every
+// store can use it as is (a Firestore document id, say).
+func ValidCheckpointName(name string) bool {
+	if len(name) == 0 || len(name) > 100 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Store is the datastore of keys, intents, idempotency records, audit
+// entries and job checkpoints. Methods return errors of these errs kinds:
+// NotFound, Exists, Conflict (lost a race; safe to retry, or for
+// SaveCheckpoint re-read first), FailedPrecondition (as documented),
+// Invalid (a bad argument: a page token, page size or limit, too many ids,
+// a checkpoint name or oversized data), Unavailable (backend unreachable)
+// and Internal.
+type Store interface {
+	// CreatePending stores an intent. Exists if one with the same KeyID is
+	// stored, or a key with that id is.
+	CreatePending(ctx context.Context, p Pending) error
+	// GetPending returns the intent for keyID. NotFound if there is none.
+	GetPending(ctx context.Context, keyID string) (Pending, error)
+	// ListPending returns intents created before t, oldest first, at most
+	// limit of them.
+	ListPending(ctx context.Context, before time.Time, limit int) ([]Pending, error)
+	// DeletePending removes an intent; no error if it is gone.
+	DeletePending(ctx context.Context, keyID string) error
+
+	// Activate atomically creates k, its hash lookup and the audit entry,
+	// and deletes the intent for k.ID if there is one. Exists if a key with
+	// k.ID or k.Hash is stored (nothing is written then).
+	Activate(ctx context.Context, k *Key, audit AuditEntry) error
+	// GetKey returns the key with id. NotFound if there is none.
+	GetKey(ctx context.Context, id string) (*Key, error)
+	// LookupHash returns the key whose hash is h. NotFound if none.
+	LookupHash(ctx context.Context, h apikey.Hash) (*Key, error)
+	// UpdateKey reads key id, calls mutate on it and, if mutate returns nil,
+	// writes the key and the audit entry mutate returns (if not nil)
+	// atomically. mutate may be called more than once (on contention) and
+	// must not change ID, Hash, CreatedAt or Owner. An error from mutate is
+	// returned unchanged and nothing is written. NotFound if there is no
+	// such key.
+	UpdateKey(ctx context.Context, id string, mutate func(*Key) (*AuditEntry, error)) (*Key, error)
+	// ListKeys returns one page of keys, newest first, and the token of the
+	// next page ("" on the last).
+	ListKeys(ctx context.Context, q ListKeysQuery) ([]*Key, string, error)
+	// ChangedKeys is the change feed verifiers poll: up to limit keys whose
+	// (UpdatedAt, ID) sorts after (since, afterID), in that order (so with
+	// afterID "" keys changed exactly at since are included). Every
+	// state change sets UpdatedAt, so a poller that remembers the last
+	// (UpdatedAt, ID) it saw misses no change made with a clock not behind
+	// its cursor. limit is 1..1000.
+	ChangedKeys(ctx context.Context, since time.Time, afterID string, limit int) ([]*Key, error)
+	// DueSuspensions returns up to limit disabled keys whose DisabledUntil
+	// is set and at or before t, ordered by (DisabledUntil, ID), starting
+	// after the key (afterUntil, afterID) when afterID is not "" (keys at
+	// afterUntil with a greater ID follow it). limit is 1..1000. The sweep
+	// re-enables them when their quota window resets; a page shorter than
+	// limit is the last.
+	DueSuspensions(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*Key, error)
+	// GetKeys returns the stored keys among ids (at most 1000; Invalid
+	// beyond), by id; ids with no key, or that cannot name one, are absent
+	// from the map. Duplicate ids are read once.
+	GetKeys(ctx context.Context, ids []string) (map[string]*Key, error)
+
+	// GetCheckpoint returns the checkpoint called name. NotFound if none;
+	// Invalid if name is not a ValidCheckpointName.
+	GetCheckpoint(ctx context.Context, name string) (Checkpoint, error)
+	// SaveCheckpoint stores c if the stored checkpoint's Version equals
+	// c.Version (0: none is stored) and returns it with Version+1 and
+	// UpdatedAt now (to the microsecond); Conflict if another writer saved
+	// first (nothing is written then: re-read and decide again). Invalid if
+	// c.Name is not a ValidCheckpointName, c.Version is negative or c.Data
+	// is longer than MaxCheckpointData.
+	SaveCheckpoint(ctx context.Context, c Checkpoint, now time.Time) (Checkpoint, error)
+
+	// AppendAudit stores an audit entry that is not part of a key update
+	// (e.g. a secret reveal).
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	// ListAudit returns one page of audit entries, newest first.
+	ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, string, error)
+
+	// ReserveIdempotency claims rec.Key for a request, atomically:
+	//   - no record, or one past its ExpiresAt: stores rec (State pending)
+	//     and returns it with owned = true;
+	//   - a pending record whose LeaseUntil <= now and whose RequestHash
+	//     equals rec.RequestHash: extends its lease to rec.LeaseUntil and
+	//     returns it (keeping its KeyID) with owned = true;
+	//   - otherwise returns the stored record with owned = false.
+	ReserveIdempotency(ctx context.Context, rec Idempotency, now time.Time) (stored Idempotency, owned bool, err error)
+	// CompleteIdempotency marks the record done with the response status.
+	CompleteIdempotency(ctx context.Context, key string, status int) error
+	// ReleaseIdempotency ends a pending record's lease (LeaseUntil = zero)
+	// so that a retry can take over at once. No error if it is not pending.
+	ReleaseIdempotency(ctx context.Context, key string) error
+
+	// Close releases the store's resources.
+	Close() error
+}

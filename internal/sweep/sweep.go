@@ -1,0 +1,584 @@
+package sweep
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/notify"
+	"github.com/keyplane/keyplane/internal/pagetoken"
+	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/secrets"
+	"github.com/keyplane/keyplane/internal/store"
+	"github.com/keyplane/keyplane/internal/usage"
+)
+
+// CheckpointName is the store checkpoint the sweep keeps its progress in.
+const CheckpointName = "sweep"
+
+// Defaults.
+const (
+	DefaultPageSize = 500
+	DefaultBudget   = 4 * time.Minute
+	DefaultWorkers  = 8
+	// recoveryWindow is how far back a run with no record of an earlier
+	// run looks for sweep changes whose effects may be unfinished.
+	recoveryWindow = 10 * time.Minute
+	// recoveryMargin is how much before the last finished run's start a
+	// run looks, for clock skew between instances.
+	recoveryMargin = 2 * time.Minute
+)
+
+// Sweeper runs sweeps. Store, Ledger, Vault and Plans are required.
+type Sweeper struct {
+	Store  store.Store
+	Ledger usage.Ledger
+	Vault  secrets.Vault
+	Plans  *plan.Catalog
+	// Notify tells owners about disables, re-enables and quota
+	// thresholds; nil tells no one.
+	Notify *notify.Service
+	// Keys, if not nil, reaps abandoned provisioning intents in each run.
+	Keys   *keys.Service
+	Clock  clock.Clock  // default clock.Real
+	Logger *slog.Logger // default slog.Default()
+
+	PageSize int           // keys with usage read per page (DefaultPageSize)
+	Budget   time.Duration // how long a run sweeps before it checkpoints and stops (DefaultBudget)
+	Workers  int           // keys whose usage is read at once (DefaultWorkers)
+
+	once sync.Once
+	// done remembers notifications and effects this process completed,
+	// so that a key over 80% of its quota costs no notification lookups
+	// in every run. Losing it (a new instance) costs duplicate lookups,
+	// never duplicate notifications: those are deduplicated by id.
+	done *lru.Cache[string, struct{}]
+	// judged remembers what this process last judged each key on (see
+	// judgement), so that a key nothing has changed for is not read and
+	// judged again in every run.
+	judged *lru.Cache[string, judgement]
+}
+
+// judgement is what a key was judged on. If its usage today, its record
+// and the hour are the same in the next run, so is every rule's outcome
+// (the spike baseline changes only with the hour; a key's usage and its
+// client IPs grow together, both being its traffic), and the key is
+// skipped. yesterday's totals do not change during a day, so they are read
+// once.
+type judgement struct {
+	day, hour time.Time
+	today     usage.Totals
+	updatedAt time.Time
+	yesterday *usage.Totals
+}
+
+// judgedSize bounds the memory of judgements: about 150 bytes each.
+const judgedSize = 200_000
+
+// Options select how a run behaves.
+type Options struct {
+	// DryRun reports what the sweep would do and changes nothing: no key,
+	// secret, checkpoint or notification is written.
+	DryRun bool
+}
+
+// Report says what a run did (or, in a dry run, would do).
+type Report struct {
+	DryRun  bool `json:"dry_run"`
+	Scanned int  `json:"scanned"` // keys with usage today read by this run
+	// Complete is false when the run stopped at its budget: the next run
+	// continues the pass where this one stopped.
+	Complete   bool        `json:"complete"`
+	Disabled   []Disable   `json:"disabled"`
+	Reenabled  []Reenable  `json:"reenabled"`
+	Thresholds []Threshold `json:"thresholds"` // notified now (in a dry run: reached)
+	// Unchanged counts the scanned keys this process judged before and
+	// found nothing changed for (their usage today, record and hour), so
+	// did not read or judge again.
+	Unchanged  int       `json:"unchanged"`
+	Recovered  int       `json:"recovered"` // earlier sweep changes whose effects this run made sure of
+	Reaped     int       `json:"reaped"`    // abandoned provisioning intents removed
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at"`
+}
+
+// Reenable is a quota suspension lifted because its window ended.
+type Reenable struct {
+	KeyID  string    `json:"key_id"`
+	Reason string    `json:"reason"` // window_reset
+	Until  time.Time `json:"until"`  // when the suspension ended
+}
+
+// progress is the checkpoint's data.
+type progress struct {
+	Day   time.Time `json:"day"`   // the day whose keys with usage the pass walks
+	After string    `json:"after"` // the last key id swept; "" at the start
+	Done  bool      `json:"done"`  // the pass is complete
+	// RecoverFrom is the start of the last run that finished: a run makes
+	// sure of the effects of sweep changes made since then.
+	RecoverFrom time.Time `json:"recover_from"`
+}
+
+// errSkip stops an UpdateKey whose key is no longer in the state a
+// decision was made on.
+var errSkip = errors.New("sweep: key changed since it was read")
+
+func (s *Sweeper) now() time.Time {
+	if s.Clock == nil {
+		return time.Now().UTC().Truncate(time.Microsecond)
+	}
+	return s.Clock.Now().UTC().Truncate(time.Microsecond)
+}
+
+func (s *Sweeper) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.Default()
+	}
+	return s.Logger
+}
+
+func orDefault[T int | time.Duration](v, d T) T {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+// seen reports whether id was marked done in this process.
+func (s *Sweeper) seen(id string) bool {
+	s.init()
+	return s.done.Contains(id)
+}
+
+func (s *Sweeper) init() {
+	s.once.Do(func() {
+		s.done, _ = lru.New[string, struct{}](100_000)
+		s.judged, _ = lru.New[string, judgement](judgedSize)
+	})
+}
+
+func (s *Sweeper) markDone(id string) { s.seen(id); s.done.Add(id, struct{}{}) }
+
+// Run sweeps once: it re-enables quota suspensions whose window ended,
+// makes sure of the effects of recent sweep changes an earlier run may not
+// have finished, then walks the keys with usage today from where the last
+// run stopped, disabling keys that break a rule and notifying quota
+// thresholds, until the pass is complete or the budget is spent. Every
+// change is conditional on the key being in the state it was judged in,
+// so runs may overlap (see the package comment). An error stops the run;
+// what it finished stands, and the next run continues from its checkpoint.
+func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error) {
+	now := s.now()
+	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{}}
+	deadline := now.Add(orDefault(s.Budget, DefaultBudget))
+	defer func() { rep.FinishedAt = s.now() }()
+
+	cp, prog, err := s.checkpoint(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if err := s.reenableDue(ctx, now, deadline, opts.DryRun, &rep); err != nil {
+		return rep, err
+	}
+	if !opts.DryRun {
+		if err := s.recover(ctx, prog.RecoverFrom, now, &rep); err != nil {
+			return rep, err
+		}
+	}
+	dayStart, _ := plan.Day.Bounds(now)
+	if opts.DryRun || !prog.Day.Equal(dayStart) || prog.Done {
+		prog.Day, prog.After, prog.Done = dayStart, "", false
+	}
+	for !rep.Complete && s.now().Before(deadline) {
+		token := ""
+		if prog.After != "" {
+			token = pagetoken.Encode(time.Time{}, prog.After)
+		}
+		page, next, err := s.Ledger.OwnerTotals(ctx, "", plan.Day, dayStart, orDefault(s.PageSize, DefaultPageSize), token)
+		if err != nil {
+			return rep, fmt.Errorf("sweep: list keys with usage: %w", err)
+		}
+		if err := s.sweepPage(ctx, page, now, opts.DryRun, &rep); err != nil {
+			return rep, err
+		}
+		rep.Scanned += len(page)
+		if len(page) > 0 {
+			prog.After = page[len(page)-1].KeyID
+		}
+		prog.Done, rep.Complete = next == "", next == ""
+		if !opts.DryRun {
+			if cp, err = s.saveProgress(ctx, cp, prog); err != nil {
+				return rep, err
+			}
+		}
+	}
+	if opts.DryRun {
+		return rep, nil
+	}
+	if s.Keys != nil {
+		if rep.Reaped, err = s.Keys.ReapAbandoned(ctx); err != nil {
+			return rep, fmt.Errorf("sweep: reap abandoned provisioning: %w", err)
+		}
+	}
+	prog.RecoverFrom = now
+	_, err = s.saveProgress(ctx, cp, prog)
+	return rep, err
+}
+
+// checkpoint reads the sweep's checkpoint; a missing one is a fresh start.
+func (s *Sweeper) checkpoint(ctx context.Context) (store.Checkpoint, progress, error) {
+	cp, err := s.Store.GetCheckpoint(ctx, CheckpointName)
+	switch {
+	case errs.Is(err, errs.NotFound):
+		return store.Checkpoint{Name: CheckpointName}, progress{}, nil
+	case err != nil:
+		return cp, progress{}, fmt.Errorf("sweep: read checkpoint: %w", err)
+	}
+	var p progress
+	if err := json.Unmarshal(cp.Data, &p); err != nil {
+		// A checkpoint only this package writes does not decode: start a
+		// new pass rather than never sweep again.
+		s.logger().Error("sweep checkpoint does not decode; starting a new pass", "error", err)
+		return cp, progress{}, nil
+	}
+	return cp, p, nil
+}
+
+// saveProgress stores p unless a concurrent run stored progress at least
+// as far along, and returns the checkpoint as stored.
+func (s *Sweeper) saveProgress(ctx context.Context, cp store.Checkpoint, p progress) (store.Checkpoint, error) {
+	for range 5 {
+		data, _ := json.Marshal(p) // cannot fail
+		cp.Data = data
+		saved, err := s.Store.SaveCheckpoint(ctx, cp, s.now())
+		if err == nil {
+			return saved, nil
+		}
+		if !errs.Is(err, errs.Conflict) {
+			return cp, fmt.Errorf("sweep: save checkpoint: %w", err)
+		}
+		stored, sp, err := s.checkpoint(ctx)
+		if err != nil {
+			return cp, err
+		}
+		cp = stored
+		if sp.RecoverFrom.After(p.RecoverFrom) {
+			p.RecoverFrom = sp.RecoverFrom
+		}
+		if sp.Day.Equal(p.Day) && (sp.Done || sp.After >= p.After) && !sp.RecoverFrom.Before(p.RecoverFrom) {
+			return cp, nil // another run is as far along
+		}
+	}
+	return cp, errs.E(errs.Unavailable, "sweep: the checkpoint is contended; try again")
+}
+
+// reenableDue lifts the quota suspensions whose window has ended, page by
+// page until the deadline (the next run lifts the rest: after midnight UTC
+// there may be many, each a Secret Manager write).
+func (s *Sweeper) reenableDue(ctx context.Context, now, deadline time.Time, dry bool, rep *Report) error {
+	size := orDefault(s.PageSize, DefaultPageSize)
+	var afterUntil time.Time
+	afterID := ""
+	for s.now().Before(deadline) {
+		ks, err := s.Store.DueSuspensions(ctx, now, afterUntil, afterID, min(size, 1000))
+		if err != nil {
+			return fmt.Errorf("sweep: list due suspensions: %w", err)
+		}
+		for _, k := range ks {
+			if k.StatusReason != ReasonQuotaExceeded {
+				continue // only the sweep's own quota suspensions end by themselves
+			}
+			until := *k.DisabledUntil
+			if !dry {
+				lifted, err := s.reenable(ctx, k, now)
+				if err != nil {
+					return err
+				}
+				if !lifted {
+					continue
+				}
+			}
+			rep.Reenabled = append(rep.Reenabled, Reenable{KeyID: k.ID, Reason: ReasonWindowReset, Until: until})
+		}
+		if len(ks) < min(size, 1000) {
+			return nil
+		}
+		last := ks[len(ks)-1]
+		afterUntil, afterID = *last.DisabledUntil, last.ID
+	}
+	return nil
+}
+
+// reenable lifts k's suspension and reports whether it did. The secret
+// is enabled first: a crash between the two leaves a suspended key with an
+// enabled secret, which the next run finishes; the other order could leave
+// an active key whose secret cannot be revealed.
+func (s *Sweeper) reenable(ctx context.Context, k *store.Key, now time.Time) (bool, error) {
+	if err := s.setSecret(ctx, k.ID, true); err != nil {
+		return false, err
+	}
+	nk, err := s.Store.UpdateKey(ctx, k.ID, func(cur *store.Key) (*store.AuditEntry, error) {
+		if cur.Status != store.Disabled || cur.StatusReason != ReasonQuotaExceeded || cur.DisabledUntil == nil || cur.DisabledUntil.After(now) {
+			return nil, errSkip
+		}
+		until := *cur.DisabledUntil
+		cur.Status, cur.StatusReason, cur.DisabledUntil, cur.UpdatedAt = store.Active, ReasonWindowReset, nil, now
+		return &store.AuditEntry{Time: now, Actor: Actor, Action: keys.ActionEnable, KeyID: cur.ID, Details: map[string]string{
+			"reason": ReasonWindowReset, "previous_reason": ReasonQuotaExceeded, "until": until.Format(time.RFC3339)}}, nil
+	})
+	switch {
+	case err == errSkip || errs.Is(err, errs.NotFound):
+		return false, nil // changed meanwhile (by an operator or another run): not ours to lift
+	case err != nil:
+		return false, fmt.Errorf("sweep: re-enable %s: %w", k.ID, err)
+	}
+	return true, s.effects(ctx, nk)
+}
+
+// sweepPage judges one page of keys with usage today.
+func (s *Sweeper) sweepPage(ctx context.Context, page []usage.KeyTotals, now time.Time, dry bool, rep *Report) error {
+	if len(page) == 0 {
+		return nil
+	}
+	ids := make([]string, len(page))
+	for i, t := range page {
+		ids[i] = t.KeyID
+	}
+	ks, err := s.Store.GetKeys(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("sweep: read keys: %w", err)
+	}
+	type item struct {
+		k *store.Key
+		p *plan.Plan
+		o observed
+		j judgement
+	}
+	s.init()
+	day, _ := plan.Day.Bounds(now)
+	hour, _ := plan.Hour.Bounds(now)
+	items := make([]item, 0, len(page))
+	for _, t := range page {
+		k := ks[t.KeyID]
+		if k == nil || k.Status != store.Active {
+			continue // nothing to judge: gone, revoked, or already disabled
+		}
+		j, _ := s.judged.Get(k.ID)
+		if j.day != day {
+			j = judgement{}
+		}
+		if !dry && j.hour == hour && j.today == t.Totals && j.updatedAt.Equal(k.UpdatedAt) {
+			rep.Unchanged++
+			continue
+		}
+		j.day, j.hour, j.today, j.updatedAt = day, hour, t.Totals, k.UpdatedAt
+		p, _ := s.Plans.Get(k.Plan)
+		items = append(items, item{k: k, p: p, o: observed{Day: t.Totals}, j: j})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(orDefault(s.Workers, DefaultWorkers))
+	for i := range items {
+		g.Go(func() error { return s.observe(gctx, items[i].k, items[i].p, &items[i].o, &items[i].j, now) })
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, it := range items {
+		d, thresholds := evaluate(it.k, it.p, it.o, now)
+		switch {
+		case d != nil && dry:
+			rep.Disabled = append(rep.Disabled, *d)
+		case d != nil:
+			if err := s.disable(ctx, it.k, *d, now, rep); err != nil {
+				return err
+			}
+		}
+		for _, t := range thresholds {
+			if err := s.threshold(ctx, it.k, t, dry, rep); err != nil {
+				return err
+			}
+		}
+		if !dry {
+			s.judged.Add(it.k.ID, it.j)
+		}
+	}
+	return nil
+}
+
+// observe reads what the rules that apply to k need beyond its day totals.
+func (s *Sweeper) observe(ctx context.Context, k *store.Key, p *plan.Plan, o *observed, j *judgement, now time.Time) error {
+	n := needsOf(k, p)
+	var err error
+	read := func(w plan.Window, at time.Time, into *usage.Totals) {
+		if err == nil {
+			*into, err = s.Ledger.Totals(ctx, k.ID, w, at)
+		}
+	}
+	if n.month {
+		read(plan.Month, now, &o.Month)
+	}
+	if n.spike {
+		read(plan.Hour, now, &o.Hour)
+		if j.yesterday == nil {
+			read(plan.Day, now.AddDate(0, 0, -1), &o.Yesterday)
+			y := o.Yesterday
+			j.yesterday = &y
+		}
+		o.Yesterday = *j.yesterday
+	}
+	if n.ips && err == nil {
+		day, _ := plan.Day.Bounds(now)
+		o.IPs, o.IPSample, err = s.Ledger.ClientIPs(ctx, k.ID, day, maxIPSample)
+	}
+	if err != nil {
+		return fmt.Errorf("sweep: read usage of %s: %w", k.ID, err)
+	}
+	return nil
+}
+
+// disable disables k for d, if k is still the version that was judged.
+func (s *Sweeper) disable(ctx context.Context, k *store.Key, d Disable, now time.Time, rep *Report) error {
+	nk, err := s.Store.UpdateKey(ctx, k.ID, func(cur *store.Key) (*store.AuditEntry, error) {
+		if cur.Status != store.Active || !cur.UpdatedAt.Equal(k.UpdatedAt) {
+			return nil, errSkip // changed since it was judged; the next pass judges it again
+		}
+		cur.Status, cur.StatusReason, cur.DisabledUntil, cur.UpdatedAt = store.Disabled, d.Reason, d.Until, now
+		return &store.AuditEntry{Time: now, Actor: Actor, Action: keys.ActionDisable, KeyID: cur.ID, Details: d.auditDetails()}, nil
+	})
+	switch {
+	case err == errSkip || errs.Is(err, errs.NotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("sweep: disable %s: %w", k.ID, err)
+	}
+	rep.Disabled = append(rep.Disabled, d)
+	s.logger().InfoContext(ctx, "sweep disabled a key", "key_id", k.ID, "owner", k.Owner, "reason", d.Reason,
+		"limit", d.Limit, "used", d.Used, "max", d.Max)
+	return s.effectsOf(ctx, nk, &d)
+}
+
+// sweepChange reports whether k's current state is one the sweep made:
+// a sweep reason on a disabled key, window_reset on an active one. Manual
+// disables cannot use the sweep's reasons (keys.Service refuses them).
+func sweepChange(k *store.Key) bool {
+	switch k.Status {
+	case store.Disabled:
+		return k.StatusReason == ReasonQuotaExceeded || strings.HasPrefix(k.StatusReason, "abuse_")
+	case store.Active:
+		return k.StatusReason == ReasonWindowReset
+	}
+	return false
+}
+
+// recover makes sure of the effects (secret state, owner notification) of
+// the sweep changes made since the last finished run began: a run that
+// stopped between changing a key and telling its owner is finished here.
+// Both effects are idempotent.
+func (s *Sweeper) recover(ctx context.Context, from, now time.Time, rep *Report) error {
+	since := now.Add(-recoveryWindow)
+	if !from.IsZero() {
+		since = from.Add(-recoveryMargin)
+	}
+	afterID := ""
+	for {
+		ks, err := s.Store.ChangedKeys(ctx, since, afterID, 1000)
+		if err != nil {
+			return fmt.Errorf("sweep: read recent key changes: %w", err)
+		}
+		for _, k := range ks {
+			if sweepChange(k) && !s.seen(effectID(k)) {
+				if err := s.effects(ctx, k); err != nil {
+					return err
+				}
+				rep.Recovered++
+			}
+		}
+		if len(ks) < 1000 {
+			return nil
+		}
+		since, afterID = ks[len(ks)-1].UpdatedAt, ks[len(ks)-1].ID
+	}
+}
+
+// effectID identifies the effects of one sweep change of a key.
+func effectID(k *store.Key) string {
+	return "sweep|" + k.ID + "|" + string(k.Status) + "|" + k.UpdatedAt.UTC().Format(time.RFC3339Nano)
+}
+
+func (s *Sweeper) effects(ctx context.Context, k *store.Key) error { return s.effectsOf(ctx, k, nil) }
+
+// effectsOf brings k's secret in line with its status and tells its owner
+// about the change, once: the notification's id is the change's, so a
+// repeat (a recovery, an overlapping run) sends nothing new. d, when
+// known, is the evidence sent with a disable.
+func (s *Sweeper) effectsOf(ctx context.Context, k *store.Key, d *Disable) error {
+	id := effectID(k)
+	if k.Status == store.Disabled {
+		if err := s.setSecret(ctx, k.ID, false); err != nil {
+			return err
+		}
+	}
+	if s.Notify != nil {
+		data := notify.KeyStatusData{KeyID: k.ID, Owner: k.Owner, Status: string(k.Status), Reason: k.StatusReason, DisabledUntil: k.DisabledUntil}
+		typ := notify.KeyEnabled
+		if k.Status == store.Disabled {
+			typ = notify.KeyDisabled
+			if d != nil {
+				data.Evidence = d.evidence()
+			}
+		}
+		if _, _, err := s.Notify.Notify(ctx, k.Owner, notify.Event{Type: typ, ID: id, Time: k.UpdatedAt, Data: data}); err != nil {
+			return fmt.Errorf("sweep: notify the owner of %s: %w", k.ID, err)
+		}
+	}
+	s.markDone(id)
+	return nil
+}
+
+// setSecret disables or enables a key's secret version. A key with no
+// secret, or a destroyed one, has nothing to change.
+func (s *Sweeper) setSecret(ctx context.Context, id string, enabled bool) error {
+	err := s.Vault.SetKeySecretEnabled(ctx, id, enabled)
+	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.FailedPrecondition) {
+		s.logger().WarnContext(ctx, "the key's secret cannot be changed with the key", "key_id", id, "enabled", enabled, "error", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sweep: set secret of %s enabled=%v: %w", id, enabled, err)
+	}
+	return nil
+}
+
+// threshold notifies the owner that k reached t, once per key, limit,
+// window and threshold.
+func (s *Sweeper) threshold(ctx context.Context, k *store.Key, t Threshold, dry bool, rep *Report) error {
+	ev := notify.UsageThresholdEvent(notify.UsageThresholdData{KeyID: k.ID, Owner: k.Owner, Limit: t.Limit, Threshold: t.Threshold,
+		Used: t.Used, Max: t.Max, WindowStart: t.WindowStart, WindowEnd: t.WindowEnd}, s.now())
+	if dry {
+		rep.Thresholds = append(rep.Thresholds, t)
+		return nil
+	}
+	if s.Notify == nil || s.seen(ev.ID) {
+		return nil
+	}
+	_, outcome, err := s.Notify.Notify(ctx, k.Owner, ev)
+	if err != nil {
+		return fmt.Errorf("sweep: notify the owner of %s: %w", k.ID, err)
+	}
+	if outcome == notify.Queued {
+		rep.Thresholds = append(rep.Thresholds, t)
+	}
+	s.markDone(ev.ID)
+	return nil
+}

@@ -1,0 +1,353 @@
+package usage
+
+import (
+	"context"
+	"hash/maphash"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/plan"
+)
+
+const (
+	// maxClientIPEntries bounds the (key, day) entries a recorder holds.
+	maxClientIPEntries = 100_000
+	// maxClientIPLimit caps Saw's limit: the distinct-IP rule never needs
+	// to know of more IPs than its largest threshold allows, plus one.
+	maxClientIPLimit = plan.MaxDistinctIPsPerDay + 1
+	// maxClientIPsPerCall bounds the IPs of one AddClientIPs call of a
+	// flush, across its keys.
+	maxClientIPsPerCall = 20_000
+	// clientIPFlushTimeout bounds a background flush and the last flush of
+	// Run.
+	clientIPFlushTimeout = 30 * time.Second
+	// clientIPShards is the number of independently locked parts of a
+	// recorder's table.
+	clientIPShards = 64
+)
+
+// ClientIPRecorder collects (key, client IP) sightings from verify in
+// memory and flushes new ones to the ledger.
+//
+// It holds, per key and UTC day, the distinct IPs seen (at most the limit
+// Saw is given), each marked once a flush wrote it, in a table of at most
+// 100,000 (key, day) entries split into independently locked shards.
+// Sightings of a key that would need a new entry when the table is full
+// are dropped and counted; each flush logs that count at warn level. A
+// flush forgets the days before yesterday, written or not, which frees
+// their entries. A flush that fails keeps what it did not write for the
+// next one; IPs that the ledger rejects as invalid are dropped instead,
+// and logged, since writing them again would fail again.
+type ClientIPRecorder struct {
+	ledger   ClientIPWriter
+	clk      clock.Clock
+	interval time.Duration
+	log      *slog.Logger
+	seed     maphash.Seed
+
+	shards [clientIPShards]ipShard
+
+	entries   atomic.Int64 // (key, day) entries in the table
+	dropped   atomic.Int64 // sightings dropped for a full table since the last flush
+	lastFlush atomic.Int64 // Unix nanoseconds at which the last flush started
+	flushing  atomic.Bool  // a background flush is running or starting
+	flushMu   sync.Mutex   // one flush at a time
+}
+
+type ipShard struct {
+	mu sync.RWMutex
+	m  map[ipDayKey]*ipSet
+	_  [32]byte // with the fields above, a 64-byte cache line per shard
+}
+
+// ipDayKey names a key's sightings on one UTC day.
+type ipDayKey struct {
+	id  string
+	day int64 // days since the Unix epoch
+}
+
+// ipSet is a key's distinct IPs on one day, each true once written.
+type ipSet struct {
+	ips     map[netip.Addr]bool
+	pending int // IPs not written yet
+}
+
+// NewClientIPRecorder returns a recorder that writes to l. Flushes happen
+// at most about every interval (one minute if interval <= 0) while Saw is
+// called, and every interval while Run runs. A nil log discards.
+func NewClientIPRecorder(l ClientIPWriter, clk clock.Clock, interval time.Duration, log *slog.Logger) *ClientIPRecorder {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &ClientIPRecorder{ledger: l, clk: clk, interval: interval, log: log, seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		r.shards[i].m = map[ipDayKey]*ipSet{}
+	}
+	r.lastFlush.Store(clk.Now().UnixNano())
+	return r
+}
+
+// unixDay returns the number of the UTC day containing t, counted from
+// the Unix epoch.
+func unixDay(t time.Time) int64 {
+	s := t.Unix()
+	d := s / 86400
+	if s%86400 < 0 {
+		d--
+	}
+	return d
+}
+
+func (r *ClientIPRecorder) shard(id string) *ipShard {
+	return &r.shards[maphash.String(r.seed, id)%clientIPShards]
+}
+
+// Saw records that key id was used from ip at now; it remembers at most
+// limit distinct IPs per key and day (the rule needs to know only whether
+// a key passed its threshold, so limit = threshold + 1). It never blocks
+// on I/O: when the last flush is older than interval it starts one in the
+// background. Safe for concurrent use; cheap when the IP was seen already.
+//
+// An IPv4-mapped IPv6 address counts as its IPv4 address and a zone is
+// ignored. An ip that does not parse, an empty id and a limit below 1 are
+// ignored; a limit above plan.MaxDistinctIPsPerDay + 1 counts as that.
+func (r *ClientIPRecorder) Saw(id, ip string, limit int, now time.Time) {
+	defer r.maybeFlush(now)
+	if id == "" || limit < 1 {
+		return
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return
+	}
+	a = a.Unmap().WithZone("")
+	limit = min(limit, maxClientIPLimit)
+	k := ipDayKey{id, unixDay(now)}
+	sh := r.shard(id)
+
+	sh.mu.RLock()
+	s := sh.m[k]
+	seen, full := false, false
+	if s != nil {
+		_, seen = s.ips[a]
+		full = len(s.ips) >= limit
+	}
+	sh.mu.RUnlock()
+	if seen || full {
+		return
+	}
+
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s = sh.m[k]
+	if s == nil {
+		if r.entries.Add(1) > maxClientIPEntries {
+			r.entries.Add(-1)
+			r.dropped.Add(1)
+			return
+		}
+		s = &ipSet{ips: make(map[netip.Addr]bool, min(limit, 8))}
+		k.id = strings.Clone(id) // keep no larger string the id may be part of
+		sh.m[k] = s
+	}
+	if _, ok := s.ips[a]; !ok && len(s.ips) < limit {
+		s.ips[a] = false
+		s.pending++
+	}
+}
+
+// maybeFlush starts a background flush if the last one started interval
+// or longer before now and none is running.
+func (r *ClientIPRecorder) maybeFlush(now time.Time) {
+	if now.UnixNano()-r.lastFlush.Load() < int64(r.interval) || r.flushing.Load() || !r.flushing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer r.flushing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), clientIPFlushTimeout)
+		defer cancel()
+		r.flushLogged(ctx)
+	}()
+}
+
+func (r *ClientIPRecorder) flushLogged(ctx context.Context) {
+	if err := r.Flush(ctx); err != nil {
+		level := slog.LevelError
+		if errs.Is(err, errs.Unavailable) {
+			level = slog.LevelWarn
+		}
+		r.log.Log(ctx, level, "client IPs: flush failed; the unwritten sightings are kept for the next one", "err", err)
+	}
+}
+
+// Run calls Flush every interval until ctx ends, and once more then (with
+// a context of its own, for up to 30 seconds). Errors are logged.
+func (r *ClientIPRecorder) Run(ctx context.Context) {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			r.flushLogged(ctx)
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), clientIPFlushTimeout)
+			defer cancel()
+			r.flushLogged(fctx)
+			return
+		}
+	}
+}
+
+// pendingIPs are a key's IPs of one day that one call writes.
+type pendingIPs struct {
+	key ipDayKey
+	set *ipSet
+	ips []netip.Addr
+}
+
+// Flush writes the sightings not yet written. Run calls it every interval
+// until ctx ends, and once more then.
+//
+// It first forgets the days before yesterday (by the recorder's clock)
+// and logs how many sightings were dropped for a full table, then writes
+// each day's new IPs in AddClientIPs calls of at most 1,000 keys. It stops
+// at the first call that fails with anything but errs.Invalid and returns
+// its error; what it did not write is written by a later flush. A call
+// rejected as Invalid is retried one key at a time, and the keys rejected
+// then are dropped and logged.
+func (r *ClientIPRecorder) Flush(ctx context.Context) error {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	now := r.clk.Now()
+	r.lastFlush.Store(now.UnixNano())
+	if n := r.dropped.Swap(0); n > 0 {
+		r.log.Warn("client IPs: the recorder is full; sightings of keys it holds no entry for were dropped",
+			"dropped", n, "max_entries", maxClientIPEntries)
+	}
+	oldest := unixDay(now) - 1
+	byDay := map[int64][]pendingIPs{}
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for k, s := range sh.m {
+			if k.day < oldest {
+				delete(sh.m, k)
+				r.entries.Add(-1)
+				continue
+			}
+			if s.pending == 0 {
+				continue
+			}
+			ips := make([]netip.Addr, 0, s.pending)
+			for a, written := range s.ips {
+				if !written {
+					ips = append(ips, a)
+				}
+			}
+			byDay[k.day] = append(byDay[k.day], pendingIPs{k, s, ips})
+		}
+		sh.mu.Unlock()
+	}
+	for day, ps := range byDay {
+		slices.SortFunc(ps, func(a, b pendingIPs) int { return strings.Compare(a.key.id, b.key.id) })
+		for _, batch := range clientIPBatches(ps) {
+			if err := r.write(ctx, time.Unix(day*86400, 0).UTC(), batch); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// clientIPBatches cuts ps into the batches of AddClientIPs calls: at most
+// MaxClientIPKeys keys, MaxClientIPsPerKey IPs of a key, and
+// maxClientIPsPerCall IPs in all. A key with more IPs than a call takes
+// is split over several batches.
+func clientIPBatches(ps []pendingIPs) [][]pendingIPs {
+	var (
+		out  [][]pendingIPs
+		cur  []pendingIPs
+		ips  int
+		todo = ps
+	)
+	for len(todo) > 0 {
+		var rest []pendingIPs
+		for _, p := range todo {
+			if len(p.ips) > MaxClientIPsPerKey {
+				rest = append(rest, pendingIPs{p.key, p.set, p.ips[MaxClientIPsPerKey:]})
+				p.ips = p.ips[:MaxClientIPsPerKey]
+			}
+			if len(cur) > 0 && (len(cur) == MaxClientIPKeys || ips+len(p.ips) > maxClientIPsPerCall) {
+				out, cur, ips = append(out, cur), nil, 0
+			}
+			cur = append(cur, p)
+			ips += len(p.ips)
+		}
+		if len(cur) > 0 {
+			out, cur, ips = append(out, cur), nil, 0 // a key's rest goes into later batches
+		}
+		todo = rest
+	}
+	return out
+}
+
+// write writes one batch of day's IPs and marks what it wrote. If the
+// ledger rejects the batch as Invalid, it writes the keys one at a time
+// and drops those rejected again.
+func (r *ClientIPRecorder) write(ctx context.Context, day time.Time, batch []pendingIPs) error {
+	err := r.ledger.AddClientIPs(ctx, day, clientIPArgs(batch))
+	switch {
+	case err == nil:
+		r.markWritten(batch)
+		return nil
+	case !errs.Is(err, errs.Invalid):
+		return err
+	case len(batch) > 1:
+		for i := range batch {
+			if err := r.write(ctx, day, batch[i:i+1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	r.log.Error("client IPs: the ledger rejected a key's IPs; they are dropped", "key_id", batch[0].key.id,
+		"day", day.Format(time.DateOnly), "ips", len(batch[0].ips), "err", err)
+	r.markWritten(batch)
+	return nil
+}
+
+func clientIPArgs(batch []pendingIPs) map[string][]string {
+	m := make(map[string][]string, len(batch))
+	for _, p := range batch {
+		ips := make([]string, len(p.ips))
+		for i, a := range p.ips {
+			ips[i] = a.String()
+		}
+		m[p.key.id] = ips
+	}
+	return m
+}
+
+func (r *ClientIPRecorder) markWritten(batch []pendingIPs) {
+	for _, p := range batch {
+		sh := r.shard(p.key.id)
+		sh.mu.Lock()
+		for _, a := range p.ips {
+			if !p.set.ips[a] {
+				p.set.ips[a] = true
+				p.set.pending--
+			}
+		}
+		sh.mu.Unlock()
+	}
+}

@@ -1,0 +1,202 @@
+package usage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/store"
+)
+
+// Dead-letter reasons.
+const (
+	ReasonUndecodable = "undecodable_message"
+	ReasonInvalid     = "invalid_event"
+	ReasonUnknownKey  = "unknown_key"
+	// ReasonDeliveryFailed marks a message the transport gave up on after
+	// its maximum delivery attempts (a transient failure that lasted).
+	ReasonDeliveryFailed = "delivery_failed"
+)
+
+// The usage topic carries two kinds of message, told apart by the type
+// attribute: usage batches (the webhook's body, also published by gateways
+// directly, which may omit the attribute) and client IPs.
+const (
+	attrType      = "type"
+	typeBatch     = "usage.batch"
+	typeClientIPs = "client_ips"
+)
+
+// Publish validates a webhook body and publishes it as one message,
+// returning how many events it holds once the transport has acknowledged
+// it: a nil error means no event can be lost. The body is published as it
+// came (the consumer decodes it with the same defaults), which saves
+// re-encoding up to a megabyte per call.
+func Publish(ctx context.Context, t queue.Topic, body []byte, now time.Time) (int, error) {
+	b, err := DecodeBatch(body, now)
+	if err != nil {
+		return 0, err
+	}
+	if err := t.Publish(ctx, queue.Message{Data: body, Attributes: map[string]string{attrType: typeBatch}}); err != nil {
+		return 0, errs.Wrap(errs.Unavailable, err, "the usage queue did not accept the events; retry")
+	}
+	return len(b.Events), nil
+}
+
+// KeyReader finds keys; store.Store is one.
+type KeyReader interface {
+	GetKey(ctx context.Context, id string) (*store.Key, error)
+}
+
+// Consumer turns usage messages into counted events. Its Handle follows
+// the Pub/Sub contract: nil acks (counted, or poison recorded as a dead
+// letter), an error asks for redelivery (a transient failure).
+type Consumer struct {
+	ledger Ledger
+	keys   KeyReader
+	clock  clock.Clock
+	log    *slog.Logger
+	owners *lru.Cache[string, string] // key id → owner; owners never change
+}
+
+// NewConsumer returns a Consumer.
+func NewConsumer(l Ledger, keys KeyReader, clk clock.Clock, log *slog.Logger) *Consumer {
+	owners, _ := lru.New[string, string](100_000)
+	return &Consumer{ledger: l, keys: keys, clock: clk, log: log, owners: owners}
+}
+
+// Handle processes one message: a usage batch, or client IPs verify saw
+// (a message with the attribute type=client_ips, see ClientIPPublisher).
+func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
+	now := c.clock.Now()
+	if m.Attributes[attrType] == typeClientIPs {
+		return c.handleClientIPs(ctx, m, now)
+	}
+	batch, err := decodeMessage(m.Data)
+	if err != nil {
+		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonUndecodable,
+			Detail: "message data is not a JSON usage batch: " + jsonProblem(err), Payload: m.Data}, now)
+	}
+	events := make([]Counted, 0, len(batch))
+	for i, e := range batch {
+		if f, msg := e.problem(now); msg != "" {
+			id := e.ID
+			if id == "" || len(id) > MaxIDLen {
+				id = fmt.Sprintf("message:%s:%d", m.ID, i)
+			}
+			if err := c.deadLetter(ctx, DeadLetter{ID: id, Reason: ReasonInvalid, Detail: f + " " + msg, Payload: eventJSON(e)}, now); err != nil {
+				return err
+			}
+			continue
+		}
+		owner, err := c.owner(ctx, e.KeyID)
+		if errs.Is(err, errs.NotFound) {
+			if err := c.deadLetter(ctx, DeadLetter{ID: e.ID, Reason: ReasonUnknownKey, Detail: "no key " + e.KeyID, Payload: eventJSON(e)}, now); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		events = append(events, Counted{Event: e, Owner: owner})
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	if _, err := c.ledger.Count(ctx, events, Retention); err != nil {
+		return fmt.Errorf("counting %d events: %w", len(events), err)
+	}
+	return nil
+}
+
+// HandleDeadLetter records a message the transport dead-lettered, so that
+// it can be found and replayed (docs/operations.md). Its events are not
+// counted.
+func (c *Consumer) HandleDeadLetter(ctx context.Context, m queue.Message) error {
+	detail := "not counted: delivery attempts exhausted"
+	if n := m.Attributes["CloudPubSubDeadLetterSourceDeliveryCount"]; n != "" {
+		detail += " (" + n + " deliveries)"
+	}
+	return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonDeliveryFailed, Detail: detail, Payload: m.Data}, c.clock.Now())
+}
+
+func (c *Consumer) owner(ctx context.Context, keyID string) (string, error) {
+	if o, ok := c.owners.Get(keyID); ok {
+		return o, nil
+	}
+	k, err := c.keys.GetKey(ctx, keyID)
+	if err != nil {
+		return "", err
+	}
+	c.owners.Add(keyID, k.Owner)
+	return k.Owner, nil
+}
+
+func (c *Consumer) deadLetter(ctx context.Context, d DeadLetter, now time.Time) error {
+	d.Time = now
+	if err := c.ledger.AddDeadLetter(ctx, d); err != nil {
+		return fmt.Errorf("recording a dead letter: %w", err)
+	}
+	c.log.WarnContext(ctx, "usage dead letter", "reason", d.Reason, "id", d.ID, "detail", d.Detail)
+	return nil
+}
+
+// clientIPsMessage is the data of a client_ips message.
+type clientIPsMessage struct {
+	Day time.Time           `json:"day"`
+	IPs map[string][]string `json:"ips"` // key id → IPs
+}
+
+// ClientIPPublisher is the ClientIPWriter of a process that must not write
+// to the ledger (the Verify function reads Firestore only): it publishes
+// the IPs to the usage topic, and the usage consumer writes them.
+type ClientIPPublisher struct {
+	Topic queue.Topic
+}
+
+// AddClientIPs validates ips as the ledger would and publishes them.
+func (p ClientIPPublisher) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
+	clean, err := CleanClientIPs(day, ips)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(clientIPsMessage{Day: day.UTC(), IPs: clean})
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "client IPs: encode")
+	}
+	if err := p.Topic.Publish(ctx, queue.Message{Data: data, Attributes: map[string]string{attrType: typeClientIPs}}); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "client IPs: the usage queue did not accept them")
+	}
+	return nil
+}
+
+// handleClientIPs writes a client_ips message to the ledger; one that does
+// not decode or that the ledger rejects is dead-lettered.
+func (c *Consumer) handleClientIPs(ctx context.Context, m queue.Message, now time.Time) error {
+	var msg clientIPsMessage
+	err := json.Unmarshal(m.Data, &msg)
+	if err == nil {
+		err = c.ledger.AddClientIPs(ctx, msg.Day, msg.IPs)
+		if err != nil && !errs.Is(err, errs.Invalid) {
+			return fmt.Errorf("recording client IPs: %w", err)
+		}
+	}
+	if err != nil {
+		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonInvalid,
+			Detail: "client_ips message: " + err.Error(), Payload: m.Data}, now)
+	}
+	return nil
+}
+
+func eventJSON(e Event) []byte {
+	b, _ := json.Marshal(e)
+	return b
+}

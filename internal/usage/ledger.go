@@ -1,0 +1,189 @@
+package usage
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/plan"
+)
+
+// Event is one usage event as gateways report it (API.md, "Usage webhook").
+type Event struct {
+	ID       string    `json:"id"`
+	KeyID    string    `json:"key_id"`
+	Time     time.Time `json:"time"`
+	Requests int64     `json:"requests"`
+	Units    int64     `json:"units"`
+	Bytes    int64     `json:"bytes"`
+	Feature  string    `json:"feature,omitempty"`
+}
+
+// Counted is an event ready to be counted: validated, with the owner of
+// its key (counters are kept per key and listed per owner).
+type Counted struct {
+	Event
+	Owner string
+}
+
+// Totals are the amounts counted in one window.
+type Totals struct {
+	Requests int64
+	Units    int64
+	Bytes    int64
+}
+
+// Add adds o to t.
+func (t *Totals) Add(o Totals) {
+	t.Requests += o.Requests
+	t.Units += o.Units
+	t.Bytes += o.Bytes
+}
+
+// Get returns the total of a metric ("requests", "units", "bytes").
+func (t Totals) Get(metric string) int64 {
+	switch metric {
+	case "requests":
+		return t.Requests
+	case "units":
+		return t.Units
+	case "bytes":
+		return t.Bytes
+	}
+	return 0
+}
+
+// KeyTotals are one key's totals in a window, for the billing export.
+type KeyTotals struct {
+	KeyID string
+	Owner string
+	Totals
+}
+
+// DeadLetter records a message or event that will never be counted, and
+// why.
+type DeadLetter struct {
+	ID      string // the event id, or the transport message id when the message did not decode
+	Time    time.Time
+	Reason  string // e.g. "unknown_key", "invalid_event", "undecodable_message"
+	Detail  string // a safe, human-readable explanation
+	Payload []byte // the raw event or message, at most 64 KiB
+}
+
+// ClientIPWriter records client IPs: a Ledger, or a ClientIPPublisher that
+// sends them to the ledger through the usage topic.
+type ClientIPWriter interface {
+	AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error
+}
+
+// Ledger stores usage counters with exactly-once semantics per event id.
+// Methods return errs kinds: Invalid, Unavailable (transient: the caller
+// retries), Internal.
+type Ledger interface {
+	// Count adds each event that was not counted before to the minute,
+	// hour, day and month (UTC) counters of its key, and remembers its id
+	// until retention has passed. An event and its counter increments are
+	// written atomically: if Count fails, an event it did not count is not
+	// marked counted (a failed write never burns an id), and a retry counts
+	// exactly the events not yet counted. It returns how many events were
+	// newly counted. Events in one call may repeat ids and belong to many
+	// keys; Count is safe to call concurrently with overlapping events.
+	Count(ctx context.Context, events []Counted, retention time.Duration) (counted int, err error)
+	// Totals returns key id's totals in the window of kind w starting at
+	// start (zero if nothing was counted).
+	Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (Totals, error)
+	// OwnerTotals returns one page of per-key totals of owner's keys in the
+	// window, ordered by key id, and the next page token ("" on the last).
+	// owner "" lists every owner's keys.
+	OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]KeyTotals, string, error)
+	// ActiveKeys returns one page of ids of keys with usage in the window,
+	// ordered by key id (for the sweep: it reads only keys with usage).
+	ActiveKeys(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error)
+	// AddDeadLetter records a dead letter, its payload cut to 64 KiB.
+	// Recording the same ID twice keeps the first.
+	AddDeadLetter(ctx context.Context, d DeadLetter) error
+	// ListDeadLetters returns dead letters, newest first.
+	ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]DeadLetter, string, error)
+	// AddClientIPs records that each key in ips (key id → client IPs) was
+	// used from those IPs on the UTC day starting at day (a day start;
+	// other times are rounded down). Recording an IP again is a no-op.
+	// Records are kept at least ClientIPRetention after their day.
+	AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error
+	// ClientIPs returns how many distinct IPs key id was recorded as used
+	// from on the UTC day starting at day, and up to sample of them (sorted).
+	ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (count int, ips []string, err error)
+	// Close releases resources.
+	Close() error
+}
+
+// ClientIPRetention is how long after its day a key's client IPs are kept
+// at least: long enough for a sweep to look back a week.
+const ClientIPRetention = 8 * 24 * time.Hour
+
+// Bounds of one AddClientIPs call.
+const (
+	MaxClientIPKeys    = 1000 // keys per call
+	MaxClientIPsPerKey = 1000 // IPs per key per call
+)
+
+// CheckClientIPsQuery validates the arguments of Ledger.ClientIPs, for
+// the adapters.
+func CheckClientIPsQuery(keyID string, day time.Time, sample int) error {
+	switch {
+	case keyID == "":
+		return errs.E(errs.Invalid, "client IPs: the key id is empty")
+	case day.IsZero():
+		return errs.E(errs.Invalid, "client IPs: the day is not set")
+	case sample < 0:
+		return errs.E(errs.Invalid, "client IPs: the sample size must be >= 0, got %d", sample)
+	}
+	return nil
+}
+
+// CleanClientIPs checks the arguments of AddClientIPs that every adapter
+// checks alike, and returns ips with each IP in canonical form
+// (netip.Addr.String(): "2001:DB8::1" is "2001:db8::1"), sorted and
+// without repeats, and keys without IPs left out. It rejects a zero day,
+// an empty key id, more than MaxClientIPKeys keys or MaxClientIPsPerKey IPs
+// of a key, and an IP that netip.ParseAddr rejects or that has a zone
+// ("fe80::1%eth0"). An adapter checks what else its key ids need itself,
+// before anything is written. Errors are errs.Invalid.
+func CleanClientIPs(day time.Time, ips map[string][]string) (map[string][]string, error) {
+	if day.IsZero() {
+		return nil, errs.E(errs.Invalid, "client IPs: the day is not set")
+	}
+	if len(ips) > MaxClientIPKeys {
+		return nil, errs.E(errs.Invalid, "client IPs: at most %d keys per call, got %d", MaxClientIPKeys, len(ips))
+	}
+	out := make(map[string][]string, len(ips))
+	for _, id := range slices.Sorted(maps.Keys(ips)) {
+		list := ips[id]
+		if id == "" {
+			return nil, errs.E(errs.Invalid, "client IPs: a key id is empty")
+		}
+		if len(list) > MaxClientIPsPerKey {
+			return nil, errs.E(errs.Invalid, "client IPs of key %.64q: at most %d IPs per key per call, got %d", id, MaxClientIPsPerKey, len(list))
+		}
+		if len(list) == 0 {
+			continue
+		}
+		clean := make([]string, len(list))
+		for i, ip := range list {
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				return nil, errs.Wrap(errs.Invalid, err, fmt.Sprintf("client IPs of key %.64q: %.64q is not an IP address", id, ip))
+			}
+			if a.Zone() != "" {
+				return nil, errs.E(errs.Invalid, "client IPs of key %.64q: %.64q has a zone, which a client IP never has", id, ip)
+			}
+			clean[i] = a.String()
+		}
+		slices.Sort(clean)
+		out[id] = slices.Compact(clean)
+	}
+	return out, nil
+}

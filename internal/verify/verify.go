@@ -1,0 +1,449 @@
+package verify
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/restrict"
+	"github.com/keyplane/keyplane/internal/store"
+)
+
+// Code is the outcome of a verification.
+type Code string
+
+// The codes, in the order they are checked (after format and existence).
+const (
+	Valid                   Code = "VALID"
+	NotFound                Code = "NOT_FOUND"
+	Revoked                 Code = "REVOKED"
+	Expired                 Code = "EXPIRED"
+	Disabled                Code = "DISABLED"
+	Forbidden               Code = "FORBIDDEN"
+	InsufficientPermissions Code = "INSUFFICIENT_PERMISSIONS"
+	UsageExceeded           Code = "USAGE_EXCEEDED"
+	RateLimited             Code = "RATE_LIMITED"
+)
+
+// Request is what a gateway asks about one API request.
+type Request struct {
+	Key      string
+	Scope    string // "" skips the scope check
+	IP       string // the client's address; required if the key is IP-restricted
+	Referrer string // the request's Referer; required if the key is referrer-restricted
+	Units    int64  // cost against units_per_minute; >= 0
+}
+
+// LimitState is the state of one limit after the decision.
+type LimitState struct {
+	Name      string
+	Limit     int64
+	Used      int64 // metered usage, for day and month quotas (HasUsed)
+	HasUsed   bool
+	Remaining int64
+	ResetAt   time.Time
+}
+
+// maxLimits is the number of limit names (3 metrics × 3 windows).
+const maxLimits = 9
+
+// Decision is the outcome of Verify. Key is shared with the cache and must
+// not be modified.
+type Decision struct {
+	Code       Code
+	Key        *store.Key // nil for NotFound
+	RetryAfter time.Duration
+	limits     [maxLimits]LimitState
+	nLimits    int
+}
+
+// Valid reports whether the key may be used.
+func (d *Decision) Valid() bool { return d.Code == Valid }
+
+// Limits returns the state of the key's limits (VALID, RATE_LIMITED and
+// USAGE_EXCEEDED decisions).
+func (d *Decision) Limits() []LimitState { return d.limits[:d.nLimits] }
+
+func (d *Decision) addLimit(s LimitState) {
+	if d.nLimits < maxLimits {
+		d.limits[d.nLimits] = s
+		d.nLimits++
+	}
+}
+
+// QuotaStates holds the state of a key's day and month quotas (at most
+// 3 metrics × 2 windows). It is returned by value so that a verify
+// allocates nothing for it.
+type QuotaStates struct {
+	States [6]LimitState
+	N      int
+}
+
+// Add appends a state; extra states beyond the array are dropped.
+func (q *QuotaStates) Add(s LimitState) {
+	if q.N < len(q.States) {
+		q.States[q.N] = s
+		q.N++
+	}
+}
+
+// Quota reports metered usage against day and month quotas. The metering
+// service implements it; a nil Quota checks none.
+type Quota interface {
+	// Check returns, for every day/month limit in limits, the usage of key
+	// id in the window containing now, and whether any has been reached.
+	// It must not block on I/O in steady state.
+	Check(id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
+}
+
+// ClientIPs records the client IPs keys are used from, for the sweep's
+// distinct-IPs rule (usage.ClientIPRecorder implements it). Saw runs on
+// the request path and must not block on I/O.
+type ClientIPs interface {
+	// Saw records that key id was used from ip at now, remembering at
+	// most limit distinct IPs per key and day.
+	Saw(id, ip string, limit int, now time.Time)
+}
+
+// Options tunes a Verifier; the zero value means the defaults.
+type Options struct {
+	CacheSize         int           // keys cached (100,000)
+	NegativeCacheSize int           // unknown hashes remembered (100,000)
+	TTL               time.Duration // how long a cached record or miss is trusted without a re-read (10 min)
+	SyncInterval      time.Duration // change-feed poll interval (1 s)
+	FeedOverlap       time.Duration // how much of the feed each poll re-reads (5 s)
+	MaxStale          time.Duration // how long cached keys verify without a successful poll (5 min)
+	Quota             Quota         // nil: no quota checks
+	ClientIPs         ClientIPs     // nil: client IPs are not recorded
+	Logger            *slog.Logger
+}
+
+func (o *Options) withDefaults() Options {
+	var out Options
+	if o != nil {
+		out = *o
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if out.CacheSize <= 0 {
+		out.CacheSize = 100_000
+	}
+	if out.NegativeCacheSize <= 0 {
+		out.NegativeCacheSize = 100_000
+	}
+	def(&out.TTL, 10*time.Minute)
+	def(&out.SyncInterval, time.Second)
+	def(&out.FeedOverlap, 5*time.Second)
+	def(&out.MaxStale, 5*time.Minute)
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	return out
+}
+
+// entry is a cached key with everything the hot path derives from it.
+type entry struct {
+	key       *store.Key
+	restr     *restrict.Set
+	limits    plan.Limits // effective: plan limits with the key's overrides
+	rpm, upm  int64       // per-minute limits, -1 if none
+	hasQuotas bool        // a day or month limit is set
+	ipLimit   int         // > 0: record client IPs, this many distinct per day at most
+	loadedAt  time.Time
+	win       *window
+}
+
+// Verifier makes verification decisions. It is safe for concurrent use.
+type Verifier struct {
+	store  store.Store
+	hasher *apikey.Hasher
+	plans  *plan.Catalog
+	clock  clock.Clock
+	opt    Options
+
+	cache *lru.Cache[apikey.Hash, *entry]
+	miss  *lru.Cache[apikey.Hash, time.Time]
+	loads singleflight.Group
+
+	syncMu   sync.Mutex // serialises polls
+	stateMu  sync.RWMutex
+	lastSync time.Time // start of the last successful poll
+}
+
+// New returns a Verifier. The feed is read from now on (less the overlap):
+// keys cached later are loaded fresh.
+func New(st store.Store, h *apikey.Hasher, plans *plan.Catalog, clk clock.Clock, opts *Options) *Verifier {
+	o := opts.withDefaults()
+	cache, _ := lru.New[apikey.Hash, *entry](o.CacheSize)
+	miss, _ := lru.New[apikey.Hash, time.Time](o.NegativeCacheSize)
+	now := clk.Now()
+	return &Verifier{store: st, hasher: h, plans: plans, clock: clk, opt: o, cache: cache, miss: miss, lastSync: now}
+}
+
+// Verify decides req. It returns an error only when no safe decision can
+// be made (the datastore is unreachable and the key is not usable from the
+// cache); the caller must then refuse the request.
+func (v *Verifier) Verify(ctx context.Context, req Request) (Decision, error) {
+	var d Decision
+	if _, err := apikey.Parse(req.Key); err != nil {
+		d.Code = NotFound
+		return d, nil
+	}
+	now := v.clock.Now()
+	if err := v.fresh(ctx, now); err != nil {
+		return d, err
+	}
+	h := v.hasher.Sum(req.Key)
+	e, err := v.lookup(ctx, h, now)
+	if err != nil {
+		return d, err
+	}
+	if e == nil {
+		d.Code = NotFound
+		return d, nil
+	}
+	k := e.key
+	d.Key = k
+	switch {
+	case k.Status == store.Revoked:
+		d.Code = Revoked
+	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+		d.Code = Expired
+	case k.Status != store.Active:
+		d.Code = Disabled
+	case !e.restr.AllowsIP(req.IP) || !e.restr.AllowsReferrer(req.Referrer):
+		d.Code = Forbidden
+	case req.Scope != "" && !hasScope(k.Scopes, req.Scope):
+		d.Code = InsufficientPermissions
+	default:
+		if e.ipLimit > 0 && req.IP != "" && v.opt.ClientIPs != nil {
+			v.opt.ClientIPs.Saw(k.ID, req.IP, e.ipLimit, now)
+		}
+		if v.opt.Quota != nil && e.hasQuotas {
+			qs, exceeded := v.opt.Quota.Check(k.ID, e.limits, now)
+			for _, s := range qs.States[:qs.N] {
+				d.addLimit(s)
+			}
+			if exceeded {
+				d.Code = UsageExceeded
+				return d, nil
+			}
+		}
+		d.Code = v.admit(&d, e, now, req.Units)
+	}
+	return d, nil
+}
+
+func hasScope(scopes []string, s string) bool {
+	for _, x := range scopes {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// admit applies the per-minute limits.
+func (v *Verifier) admit(d *Decision, e *entry, now time.Time, units int64) Code {
+	ok, reqsLeft, unitsLeft := e.win.admit(now, units, e.rpm, e.upm)
+	reset := now.Truncate(time.Minute).Add(time.Minute)
+	if e.rpm >= 0 {
+		d.addLimit(LimitState{Name: "requests_per_minute", Limit: e.rpm, Remaining: max(reqsLeft, 0), ResetAt: reset})
+	}
+	if e.upm >= 0 {
+		d.addLimit(LimitState{Name: "units_per_minute", Limit: e.upm, Remaining: max(unitsLeft, 0), ResetAt: reset})
+	}
+	if !ok {
+		d.RetryAfter = reset.Sub(now)
+		return RateLimited
+	}
+	return Valid
+}
+
+// lookup returns the cache entry for h, loading it if it is missing or
+// older than the TTL; nil means no key has hash h.
+func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*entry, error) {
+	if e, ok := v.cache.Get(h); ok {
+		if now.Sub(e.loadedAt) < v.opt.TTL {
+			return e, nil
+		}
+		fresh, err := v.load(ctx, h)
+		if err != nil {
+			if errs.Is(err, errs.Unavailable) && now.Sub(e.loadedAt) < v.opt.TTL+v.opt.MaxStale {
+				return e, nil // ride out a short outage on the cached record
+			}
+			return nil, err
+		}
+		return fresh, nil
+	}
+	if at, ok := v.miss.Get(h); ok && now.Sub(at) < v.opt.TTL {
+		return nil, nil
+	}
+	return v.load(ctx, h)
+}
+
+// load reads the key with hash h once for all concurrent callers and
+// caches the result (or the miss).
+func (v *Verifier) load(ctx context.Context, h apikey.Hash) (*entry, error) {
+	res, err, _ := v.loads.Do(string(h[:]), func() (any, error) {
+		now := v.clock.Now()
+		k, err := v.store.LookupHash(context.WithoutCancel(ctx), h)
+		if errs.Is(err, errs.NotFound) {
+			v.cache.Remove(h)
+			v.miss.Add(h, now)
+			return (*entry)(nil), nil
+		}
+		if err != nil {
+			return nil, errs.Wrap(errs.Unavailable, err, "the key store is unreachable")
+		}
+		return v.put(k, now), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res.(*entry), nil
+}
+
+// put caches k unless a newer version of it is cached already, and returns
+// the cached entry.
+func (v *Verifier) put(k *store.Key, now time.Time) *entry {
+	win := &window{}
+	if old, ok := v.cache.Peek(k.Hash); ok {
+		if old.key.UpdatedAt.After(k.UpdatedAt) {
+			return old
+		}
+		win = old.win
+	}
+	e := &entry{key: k, loadedAt: now, win: win, rpm: -1, upm: -1}
+	e.limits = k.Limits
+	if p, ok := v.plans.Get(k.Plan); ok {
+		e.limits = p.Limits.With(k.Limits)
+		// The distinct-IPs rule skips browser keys (referrer-restricted)
+		// and IP-restricted keys, as the sweep does (internal/sweep).
+		if r := p.Abuse.DistinctIPs; r != nil && len(k.Restrictions.AllowedReferrers) == 0 && len(k.Restrictions.AllowedIPs) == 0 {
+			e.ipLimit = r.MaxPerDay + 1
+		}
+	} else {
+		v.opt.Logger.Warn("key's plan is not in the plan catalog; only its own limits apply", "key_id", k.ID, "plan", k.Plan)
+	}
+	if n, ok := e.limits["requests_per_minute"]; ok {
+		e.rpm = n
+	}
+	if n, ok := e.limits["units_per_minute"]; ok {
+		e.upm = n
+	}
+	for name := range e.limits {
+		if _, w, err := plan.SplitLimitName(name); err == nil && w != plan.Minute {
+			e.hasQuotas = true
+		}
+	}
+	// Stored restrictions were validated when written; a parse failure
+	// here means a corrupt record, which must not widen access.
+	restr, _, _, err := restrict.Parse(k.Restrictions.AllowedIPs, k.Restrictions.AllowedReferrers)
+	if err != nil {
+		v.opt.Logger.Error("stored restrictions do not parse; refusing the key's requests", "key_id", k.ID, "error", err)
+		restr, _, _, _ = restrict.Parse([]string{"0.0.0.0/32"}, []string{"invalid.invalid"})
+	}
+	e.restr = restr
+	v.cache.Add(k.Hash, e)
+	v.miss.Remove(k.Hash)
+	return e
+}
+
+// fresh makes sure the change feed was polled within SyncInterval,
+// polling now if not. It fails (closed) only when no poll has succeeded
+// for MaxStale.
+func (v *Verifier) fresh(ctx context.Context, now time.Time) error {
+	v.stateMu.RLock()
+	last := v.lastSync
+	v.stateMu.RUnlock()
+	if now.Sub(last) < v.opt.SyncInterval {
+		return nil
+	}
+	err := v.Sync(ctx)
+	if err == nil {
+		return nil
+	}
+	if now.Sub(last) >= v.opt.MaxStale {
+		return errs.Wrap(errs.Unavailable, err, "the key store has been unreachable for too long to verify safely")
+	}
+	return nil
+}
+
+// Sync polls the change feed once and applies it to the cache. Concurrent
+// calls share one poll.
+func (v *Verifier) Sync(ctx context.Context) error {
+	_, err, _ := v.loads.Do("\x00sync", func() (any, error) {
+		v.syncMu.Lock()
+		defer v.syncMu.Unlock()
+		start := v.clock.Now()
+		v.stateMu.RLock()
+		if start.Sub(v.lastSync) < v.opt.SyncInterval/2 {
+			v.stateMu.RUnlock()
+			return nil, nil // a poll just finished
+		}
+		// Read every change stamped since the previous poll began, less
+		// the overlap: late commits and lagging writer clocks land there.
+		cursor, after := v.lastSync.Add(-v.opt.FeedOverlap), ""
+		v.stateMu.RUnlock()
+		for {
+			ks, err := v.store.ChangedKeys(context.WithoutCancel(ctx), cursor, after, 500)
+			if err != nil {
+				return nil, err
+			}
+			for _, k := range ks {
+				v.apply(k, start)
+			}
+			if len(ks) < 500 {
+				break
+			}
+			cursor, after = ks[len(ks)-1].UpdatedAt, ks[len(ks)-1].ID
+		}
+		v.stateMu.Lock()
+		v.lastSync = start
+		v.stateMu.Unlock()
+		return nil, nil
+	})
+	return err
+}
+
+// apply brings the cache up to date with a changed key: a cached older
+// version is replaced, a remembered miss for its hash is forgotten.
+func (v *Verifier) apply(k *store.Key, now time.Time) {
+	v.miss.Remove(k.Hash)
+	// Equal timestamps are re-applied: two changes can share a
+	// microsecond, and re-applying the same version is harmless.
+	if old, ok := v.cache.Peek(k.Hash); ok && !k.UpdatedAt.Before(old.key.UpdatedAt) {
+		v.put(k, now)
+	}
+}
+
+// Run polls the change feed every SyncInterval until ctx ends.
+func (v *Verifier) Run(ctx context.Context) {
+	t := time.NewTicker(v.opt.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := v.Sync(ctx); err != nil && ctx.Err() == nil {
+				v.opt.Logger.Warn("polling the key change feed", "error", err)
+			}
+		}
+	}
+}
+
+// NegativeCacheLen returns how many unknown hashes are remembered.
+func (v *Verifier) NegativeCacheLen() int { return v.miss.Len() }
