@@ -28,6 +28,8 @@ import (
 
 	"github.com/keyplane/keyplane/functions/recordusage"
 	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/ledger"
+	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/queue/pubsubqueue"
 	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/internal/usage"
@@ -512,8 +514,8 @@ func TestUsageFlowsEndToEndOnEmulators(t *testing.T) {
 		if !ok {
 			return false, "not recorded"
 		}
-		if d.Reason != usage.ReasonUnknownKey {
-			t.Fatalf("dead letter %s: got reason %q, want %q (detail %q)", unknown.ID, d.Reason, usage.ReasonUnknownKey, d.Detail)
+		if d.Reason != meter.ReasonUnknownKey {
+			t.Fatalf("dead letter %s: got reason %q, want %q (detail %q)", unknown.ID, d.Reason, meter.ReasonUnknownKey, d.Detail)
 		}
 		return true, ""
 	}, func() string { return deliveries.summary(ids...) })
@@ -534,7 +536,7 @@ func TestUsageFlowsEndToEndOnEmulators(t *testing.T) {
 		t.Fatalf("usage query: got requests_per_day %+v used %s, want limit and used %d", last.Limits["requests_per_day"], got, e2eRequestsPerDay)
 	}
 
-	// Verify reads quotas from a cache refreshed every 5 s (usage.Quotas),
+	// Verify reads quotas from a cache refreshed every 5 s (verify.Quotas),
 	// so it agrees after at most that. Until then a poll may also be
 	// RATE_LIMITED (the free plan admits 15 requests a minute).
 	var d decisionJSON
@@ -550,7 +552,7 @@ func TestUsageFlowsEndToEndOnEmulators(t *testing.T) {
 	}
 }
 
-func findDeadLetter(tb testing.TB, f *flow, id string) (usage.DeadLetter, bool) {
+func findDeadLetter(tb testing.TB, f *flow, id string) (ledger.DeadLetter, bool) {
 	tb.Helper()
 	token := ""
 	for {
@@ -564,7 +566,7 @@ func findDeadLetter(tb testing.TB, f *flow, id string) (usage.DeadLetter, bool) 
 			}
 		}
 		if next == "" {
-			return usage.DeadLetter{}, false
+			return ledger.DeadLetter{}, false
 		}
 		token = next
 	}

@@ -10,12 +10,12 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/logging"
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/sweep"
-	"github.com/keyplane/keyplane/internal/usage"
 	"github.com/keyplane/keyplane/internal/verify"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
@@ -32,7 +32,7 @@ type Server struct {
 	Keys           *keys.Service
 	Notify         *notify.Service // owner webhooks
 	Verifier       *verify.Verifier
-	Ledger         usage.Ledger
+	Ledger         ledger.Ledger
 	Sweeper        *sweep.Sweeper
 	UsageTopic     queue.Topic
 	WebhookSecrets []webhook.Secret // usage webhook signing secrets (several during a rotation)

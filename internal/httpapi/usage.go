@@ -8,8 +8,8 @@ import (
 
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/plan"
-	"github.com/keyplane/keyplane/internal/usage"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
 
@@ -27,7 +27,7 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request, _ string) err
 	if _, err := webhook.Verify(s.WebhookSecrets, r.Header, body, now, webhook.DefaultTolerance); err != nil {
 		return errs.Wrap(errs.Unauthenticated, err, err.Error()+" (sign with the usage webhook secret, Standard Webhooks)")
 	}
-	n, err := usage.Publish(r.Context(), s.UsageTopic, body, now)
+	n, err := meter.Publish(r.Context(), s.UsageTopic, body, now)
 	if err != nil {
 		return err
 	}

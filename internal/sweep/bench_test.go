@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/plan"
@@ -60,7 +61,7 @@ func benchSizes(b *testing.B) (sizes []int, idle int) {
 
 // populate stores active keys with usage today (1% of them over their day
 // quota) and idle×active keys without usage.
-func populate(b *testing.B, st store.Store, l usage.Ledger, active, idle int, now time.Time) {
+func populate(b *testing.B, st store.Store, l ledger.Ledger, active, idle int, now time.Time) {
 	b.Helper()
 	ctx := context.Background()
 	total := active * (1 + idle)
@@ -85,7 +86,7 @@ func populate(b *testing.B, st store.Store, l usage.Ledger, active, idle int, no
 	if err := <-errc; err != nil {
 		b.Fatal(err)
 	}
-	batch := make([]usage.Counted, 0, 1000)
+	batch := make([]ledger.Counted, 0, 1000)
 	flush := func() {
 		if _, err := l.Count(ctx, batch, usage.Retention); err != nil {
 			b.Fatal(err)
@@ -98,7 +99,7 @@ func populate(b *testing.B, st store.Store, l usage.Ledger, active, idle int, no
 		if i%100 == 0 {
 			reqs = 1501
 		}
-		batch = append(batch, usage.Counted{Event: usage.Event{ID: "e" + id, KeyID: id, Time: now.Add(-time.Hour), Requests: reqs}, Owner: "acct"})
+		batch = append(batch, ledger.Counted{Event: usage.Event{ID: "e" + id, KeyID: id, Time: now.Add(-time.Hour), Requests: reqs}, Owner: "acct"})
 		if len(batch) == cap(batch) {
 			flush()
 		}
@@ -165,7 +166,7 @@ func BenchmarkSweep(b *testing.B) {
 	}
 }
 
-func benchBackends(b *testing.B, backend string) (store.Store, usage.Ledger) {
+func benchBackends(b *testing.B, backend string) (store.Store, ledger.Ledger) {
 	if backend == "sqlite" {
 		dir := b.TempDir()
 		st, err := sqlitestore.Open(filepath.Join(dir, "keys.db"))
@@ -184,7 +185,7 @@ func benchBackends(b *testing.B, backend string) (store.Store, usage.Ledger) {
 }
 
 // bare lists the keys with usage today and reads their records.
-func bare(b *testing.B, st store.Store, l usage.Ledger, now time.Time, want int) {
+func bare(b *testing.B, st store.Store, l ledger.Ledger, now time.Time, want int) {
 	ctx := context.Background()
 	token, n := "", 0
 	for {

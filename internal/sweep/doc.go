@@ -37,7 +37,7 @@
 //   - abuse_distinct_ips (plan abuse.distinct_ips.max_per_day): the key was
 //     verified from more than max_per_day distinct client IPs in the
 //     current UTC day (verify records the IPs gateways send; see
-//     usage.ClientIPRecorder). Keys restricted to referrers (browser keys,
+//     clientips.Recorder). Keys restricted to referrers (browser keys,
 //     used from every visitor's IP) or to IPs are exempt. Not lifted
 //     automatically. False positives: a server fleet or mobile app
 //     calling with one key, clients behind rotating carrier-grade NAT or
@@ -53,7 +53,7 @@
 // # Scale
 //
 // A run reads only keys with usage today: it pages through the ledger's
-// day counters (usage.Ledger.OwnerTotals, ordered by key id), reads each
+// day counters (ledger.Ledger.OwnerTotals, ordered by key id), reads each
 // page's keys in one batch (store.GetKeys), and for each key only what its
 // rules need (month totals if it has a month limit; the hour and
 // yesterday for the spike rule; the day's client IPs for the IP rule). So

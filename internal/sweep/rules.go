@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
-	"github.com/keyplane/keyplane/internal/usage"
 )
 
 // Reasons the sweep records on the keys it disables and re-enables.
@@ -91,7 +91,7 @@ var Thresholds = []int{80, 100}
 
 // observed is what the sweep read about one key.
 type observed struct {
-	Day, Month, Hour, Yesterday usage.Totals
+	Day, Month, Hour, Yesterday ledger.Totals
 	IPs                         int
 	IPSample                    []string
 }

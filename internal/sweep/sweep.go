@@ -16,12 +16,12 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/store"
-	"github.com/keyplane/keyplane/internal/usage"
 )
 
 // CheckpointName is the store checkpoint the sweep keeps its progress in.
@@ -43,7 +43,7 @@ const (
 // Sweeper runs sweeps. Store, Ledger, Vault and Plans are required.
 type Sweeper struct {
 	Store  store.Store
-	Ledger usage.Ledger
+	Ledger ledger.Ledger
 	Vault  secrets.Vault
 	Plans  *plan.Catalog
 	// Notify tells owners about disables, re-enables and quota
@@ -78,9 +78,9 @@ type Sweeper struct {
 // once.
 type judgement struct {
 	day, hour time.Time
-	today     usage.Totals
+	today     ledger.Totals
 	updatedAt time.Time
-	yesterday *usage.Totals
+	yesterday *ledger.Totals
 }
 
 // judgedSize bounds the memory of judgements: about 150 bytes each.
@@ -347,7 +347,7 @@ func (s *Sweeper) reenable(ctx context.Context, k *store.Key, now time.Time) (bo
 }
 
 // sweepPage judges one page of keys with usage today.
-func (s *Sweeper) sweepPage(ctx context.Context, page []usage.KeyTotals, now time.Time, dry bool, rep *Report) error {
+func (s *Sweeper) sweepPage(ctx context.Context, page []ledger.KeyTotals, now time.Time, dry bool, rep *Report) error {
 	if len(page) == 0 {
 		return nil
 	}
@@ -420,7 +420,7 @@ func (s *Sweeper) sweepPage(ctx context.Context, page []usage.KeyTotals, now tim
 func (s *Sweeper) observe(ctx context.Context, k *store.Key, p *plan.Plan, o *observed, j *judgement, now time.Time) error {
 	n := needsOf(k, p)
 	var err error
-	read := func(w plan.Window, at time.Time, into *usage.Totals) {
+	read := func(w plan.Window, at time.Time, into *ledger.Totals) {
 		if err == nil {
 			*into, err = s.Ledger.Totals(ctx, k.ID, w, at)
 		}

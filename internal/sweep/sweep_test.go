@@ -17,6 +17,7 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/notify"
@@ -47,7 +48,7 @@ type env struct {
 	t       *testing.T
 	clock   *clock.Fake
 	store   *countingStore
-	ledger  usage.Ledger
+	ledger  ledger.Ledger
 	vault   *filevault.Vault
 	keys    *keys.Service
 	notify  *notify.Service
@@ -66,7 +67,7 @@ func newEnv(t *testing.T) *env {
 	dir := t.TempDir()
 	var (
 		st store.Store
-		l  usage.Ledger
+		l  ledger.Ledger
 		ns notify.Store
 	)
 	if onFirestore {
@@ -137,8 +138,8 @@ func (e *env) key(owner, p string) *keys.Created {
 func (e *env) use(k *store.Key, requests int64, at time.Time) {
 	e.t.Helper()
 	e.nEvents++
-	ev := usage.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%d", e.nEvents), KeyID: k.ID, Time: at, Requests: requests}, Owner: k.Owner}
-	if _, err := e.ledger.Count(context.Background(), []usage.Counted{ev}, usage.Retention); err != nil {
+	ev := ledger.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%d", e.nEvents), KeyID: k.ID, Time: at, Requests: requests}, Owner: k.Owner}
+	if _, err := e.ledger.Count(context.Background(), []ledger.Counted{ev}, usage.Retention); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -528,12 +529,12 @@ func TestResumesFromTheCheckpointAfterAFailure(t *testing.T) {
 
 // slowLedger advances the clock on every page of keys with usage.
 type slowLedger struct {
-	usage.Ledger
+	ledger.Ledger
 	clock *clock.Fake
 	step  time.Duration
 }
 
-func (l slowLedger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, size int, token string) ([]usage.KeyTotals, string, error) {
+func (l slowLedger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, size int, token string) ([]ledger.KeyTotals, string, error) {
 	l.clock.Advance(l.step)
 	return l.Ledger.OwnerTotals(ctx, owner, w, start, size, token)
 }
@@ -607,11 +608,11 @@ func TestReadsOnlyKeysWithUsageToday(t *testing.T) {
 
 // countingLedger counts the per-key reads of the rules.
 type countingLedger struct {
-	usage.Ledger
+	ledger.Ledger
 	totals atomic.Int64
 }
 
-func (l *countingLedger) Totals(ctx context.Context, id string, w plan.Window, at time.Time) (usage.Totals, error) {
+func (l *countingLedger) Totals(ctx context.Context, id string, w plan.Window, at time.Time) (ledger.Totals, error) {
 	l.totals.Add(1)
 	return l.Ledger.Totals(ctx, id, w, at)
 }

@@ -1,10 +1,5 @@
-// Package usage owns metering: the usage event schema and its validation,
-// the Ledger contract that counts each event exactly once into per-key
-// minute, hour, day and month counters, the consumer that turns queue
-// messages into counted events (acking poison into dead letters, retrying
-// transient failures), the quota view verify reads, and the recorder of
-// the client IPs verify sees (for the sweep's distinct-IPs rule).
-//
-// Adapters of the Ledger live in ledger/sqlite and ledger/firestore and pass
-// the suite in ledgertest.
+// Package usage owns the usage event: its schema (the webhook's and the
+// usage topic's batch format), its defaults and its strict validation. It
+// does no I/O. The ledger (internal/ledger) counts events, the meter
+// (internal/meter) carries them from the queue into the ledger.
 package usage

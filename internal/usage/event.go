@@ -23,6 +23,17 @@ const (
 	Retention = MaxAge + 5*24*time.Hour
 )
 
+// Event is one usage event as gateways report it (API.md, "Usage webhook").
+type Event struct {
+	ID       string    `json:"id"`
+	KeyID    string    `json:"key_id"`
+	Time     time.Time `json:"time"`
+	Requests int64     `json:"requests"`
+	Units    int64     `json:"units"`
+	Bytes    int64     `json:"bytes"`
+	Feature  string    `json:"feature,omitempty"`
+}
+
 // Batch is the usage webhook body and the usage message's data.
 type Batch struct {
 	Events []Event `json:"events"`
@@ -49,7 +60,7 @@ func DecodeBatch(body []byte, now time.Time) (Batch, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
-		return Batch{}, errs.E(errs.Invalid, "request body must be {\"events\": [...]}: %s", jsonProblem(err))
+		return Batch{}, errs.E(errs.Invalid, "request body must be {\"events\": [...]}: %s", JSONProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return Batch{}, errs.E(errs.Invalid, "request body: unexpected data after the JSON object")
@@ -77,11 +88,11 @@ func fromWire(ws []wireEvent) []Event {
 	return out
 }
 
-// decodeMessage decodes a usage message's data: the webhook's batch format,
+// DecodeMessage decodes a usage message's data: the webhook's batch format,
 // from the webhook or from a gateway publishing to the topic directly. It
 // is lenient about unknown fields (the webhook is the strict edge) but
 // applies the same defaults.
-func decodeMessage(data []byte) ([]Event, error) {
+func DecodeMessage(data []byte) ([]Event, error) {
 	var raw struct {
 		Events []wireEvent `json:"events"`
 	}
@@ -94,7 +105,9 @@ func decodeMessage(data []byte) ([]Event, error) {
 	return fromWire(raw.Events), nil
 }
 
-func jsonProblem(err error) string {
+// JSONProblem describes a JSON decoding error safely, for a client or
+// a dead letter: what is wrong and where, never more than 200 bytes.
+func JSONProblem(err error) string {
 	switch e := err.(type) {
 	case *json.SyntaxError:
 		return fmt.Sprintf("invalid JSON at byte %d", e.Offset)
@@ -121,7 +134,7 @@ func (b Batch) Validate(now time.Time) []errs.Detail {
 	seen := make(map[string]int, len(b.Events))
 	for i, e := range b.Events {
 		field := func(f string) string { return fmt.Sprintf("events[%d].%s", i, f) }
-		if f, msg := e.problem(now); msg != "" {
+		if f, msg := e.Problem(now); msg != "" {
 			out = append(out, errs.Detail{Field: field(f), Message: msg})
 			continue
 		}
@@ -133,9 +146,9 @@ func (b Batch) Validate(now time.Time) []errs.Detail {
 	return out
 }
 
-// problem returns the field and message of the first thing wrong with e,
+// Problem returns the field and message of the first thing wrong with e,
 // or "", "".
-func (e Event) problem(now time.Time) (field, msg string) {
+func (e Event) Problem(now time.Time) (field, msg string) {
 	switch {
 	case len(e.ID) == 0 || len(e.ID) > MaxIDLen:
 		return "id", fmt.Sprintf("must be 1-%d characters", MaxIDLen)

@@ -9,13 +9,13 @@ import (
 	"testing"
 
 	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/clientips"
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
-	"github.com/keyplane/keyplane/internal/usage"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -38,12 +38,12 @@ const benchPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
   "limits": {"requests_per_minute": 1000000000000, "units_per_minute": 1000000000000}}}}`
 
 // benchQuotaPlans adds day and month quotas, answered from the metering
-// cache (usage.Quotas) as in keyplane serve and the Verify function.
+// cache (verify.Quotas) as in keyplane serve and the Verify function.
 const benchQuotaPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"], "limits": {
   "requests_per_minute": 1000000000000, "requests_per_day": 1000000000000, "units_per_month": 1000000000000}}}}`
 
 // benchIPPlans turns on the distinct-IPs rule, so that verify records the
-// client IP of each request (usage.ClientIPRecorder), as the built-in free
+// client IP of each request (clientips.Recorder), as the built-in free
 // and pro plans do.
 const benchIPPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
   "limits": {"requests_per_minute": 1000000000000}, "abuse": {"distinct_ips": {"max_per_day": 20}}}}}`
@@ -83,8 +83,8 @@ func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifie
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { ledger.Close() })
-		opts.Quota = usage.NewQuotas(ledger, clock.Real{}, 0, discard)
-		opts.ClientIPs = usage.NewClientIPRecorder(ledger, clock.Real{}, 0, discard)
+		opts.Quota = verify.NewQuotas(ledger, clock.Real{}, 0, discard)
+		opts.ClientIPs = clientips.New(ledger, clock.Real{}, 0, discard)
 	}
 	return verify.New(st, h, plans, clock.Real{}, opts), c.Secret
 }

@@ -105,7 +105,7 @@ type Quota interface {
 }
 
 // ClientIPs records the client IPs keys are used from, for the sweep's
-// distinct-IPs rule (usage.ClientIPRecorder implements it). Saw runs on
+// distinct-IPs rule (clientips.Recorder implements it). Saw runs on
 // the request path and must not block on I/O.
 type ClientIPs interface {
 	// Saw records that key id was used from ip at now, remembering at

@@ -11,8 +11,8 @@ import (
 	"github.com/keyplane/keyplane/internal/config"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/logging"
+	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/notify"
-	"github.com/keyplane/keyplane/internal/usage"
 )
 
 // lazyApp builds a function's App from the environment (config.Cloud
@@ -78,9 +78,9 @@ func FunctionHandler(function string) http.Handler {
 
 // LazyConsumer returns a func that gives the RecordUsage function's usage
 // consumer, built on first use.
-func LazyConsumer() func() (*usage.Consumer, error) {
+func LazyConsumer() func() (*meter.Consumer, error) {
 	l := &lazyApp{function: FuncRecordUsage}
-	return func() (*usage.Consumer, error) {
+	return func() (*meter.Consumer, error) {
 		app, err := l.get()
 		if err != nil {
 			return nil, err

@@ -24,13 +24,16 @@ import (
 	gpubsub "cloud.google.com/go/pubsub/v2"
 
 	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/clientips"
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/config"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
+	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/notify/firestorenotify"
 	"github.com/keyplane/keyplane/internal/notify/sqlitenotify"
@@ -45,7 +48,6 @@ import (
 	"github.com/keyplane/keyplane/internal/store/firestorestore"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/sweep"
-	"github.com/keyplane/keyplane/internal/usage"
 	"github.com/keyplane/keyplane/internal/verify"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
@@ -58,9 +60,9 @@ type App struct {
 	Plans    *plan.Catalog
 	Keys     *keys.Service
 	Verifier *verify.Verifier
-	Ledger   usage.Ledger
+	Ledger   ledger.Ledger
 	Topic    queue.Topic // the usage topic
-	Consumer *usage.Consumer
+	Consumer *meter.Consumer
 	// Owner notifications: the webhook registry and delivery records, the
 	// notifications topic, the service that sets webhooks and enqueues
 	// notifications, and the Deliverer that handles the topic's messages.
@@ -70,7 +72,7 @@ type App struct {
 	Deliverer          *notify.Deliverer
 	Sweeper            *sweep.Sweeper
 	// ClientIPs records the client IPs verify sees, for the sweep.
-	ClientIPs *usage.ClientIPRecorder
+	ClientIPs *clientips.Recorder
 	Server    *httpapi.Server
 	// GeneratedAdminToken and GeneratedWebhookSecret are set when Open
 	// generated them (file vault, none configured): the caller shows them
@@ -231,7 +233,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 		}
 	}
 	if n.store && n.ledger {
-		app.Consumer = usage.NewConsumer(app.Ledger, app.Store, clk, log)
+		app.Consumer = meter.NewConsumer(app.Ledger, app.Store, clk, log)
 	}
 	if n.auth {
 		pepper, err := secret(ctx, app.Vault, secrets.Pepper, embeddedVault, 32)
@@ -271,16 +273,16 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 		}
 		opts := &verify.Options{Logger: log}
 		if app.Ledger != nil {
-			opts.Quota = usage.NewQuotas(app.Ledger, clk, 0, log)
+			opts.Quota = verify.NewQuotas(app.Ledger, clk, 0, log)
 			// Through the usage topic where there is one (Verify may not
 			// write to Firestore); flushed from the request path when due
 			// (a Cloud Function has no background CPU), and in serve on a
 			// timer too.
-			var w usage.ClientIPWriter = app.Ledger
+			var w clientips.Writer = app.Ledger
 			if app.Topic != nil {
-				w = usage.ClientIPPublisher{Topic: app.Topic}
+				w = meter.ClientIPPublisher{Topic: app.Topic}
 			}
-			app.ClientIPs = usage.NewClientIPRecorder(w, clk, 10*time.Second, log)
+			app.ClientIPs = clientips.New(w, clk, 10*time.Second, log)
 			opts.ClientIPs = app.ClientIPs
 		}
 		app.Verifier = verify.New(app.Store, hasher, plans, clk, opts)
@@ -339,7 +341,7 @@ func (a *App) openStore(ctx context.Context, cfg config.Config) (store.Store, er
 	return firestorestore.NewFromClient(c), nil
 }
 
-func (a *App) openLedger(ctx context.Context, cfg config.Config) (usage.Ledger, error) {
+func (a *App) openLedger(ctx context.Context, cfg config.Config) (ledger.Ledger, error) {
 	if cfg.Store == config.StoreSQLite {
 		return sqliteledger.Open(filepath.Join(cfg.DataDir, "usage.db"))
 	}

@@ -1,4 +1,4 @@
-// Package firestore is the production usage.Ledger, on Cloud Firestore in
+// Package firestore is the production ledger.Ledger, on Cloud Firestore in
 // native mode.
 //
 // # Layout
@@ -22,7 +22,7 @@
 //	usage_client_ips/{key id}_{UTC day start, Unix seconds}
 //	    key_id, day (timestamp), ips (array of canonical IP strings, in
 //	    the order they were first recorded), expire_at (day +
-//	    usage.ClientIPRetention, the TTL field): the distinct client IPs a
+//	    ledger.ClientIPRetention, the TTL field): the distinct client IPs a
 //	    key was used from on a day. The id is unambiguous: its last part
 //	    is digits.
 //
@@ -109,7 +109,7 @@
 // deletes an expired event document within about a day; until then a
 // redelivery of its id is still a duplicate, which errs on the safe side.
 // Collection group usage_client_ips, field expire_at: a day's client IPs
-// are kept at least usage.ClientIPRetention after the day's start, and
+// are kept at least ledger.ClientIPRetention after the day's start, and
 // deleted within about a day after that. The emulator does not run TTL
 // policies.
 //

@@ -22,9 +22,9 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/firestoredb"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/internal/plan"
-	"github.com/keyplane/keyplane/internal/usage"
 )
 
 // Collection names; see the package comment for the layout.
@@ -74,7 +74,7 @@ type Options struct {
 	FailCommitHook func() error
 }
 
-// Ledger is a usage.Ledger on Firestore. It is safe for concurrent use.
+// Ledger is a ledger.Ledger on Firestore. It is safe for concurrent use.
 type Ledger struct {
 	c          *firestore.Client
 	ownClient  bool
@@ -85,7 +85,7 @@ type Ledger struct {
 	commits, writes, counted atomic.Int64
 }
 
-var _ usage.Ledger = (*Ledger)(nil)
+var _ ledger.Ledger = (*Ledger)(nil)
 
 // New connects to the Firestore database of projectID (the emulator's when
 // FIRESTORE_EMULATOR_HOST is set). Close closes the client.
@@ -204,7 +204,7 @@ type deadLetterDoc struct {
 
 // validate checks a Count call before anything is written, so that an
 // invalid batch counts nothing.
-func validate(events []usage.Counted, retention time.Duration) error {
+func validate(events []ledger.Counted, retention time.Duration) error {
 	if retention <= 0 {
 		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
 	}
@@ -253,12 +253,12 @@ type increment struct {
 	counter
 	owner string
 	shard int
-	usage.Totals
+	ledger.Totals
 }
 
 // chunk is the events of one commit and the increments they add up to.
 type chunk struct {
-	events []usage.Counted
+	events []ledger.Counted
 	incs   []*increment
 }
 
@@ -268,7 +268,7 @@ func (c *chunk) writes() int { return len(c.events) + len(c.incs) }
 // increments) into chunks of at most maxWrites writes: one Create per
 // event and one increment per counter the chunk touches. Each chunk adds
 // to one shard, chosen at random, of all of a key's counters.
-func (l *Ledger) chunks(events []usage.Counted) []*chunk {
+func (l *Ledger) chunks(events []ledger.Counted) []*chunk {
 	var (
 		out    []*chunk
 		cur    *chunk
@@ -351,7 +351,7 @@ func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) erro
 }
 
 // uncounted returns the events whose documents do not exist.
-func (l *Ledger) uncounted(ctx context.Context, events []usage.Counted) ([]usage.Counted, error) {
+func (l *Ledger) uncounted(ctx context.Context, events []ledger.Counted) ([]ledger.Counted, error) {
 	refs := make([]*firestore.DocumentRef, len(events))
 	for i, e := range events {
 		refs[i] = l.event(e.ID)
@@ -360,7 +360,7 @@ func (l *Ledger) uncounted(ctx context.Context, events []usage.Counted) ([]usage
 	if err != nil {
 		return nil, translate(err, "firestore: read usage events")
 	}
-	var out []usage.Counted
+	var out []ledger.Counted
 	for i, snap := range snaps {
 		if !snap.Exists() {
 			out = append(out, events[i])
@@ -377,7 +377,7 @@ func (l *Ledger) uncounted(ctx context.Context, events []usage.Counted) ([]usage
 // commits what is left one event at a time, where AlreadyExists means
 // exactly that the event was counted. If Count fails, it returns the
 // events it did count before the failure with the error.
-func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention time.Duration) (int, error) {
+func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention time.Duration) (int, error) {
 	if err := validate(events, retention); err != nil {
 		return 0, err
 	}
@@ -386,20 +386,20 @@ func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention ti
 	}
 	expireAt := firestoredb.Time(l.clock.Now().Add(retention))
 	seen := make(map[string]bool, len(events))
-	todo := make([]usage.Counted, 0, len(events))
+	todo := make([]ledger.Counted, 0, len(events))
 	for _, e := range events {
 		if !seen[e.ID] {
 			seen[e.ID] = true
 			todo = append(todo, e)
 		}
 	}
-	slices.SortStableFunc(todo, func(a, b usage.Counted) int {
+	slices.SortStableFunc(todo, func(a, b ledger.Counted) int {
 		return cmp.Or(cmp.Compare(a.KeyID, b.KeyID), a.Time.Compare(b.Time))
 	})
 
 	counted := 0
 	for round := 0; len(todo) > 0 && round < chunkRounds; round++ {
-		var rest []usage.Counted
+		var rest []ledger.Counted
 		for _, ch := range l.chunks(todo) {
 			err := l.commit(ctx, ch, expireAt)
 			switch {
@@ -418,7 +418,7 @@ func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention ti
 		todo = rest
 	}
 	for _, e := range todo {
-		err := l.commit(ctx, l.chunks([]usage.Counted{e})[0], expireAt)
+		err := l.commit(ctx, l.chunks([]ledger.Counted{e})[0], expireAt)
 		switch {
 		case err == nil:
 			counted++
@@ -431,12 +431,12 @@ func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention ti
 
 // Totals returns key id's totals in the window of kind w containing start:
 // the sum of its counter's shards, read by id in one call.
-func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (usage.Totals, error) {
+func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error) {
 	if err := checkWindow(w); err != nil {
-		return usage.Totals{}, err
+		return ledger.Totals{}, err
 	}
 	if !validKeyID(keyID) {
-		return usage.Totals{}, nil // nothing can have been counted for it
+		return ledger.Totals{}, nil // nothing can have been counted for it
 	}
 	c := counter{keyID, w, windowStart(w, start)}
 	refs := make([]*firestore.DocumentRef, l.shards)
@@ -445,18 +445,18 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 	}
 	snaps, err := l.c.GetAll(ctx, refs)
 	if err != nil {
-		return usage.Totals{}, translate(err, "firestore: read usage counters")
+		return ledger.Totals{}, translate(err, "firestore: read usage counters")
 	}
-	var t usage.Totals
+	var t ledger.Totals
 	for _, snap := range snaps {
 		if !snap.Exists() {
 			continue
 		}
 		var d counterDoc
 		if err := snap.DataTo(&d); err != nil {
-			return usage.Totals{}, errs.Wrap(errs.Internal, err, "firestore: decode usage counter "+snap.Ref.ID)
+			return ledger.Totals{}, errs.Wrap(errs.Internal, err, "firestore: decode usage counter "+snap.Ref.ID)
 		}
-		t.Add(usage.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+		t.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
 	}
 	return t, nil
 }
@@ -476,7 +476,7 @@ func checkPageSize(n int) error {
 // (one per key); each further one for as many as the keys still needed
 // take at the shards per key seen so far, so that few documents past the
 // page are read.
-func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start time.Time, size int, token string, fields ...string) ([]usage.KeyTotals, string, error) {
+func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start time.Time, size int, token string, fields ...string) ([]ledger.KeyTotals, string, error) {
 	if err := checkWindow(w); err != nil {
 		return nil, "", err
 	}
@@ -497,7 +497,7 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 	}
 	q = q.OrderBy("key_id", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
 	var (
-		out   []usage.KeyTotals
+		out   []ledger.KeyTotals
 		docs  int
 		limit = size + 1
 	)
@@ -515,9 +515,9 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 				if len(out) == size {
 					return out, pagetoken.Encode(time.Time{}, out[len(out)-1].KeyID), nil
 				}
-				out = append(out, usage.KeyTotals{KeyID: d.KeyID, Owner: d.Owner})
+				out = append(out, ledger.KeyTotals{KeyID: d.KeyID, Owner: d.Owner})
 			}
-			out[len(out)-1].Add(usage.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+			out[len(out)-1].Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
 			docs++
 		}
 		if len(snaps) < limit {
@@ -532,7 +532,7 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 // OwnerTotals returns one page of per-key totals of owner's keys (every
 // key if owner is "") in the window of kind w containing start, ordered by
 // key id.
-func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]usage.KeyTotals, string, error) {
+func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]ledger.KeyTotals, string, error) {
 	return l.keyPage(ctx, owner, w, start, pageSize, pageToken, "key_id", "owner", "requests", "units", "bytes")
 }
 
@@ -552,7 +552,7 @@ func (l *Ledger) ActiveKeys(ctx context.Context, w plan.Window, start time.Time,
 
 // AddDeadLetter records d unless a dead letter with its ID exists, in which
 // case the first one is kept. A payload over 64 KiB is truncated.
-func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
+func (l *Ledger) AddDeadLetter(ctx context.Context, d ledger.DeadLetter) error {
 	if d.ID == "" {
 		return errs.E(errs.Invalid, "a dead letter needs an id")
 	}
@@ -578,7 +578,7 @@ func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
 
 // ListDeadLetters returns one page of dead letters, newest first (ties by
 // document id, descending).
-func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]usage.DeadLetter, string, error) {
+func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]ledger.DeadLetter, string, error) {
 	if err := checkPageSize(pageSize); err != nil {
 		return nil, "", err
 	}
@@ -598,13 +598,13 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 	if more {
 		snaps = snaps[:pageSize]
 	}
-	out := make([]usage.DeadLetter, 0, len(snaps))
+	out := make([]ledger.DeadLetter, 0, len(snaps))
 	for _, snap := range snaps {
 		var d deadLetterDoc
 		if err := snap.DataTo(&d); err != nil {
 			return nil, "", errs.Wrap(errs.Internal, err, "firestore: decode dead letter "+snap.Ref.ID)
 		}
-		out = append(out, usage.DeadLetter{ID: d.ID, Time: d.Time, Reason: d.Reason, Detail: d.Detail, Payload: d.Payload})
+		out = append(out, ledger.DeadLetter{ID: d.ID, Time: d.Time, Reason: d.Reason, Detail: d.Detail, Payload: d.Payload})
 	}
 	var next string
 	if more {
@@ -635,7 +635,7 @@ func (l *Ledger) clientIPs(keyID string, day time.Time) *firestore.DocumentRef {
 // contention); the writes are independent, so a failure may leave some
 // keys' IPs written, which a retry writes again at no harm.
 func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
-	clean, err := usage.CleanClientIPs(day, ips)
+	clean, err := ledger.CleanClientIPs(day, ips)
 	if err != nil {
 		return err
 	}
@@ -653,7 +653,7 @@ func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string
 		}
 	}
 	d := windowStart(plan.Day, day)
-	expireAt := d.Add(usage.ClientIPRetention)
+	expireAt := d.Add(ledger.ClientIPRetention)
 	bw := l.c.BulkWriter(ctx)
 	jobs := make([]*firestore.BulkWriterJob, 0, len(clean))
 	var enqueueErr error
@@ -690,7 +690,7 @@ func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string
 // count is the length of its array, the sample its first IPs in byte
 // order.
 func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
-	if err := usage.CheckClientIPsQuery(keyID, day, sample); err != nil {
+	if err := ledger.CheckClientIPsQuery(keyID, day, sample); err != nil {
 		return 0, nil, err
 	}
 	if !validKeyID(keyID) {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/ledgertest"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/testenv"
@@ -50,10 +51,10 @@ func TestNewOwnsClient(t *testing.T) {
 
 var at = time.Date(2031, time.January, 31, 23, 59, 30, 0, time.UTC)
 
-func events(prefix, key string, n int) []usage.Counted {
-	var out []usage.Counted
+func events(prefix, key string, n int) []ledger.Counted {
+	var out []ledger.Counted
 	for i := range n {
-		out = append(out, usage.Counted{Event: usage.Event{ID: fmt.Sprintf("%s-%d", prefix, i), KeyID: key, Time: at,
+		out = append(out, ledger.Counted{Event: usage.Event{ID: fmt.Sprintf("%s-%d", prefix, i), KeyID: key, Time: at,
 			Requests: 1, Units: int64(10 * (i + 1)), Bytes: 100}, Owner: "owner-1"})
 	}
 	return out
@@ -106,7 +107,7 @@ func TestChunkCommitIsAtomic(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Totals: %v", err)
 	}
-	if want := (usage.Totals{Requests: 4, Units: 10 + 20 + 30 + 50, Bytes: 400}); got != want {
+	if want := (ledger.Totals{Requests: 4, Units: 10 + 20 + 30 + 50, Bytes: 400}); got != want {
 		t.Errorf("Totals: got %+v, want %+v", got, want)
 	}
 }
@@ -139,7 +140,7 @@ func TestCountSurvivesRacingDeliveries(t *testing.T) {
 		t.Errorf("events the racing ledger counted: got %d, want 4", s.Counted)
 	}
 	got, err := l.Totals(t.Context(), "key-1", plan.Day, at)
-	if want := (usage.Totals{Requests: 10, Units: 550, Bytes: 1000}); got != want || err != nil {
+	if want := (ledger.Totals{Requests: 10, Units: 550, Bytes: 1000}); got != want || err != nil {
 		t.Errorf("Totals: got %+v, %v; want %+v", got, err, want)
 	}
 }
@@ -149,7 +150,7 @@ func TestCountSurvivesRacingDeliveries(t *testing.T) {
 // event, in commits of at most 450 writes.
 func TestCountPreAggregatesCounterWrites(t *testing.T) {
 	l := NewFromClient(testenv.FirestoreClient(t), Options{})
-	var evs []usage.Counted
+	var evs []ledger.Counted
 	for k := range 20 {
 		evs = append(evs, events(fmt.Sprint("evt-", k), fmt.Sprintf("key-%02d", k), 50)...)
 	}
@@ -176,7 +177,7 @@ func TestCountSpreadsCommitsOverShards(t *testing.T) {
 	l := NewFromClient(c, Options{Shards: 3})
 	evs := events("evt", "key-1", 40)
 	for _, e := range evs {
-		if n, err := l.Count(t.Context(), []usage.Counted{e}, time.Hour); n != 1 || err != nil {
+		if n, err := l.Count(t.Context(), []ledger.Counted{e}, time.Hour); n != 1 || err != nil {
 			t.Fatalf("Count(%s): got %d, %v; want 1, nil", e.ID, n, err)
 		}
 	}
@@ -187,7 +188,7 @@ func TestCountSpreadsCommitsOverShards(t *testing.T) {
 	if len(docs) < 2 || len(docs) > 3 {
 		t.Errorf("minute counter shards after 40 commits: got %d documents, want 2 or 3", len(docs))
 	}
-	want := usage.Totals{Requests: 40, Units: 10 * 40 * 41 / 2, Bytes: 4000}
+	want := ledger.Totals{Requests: 40, Units: 10 * 40 * 41 / 2, Bytes: 4000}
 	got, err := l.Totals(t.Context(), "key-1", plan.Minute, at)
 	if err != nil || got != want {
 		t.Errorf("Totals: got %+v, %v; want %+v", got, err, want)
@@ -205,7 +206,7 @@ func TestDocumentLayout(t *testing.T) {
 	now := time.Date(2031, time.March, 1, 0, 0, 0, 0, time.UTC)
 	l := NewFromClient(c, Options{Clock: fakeClock{now}})
 	e := events("evt", "key_with_underscores", 1)[0]
-	if n, err := l.Count(t.Context(), []usage.Counted{e}, time.Hour); n != 1 || err != nil {
+	if n, err := l.Count(t.Context(), []ledger.Counted{e}, time.Hour); n != 1 || err != nil {
 		t.Fatalf("Count: got %d, %v; want 1, nil", n, err)
 	}
 	snap, err := c.Collection("usage_events").Doc(hashID("evt-0")).Get(t.Context())
@@ -270,7 +271,7 @@ func TestClientIPsDocumentLayout(t *testing.T) {
 		t.Errorf("document id: got %q, want %q", got, want)
 	}
 	data := docs[0].Data()
-	want := map[string]any{"key_id": "key_with_underscores", "day": day, "expire_at": day.Add(usage.ClientIPRetention)}
+	want := map[string]any{"key_id": "key_with_underscores", "day": day, "expire_at": day.Add(ledger.ClientIPRetention)}
 	for f, w := range want {
 		if got := data[f]; got != w {
 			t.Errorf("field %s: got %v (%T), want %v (%T)", f, got, got, w, w)
@@ -324,14 +325,14 @@ func BenchmarkCount(b *testing.B) {
 	ctx := b.Context()
 	base := time.Now().UTC()
 	var (
-		seq           int
-		ledger, plain time.Duration
+		seq             int
+		counting, plain time.Duration
 	)
 	for b.Loop() {
-		evs := make([]usage.Counted, batch)
+		evs := make([]ledger.Counted, batch)
 		for i := range evs {
 			seq++
-			evs[i] = usage.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%09d", seq), KeyID: fmt.Sprintf("key-%02d", seq%keys),
+			evs[i] = ledger.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%09d", seq), KeyID: fmt.Sprintf("key-%02d", seq%keys),
 				Time: base.Add(time.Duration(seq) * time.Millisecond), Requests: 1, Units: 350, Bytes: 2048}, Owner: "owner-1"}
 		}
 		start := time.Now()
@@ -354,14 +355,14 @@ func BenchmarkCount(b *testing.B) {
 				b.Fatalf("baseline commit: %v", err)
 			}
 		}
-		ledger += mid.Sub(start)
+		counting += mid.Sub(start)
 		plain += time.Since(mid)
 	}
 	s := l.Stats()
 	events := float64(b.N * batch)
-	b.ReportMetric(events/ledger.Seconds(), "events/s")
+	b.ReportMetric(events/counting.Seconds(), "events/s")
 	b.ReportMetric(events/plain.Seconds(), "baseline-events/s")
-	b.ReportMetric(ledger.Seconds()/plain.Seconds(), "time/baseline")
+	b.ReportMetric(counting.Seconds()/plain.Seconds(), "time/baseline")
 	b.ReportMetric(float64(s.Writes)/float64(s.Counted), "writes/event")
 	b.ReportMetric(0, "ns/op") // covers the ledger and the baseline: see the metrics above
 }

@@ -1,4 +1,4 @@
-// Package ledgertest is the conformance suite of the usage.Ledger contract.
+// Package ledgertest is the conformance suite of the ledger.Ledger contract.
 // Every adapter's test calls Run with a function that opens a fresh, empty
 // ledger and returns it in a Harness; the suite then checks each documented
 // guarantee, above all exactly-once counting: an event id is counted once

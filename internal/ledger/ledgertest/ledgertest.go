@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/usage"
 )
@@ -23,7 +24,7 @@ import (
 // Harness is a fresh ledger and the hooks some tests need. A nil hook skips
 // the tests that need it.
 type Harness struct {
-	Ledger usage.Ledger
+	Ledger ledger.Ledger
 	// Break makes the ledger's commits fail with errs.Unavailable after
 	// the next n succeed, until Repair is called. Adapters implement it
 	// with a Breaker.
@@ -131,13 +132,13 @@ var monthEnd = time.Date(2031, time.January, 31, 23, 59, 30, 0, time.UTC)
 
 var badTokens = []string{"%%%", "Zm9vYmFy", "eyJ0IjoxfQ"} // not base64; base64 of "foobar"; of {"t":1}
 
-func ev(id, key, owner string, t time.Time, requests, units, bytes int64) usage.Counted {
-	return usage.Counted{Event: usage.Event{ID: id, KeyID: key, Time: t, Requests: requests, Units: units,
+func ev(id, key, owner string, t time.Time, requests, units, bytes int64) ledger.Counted {
+	return ledger.Counted{Event: usage.Event{ID: id, KeyID: key, Time: t, Requests: requests, Units: units,
 		Bytes: bytes, Feature: "generate"}, Owner: owner}
 }
 
-func amounts(e usage.Counted) usage.Totals {
-	return usage.Totals{Requests: e.Requests, Units: e.Units, Bytes: e.Bytes}
+func amounts(e ledger.Counted) ledger.Totals {
+	return ledger.Totals{Requests: e.Requests, Units: e.Units, Bytes: e.Bytes}
 }
 
 func wantKind(t *testing.T, what string, err error, k errs.Kind) {
@@ -150,7 +151,7 @@ func wantKind(t *testing.T, what string, err error, k errs.Kind) {
 // countRetrying calls Count until it succeeds, retrying transient failures
 // a bounded number of times as the usage consumer does, and returns the sum
 // of what every call reported counted.
-func countRetrying(ctx context.Context, l usage.Ledger, events []usage.Counted) (int, error) {
+func countRetrying(ctx context.Context, l ledger.Ledger, events []ledger.Counted) (int, error) {
 	total := 0
 	var err error
 	for range 50 {
@@ -164,7 +165,7 @@ func countRetrying(ctx context.Context, l usage.Ledger, events []usage.Counted) 
 	return total, err
 }
 
-func count(t *testing.T, l usage.Ledger, events []usage.Counted) int {
+func count(t *testing.T, l ledger.Ledger, events []ledger.Counted) int {
 	t.Helper()
 	n, err := countRetrying(t.Context(), l, events)
 	if err != nil {
@@ -173,7 +174,7 @@ func count(t *testing.T, l usage.Ledger, events []usage.Counted) int {
 	return n
 }
 
-func countWant(t *testing.T, l usage.Ledger, events []usage.Counted, want int) {
+func countWant(t *testing.T, l ledger.Ledger, events []ledger.Counted, want int) {
 	t.Helper()
 	if got := count(t, l, events); got != want {
 		t.Errorf("Count(%d events): got %d counted, want %d", len(events), got, want)
@@ -181,7 +182,7 @@ func countWant(t *testing.T, l usage.Ledger, events []usage.Counted, want int) {
 }
 
 // totals returns key's totals in the window of kind w containing at.
-func totals(t *testing.T, l usage.Ledger, key string, w plan.Window, at time.Time) usage.Totals {
+func totals(t *testing.T, l ledger.Ledger, key string, w plan.Window, at time.Time) ledger.Totals {
 	t.Helper()
 	start, _ := w.Bounds(at)
 	got, err := l.Totals(t.Context(), key, w, start)
@@ -191,7 +192,7 @@ func totals(t *testing.T, l usage.Ledger, key string, w plan.Window, at time.Tim
 	return got
 }
 
-func wantTotals(t *testing.T, l usage.Ledger, key string, w plan.Window, at time.Time, want usage.Totals) {
+func wantTotals(t *testing.T, l ledger.Ledger, key string, w plan.Window, at time.Time, want ledger.Totals) {
 	t.Helper()
 	if got := totals(t, l, key, w, at); got != want {
 		start, _ := w.Bounds(at)
@@ -208,15 +209,15 @@ type window struct {
 
 // model is the totals a correct ledger holds, with each key's owner.
 type model struct {
-	totals map[window]usage.Totals
+	totals map[window]ledger.Totals
 	owners map[string]string
 }
 
 func newModel() *model {
-	return &model{totals: map[window]usage.Totals{}, owners: map[string]string{}}
+	return &model{totals: map[window]ledger.Totals{}, owners: map[string]string{}}
 }
 
-func (m *model) add(events ...usage.Counted) {
+func (m *model) add(events ...ledger.Counted) {
 	for _, e := range events {
 		m.owners[e.KeyID] = e.Owner
 		for _, w := range plan.Windows {
@@ -232,7 +233,7 @@ func (m *model) add(events ...usage.Counted) {
 // check compares every counter of the model with Totals, and the model's
 // per-window sums with OwnerTotals for every owner and for all owners. It
 // makes up to 8 calls at a time.
-func (m *model) check(t *testing.T, l usage.Ledger) {
+func (m *model) check(t *testing.T, l ledger.Ledger) {
 	t.Helper()
 	type list struct {
 		w     plan.Window
@@ -240,7 +241,7 @@ func (m *model) check(t *testing.T, l usage.Ledger) {
 		owner string
 	}
 	var (
-		lists = map[list][]usage.KeyTotals{}
+		lists = map[list][]ledger.KeyTotals{}
 		wg    sync.WaitGroup
 		sem   = make(chan struct{}, 8)
 	)
@@ -261,18 +262,18 @@ func (m *model) check(t *testing.T, l usage.Ledger) {
 				t.Errorf("Totals(%s, %s, %s): got %+v, want %+v", k.key, k.w, start.Format(time.RFC3339), got, want)
 			}
 		})
-		kt := usage.KeyTotals{KeyID: k.key, Owner: m.owners[k.key], Totals: want}
+		kt := ledger.KeyTotals{KeyID: k.key, Owner: m.owners[k.key], Totals: want}
 		lists[list{k.w, k.start, ""}] = append(lists[list{k.w, k.start, ""}], kt)
 		if kt.Owner != "" {
 			lists[list{k.w, k.start, kt.Owner}] = append(lists[list{k.w, k.start, kt.Owner}], kt)
 		}
 	}
 	for q, want := range lists {
-		slices.SortFunc(want, func(a, b usage.KeyTotals) int { return cmp.Compare(a.KeyID, b.KeyID) })
+		slices.SortFunc(want, func(a, b ledger.KeyTotals) int { return cmp.Compare(a.KeyID, b.KeyID) })
 		start := time.Unix(q.start, 0).UTC()
 		run(func() {
 			what := fmt.Sprintf("OwnerTotals(%q, %s, %s)", q.owner, q.w, start.Format(time.RFC3339))
-			got, err := readPages(what, 7, func(token string) ([]usage.KeyTotals, string, error) {
+			got, err := readPages(what, 7, func(token string) ([]ledger.KeyTotals, string, error) {
 				return l.OwnerTotals(t.Context(), q.owner, q.w, start, 7, token)
 			})
 			if err != nil {
@@ -321,15 +322,15 @@ func pages[T any](t *testing.T, what string, size int, list func(token string) (
 	return all
 }
 
-func ownerTotals(t *testing.T, l usage.Ledger, owner string, w plan.Window, start time.Time, size int) []usage.KeyTotals {
+func ownerTotals(t *testing.T, l ledger.Ledger, owner string, w plan.Window, start time.Time, size int) []ledger.KeyTotals {
 	t.Helper()
 	return pages(t, fmt.Sprintf("OwnerTotals(%q, %s, size %d)", owner, w, size), size,
-		func(token string) ([]usage.KeyTotals, string, error) {
+		func(token string) ([]ledger.KeyTotals, string, error) {
 			return l.OwnerTotals(t.Context(), owner, w, start, size, token)
 		})
 }
 
-func activeKeys(t *testing.T, l usage.Ledger, w plan.Window, start time.Time, size int) []string {
+func activeKeys(t *testing.T, l ledger.Ledger, w plan.Window, start time.Time, size int) []string {
 	t.Helper()
 	return pages(t, fmt.Sprintf("ActiveKeys(%s, size %d)", w, size), size,
 		func(token string) ([]string, string, error) {
@@ -349,7 +350,7 @@ func testCountAddsToCountersOfEveryWindow(t *testing.T, h Harness) {
 	l := h.Ledger
 	east := time.FixedZone("UTC+5", 5*60*60)
 	next := monthEnd.Add(40 * time.Second) // 2031-02-01T00:00:10Z
-	events := []usage.Counted{
+	events := []ledger.Counted{
 		ev("evt-1", "key-1", "owner-1", monthEnd, 1, 350, 2048),
 		// 23:59:50 UTC, which is already February 1 in UTC+5: windows are UTC.
 		ev("evt-2", "key-1", "owner-1", monthEnd.Add(20*time.Second).In(east), 2, 50, 0),
@@ -358,17 +359,17 @@ func testCountAddsToCountersOfEveryWindow(t *testing.T, h Harness) {
 	}
 	countWant(t, l, events, 4)
 
-	jan := usage.Totals{Requests: 3, Units: 400, Bytes: 2048}
+	jan := ledger.Totals{Requests: 3, Units: 400, Bytes: 2048}
 	for _, w := range plan.Windows {
 		wantTotals(t, l, "key-1", w, monthEnd, jan)
-		wantTotals(t, l, "key-1", w, next, usage.Totals{Requests: 1, Units: 7, Bytes: 1})
-		wantTotals(t, l, "key-2", w, monthEnd, usage.Totals{Requests: 5})
-		wantTotals(t, l, "key-3", w, monthEnd, usage.Totals{})
+		wantTotals(t, l, "key-1", w, next, ledger.Totals{Requests: 1, Units: 7, Bytes: 1})
+		wantTotals(t, l, "key-2", w, monthEnd, ledger.Totals{Requests: 5})
+		wantTotals(t, l, "key-3", w, monthEnd, ledger.Totals{})
 	}
-	wantTotals(t, l, "key-1", plan.Minute, monthEnd.Add(-time.Minute), usage.Totals{})
-	wantTotals(t, l, "key-1", plan.Hour, monthEnd.Add(-time.Hour), usage.Totals{})
-	wantTotals(t, l, "key-1", plan.Day, monthEnd.AddDate(0, 0, -1), usage.Totals{})
-	wantTotals(t, l, "key-1", plan.Month, monthEnd.AddDate(0, -1, 0), usage.Totals{})
+	wantTotals(t, l, "key-1", plan.Minute, monthEnd.Add(-time.Minute), ledger.Totals{})
+	wantTotals(t, l, "key-1", plan.Hour, monthEnd.Add(-time.Hour), ledger.Totals{})
+	wantTotals(t, l, "key-1", plan.Day, monthEnd.AddDate(0, 0, -1), ledger.Totals{})
+	wantTotals(t, l, "key-1", plan.Month, monthEnd.AddDate(0, -1, 0), ledger.Totals{})
 
 	// A window start is an instant: its time zone does not matter.
 	start, _ := plan.Day.Bounds(monthEnd)
@@ -382,7 +383,7 @@ func testCountAddsToCountersOfEveryWindow(t *testing.T, h Harness) {
 }
 
 func testCountNothingIsNoop(t *testing.T, h Harness) {
-	for _, events := range [][]usage.Counted{nil, {}} {
+	for _, events := range [][]ledger.Counted{nil, {}} {
 		n, err := h.Ledger.Count(t.Context(), events, retention)
 		if n != 0 || err != nil {
 			t.Errorf("Count(%v): got %d, %v; want 0, nil", events, n, err)
@@ -395,7 +396,7 @@ func testLargeAmountsAreExact(t *testing.T, h Harness) {
 	// integers end to end.
 	const big = 1<<53 + 1
 	m := newModel()
-	var events []usage.Counted
+	var events []ledger.Counted
 	for i := range 3 {
 		events = append(events, ev(fmt.Sprintf("evt-%d", i), "key-1", "owner-1", monthEnd, 1, big, big))
 	}
@@ -413,9 +414,9 @@ func testDuplicateEventCountedOnce(t *testing.T, h Harness) {
 	e1 := ev("evt-1", "key-1", "owner-1", monthEnd, 1, 10, 100)
 	e2 := ev("evt-2", "key-1", "owner-1", monthEnd.Add(time.Second), 1, 20, 200)
 	e3 := ev("evt-3", "key-2", "owner-1", monthEnd.Add(time.Hour), 1, 30, 300)
-	countWant(t, l, []usage.Counted{e1, e1, e2, e1}, 2)
-	countWant(t, l, []usage.Counted{e2, e1, e3, e3}, 1)
-	countWant(t, l, []usage.Counted{e3, e2, e1}, 0)
+	countWant(t, l, []ledger.Counted{e1, e1, e2, e1}, 2)
+	countWant(t, l, []ledger.Counted{e2, e1, e3, e3}, 1)
+	countWant(t, l, []ledger.Counted{e3, e2, e1}, 0)
 	m := newModel()
 	m.add(e1, e2, e3)
 	m.check(t, l)
@@ -423,11 +424,11 @@ func testDuplicateEventCountedOnce(t *testing.T, h Harness) {
 
 func testSameIDForOtherKeyIsStillADuplicate(t *testing.T, h Harness) {
 	l := h.Ledger
-	countWant(t, l, []usage.Counted{ev("evt-1", "key-1", "owner-1", monthEnd, 1, 10, 100)}, 1)
-	countWant(t, l, []usage.Counted{ev("evt-1", "key-2", "owner-2", monthEnd, 1, 10, 100)}, 0)
+	countWant(t, l, []ledger.Counted{ev("evt-1", "key-1", "owner-1", monthEnd, 1, 10, 100)}, 1)
+	countWant(t, l, []ledger.Counted{ev("evt-1", "key-2", "owner-2", monthEnd, 1, 10, 100)}, 0)
 	for _, w := range plan.Windows {
-		wantTotals(t, l, "key-1", w, monthEnd, usage.Totals{Requests: 1, Units: 10, Bytes: 100})
-		wantTotals(t, l, "key-2", w, monthEnd, usage.Totals{})
+		wantTotals(t, l, "key-1", w, monthEnd, ledger.Totals{Requests: 1, Units: 10, Bytes: 100})
+		wantTotals(t, l, "key-2", w, monthEnd, ledger.Totals{})
 	}
 	start, _ := plan.Day.Bounds(monthEnd)
 	if got := activeKeys(t, l, plan.Day, start, 10); !slices.Equal(got, []string{"key-1"}) {
@@ -438,7 +439,7 @@ func testSameIDForOtherKeyIsStillADuplicate(t *testing.T, h Harness) {
 func testInvalidBatchCountsNothing(t *testing.T, h Harness) {
 	l := h.Ledger
 	good := ev("evt-1", "key-1", "owner-1", monthEnd, 1, 10, 100)
-	bad := map[string]usage.Counted{
+	bad := map[string]ledger.Counted{
 		"negative requests": ev("evt-2", "key-1", "owner-1", monthEnd, -1, 0, 0),
 		"negative units":    ev("evt-2", "key-1", "owner-1", monthEnd, 1, -5, 0),
 		"negative bytes":    ev("evt-2", "key-1", "owner-1", monthEnd, 1, 0, -5),
@@ -447,27 +448,27 @@ func testInvalidBatchCountsNothing(t *testing.T, h Harness) {
 		"zero time":         ev("evt-2", "key-1", "owner-1", time.Time{}, 1, 0, 0),
 	}
 	for name, e := range bad {
-		n, err := l.Count(t.Context(), []usage.Counted{good, e}, retention)
+		n, err := l.Count(t.Context(), []ledger.Counted{good, e}, retention)
 		wantKind(t, "Count with "+name, err, errs.Invalid)
 		if n != 0 {
 			t.Errorf("Count with %s: got %d counted, want 0", name, n)
 		}
 	}
 	for _, r := range []time.Duration{0, -time.Hour} {
-		n, err := l.Count(t.Context(), []usage.Counted{good}, r)
+		n, err := l.Count(t.Context(), []ledger.Counted{good}, r)
 		wantKind(t, fmt.Sprintf("Count with retention %v", r), err, errs.Invalid)
 		if n != 0 {
 			t.Errorf("Count with retention %v: got %d counted, want 0", r, n)
 		}
 	}
-	wantTotals(t, l, "key-1", plan.Day, monthEnd, usage.Totals{})
-	countWant(t, l, []usage.Counted{good}, 1) // the rejected batches burned no id
+	wantTotals(t, l, "key-1", plan.Day, monthEnd, ledger.Totals{})
+	countWant(t, l, []ledger.Counted{good}, 1) // the rejected batches burned no id
 }
 
 func testConcurrentOverlappingCountsAreExact(t *testing.T, h Harness) {
 	l := h.Ledger
 	const n, workers = 200, 8
-	var events []usage.Counted
+	var events []ledger.Counted
 	for i := range n {
 		events = append(events, ev(fmt.Sprintf("evt-%03d", i), fmt.Sprintf("key-%d", i%4), "owner-1",
 			monthEnd.Add(time.Duration(i)*7*time.Second), 1, int64(i), int64(i*i)))
@@ -510,7 +511,7 @@ func testStreamDeliveredThreeTimesInRandomOrderIsExact(t *testing.T, h Harness) 
 	l := h.Ledger
 	const n, keys, copies, workers = 1000, 20, 3, 4
 	rng, seed := newRand(t)
-	var events []usage.Counted
+	var events []ledger.Counted
 	for i := range n {
 		k := rng.IntN(keys)
 		// 16 minutes 97 minutes apart around the end of January: several
@@ -519,7 +520,7 @@ func testStreamDeliveredThreeTimesInRandomOrderIsExact(t *testing.T, h Harness) 
 		events = append(events, ev(fmt.Sprintf("evt-%04d", i), fmt.Sprintf("key-%02d", k), fmt.Sprintf("owner-%d", k%3),
 			at, 1+rng.Int64N(3), rng.Int64N(10_000), rng.Int64N(1<<20)))
 	}
-	var deliveries []usage.Counted
+	var deliveries []ledger.Counted
 	for range copies {
 		deliveries = append(deliveries, events...)
 	}
@@ -530,7 +531,7 @@ func testStreamDeliveredThreeTimesInRandomOrderIsExact(t *testing.T, h Harness) 
 		counted atomic.Int64
 		wg      sync.WaitGroup
 	)
-	take := func(rng *rand.Rand) []usage.Counted {
+	take := func(rng *rand.Rand) []ledger.Counted {
 		mu.Lock()
 		defer mu.Unlock()
 		k := min(len(deliveries), 1+rng.IntN(100))
@@ -566,8 +567,8 @@ func testFailedCountDoesNotBurnIDs(t *testing.T, h Harness) {
 	}
 	l := h.Ledger
 	// 600 events of 3 keys: more than one Firestore commit holds.
-	batch := func(prefix string, at time.Time) []usage.Counted {
-		var events []usage.Counted
+	batch := func(prefix string, at time.Time) []ledger.Counted {
+		var events []ledger.Counted
 		for i := range 600 {
 			events = append(events, ev(fmt.Sprintf("%s-%03d", prefix, i), fmt.Sprintf("key-%d", i%3), "owner-1",
 				at.Add(time.Duration(i)*time.Second), 1, int64(i), 1))
@@ -629,9 +630,9 @@ func testEventsExpireAfterRetention(t *testing.T, h Harness) {
 	l := h.Ledger
 	e1 := ev("evt-1", "key-1", "owner-1", monthEnd, 1, 10, 100)
 	e2 := ev("evt-2", "key-1", "owner-1", monthEnd, 1, 10, 100)
-	c := func(e usage.Counted) int {
+	c := func(e ledger.Counted) int {
 		t.Helper()
-		n, err := l.Count(t.Context(), []usage.Counted{e}, time.Hour)
+		n, err := l.Count(t.Context(), []ledger.Counted{e}, time.Hour)
 		if err != nil {
 			t.Fatalf("Count(%s): %v", e.ID, err)
 		}
@@ -664,24 +665,24 @@ func testOwnerTotalsSumsShardsAndPages(t *testing.T, h Harness) {
 		for _, key := range slices.Sorted(maps.Keys(owners)) {
 			e := ev(fmt.Sprintf("evt-%s-%02d", key, i), key, owners[key], monthEnd.Add(-time.Duration(i)*time.Minute),
 				1, int64(i+1), int64(len(key)*i))
-			countWant(t, l, []usage.Counted{e}, 1)
+			countWant(t, l, []ledger.Counted{e}, 1)
 			m.add(e)
 		}
 	}
 	// Usage on another day of another owner's key is not listed.
 	other := ev("evt-other", "key-00", "acct-a", monthEnd.AddDate(0, 0, -1), 1, 1, 1)
-	countWant(t, l, []usage.Counted{other}, 1)
+	countWant(t, l, []ledger.Counted{other}, 1)
 	m.add(other)
 
 	start, _ := plan.Day.Bounds(monthEnd)
-	want := map[string][]usage.KeyTotals{}
+	want := map[string][]ledger.KeyTotals{}
 	for key, owner := range owners {
-		kt := usage.KeyTotals{KeyID: key, Owner: owner, Totals: totalsOf(m, key, plan.Day, start)}
+		kt := ledger.KeyTotals{KeyID: key, Owner: owner, Totals: totalsOf(m, key, plan.Day, start)}
 		want[owner] = append(want[owner], kt)
 		want[""] = append(want[""], kt)
 	}
 	for _, list := range want {
-		slices.SortFunc(list, func(a, b usage.KeyTotals) int { return cmp.Compare(a.KeyID, b.KeyID) })
+		slices.SortFunc(list, func(a, b ledger.KeyTotals) int { return cmp.Compare(a.KeyID, b.KeyID) })
 	}
 	for _, owner := range []string{"acct-a", "acct-b", "", "acct-c"} {
 		for _, size := range []int{1, 2, 3, 1000} {
@@ -694,7 +695,7 @@ func testOwnerTotalsSumsShardsAndPages(t *testing.T, h Harness) {
 	m.check(t, l)
 }
 
-func totalsOf(m *model, key string, w plan.Window, start time.Time) usage.Totals {
+func totalsOf(m *model, key string, w plan.Window, start time.Time) ledger.Totals {
 	return m.totals[window{key, w, start.Unix()}]
 }
 
@@ -702,7 +703,7 @@ func testActiveKeysListsOnlyKeysWithUsageInWindow(t *testing.T, h Harness) {
 	l := h.Ledger
 	day1 := time.Date(2031, time.March, 4, 10, 0, 0, 0, time.UTC)
 	day2 := day1.AddDate(0, 0, 1)
-	var events []usage.Counted
+	var events []ledger.Counted
 	add := func(key string, at time.Time) {
 		events = append(events, ev(fmt.Sprintf("evt-%d", len(events)), key, "owner-1", at, 1, 0, 0))
 	}
@@ -752,9 +753,9 @@ func testDeadLettersRecordedOnceNewestFirst(t *testing.T, h Harness) {
 	if err != nil || len(got) != 0 || next != "" {
 		t.Errorf("ListDeadLetters on an empty ledger: got %v, %q, %v; want nothing", got, next, err)
 	}
-	var want []usage.DeadLetter
+	var want []ledger.DeadLetter
 	for i := range 5 {
-		want = append(want, usage.DeadLetter{
+		want = append(want, ledger.DeadLetter{
 			ID:      fmt.Sprintf("evt-%d", i),
 			Time:    monthEnd.Add(time.Duration(i)*time.Minute + time.Duration(i)*time.Microsecond),
 			Reason:  []string{"unknown_key", "invalid_event", "undecodable_message"}[i%3],
@@ -771,14 +772,14 @@ func testDeadLettersRecordedOnceNewestFirst(t *testing.T, h Harness) {
 	slices.Reverse(want)
 	for _, size := range []int{1, 2, 1000} {
 		got := pages(t, fmt.Sprintf("ListDeadLetters(size %d)", size), size,
-			func(token string) ([]usage.DeadLetter, string, error) {
+			func(token string) ([]ledger.DeadLetter, string, error) {
 				return l.ListDeadLetters(t.Context(), size, token)
 			})
 		if d := gocmp.Diff(want, got, cmpopts.EquateEmpty()); d != "" {
 			t.Errorf("ListDeadLetters(size %d) mismatch (-want +got):\n%s", size, d)
 		}
 	}
-	if err := l.AddDeadLetter(t.Context(), usage.DeadLetter{Time: monthEnd, Reason: "unknown_key"}); !errs.Is(err, errs.Invalid) {
+	if err := l.AddDeadLetter(t.Context(), ledger.DeadLetter{Time: monthEnd, Reason: "unknown_key"}); !errs.Is(err, errs.Invalid) {
 		t.Errorf("AddDeadLetter without an ID: got %v, want kind Invalid", err)
 	}
 }
@@ -786,8 +787,8 @@ func testDeadLettersRecordedOnceNewestFirst(t *testing.T, h Harness) {
 func testBadQueryIsInvalid(t *testing.T, h Harness) {
 	l := h.Ledger
 	ctx := t.Context()
-	countWant(t, l, []usage.Counted{ev("evt-1", "key-1", "owner-1", monthEnd, 1, 0, 0)}, 1)
-	if err := l.AddDeadLetter(ctx, usage.DeadLetter{ID: "evt-x", Time: monthEnd, Reason: "unknown_key"}); err != nil {
+	countWant(t, l, []ledger.Counted{ev("evt-1", "key-1", "owner-1", monthEnd, 1, 0, 0)}, 1)
+	if err := l.AddDeadLetter(ctx, ledger.DeadLetter{ID: "evt-x", Time: monthEnd, Reason: "unknown_key"}); err != nil {
 		t.Fatalf("AddDeadLetter: %v", err)
 	}
 	start, _ := plan.Day.Bounds(monthEnd)
@@ -822,7 +823,7 @@ func testDeadLetterPayloadIsCutTo64KiB(t *testing.T, h Harness) {
 	for i := range big {
 		big[i] = byte('a' + i%26)
 	}
-	if err := h.Ledger.AddDeadLetter(t.Context(), usage.DeadLetter{ID: "big", Time: monthEnd, Reason: "invalid_event", Payload: big}); err != nil {
+	if err := h.Ledger.AddDeadLetter(t.Context(), ledger.DeadLetter{ID: "big", Time: monthEnd, Reason: "invalid_event", Payload: big}); err != nil {
 		t.Fatal(err)
 	}
 	got, _, err := h.Ledger.ListDeadLetters(t.Context(), 10, "")
@@ -839,7 +840,7 @@ var ipDay = time.Date(2031, time.January, 31, 0, 0, 0, 0, time.UTC)
 
 // addClientIPs calls AddClientIPs, retrying transient failures a bounded
 // number of times as a flushing recorder would.
-func addClientIPs(ctx context.Context, l usage.Ledger, day time.Time, ips map[string][]string) error {
+func addClientIPs(ctx context.Context, l ledger.Ledger, day time.Time, ips map[string][]string) error {
 	var err error
 	for range 50 {
 		if err = l.AddClientIPs(ctx, day, ips); !errs.Is(err, errs.Unavailable) {
@@ -849,7 +850,7 @@ func addClientIPs(ctx context.Context, l usage.Ledger, day time.Time, ips map[st
 	return err
 }
 
-func addIPs(t *testing.T, l usage.Ledger, day time.Time, ips map[string][]string) {
+func addIPs(t *testing.T, l ledger.Ledger, day time.Time, ips map[string][]string) {
 	t.Helper()
 	if err := addClientIPs(t.Context(), l, day, ips); err != nil {
 		t.Fatalf("AddClientIPs(%s, %d keys): %v", day.Format(time.RFC3339), len(ips), err)
@@ -857,7 +858,7 @@ func addIPs(t *testing.T, l usage.Ledger, day time.Time, ips map[string][]string
 }
 
 // wantIPs checks ClientIPs(key, day, sample) against count and sample ips.
-func wantIPs(t *testing.T, l usage.Ledger, key string, day time.Time, sample, wantCount int, wantSample []string) {
+func wantIPs(t *testing.T, l ledger.Ledger, key string, day time.Time, sample, wantCount int, wantSample []string) {
 	t.Helper()
 	n, ips, err := l.ClientIPs(t.Context(), key, day, sample)
 	if err != nil {
@@ -947,7 +948,7 @@ func testClientIPsOfManyKeysInOneCall(t *testing.T, h Harness) {
 	// More keys than one Firestore batch (500 writes) holds, the most one
 	// call takes.
 	ips := map[string][]string{}
-	for k := range usage.MaxClientIPKeys {
+	for k := range ledger.MaxClientIPKeys {
 		ips[fmt.Sprintf("key-%04d", k)] = []string{ipv4(k), ipv4(k + 1), "2001:db8::1"}
 	}
 	addIPs(t, l, ipDay, ips)
@@ -955,7 +956,7 @@ func testClientIPsOfManyKeysInOneCall(t *testing.T, h Harness) {
 		wg  sync.WaitGroup
 		sem = make(chan struct{}, 8)
 	)
-	for k := range usage.MaxClientIPKeys {
+	for k := range ledger.MaxClientIPKeys {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -1015,12 +1016,12 @@ func testInvalidClientIPsWriteNothing(t *testing.T, h Harness) {
 	l := h.Ledger
 	ctx := t.Context()
 	good := []string{"192.0.2.1", "2001:db8::1"}
-	tooManyIPs := make([]string, usage.MaxClientIPsPerKey+1)
+	tooManyIPs := make([]string, ledger.MaxClientIPsPerKey+1)
 	for i := range tooManyIPs {
 		tooManyIPs[i] = ipv4(i)
 	}
 	tooManyKeys := map[string][]string{}
-	for k := range usage.MaxClientIPKeys + 1 {
+	for k := range ledger.MaxClientIPKeys + 1 {
 		tooManyKeys[fmt.Sprintf("key-%04d", k)] = good
 	}
 	tests := []struct {
@@ -1054,9 +1055,9 @@ func testInvalidClientIPsWriteNothing(t *testing.T, h Harness) {
 	wantKind(t, "ClientIPs with a negative sample", err, errs.Invalid)
 
 	// The largest valid call is accepted.
-	most := map[string][]string{"key-1": tooManyIPs[:usage.MaxClientIPsPerKey]}
+	most := map[string][]string{"key-1": tooManyIPs[:ledger.MaxClientIPsPerKey]}
 	addIPs(t, l, ipDay, most)
-	wantIPs(t, l, "key-1", ipDay, 0, usage.MaxClientIPsPerKey, nil)
+	wantIPs(t, l, "key-1", ipDay, 0, ledger.MaxClientIPsPerKey, nil)
 }
 
 func testFailedAddClientIPsIsRetried(t *testing.T, h Harness) {

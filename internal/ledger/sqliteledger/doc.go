@@ -1,4 +1,4 @@
-// Package sqlite is the embedded usage.Ledger: a SQLite database file
+// Package sqlite is the embedded ledger.Ledger: a SQLite database file
 // (modernc.org/sqlite, pure Go) used when keyplane runs as one process
 // without Google Cloud.
 //
@@ -41,7 +41,7 @@
 // # Client IPs
 //
 // AddClientIPs is one transaction: it deletes up to 2n+100 rows of days
-// that started more than usage.ClientIPRetention ago (n rows in the call),
+// that started more than ledger.ClientIPRetention ago (n rows in the call),
 // then inserts a row per (key, day, IP) with ON CONFLICT DO NOTHING, so an
 // IP recorded again, or concurrently, is one row. ClientIPs is one query:
 // the rows of the key and day ordered by ip with LIMIT, and count(*) OVER

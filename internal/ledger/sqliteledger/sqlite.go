@@ -13,10 +13,10 @@ import (
 
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/sqlitedb"
-	"github.com/keyplane/keyplane/internal/usage"
 )
 
 // Options are the optional settings of OpenWith. The zero value means the
@@ -31,7 +31,7 @@ type Options struct {
 	FailCommitHook func() error
 }
 
-// Ledger is a usage.Ledger in one SQLite database file.
+// Ledger is a ledger.Ledger in one SQLite database file.
 type Ledger struct {
 	db         *sqlitedb.DB
 	w          *sql.DB // db.W, one connection: every write, serialised
@@ -43,7 +43,7 @@ type Ledger struct {
 	totals, clientIPs *sql.Stmt
 }
 
-var _ usage.Ledger = (*Ledger)(nil)
+var _ ledger.Ledger = (*Ledger)(nil)
 
 // migrations[i] moves the schema from version i to i+1. Append only.
 var migrations = []string{`
@@ -150,7 +150,7 @@ func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
 
 // validate checks a Count call before anything is written, so that an
 // invalid batch counts nothing.
-func validate(events []usage.Counted, retention time.Duration) error {
+func validate(events []ledger.Counted, retention time.Duration) error {
 	if retention <= 0 {
 		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
 	}
@@ -195,7 +195,7 @@ type counter struct {
 // pending is an increment of one counter.
 type pending struct {
 	owner string
-	usage.Totals
+	ledger.Totals
 }
 
 // purgeLimit bounds how many expired event rows one Count deletes: more
@@ -224,7 +224,7 @@ var upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, req
 // duplicate id inserts nothing), and adds the amounts of the inserted
 // events, summed per counter, to the counters. Counters saturate at
 // math.MaxInt64.
-func (l *Ledger) Count(ctx context.Context, events []usage.Counted, retention time.Duration) (int, error) {
+func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention time.Duration) (int, error) {
 	if err := validate(events, retention); err != nil {
 		return 0, err
 	}
@@ -320,17 +320,17 @@ func windowStart(w plan.Window, start time.Time) int64 {
 }
 
 // Totals returns key id's totals in the window of kind w containing start.
-func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (usage.Totals, error) {
+func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error) {
 	if err := checkWindow(w); err != nil {
-		return usage.Totals{}, err
+		return ledger.Totals{}, err
 	}
-	var t usage.Totals
+	var t ledger.Totals
 	err := l.totals.QueryRowContext(ctx, keyID, string(w), windowStart(w, start)).Scan(&t.Requests, &t.Units, &t.Bytes)
 	if errors.Is(err, sql.ErrNoRows) {
-		return usage.Totals{}, nil
+		return ledger.Totals{}, nil
 	}
 	if err != nil {
-		return usage.Totals{}, translate(err, "sqlite: read usage totals")
+		return ledger.Totals{}, translate(err, "sqlite: read usage totals")
 	}
 	return t, nil
 }
@@ -388,11 +388,11 @@ func (l *Ledger) keyPage(ctx context.Context, cols, owner string, w plan.Window,
 // OwnerTotals returns one page of per-key totals of owner's keys (every
 // key if owner is "") in the window of kind w containing start, ordered by
 // key id.
-func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]usage.KeyTotals, string, error) {
-	var out []usage.KeyTotals
+func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]ledger.KeyTotals, string, error) {
+	var out []ledger.KeyTotals
 	next, err := l.keyPage(ctx, "key_id, owner, requests, units, bytes", owner, w, start, pageSize, pageToken,
 		func(r *sql.Rows) (string, error) {
-			var kt usage.KeyTotals
+			var kt ledger.KeyTotals
 			err := r.Scan(&kt.KeyID, &kt.Owner, &kt.Requests, &kt.Units, &kt.Bytes)
 			out = append(out, kt)
 			return kt.KeyID, err
@@ -425,7 +425,7 @@ const maxPayload = 64 << 10
 
 // AddDeadLetter records d unless a dead letter with its ID exists, in which
 // case the first one is kept. A payload over 64 KiB is truncated.
-func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
+func (l *Ledger) AddDeadLetter(ctx context.Context, d ledger.DeadLetter) error {
 	if d.ID == "" {
 		return errs.E(errs.Invalid, "a dead letter needs an id")
 	}
@@ -441,7 +441,7 @@ func (l *Ledger) AddDeadLetter(ctx context.Context, d usage.DeadLetter) error {
 
 // ListDeadLetters returns one page of dead letters, newest first (ties by
 // id, descending).
-func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]usage.DeadLetter, string, error) {
+func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]ledger.DeadLetter, string, error) {
 	if err := checkPageSize(pageSize); err != nil {
 		return nil, "", err
 	}
@@ -458,14 +458,14 @@ func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken st
 		return nil, "", translate(err, "sqlite: list dead letters")
 	}
 	defer rows.Close()
-	var out []usage.DeadLetter
+	var out []ledger.DeadLetter
 	for rows.Next() {
 		if len(out) == pageSize {
 			last := out[len(out)-1]
 			return out, pagetoken.Encode(last.Time, last.ID), nil
 		}
 		var (
-			d usage.DeadLetter
+			d ledger.DeadLetter
 			t int64
 		)
 		if err := rows.Scan(&d.ID, &t, &d.Reason, &d.Detail, &d.Payload); err != nil {
@@ -486,11 +486,11 @@ func dayStart(t time.Time) int64 { return windowStart(plan.Day, t) }
 
 // AddClientIPs records the client IPs of each key on the UTC day
 // containing day, in one IMMEDIATE transaction: it deletes a bounded
-// number of rows older than usage.ClientIPRetention, then inserts a row
+// number of rows older than ledger.ClientIPRetention, then inserts a row
 // per (key, day, IP) with ON CONFLICT DO NOTHING. Invalid input writes
 // nothing.
 func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
-	clean, err := usage.CleanClientIPs(day, ips)
+	clean, err := ledger.CleanClientIPs(day, ips)
 	if err != nil {
 		return err
 	}
@@ -505,7 +505,7 @@ func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string
 		}
 	}
 	rows := len(args) / 3
-	cutoff := micros(l.clock.Now().Add(-usage.ClientIPRetention))
+	cutoff := micros(l.clock.Now().Add(-ledger.ClientIPRetention))
 	return l.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM usage_client_ips WHERE (key_id, day, ip) IN
 			(SELECT key_id, day, ip FROM usage_client_ips WHERE day < ? ORDER BY day LIMIT ?)`,
@@ -526,7 +526,7 @@ func (l *Ledger) AddClientIPs(ctx context.Context, day time.Time, ips map[string
 // day containing day, and the first sample of them in byte order, in one
 // query.
 func (l *Ledger) ClientIPs(ctx context.Context, keyID string, day time.Time, sample int) (int, []string, error) {
-	if err := usage.CheckClientIPsQuery(keyID, day, sample); err != nil {
+	if err := ledger.CheckClientIPsQuery(keyID, day, sample); err != nil {
 		return 0, nil, err
 	}
 	rows, err := l.clientIPs.QueryContext(ctx, keyID, dayStart(day), max(sample, 1))

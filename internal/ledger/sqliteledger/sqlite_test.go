@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/ledgertest"
 	"github.com/keyplane/keyplane/internal/sqlitedb"
 	"github.com/keyplane/keyplane/internal/usage"
@@ -47,8 +48,8 @@ func TestReopenKeepsCountsIDsAndSchema(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	e := usage.Counted{Event: usage.Event{ID: "evt-1", KeyID: "key-1", Time: time.Now(), Requests: 1}, Owner: "owner-1"}
-	if n, err := l.Count(t.Context(), []usage.Counted{e}, time.Hour); n != 1 || err != nil {
+	e := ledger.Counted{Event: usage.Event{ID: "evt-1", KeyID: "key-1", Time: time.Now(), Requests: 1}, Owner: "owner-1"}
+	if n, err := l.Count(t.Context(), []ledger.Counted{e}, time.Hour); n != 1 || err != nil {
 		t.Fatalf("Count: got %d, %v; want 1, nil", n, err)
 	}
 	if err := l.Close(); err != nil {
@@ -58,7 +59,7 @@ func TestReopenKeepsCountsIDsAndSchema(t *testing.T) {
 		t.Fatalf("reopen: %v", err)
 	}
 	defer l.Close()
-	if n, err := l.Count(t.Context(), []usage.Counted{e}, time.Hour); n != 0 || err != nil {
+	if n, err := l.Count(t.Context(), []ledger.Counted{e}, time.Hour); n != 0 || err != nil {
 		t.Errorf("Count after reopen: got %d, %v; want 0 (a duplicate), nil", n, err)
 	}
 	var v int
@@ -71,10 +72,10 @@ func TestExpiredEventsAreDeleted(t *testing.T) {
 	c := clock.NewFake(time.Date(2031, time.January, 1, 0, 0, 0, 0, time.UTC))
 	l := open(t, Options{Clock: c})
 	defer l.Close()
-	batch := func(prefix string, n int) []usage.Counted {
-		var events []usage.Counted
+	batch := func(prefix string, n int) []ledger.Counted {
+		var events []ledger.Counted
 		for i := range n {
-			events = append(events, usage.Counted{Event: usage.Event{ID: fmt.Sprintf("%s-%d", prefix, i), KeyID: "key-1",
+			events = append(events, ledger.Counted{Event: usage.Event{ID: fmt.Sprintf("%s-%d", prefix, i), KeyID: "key-1",
 				Time: c.Now(), Requests: 1}, Owner: "owner-1"})
 		}
 		return events
@@ -123,8 +124,8 @@ func TestOpenMigratesVersion1File(t *testing.T) {
 	if err := l.r.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) {
 		t.Errorf("schema version: got %d (%v), want %d", v, err, len(migrations))
 	}
-	e := usage.Counted{Event: usage.Event{ID: "evt-1", KeyID: "key-1", Time: time.Now(), Requests: 1}, Owner: "owner-1"}
-	if n, err := l.Count(t.Context(), []usage.Counted{e}, time.Hour); n != 0 || err != nil {
+	e := ledger.Counted{Event: usage.Event{ID: "evt-1", KeyID: "key-1", Time: time.Now(), Requests: 1}, Owner: "owner-1"}
+	if n, err := l.Count(t.Context(), []ledger.Counted{e}, time.Hour); n != 0 || err != nil {
 		t.Errorf("Count of an event of the old file: got %d, %v; want 0 (a duplicate), nil", n, err)
 	}
 	day := time.Now()
@@ -166,7 +167,7 @@ func TestExpiredClientIPsAreDeleted(t *testing.T) {
 		return n
 	}
 	add(day, "key-old", 500)
-	c.Advance(usage.ClientIPRetention - time.Hour)
+	c.Advance(ledger.ClientIPRetention - time.Hour)
 	add(c.Now(), "key-1", 1)
 	if got := rows(); got != 501 {
 		t.Errorf("rows within retention: got %d, want 501", got)
@@ -206,14 +207,14 @@ func BenchmarkCount(b *testing.B) {
 	}
 	now := time.Now().UTC()
 	var (
-		seq           int
-		ledger, plain time.Duration
+		seq             int
+		counting, plain time.Duration
 	)
 	for b.Loop() {
-		events := make([]usage.Counted, batch)
+		events := make([]ledger.Counted, batch)
 		for i := range events {
 			seq++
-			events[i] = usage.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%09d", seq), KeyID: fmt.Sprintf("key-%02d", seq%20),
+			events[i] = ledger.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%09d", seq), KeyID: fmt.Sprintf("key-%02d", seq%20),
 				Time: now.Add(time.Duration(seq) * time.Millisecond), Requests: 1, Units: 350, Bytes: 2048}, Owner: "owner-1"}
 		}
 		start := time.Now()
@@ -228,12 +229,12 @@ func BenchmarkCount(b *testing.B) {
 		if _, err := l.w.ExecContext(ctx, `INSERT INTO raw (id, key_id, time, expire_at) VALUES `+values(batch, 4), args...); err != nil {
 			b.Fatalf("baseline insert: %v", err)
 		}
-		ledger += mid.Sub(start)
+		counting += mid.Sub(start)
 		plain += time.Since(mid)
 	}
 	events := float64(b.N * batch)
-	b.ReportMetric(events/ledger.Seconds(), "events/s")
+	b.ReportMetric(events/counting.Seconds(), "events/s")
 	b.ReportMetric(events/plain.Seconds(), "baseline-events/s")
-	b.ReportMetric(ledger.Seconds()/plain.Seconds(), "time/baseline")
+	b.ReportMetric(counting.Seconds()/plain.Seconds(), "time/baseline")
 	b.ReportMetric(0, "ns/op") // covers the ledger and the baseline: see the metrics above
 }

@@ -1,4 +1,4 @@
-package usage
+package clientips
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
 )
 
@@ -33,7 +34,13 @@ const (
 	clientIPShards = 64
 )
 
-// ClientIPRecorder collects (key, client IP) sightings from verify in
+// Writer records client IPs: a ledger.Ledger, or a meter.ClientIPPublisher
+// that sends them to the ledger through the usage topic.
+type Writer interface {
+	AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error
+}
+
+// Recorder collects (key, client IP) sightings from verify in
 // memory and flushes new ones to the ledger.
 //
 // It holds, per key and UTC day, the distinct IPs seen (at most the limit
@@ -45,8 +52,8 @@ const (
 // their entries. A flush that fails keeps what it did not write for the
 // next one; IPs that the ledger rejects as invalid are dropped instead,
 // and logged, since writing them again would fail again.
-type ClientIPRecorder struct {
-	ledger   ClientIPWriter
+type Recorder struct {
+	ledger   Writer
 	clk      clock.Clock
 	interval time.Duration
 	log      *slog.Logger
@@ -79,17 +86,17 @@ type ipSet struct {
 	pending int // IPs not written yet
 }
 
-// NewClientIPRecorder returns a recorder that writes to l. Flushes happen
+// New returns a recorder that writes to l. Flushes happen
 // at most about every interval (one minute if interval <= 0) while Saw is
 // called, and every interval while Run runs. A nil log discards.
-func NewClientIPRecorder(l ClientIPWriter, clk clock.Clock, interval time.Duration, log *slog.Logger) *ClientIPRecorder {
+func New(l Writer, clk clock.Clock, interval time.Duration, log *slog.Logger) *Recorder {
 	if interval <= 0 {
 		interval = time.Minute
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &ClientIPRecorder{ledger: l, clk: clk, interval: interval, log: log, seed: maphash.MakeSeed()}
+	r := &Recorder{ledger: l, clk: clk, interval: interval, log: log, seed: maphash.MakeSeed()}
 	for i := range r.shards {
 		r.shards[i].m = map[ipDayKey]*ipSet{}
 	}
@@ -108,7 +115,7 @@ func unixDay(t time.Time) int64 {
 	return d
 }
 
-func (r *ClientIPRecorder) shard(id string) *ipShard {
+func (r *Recorder) shard(id string) *ipShard {
 	return &r.shards[maphash.String(r.seed, id)%clientIPShards]
 }
 
@@ -121,7 +128,7 @@ func (r *ClientIPRecorder) shard(id string) *ipShard {
 // An IPv4-mapped IPv6 address counts as its IPv4 address and a zone is
 // ignored. An ip that does not parse, an empty id and a limit below 1 are
 // ignored; a limit above plan.MaxDistinctIPsPerDay + 1 counts as that.
-func (r *ClientIPRecorder) Saw(id, ip string, limit int, now time.Time) {
+func (r *Recorder) Saw(id, ip string, limit int, now time.Time) {
 	defer r.maybeFlush(now)
 	if id == "" || limit < 1 {
 		return
@@ -168,7 +175,7 @@ func (r *ClientIPRecorder) Saw(id, ip string, limit int, now time.Time) {
 
 // maybeFlush starts a background flush if the last one started interval
 // or longer before now and none is running.
-func (r *ClientIPRecorder) maybeFlush(now time.Time) {
+func (r *Recorder) maybeFlush(now time.Time) {
 	if now.UnixNano()-r.lastFlush.Load() < int64(r.interval) || r.flushing.Load() || !r.flushing.CompareAndSwap(false, true) {
 		return
 	}
@@ -180,7 +187,7 @@ func (r *ClientIPRecorder) maybeFlush(now time.Time) {
 	}()
 }
 
-func (r *ClientIPRecorder) flushLogged(ctx context.Context) {
+func (r *Recorder) flushLogged(ctx context.Context) {
 	if err := r.Flush(ctx); err != nil {
 		level := slog.LevelError
 		if errs.Is(err, errs.Unavailable) {
@@ -192,7 +199,7 @@ func (r *ClientIPRecorder) flushLogged(ctx context.Context) {
 
 // Run calls Flush every interval until ctx ends, and once more then (with
 // a context of its own, for up to 30 seconds). Errors are logged.
-func (r *ClientIPRecorder) Run(ctx context.Context) {
+func (r *Recorder) Run(ctx context.Context) {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
 	for {
@@ -225,7 +232,7 @@ type pendingIPs struct {
 // its error; what it did not write is written by a later flush. A call
 // rejected as Invalid is retried one key at a time, and the keys rejected
 // then are dropped and logged.
-func (r *ClientIPRecorder) Flush(ctx context.Context) error {
+func (r *Recorder) Flush(ctx context.Context) error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
 	now := r.clk.Now()
@@ -270,7 +277,7 @@ func (r *ClientIPRecorder) Flush(ctx context.Context) error {
 }
 
 // clientIPBatches cuts ps into the batches of AddClientIPs calls: at most
-// MaxClientIPKeys keys, MaxClientIPsPerKey IPs of a key, and
+// ledger.MaxClientIPKeys keys, ledger.MaxClientIPsPerKey IPs of a key, and
 // maxClientIPsPerCall IPs in all. A key with more IPs than a call takes
 // is split over several batches.
 func clientIPBatches(ps []pendingIPs) [][]pendingIPs {
@@ -283,11 +290,11 @@ func clientIPBatches(ps []pendingIPs) [][]pendingIPs {
 	for len(todo) > 0 {
 		var rest []pendingIPs
 		for _, p := range todo {
-			if len(p.ips) > MaxClientIPsPerKey {
-				rest = append(rest, pendingIPs{p.key, p.set, p.ips[MaxClientIPsPerKey:]})
-				p.ips = p.ips[:MaxClientIPsPerKey]
+			if len(p.ips) > ledger.MaxClientIPsPerKey {
+				rest = append(rest, pendingIPs{p.key, p.set, p.ips[ledger.MaxClientIPsPerKey:]})
+				p.ips = p.ips[:ledger.MaxClientIPsPerKey]
 			}
-			if len(cur) > 0 && (len(cur) == MaxClientIPKeys || ips+len(p.ips) > maxClientIPsPerCall) {
+			if len(cur) > 0 && (len(cur) == ledger.MaxClientIPKeys || ips+len(p.ips) > maxClientIPsPerCall) {
 				out, cur, ips = append(out, cur), nil, 0
 			}
 			cur = append(cur, p)
@@ -304,7 +311,7 @@ func clientIPBatches(ps []pendingIPs) [][]pendingIPs {
 // write writes one batch of day's IPs and marks what it wrote. If the
 // ledger rejects the batch as Invalid, it writes the keys one at a time
 // and drops those rejected again.
-func (r *ClientIPRecorder) write(ctx context.Context, day time.Time, batch []pendingIPs) error {
+func (r *Recorder) write(ctx context.Context, day time.Time, batch []pendingIPs) error {
 	err := r.ledger.AddClientIPs(ctx, day, clientIPArgs(batch))
 	switch {
 	case err == nil:
@@ -338,7 +345,7 @@ func clientIPArgs(batch []pendingIPs) map[string][]string {
 	return m
 }
 
-func (r *ClientIPRecorder) markWritten(batch []pendingIPs) {
+func (r *Recorder) markWritten(batch []pendingIPs) {
 	for _, p := range batch {
 		sh := r.shard(p.key.id)
 		sh.mu.Lock()

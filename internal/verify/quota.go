@@ -1,4 +1,4 @@
-package usage
+package verify
 
 import (
 	"context"
@@ -10,12 +10,12 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
-	"github.com/keyplane/keyplane/internal/verify"
 )
 
 // Quotas is verify's view of metered usage against day and month quotas
-// (verify.Quota). It keeps each key's current day and month totals in a
+// (Quota). It keeps each key's current day and month totals in a
 // bounded cache and refreshes an entry in the background once it is older
 // than Staleness, so a verify never waits on the ledger except for the
 // first request of a key with quotas. A verify therefore sees usage at most
@@ -27,7 +27,7 @@ import (
 // refusing every request of a paying key during a ledger outage is worse
 // than admitting a few over quota.
 type Quotas struct {
-	ledger    Ledger
+	ledger    QuotaReader
 	clock     clock.Clock
 	staleness time.Duration
 	log       *slog.Logger
@@ -39,18 +39,25 @@ type Quotas struct {
 type quotaEntry struct {
 	mu         sync.Mutex
 	dayStart   time.Time
-	day        Totals
-	month      Totals
+	day        ledger.Totals
+	month      ledger.Totals
 	monthAt    time.Time
 	fetchedAt  time.Time
 	refreshing bool // a background refresh is running
 }
 
-var _ verify.Quota = (*Quotas)(nil)
+var _ Quota = (*Quotas)(nil)
+
+// QuotaReader reads metered totals; a ledger.Ledger is one.
+type QuotaReader interface {
+	// Totals returns key id's totals in the window of kind w starting at
+	// start (zero if nothing was counted).
+	Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error)
+}
 
 // NewQuotas returns a Quotas refreshing entries older than staleness
 // (default 5 s).
-func NewQuotas(l Ledger, clk clock.Clock, staleness time.Duration, log *slog.Logger) *Quotas {
+func NewQuotas(l QuotaReader, clk clock.Clock, staleness time.Duration, log *slog.Logger) *Quotas {
 	if staleness <= 0 {
 		staleness = 5 * time.Second
 	}
@@ -75,8 +82,8 @@ var quotaLimits = func() (out []struct {
 	return out
 }()
 
-// Check implements verify.Quota.
-func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states verify.QuotaStates, exceeded bool) {
+// Check implements Quota.
+func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool) {
 	found := false
 	for _, ql := range quotaLimits {
 		if _, ok := limits[ql.name]; ok {
@@ -103,7 +110,7 @@ func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states ver
 			t, end = month, monthEnd
 		}
 		used := t.Get(ql.metric)
-		states.Add(verify.LimitState{Name: ql.name, Limit: limit, Used: used, HasUsed: true, Remaining: max(limit-used, 0), ResetAt: end})
+		states.Add(LimitState{Name: ql.name, Limit: limit, Used: used, HasUsed: true, Remaining: max(limit-used, 0), ResetAt: end})
 		if used >= limit {
 			exceeded = true
 		}
@@ -112,7 +119,7 @@ func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states ver
 }
 
 // totals returns the key's totals in the day and month containing now.
-func (q *Quotas) totals(id string, now time.Time) (day, month Totals, ok bool) {
+func (q *Quotas) totals(id string, now time.Time) (day, month ledger.Totals, ok bool) {
 	dayStart, _ := plan.Day.Bounds(now)
 	monthStart, _ := plan.Month.Bounds(now)
 	e, cached := q.cache.Get(id)

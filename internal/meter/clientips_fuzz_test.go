@@ -1,4 +1,4 @@
-package usage
+package meter
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 )
 
 // FuzzClientIPsMessage feeds arbitrary client_ips message data through
@@ -33,7 +34,7 @@ func FuzzClientIPsMessage(f *testing.F) {
 		if json.Unmarshal(data, &msg) != nil {
 			return // dead-lettered as undecodable
 		}
-		clean, err := CleanClientIPs(msg.Day, msg.IPs)
+		clean, err := ledger.CleanClientIPs(msg.Day, msg.IPs)
 		if err != nil {
 			if !errs.Is(err, errs.Invalid) {
 				t.Fatalf("CleanClientIPs error of kind other than Invalid: %v", err)
@@ -50,7 +51,7 @@ func FuzzClientIPsMessage(f *testing.F) {
 				}
 			}
 		}
-		again, err := CleanClientIPs(msg.Day.Add(time.Nanosecond), clean)
+		again, err := ledger.CleanClientIPs(msg.Day.Add(time.Nanosecond), clean)
 		if err != nil || len(again) != len(clean) {
 			t.Fatalf("cleaning a clean map again = %v, %v", again, err)
 		}

@@ -1,4 +1,4 @@
-package usage
+package meter
 
 import (
 	"context"
@@ -11,8 +11,10 @@ import (
 
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/store"
+	"github.com/keyplane/keyplane/internal/usage"
 )
 
 // Dead-letter reasons.
@@ -40,7 +42,7 @@ const (
 // came (the consumer decodes it with the same defaults), which saves
 // re-encoding up to a megabyte per call.
 func Publish(ctx context.Context, t queue.Topic, body []byte, now time.Time) (int, error) {
-	b, err := DecodeBatch(body, now)
+	b, err := usage.DecodeBatch(body, now)
 	if err != nil {
 		return 0, err
 	}
@@ -59,7 +61,7 @@ type KeyReader interface {
 // the Pub/Sub contract: nil acks (counted, or poison recorded as a dead
 // letter), an error asks for redelivery (a transient failure).
 type Consumer struct {
-	ledger Ledger
+	ledger ledger.Ledger
 	keys   KeyReader
 	clock  clock.Clock
 	log    *slog.Logger
@@ -67,7 +69,7 @@ type Consumer struct {
 }
 
 // NewConsumer returns a Consumer.
-func NewConsumer(l Ledger, keys KeyReader, clk clock.Clock, log *slog.Logger) *Consumer {
+func NewConsumer(l ledger.Ledger, keys KeyReader, clk clock.Clock, log *slog.Logger) *Consumer {
 	owners, _ := lru.New[string, string](100_000)
 	return &Consumer{ledger: l, keys: keys, clock: clk, log: log, owners: owners}
 }
@@ -79,26 +81,26 @@ func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
 	if m.Attributes[attrType] == typeClientIPs {
 		return c.handleClientIPs(ctx, m, now)
 	}
-	batch, err := decodeMessage(m.Data)
+	batch, err := usage.DecodeMessage(m.Data)
 	if err != nil {
-		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonUndecodable,
-			Detail: "message data is not a JSON usage batch: " + jsonProblem(err), Payload: m.Data}, now)
+		return c.deadLetter(ctx, ledger.DeadLetter{ID: "message:" + m.ID, Reason: ReasonUndecodable,
+			Detail: "message data is not a JSON usage batch: " + usage.JSONProblem(err), Payload: m.Data}, now)
 	}
-	events := make([]Counted, 0, len(batch))
+	events := make([]ledger.Counted, 0, len(batch))
 	for i, e := range batch {
-		if f, msg := e.problem(now); msg != "" {
+		if f, msg := e.Problem(now); msg != "" {
 			id := e.ID
-			if id == "" || len(id) > MaxIDLen {
+			if id == "" || len(id) > usage.MaxIDLen {
 				id = fmt.Sprintf("message:%s:%d", m.ID, i)
 			}
-			if err := c.deadLetter(ctx, DeadLetter{ID: id, Reason: ReasonInvalid, Detail: f + " " + msg, Payload: eventJSON(e)}, now); err != nil {
+			if err := c.deadLetter(ctx, ledger.DeadLetter{ID: id, Reason: ReasonInvalid, Detail: f + " " + msg, Payload: eventJSON(e)}, now); err != nil {
 				return err
 			}
 			continue
 		}
 		owner, err := c.owner(ctx, e.KeyID)
 		if errs.Is(err, errs.NotFound) {
-			if err := c.deadLetter(ctx, DeadLetter{ID: e.ID, Reason: ReasonUnknownKey, Detail: "no key " + e.KeyID, Payload: eventJSON(e)}, now); err != nil {
+			if err := c.deadLetter(ctx, ledger.DeadLetter{ID: e.ID, Reason: ReasonUnknownKey, Detail: "no key " + e.KeyID, Payload: eventJSON(e)}, now); err != nil {
 				return err
 			}
 			continue
@@ -106,12 +108,12 @@ func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
 		if err != nil {
 			return err
 		}
-		events = append(events, Counted{Event: e, Owner: owner})
+		events = append(events, ledger.Counted{Event: e, Owner: owner})
 	}
 	if len(events) == 0 {
 		return nil
 	}
-	if _, err := c.ledger.Count(ctx, events, Retention); err != nil {
+	if _, err := c.ledger.Count(ctx, events, usage.Retention); err != nil {
 		return fmt.Errorf("counting %d events: %w", len(events), err)
 	}
 	return nil
@@ -125,7 +127,7 @@ func (c *Consumer) HandleDeadLetter(ctx context.Context, m queue.Message) error 
 	if n := m.Attributes["CloudPubSubDeadLetterSourceDeliveryCount"]; n != "" {
 		detail += " (" + n + " deliveries)"
 	}
-	return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonDeliveryFailed, Detail: detail, Payload: m.Data}, c.clock.Now())
+	return c.deadLetter(ctx, ledger.DeadLetter{ID: "message:" + m.ID, Reason: ReasonDeliveryFailed, Detail: detail, Payload: m.Data}, c.clock.Now())
 }
 
 func (c *Consumer) owner(ctx context.Context, keyID string) (string, error) {
@@ -140,7 +142,7 @@ func (c *Consumer) owner(ctx context.Context, keyID string) (string, error) {
 	return k.Owner, nil
 }
 
-func (c *Consumer) deadLetter(ctx context.Context, d DeadLetter, now time.Time) error {
+func (c *Consumer) deadLetter(ctx context.Context, d ledger.DeadLetter, now time.Time) error {
 	d.Time = now
 	if err := c.ledger.AddDeadLetter(ctx, d); err != nil {
 		return fmt.Errorf("recording a dead letter: %w", err)
@@ -155,7 +157,7 @@ type clientIPsMessage struct {
 	IPs map[string][]string `json:"ips"` // key id → IPs
 }
 
-// ClientIPPublisher is the ClientIPWriter of a process that must not write
+// ClientIPPublisher is the clientips.Writer of a process that must not write
 // to the ledger (the Verify function reads Firestore only): it publishes
 // the IPs to the usage topic, and the usage consumer writes them.
 type ClientIPPublisher struct {
@@ -164,7 +166,7 @@ type ClientIPPublisher struct {
 
 // AddClientIPs validates ips as the ledger would and publishes them.
 func (p ClientIPPublisher) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
-	clean, err := CleanClientIPs(day, ips)
+	clean, err := ledger.CleanClientIPs(day, ips)
 	if err != nil {
 		return err
 	}
@@ -190,13 +192,13 @@ func (c *Consumer) handleClientIPs(ctx context.Context, m queue.Message, now tim
 		}
 	}
 	if err != nil {
-		return c.deadLetter(ctx, DeadLetter{ID: "message:" + m.ID, Reason: ReasonInvalid,
+		return c.deadLetter(ctx, ledger.DeadLetter{ID: "message:" + m.ID, Reason: ReasonInvalid,
 			Detail: "client_ips message: " + err.Error(), Payload: m.Data}, now)
 	}
 	return nil
 }
 
-func eventJSON(e Event) []byte {
+func eventJSON(e usage.Event) []byte {
 	b, _ := json.Marshal(e)
 	return b
 }

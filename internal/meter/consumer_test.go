@@ -1,4 +1,4 @@
-package usage_test
+package meter_test
 
 import (
 	"bytes"
@@ -28,9 +28,11 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/ledgertest"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
+	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/queue/embeddedqueue"
@@ -66,12 +68,12 @@ var discard = slog.New(slog.DiscardHandler)
 // nil, is the ledger's FailCommitHook. Both are closed when t ends.
 type backend struct {
 	name string
-	open func(t testing.TB, hook func() error) (store.Store, usage.Ledger)
+	open func(t testing.TB, hook func() error) (store.Store, ledger.Ledger)
 }
 
 var backends = []backend{{"sqlite", openSQLite}, {"firestore", openFirestore}}
 
-func openSQLite(t testing.TB, hook func() error) (store.Store, usage.Ledger) {
+func openSQLite(t testing.TB, hook func() error) (store.Store, ledger.Ledger) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlitestore.Open(filepath.Join(dir, "keys.db"))
@@ -90,7 +92,7 @@ func openSQLite(t testing.TB, hook func() error) (store.Store, usage.Ledger) {
 // openFirestore opens both on the emulator, each in a project no other
 // test uses. The clients dial FIRESTORE_EMULATOR_HOST as it is when they
 // are made.
-func openFirestore(t testing.TB, hook func() error) (store.Store, usage.Ledger) {
+func openFirestore(t testing.TB, hook func() error) (store.Store, ledger.Ledger) {
 	t.Helper()
 	testenv.Firestore(t)
 	st, err := firestorestore.New(context.Background(), testenv.ProjectID())
@@ -150,7 +152,7 @@ func randomEvents(rng *rand.Rand, prefix string, n int, ks []*store.Key) []usage
 	return events
 }
 
-// batchJSON is a usage message's data, as usage.Publish makes it.
+// batchJSON is a usage message's data, as meter.Publish makes it.
 func batchJSON(t testing.TB, events []usage.Event) []byte {
 	t.Helper()
 	b, err := json.Marshal(usage.Batch{Events: events})
@@ -182,7 +184,7 @@ type counter struct {
 }
 
 // model holds the totals a correct pipeline reaches.
-type model map[counter]usage.Totals
+type model map[counter]ledger.Totals
 
 func (m model) add(events ...usage.Event) {
 	for _, e := range events {
@@ -190,7 +192,7 @@ func (m model) add(events ...usage.Event) {
 			start, _ := w.Bounds(e.Time)
 			c := counter{e.KeyID, w, start}
 			t := m[c]
-			t.Add(usage.Totals{Requests: e.Requests, Units: e.Units, Bytes: e.Bytes})
+			t.Add(ledger.Totals{Requests: e.Requests, Units: e.Units, Bytes: e.Bytes})
 			m[c] = t
 		}
 	}
@@ -198,7 +200,7 @@ func (m model) add(events ...usage.Event) {
 
 // check compares the ledger with m for every key in ks and every window
 // m has a counter in: a key m has nothing for must read zero.
-func (m model) check(t testing.TB, l usage.Ledger, ks []*store.Key) {
+func (m model) check(t testing.TB, l ledger.Ledger, ks []*store.Key) {
 	t.Helper()
 	windows := map[counter]bool{}
 	for c := range m {
@@ -223,9 +225,9 @@ func (m model) check(t testing.TB, l usage.Ledger, ks []*store.Key) {
 }
 
 // deadLetters lists every dead letter of l.
-func deadLetters(t testing.TB, l usage.Ledger) []usage.DeadLetter {
+func deadLetters(t testing.TB, l ledger.Ledger) []ledger.DeadLetter {
 	t.Helper()
-	var out []usage.DeadLetter
+	var out []ledger.DeadLetter
 	token := ""
 	for {
 		page, next, err := l.ListDeadLetters(context.Background(), 1000, token)
@@ -240,7 +242,7 @@ func deadLetters(t testing.TB, l usage.Ledger) []usage.DeadLetter {
 	}
 }
 
-func wantNoDeadLetters(t testing.TB, l usage.Ledger) {
+func wantNoDeadLetters(t testing.TB, l ledger.Ledger) {
 	t.Helper()
 	if dls := deadLetters(t, l); len(dls) > 0 {
 		t.Errorf("dead letters: got %d, want none; the first: %+v", len(dls), dls[0])
@@ -251,7 +253,7 @@ func wantNoDeadLetters(t testing.TB, l usage.Ledger) {
 // order given, each message once, as a transport would, redelivering a
 // message whose Handle fails (up to 20 attempts). It returns how many
 // deliveries failed.
-func deliver(t testing.TB, c *usage.Consumer, msgs []queue.Message, workers int) int {
+func deliver(t testing.TB, c *meter.Consumer, msgs []queue.Message, workers int) int {
 	t.Helper()
 	var (
 		next     atomic.Int64
@@ -304,7 +306,7 @@ func TestStreamDeliveredThreeTimesInRandomOrderIsExact(t *testing.T) {
 			deliveries = append(deliveries, wrap(t, rng, "rebatched", events, 100)...)
 			rng.Shuffle(len(deliveries), func(i, j int) { deliveries[i], deliveries[j] = deliveries[j], deliveries[i] })
 
-			c := usage.NewConsumer(l, st, clock.NewFake(t0), discard)
+			c := meter.NewConsumer(l, st, clock.NewFake(t0), discard)
 			if n := deliver(t, c, deliveries, 4); n > 0 {
 				t.Logf("%d deliveries failed and were redelivered", n)
 			}
@@ -349,85 +351,85 @@ func TestMalformedMessagesAreDeadLetteredAndValidOnesCounted(t *testing.T) {
 			kinds := []func(mid string) []byte{
 				// Undecodable data: the message is the dead letter.
 				func(mid string) []byte {
-					wants["message:"+mid] = want{usage.ReasonUndecodable, "invalid JSON"}
+					wants["message:"+mid] = want{meter.ReasonUndecodable, "invalid JSON"}
 					return append([]byte{0xff, 0xfe, byte(rng.IntN(256))}, []byte(mid)...)
 				},
 				func(mid string) []byte {
-					wants["message:"+mid] = want{usage.ReasonUndecodable, "invalid JSON"}
+					wants["message:"+mid] = want{meter.ReasonUndecodable, "invalid JSON"}
 					full := batchJSON(t, []usage.Event{good("never-" + mid)})
 					return full[:len(full)/2]
 				},
 				func(mid string) []byte {
-					wants["message:"+mid] = want{usage.ReasonUndecodable, "wrong type"}
+					wants["message:"+mid] = want{meter.ReasonUndecodable, "wrong type"}
 					return []byte(`{"events": 5}`)
 				},
 				func(mid string) []byte {
-					wants["message:"+mid] = want{usage.ReasonUndecodable, "not a JSON usage batch"}
+					wants["message:"+mid] = want{meter.ReasonUndecodable, "not a JSON usage batch"}
 					return []byte([]string{`null`, `{}`, `{"events": null}`}[rng.IntN(3)])
 				},
 				func(mid string) []byte {
-					wants["message:"+mid] = want{usage.ReasonUndecodable, "wrong type"}
+					wants["message:"+mid] = want{meter.ReasonUndecodable, "wrong type"}
 					return []byte(`[{"id": "x"}]`)
 				},
 				// Invalid events: each event is a dead letter under its id.
 				func(mid string) []byte {
 					e := good("neg-units-" + mid)
 					e.Units = -1
-					wants[e.ID] = want{usage.ReasonInvalid, "units must be >= 0"}
+					wants[e.ID] = want{meter.ReasonInvalid, "units must be >= 0"}
 					return batchJSON(t, []usage.Event{e})
 				},
 				func(mid string) []byte {
 					e, f := good("neg-req-"+mid), good("neg-bytes-"+mid)
 					e.Requests, f.Bytes = -3, -5
-					wants[e.ID] = want{usage.ReasonInvalid, "requests must be >= 0"}
-					wants[f.ID] = want{usage.ReasonInvalid, "bytes must be >= 0"}
+					wants[e.ID] = want{meter.ReasonInvalid, "requests must be >= 0"}
+					wants[f.ID] = want{meter.ReasonInvalid, "bytes must be >= 0"}
 					return batchJSON(t, []usage.Event{e, f})
 				},
 				func(mid string) []byte {
 					e, f := good("bad-key-"+mid), good("short-key-"+mid)
 					e.KeyID, f.KeyID = "nope", "key_abc"
-					wants[e.ID] = want{usage.ReasonInvalid, "key_id must be a key id"}
-					wants[f.ID] = want{usage.ReasonInvalid, "key_id must be a key id"}
+					wants[e.ID] = want{meter.ReasonInvalid, "key_id must be a key id"}
+					wants[f.ID] = want{meter.ReasonInvalid, "key_id must be a key id"}
 					return batchJSON(t, []usage.Event{e, f})
 				},
 				func(mid string) []byte {
 					e := good("old-" + mid)
 					e.Time = t0.Add(-36 * 24 * time.Hour)
-					wants[e.ID] = want{usage.ReasonInvalid, "time is more than 35 days old"}
+					wants[e.ID] = want{meter.ReasonInvalid, "time is more than 35 days old"}
 					return batchJSON(t, []usage.Event{e})
 				},
 				func(mid string) []byte {
 					e := good("future-" + mid)
 					e.Time = t0.Add(6 * time.Minute)
-					wants[e.ID] = want{usage.ReasonInvalid, "time is more than 5 minutes in the future"}
+					wants[e.ID] = want{meter.ReasonInvalid, "time is more than 5 minutes in the future"}
 					return batchJSON(t, []usage.Event{e})
 				},
 				func(mid string) []byte {
 					e := good("no-time-" + mid)
-					wants[e.ID] = want{usage.ReasonInvalid, "time is required"}
+					wants[e.ID] = want{meter.ReasonInvalid, "time is required"}
 					return raw(map[string]any{"events": []map[string]any{{"id": e.ID, "key_id": e.KeyID, "requests": 1}}})
 				},
 				func(mid string) []byte {
 					e := good("")
-					wants["message:"+mid+":0"] = want{usage.ReasonInvalid, "id must be 1-128 characters"}
+					wants["message:"+mid+":0"] = want{meter.ReasonInvalid, "id must be 1-128 characters"}
 					return batchJSON(t, []usage.Event{e})
 				},
 				func(mid string) []byte {
 					e := good(strings.Repeat("x", usage.MaxIDLen-len(mid)) + mid + "y")
-					wants["message:"+mid+":0"] = want{usage.ReasonInvalid, "id must be 1-128 characters"}
+					wants["message:"+mid+":0"] = want{meter.ReasonInvalid, "id must be 1-128 characters"}
 					return batchJSON(t, []usage.Event{e})
 				},
 				func(mid string) []byte {
 					e := good("feature-" + mid)
 					e.Feature = strings.Repeat("f", usage.MaxFeatureLen+1)
-					wants[e.ID] = want{usage.ReasonInvalid, "feature must be at most"}
+					wants[e.ID] = want{meter.ReasonInvalid, "feature must be at most"}
 					return batchJSON(t, []usage.Event{e})
 				},
 				// An event of a well-formed but unknown key.
 				func(mid string) []byte {
 					e := good("unknown-" + mid)
 					e.KeyID = unknownKey
-					wants[e.ID] = want{usage.ReasonUnknownKey, unknownKey}
+					wants[e.ID] = want{meter.ReasonUnknownKey, unknownKey}
 					return batchJSON(t, []usage.Event{e})
 				},
 				// Valid events mixed with poison: the valid ones count.
@@ -435,8 +437,8 @@ func TestMalformedMessagesAreDeadLetteredAndValidOnesCounted(t *testing.T) {
 					ok1, bad, unk, ok2 := good("mixed-ok1-"+mid), good("mixed-bad-"+mid), good("mixed-unknown-"+mid), good("mixed-ok2-"+mid)
 					bad.Units = -1
 					unk.KeyID = unknownKey
-					wants[bad.ID] = want{usage.ReasonInvalid, "units must be >= 0"}
-					wants[unk.ID] = want{usage.ReasonUnknownKey, unknownKey}
+					wants[bad.ID] = want{meter.ReasonInvalid, "units must be >= 0"}
+					wants[unk.ID] = want{meter.ReasonUnknownKey, unknownKey}
 					m.add(ok1, ok2)
 					return batchJSON(t, []usage.Event{ok1, bad, unk, ok2})
 				},
@@ -455,7 +457,7 @@ func TestMalformedMessagesAreDeadLetteredAndValidOnesCounted(t *testing.T) {
 			}
 			rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 
-			c := usage.NewConsumer(l, st, clock.NewFake(t0), discard)
+			c := meter.NewConsumer(l, st, clock.NewFake(t0), discard)
 			var (
 				next atomic.Int64
 				wg   sync.WaitGroup
@@ -471,7 +473,7 @@ func TestMalformedMessagesAreDeadLetteredAndValidOnesCounted(t *testing.T) {
 			}
 			wg.Wait()
 
-			got := map[string]usage.DeadLetter{}
+			got := map[string]ledger.DeadLetter{}
 			for _, d := range deadLetters(t, l) {
 				if _, dup := got[d.ID]; dup {
 					t.Errorf("dead letter %s listed twice", d.ID)
@@ -518,7 +520,7 @@ func TestTransientErrorIsRetriedNotAcked(t *testing.T) {
 		// recorded either, so it must not be acked.
 		bad := usage.Event{ID: "neg", KeyID: ks[0].ID, Time: t0, Units: -1}
 		mixed := queue.Message{ID: "msg-2", Data: batchJSON(t, []usage.Event{bad}), PublishTime: t0}
-		c := usage.NewConsumer(l, st, clock.NewFake(t0), discard)
+		c := meter.NewConsumer(l, st, clock.NewFake(t0), discard)
 
 		br.Break(0)
 		for attempt := 1; attempt <= 3; attempt++ {
@@ -535,7 +537,7 @@ func TestTransientErrorIsRetriedNotAcked(t *testing.T) {
 		}
 		for _, k := range ks { // nothing counted…
 			got, err := l.Totals(context.Background(), k.ID, plan.Day, t0)
-			if err != nil || got != (usage.Totals{}) {
+			if err != nil || got != (ledger.Totals{}) {
 				t.Errorf("Totals(%s) while broken: got %+v, %v; want zero", k.ID, got, err)
 			}
 		}
@@ -553,7 +555,7 @@ func TestTransientErrorIsRetriedNotAcked(t *testing.T) {
 		m := model{}
 		m.add(events...)
 		m.check(t, l, ks)
-		if dls := deadLetters(t, l); len(dls) != 1 || dls[0].ID != "neg" || dls[0].Reason != usage.ReasonInvalid {
+		if dls := deadLetters(t, l); len(dls) != 1 || dls[0].ID != "neg" || dls[0].Reason != meter.ReasonInvalid {
 			t.Errorf("dead letters: got %+v, want the one invalid event", dls)
 		}
 	})
@@ -565,7 +567,7 @@ func TestTransientErrorIsRetriedNotAcked(t *testing.T) {
 		msg := queue.Message{ID: "msg-1", Data: batchJSON(t, events), PublishTime: t0}
 		down := &flakyKeys{KeyReader: st}
 		down.down.Store(true)
-		c := usage.NewConsumer(l, down, clock.NewFake(t0), discard)
+		c := meter.NewConsumer(l, down, clock.NewFake(t0), discard)
 		err := c.Handle(context.Background(), msg)
 		if err == nil || !errs.Is(err, errs.Unavailable) {
 			t.Fatalf("Handle while the key store is unreachable: got %v, want an Unavailable error (not an ack)", err)
@@ -586,7 +588,7 @@ func TestTransientErrorIsRetriedNotAcked(t *testing.T) {
 
 // flakyKeys is a key store that can be made unreachable.
 type flakyKeys struct {
-	usage.KeyReader
+	meter.KeyReader
 	down atomic.Bool
 }
 
@@ -607,7 +609,7 @@ func TestEventPublishedWithoutRequestsCountsOneRequest(t *testing.T) {
 	data := fmt.Sprintf(`{"events": [{"id": "evt_1", "key_id": %q, "time": %q, "units": 350},
 		{"id": "evt_2", "key_id": %q, "time": %q, "requests": 0, "units": 1}]}`,
 		ks[0].ID, t0.Format(time.RFC3339), ks[0].ID, t0.Format(time.RFC3339))
-	c := usage.NewConsumer(l, st, clock.NewFake(t0), discard)
+	c := meter.NewConsumer(l, st, clock.NewFake(t0), discard)
 	if err := c.Handle(context.Background(), queue.Message{ID: "m", Data: []byte(data), PublishTime: t0}); err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
@@ -615,7 +617,7 @@ func TestEventPublishedWithoutRequestsCountsOneRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (usage.Totals{Requests: 1, Units: 351}); got != want {
+	if want := (ledger.Totals{Requests: 1, Units: 351}); got != want {
 		t.Errorf("Totals after a message whose first event omits \"requests\": got %+v, want %+v "+
 			"(an omitted requests must count as the documented default, 1, not as 0)", got, want)
 	}
@@ -761,7 +763,7 @@ func (p *outageProxy) Restore() {
 }
 
 // TestDatastoreOutageMidStreamLosesAndDoublesNothing streams usage batches
-// through usage.Publish, the embedded queue and Consumer.Handle into the
+// through meter.Publish, the embedded queue and Consumer.Handle into the
 // Firestore ledger, cuts Firestore off in the middle of the stream while
 // batches keep coming, restores it, and waits for the queue to drain:
 // every event is counted exactly once, nothing is dead-lettered.
@@ -798,7 +800,7 @@ func TestDatastoreOutageMidStreamLosesAndDoublesNothing(t *testing.T) {
 	sub := q.Subscription("usage", "usage-sub", policy, "usage-dead-letter")
 	topic := q.Topic("usage")
 
-	c := usage.NewConsumer(l, st, clk, discard)
+	c := meter.NewConsumer(l, st, clk, discard)
 	var (
 		mu          sync.Mutex
 		acked       = map[string]bool{}
@@ -887,7 +889,7 @@ func TestDatastoreOutageMidStreamLosesAndDoublesNothing(t *testing.T) {
 				copies = 2 // a publisher retry: the same events under a new message id
 			}
 			for range copies {
-				if _, err := usage.Publish(context.Background(), topic, body, clk.Now()); err != nil {
+				if _, err := meter.Publish(context.Background(), topic, body, clk.Now()); err != nil {
 					t.Fatalf("Publish: %v", err)
 				}
 				published++
@@ -932,14 +934,14 @@ func TestClientIPsThroughTheQueue(t *testing.T) {
 	ks := createKeys(t, st, 1)
 	day, _ := plan.Day.Bounds(t0)
 	topic := &captureTopic{}
-	pub := usage.ClientIPPublisher{Topic: topic}
+	pub := meter.ClientIPPublisher{Topic: topic}
 	if err := pub.AddClientIPs(context.Background(), day, map[string][]string{ks[0].ID: {"203.0.113.1", "2001:DB8::1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := pub.AddClientIPs(context.Background(), day, map[string][]string{ks[0].ID: {"not an ip"}}); !errs.Is(err, errs.Invalid) {
 		t.Errorf("publishing an invalid IP = %v, want Invalid", err)
 	}
-	c := usage.NewConsumer(l, st, clock.NewFake(t0), discard)
+	c := meter.NewConsumer(l, st, clock.NewFake(t0), discard)
 	msgs := append(topic.msgs,
 		queue.Message{ID: "bad-json", Data: []byte(`{"day": 5}`), Attributes: map[string]string{"type": "client_ips"}},
 		queue.Message{ID: "bad-ip", Data: []byte(`{"day": "2030-01-15T00:00:00Z", "ips": {"k": ["x"]}}`), Attributes: map[string]string{"type": "client_ips"}})

@@ -1,8 +1,9 @@
-package usage_test
+package verify_test
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/usage"
@@ -20,15 +22,15 @@ import (
 // readCountingLedger is a real ledger that counts the totals read from it
 // and can be made unreachable.
 type readCountingLedger struct {
-	usage.Ledger
+	ledger.Ledger
 	reads atomic.Int64
 	down  atomic.Bool
 }
 
-func (l *readCountingLedger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (usage.Totals, error) {
+func (l *readCountingLedger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error) {
 	l.reads.Add(1)
 	if l.down.Load() {
-		return usage.Totals{}, errs.E(errs.Unavailable, "the ledger is unreachable")
+		return ledger.Totals{}, errs.E(errs.Unavailable, "the ledger is unreachable")
 	}
 	return l.Ledger.Totals(ctx, keyID, w, start)
 }
@@ -36,7 +38,7 @@ func (l *readCountingLedger) Totals(ctx context.Context, keyID string, w plan.Wi
 // quotaEnv is a Quotas over a SQLite ledger and a fake clock.
 type quotaEnv struct {
 	ledger *readCountingLedger
-	quotas *usage.Quotas
+	quotas *verify.Quotas
 	clock  *clock.Fake
 	seq    int
 }
@@ -49,7 +51,7 @@ func newQuotaEnv(t *testing.T, start time.Time, staleness time.Duration) *quotaE
 	}
 	t.Cleanup(func() { l.Close() })
 	e := &quotaEnv{ledger: &readCountingLedger{Ledger: l}, clock: clock.NewFake(start)}
-	e.quotas = usage.NewQuotas(e.ledger, e.clock, staleness, discard)
+	e.quotas = verify.NewQuotas(e.ledger, e.clock, staleness, slog.New(slog.DiscardHandler))
 	return e
 }
 
@@ -57,10 +59,10 @@ func newQuotaEnv(t *testing.T, start time.Time, staleness time.Duration) *quotaE
 // request, units units and 1 byte.
 func (e *quotaEnv) count(t *testing.T, key string, n int, units int64) {
 	t.Helper()
-	events := make([]usage.Counted, n)
+	events := make([]ledger.Counted, n)
 	for i := range events {
 		e.seq++
-		events[i] = usage.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%d", e.seq), KeyID: key, Time: e.clock.Now(),
+		events[i] = ledger.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%d", e.seq), KeyID: key, Time: e.clock.Now(),
 			Requests: 1, Units: units, Bytes: 1}, Owner: "acct"}
 	}
 	if got, err := e.ledger.Count(context.Background(), events, usage.Retention); got != n || err != nil {

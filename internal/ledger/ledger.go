@@ -1,4 +1,4 @@
-package usage
+package ledger
 
 import (
 	"context"
@@ -10,23 +10,13 @@ import (
 
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/usage"
 )
-
-// Event is one usage event as gateways report it (API.md, "Usage webhook").
-type Event struct {
-	ID       string    `json:"id"`
-	KeyID    string    `json:"key_id"`
-	Time     time.Time `json:"time"`
-	Requests int64     `json:"requests"`
-	Units    int64     `json:"units"`
-	Bytes    int64     `json:"bytes"`
-	Feature  string    `json:"feature,omitempty"`
-}
 
 // Counted is an event ready to be counted: validated, with the owner of
 // its key (counters are kept per key and listed per owner).
 type Counted struct {
-	Event
+	usage.Event
 	Owner string
 }
 
@@ -72,12 +62,6 @@ type DeadLetter struct {
 	Reason  string // e.g. "unknown_key", "invalid_event", "undecodable_message"
 	Detail  string // a safe, human-readable explanation
 	Payload []byte // the raw event or message, at most 64 KiB
-}
-
-// ClientIPWriter records client IPs: a Ledger, or a ClientIPPublisher that
-// sends them to the ledger through the usage topic.
-type ClientIPWriter interface {
-	AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error
 }
 
 // Ledger stores usage counters with exactly-once semantics per event id.

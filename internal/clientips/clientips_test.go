@@ -1,4 +1,4 @@
-package usage_test
+package clientips_test
 
 import (
 	"context"
@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/clientips"
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
-	"github.com/keyplane/keyplane/internal/usage"
 )
 
 // ipNow is the recorder tests' "now": 10:00 UTC on ipToday.
@@ -36,7 +37,7 @@ type ipCall struct {
 // Invalid, sends on written (if not nil) after each call, and with
 // callsOnly keeps the calls without writing them through.
 type ipLedger struct {
-	usage.Ledger
+	ledger.Ledger
 	down      atomic.Bool
 	invalid   map[string]bool
 	written   chan struct{}
@@ -150,7 +151,7 @@ func attr(r slog.Record, key string) slog.Value {
 	return v
 }
 
-func flush(t *testing.T, r *usage.ClientIPRecorder) {
+func flush(t *testing.T, r *clientips.Recorder) {
 	t.Helper()
 	if err := r.Flush(t.Context()); err != nil {
 		t.Fatalf("Flush: %v", err)
@@ -160,7 +161,7 @@ func flush(t *testing.T, r *usage.ClientIPRecorder) {
 func TestClientIPFlushWritesExactlyTheNewSightings(t *testing.T) {
 	l := newIPLedger(t)
 	clk := clock.NewFake(ipNow)
-	r := usage.NewClientIPRecorder(l, clk, time.Hour, nil)
+	r := clientips.New(l, clk, time.Hour, nil)
 	yesterday := ipToday.AddDate(0, 0, -1)
 
 	flush(t, r)
@@ -193,7 +194,7 @@ func TestClientIPFlushWritesExactlyTheNewSightings(t *testing.T) {
 
 func TestClientIPRecorderIgnoresWhatItCannotRecord(t *testing.T) {
 	l := newIPLedger(t)
-	r := usage.NewClientIPRecorder(l, clock.NewFake(ipNow), time.Hour, nil)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
 	r.Saw("key-1", "not-an-ip", 10, ipNow)
 	r.Saw("key-1", "", 10, ipNow)
 	r.Saw("key-1", "192.0.2.1:443", 10, ipNow)
@@ -206,7 +207,7 @@ func TestClientIPRecorderIgnoresWhatItCannotRecord(t *testing.T) {
 
 func TestFailedClientIPFlushIsRetried(t *testing.T) {
 	l := newIPLedger(t)
-	r := usage.NewClientIPRecorder(l, clock.NewFake(ipNow), time.Hour, nil)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
 	r.Saw("key-1", "192.0.2.1", 10, ipNow)
 	r.Saw("key-2", "192.0.2.2", 10, ipNow)
 	l.down.Store(true)
@@ -232,7 +233,7 @@ func TestClientIPsTheLedgerRejectsAreDropped(t *testing.T) {
 	l := newIPLedger(t)
 	l.invalid = map[string]bool{"key-bad": true}
 	logs := &logRecords{}
-	r := usage.NewClientIPRecorder(l, clock.NewFake(ipNow), time.Hour, slog.New(logs))
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, slog.New(logs))
 	r.Saw("key-1", "192.0.2.1", 10, ipNow)
 	r.Saw("key-bad", "192.0.2.2", 10, ipNow)
 	r.Saw("key-2", "192.0.2.3", 10, ipNow)
@@ -252,7 +253,7 @@ func TestClientIPsTheLedgerRejectsAreDropped(t *testing.T) {
 
 func TestClientIPRecorderRemembersAtMostLimitIPs(t *testing.T) {
 	l := newIPLedger(t)
-	r := usage.NewClientIPRecorder(l, clock.NewFake(ipNow), time.Hour, nil)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
 	yesterday := ipNow.AddDate(0, 0, -1)
 	for i := range 10 {
 		ip := fmt.Sprintf("192.0.2.%d", i)
@@ -278,7 +279,7 @@ func TestClientIPRecorderRemembersAtMostLimitIPs(t *testing.T) {
 	l.wantCount(t, "key-3", ipToday, 1001)
 	calls := l.takeCalls()
 	if len(calls) != 2 || len(calls[0].ips["key-3"])+len(calls[1].ips["key-3"]) != 1001 ||
-		max(len(calls[0].ips["key-3"]), len(calls[1].ips["key-3"])) > usage.MaxClientIPsPerKey {
+		max(len(calls[0].ips["key-3"]), len(calls[1].ips["key-3"])) > ledger.MaxClientIPsPerKey {
 		t.Errorf("calls writing 1,001 IPs of a key: got %d", len(calls))
 	}
 }
@@ -292,7 +293,7 @@ func TestClientIPRecorderIsBoundedAndForgetsOldDays(t *testing.T) {
 	l.callsOnly = true // writing 100,000 keys to SQLite takes long under -race
 	clk := clock.NewFake(ipNow)
 	logs := &logRecords{}
-	r := usage.NewClientIPRecorder(l, clk, 100*24*time.Hour, slog.New(logs))
+	r := clientips.New(l, clk, 100*24*time.Hour, slog.New(logs))
 	for i := range max {
 		r.Saw(fmt.Sprintf("key-%06d", i), "192.0.2.1", 2, ipNow)
 	}
@@ -303,8 +304,8 @@ func TestClientIPRecorderIsBoundedAndForgetsOldDays(t *testing.T) {
 	flush(t, r)
 	written := map[string][]string{}
 	for _, c := range l.takeCalls() {
-		if len(c.ips) > usage.MaxClientIPKeys {
-			t.Errorf("a call of %d keys, more than the %d AddClientIPs takes", len(c.ips), usage.MaxClientIPKeys)
+		if len(c.ips) > ledger.MaxClientIPKeys {
+			t.Errorf("a call of %d keys, more than the %d AddClientIPs takes", len(c.ips), ledger.MaxClientIPKeys)
 		}
 		maps.Copy(written, c.ips)
 	}
@@ -349,7 +350,7 @@ func TestSawStartsABackgroundFlushAfterInterval(t *testing.T) {
 	l := newIPLedger(t)
 	l.written = make(chan struct{}, 10)
 	clk := clock.NewFake(ipNow)
-	r := usage.NewClientIPRecorder(l, clk, time.Minute, nil)
+	r := clientips.New(l, clk, time.Minute, nil)
 	r.Saw("key-1", "192.0.2.1", 10, ipNow.Add(59*time.Second))
 	flush(t, r) // waits for a background flush, had one started
 	if got := l.takeCalls(); len(got) != 1 {
@@ -377,7 +378,7 @@ func TestSawStartsABackgroundFlushAfterInterval(t *testing.T) {
 
 func TestRunFlushesWhenItsContextEnds(t *testing.T) {
 	l := newIPLedger(t)
-	r := usage.NewClientIPRecorder(l, clock.NewFake(ipNow), time.Hour, nil)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() {
@@ -397,7 +398,7 @@ func TestClientIPRecorderIsExactUnderConcurrency(t *testing.T) {
 	const keys, ips, limit, workers = 20, 50, 30, 8
 	l := newIPLedger(t)
 	clk := clock.NewFake(ipNow)
-	r := usage.NewClientIPRecorder(l, clk, time.Second, nil)
+	r := clientips.New(l, clk, time.Second, nil)
 	var (
 		wg   sync.WaitGroup
 		stop atomic.Bool
@@ -456,7 +457,7 @@ func BenchmarkClientIPRecorderSaw(b *testing.B) {
 	defer l.Close()
 	const keys = 1000
 	clk := clock.NewFake(ipNow)
-	r := usage.NewClientIPRecorder(l, clk, 24*time.Hour, nil)
+	r := clientips.New(l, clk, 24*time.Hour, nil)
 	ids := make([]string, keys)
 	addrs := make([]string, keys)
 	for i := range ids {
