@@ -7,14 +7,15 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
-	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ids"
 	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/usage"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
 
 // UsageBodyLimit bounds the usage webhook's body.
-const UsageBodyLimit = 1 << 20
+const UsageBodyLimit = usage.MaxBody
 
 // postUsage is the usage webhook: Standard Webhooks signature, whole-batch
 // validation, and 202 only once the queue has acknowledged the events.
@@ -102,8 +103,8 @@ type usageRow struct {
 func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) error {
 	q := r.URL.Query()
 	owner := q.Get("owner")
-	if owner != "" && !keys.ValidOwner(owner) {
-		return errs.E(errs.Invalid, "owner must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+	if owner != "" && !ids.ValidOwner(owner) {
+		return errs.E(errs.Invalid, "owner must be "+ids.OwnerSyntax)
 	}
 	win, start, end, err := s.windowQuery(r, plan.Month)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ids"
 	"github.com/keyplane/keyplane/internal/store"
 )
 
@@ -88,7 +89,7 @@ func (s *Service) setSecretEnabled(ctx context.Context, id string, enabled bool)
 // an end. Changing only the reason of a disabled key changes the audit
 // trail, not what the owner is told (see notify.KeyEvents).
 func (s *Service) Disable(ctx context.Context, actor, id, reason string) (*store.Key, error) {
-	if !ValidKeyID(id) {
+	if !ids.ValidKeyID(id) {
 		return nil, errs.E(errs.NotFound, "key %q not found", id)
 	}
 	if err := validateReason(reason); err != nil {
@@ -128,7 +129,7 @@ func (s *Service) Disable(ctx context.Context, actor, id, reason string) (*store
 // a revoked key cannot be enabled (FailedPrecondition). When it enables the
 // key, the Notifier, if any, is told after the change is committed.
 func (s *Service) Enable(ctx context.Context, actor, id string) (*store.Key, error) {
-	if !ValidKeyID(id) {
+	if !ids.ValidKeyID(id) {
 		return nil, errs.E(errs.NotFound, "key %q not found", id)
 	}
 	now := s.now()
@@ -160,7 +161,7 @@ func (s *Service) Enable(ctx context.Context, actor, id string) (*store.Key, err
 // record is revoked first, so that the key never verifies again even if
 // destroying the secret fails; revoking a revoked key retries the destroy.
 func (s *Service) Revoke(ctx context.Context, actor, id, reason string) (*store.Key, error) {
-	if !ValidKeyID(id) {
+	if !ids.ValidKeyID(id) {
 		return nil, errs.E(errs.NotFound, "key %q not found", id)
 	}
 	if err := validateReason(reason); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ids"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/store"
@@ -200,7 +201,7 @@ func (s *Service) provision(ctx context.Context, actor, scope string, body any, 
 		return c, err
 	}
 	if idemKey == "" {
-		return work(newKeyID())
+		return work(ids.NewKeyID())
 	}
 	if err := validateIdempotencyKey(idemKey); err != nil {
 		return nil, err
@@ -214,7 +215,7 @@ func (s *Service) provision(ctx context.Context, actor, scope string, body any, 
 	rec, owned, err := s.Store.ReserveIdempotency(ctx, store.Idempotency{
 		Key:         recKey,
 		RequestHash: reqHash,
-		KeyID:       newKeyID(),
+		KeyID:       ids.NewKeyID(),
 		State:       store.IdemPending,
 		LeaseUntil:  now.Add(s.lease()),
 		CreatedAt:   now,
@@ -338,11 +339,9 @@ func requestHash(scope string, body any) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func newKeyID() string { return "key_" + apikey.RandomString(16) }
-
 // Get returns the key with id.
 func (s *Service) Get(ctx context.Context, id string) (*store.Key, error) {
-	if !ValidKeyID(id) {
+	if !ids.ValidKeyID(id) {
 		return nil, errs.E(errs.NotFound, "key %q not found", id)
 	}
 	k, err := s.Store.GetKey(ctx, id)
@@ -364,8 +363,8 @@ func (s *Service) List(ctx context.Context, q store.ListKeysQuery) ([]*store.Key
 
 // Audit returns a page of audit entries, newest first.
 func (s *Service) Audit(ctx context.Context, q store.AuditQuery) ([]store.AuditEntry, string, error) {
-	if q.KeyID != "" && !ValidKeyID(q.KeyID) {
-		return nil, "", invalid("key_id %q is not a key id (key_ followed by 16 letters and digits)", q.KeyID)
+	if q.KeyID != "" && !ids.ValidKeyID(q.KeyID) {
+		return nil, "", invalid("key_id %q is not a key id ("+ids.KeyIDSyntax+")", q.KeyID)
 	}
 	return s.Store.ListAudit(ctx, q)
 }

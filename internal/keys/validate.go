@@ -3,13 +3,13 @@ package keys
 import (
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ids"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/restrict"
 	"github.com/keyplane/keyplane/internal/store"
@@ -25,22 +25,11 @@ const (
 	MaxGracePeriod    = 30 * 24 * time.Hour
 )
 
-var (
-	ownerRE = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,128}$`)
-	keyIDRE = regexp.MustCompile(`^key_[0-9A-Za-z]{16}$`)
-)
-
 func invalid(format string, args ...any) error { return errs.E(errs.Invalid, format, args...) }
 
-// ValidOwner reports whether s is a well-formed owner id.
-func ValidOwner(s string) bool { return ownerRE.MatchString(s) }
-
-// ValidKeyID reports whether s is a well-formed key id.
-func ValidKeyID(s string) bool { return keyIDRE.MatchString(s) }
-
 func validateOwner(owner string) error {
-	if !ValidOwner(owner) {
-		return invalid("owner is required: 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+	if !ids.ValidOwner(owner) {
+		return invalid("owner is required: " + ids.OwnerSyntax)
 	}
 	return nil
 }

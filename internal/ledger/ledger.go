@@ -114,6 +114,56 @@ const (
 	MaxClientIPsPerKey = 1000 // IPs per key per call
 )
 
+// MaxPageSize bounds the page size of the ledger's listing calls.
+const MaxPageSize = 1000
+
+// CheckCount checks the arguments of Ledger.Count that every adapter checks
+// alike, before anything is written, so that an invalid batch counts
+// nothing. An adapter checks what else its key ids need itself. Errors are
+// errs.Invalid.
+func CheckCount(events []Counted, retention time.Duration) error {
+	if retention <= 0 {
+		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
+	}
+	for i, e := range events {
+		switch {
+		case e.ID == "":
+			return errs.E(errs.Invalid, "event %d: the id is empty", i)
+		case e.KeyID == "":
+			return errs.E(errs.Invalid, "event %s: the key id is empty", e.ID)
+		case e.Time.IsZero():
+			return errs.E(errs.Invalid, "event %s: the time is not set", e.ID)
+		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0:
+			return errs.E(errs.Invalid, "event %s: requests, units and bytes must be >= 0", e.ID)
+		}
+	}
+	return nil
+}
+
+// CheckWindow checks a window argument.
+func CheckWindow(w plan.Window) error {
+	if _, err := plan.ParseWindow(string(w)); err != nil {
+		return errs.Wrap(errs.Invalid, err, err.Error())
+	}
+	return nil
+}
+
+// CheckPageSize checks the page size of a listing call.
+func CheckPageSize(n int) error {
+	if n < 1 || n > MaxPageSize {
+		return errs.E(errs.Invalid, "page size must be 1-%d, got %d", MaxPageSize, n)
+	}
+	return nil
+}
+
+// CheckDeadLetter checks the argument of Ledger.AddDeadLetter.
+func CheckDeadLetter(d DeadLetter) error {
+	if d.ID == "" {
+		return errs.E(errs.Invalid, "a dead letter needs an id")
+	}
+	return nil
+}
+
 // CheckClientIPsQuery validates the arguments of Ledger.ClientIPs, for
 // the adapters.
 func CheckClientIPsQuery(keyID string, day time.Time, sample int) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,19 +12,15 @@ import (
 
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ids"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
 
-var ownerRE = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,128}$`)
-
-// ValidOwner reports whether s is a well-formed owner id.
-func ValidOwner(s string) bool { return ownerRE.MatchString(s) }
-
 func validateOwner(owner string) error {
-	if !ValidOwner(owner) {
-		return invalidField("owner", "owner must be 1-128 characters of A-Z a-z 0-9 _ . : @ -")
+	if !ids.ValidOwner(owner) {
+		return invalidField("owner", "owner must be "+ids.OwnerSyntax)
 	}
 	return nil
 }

@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ids"
 )
 
 // Limits of the webhook contract.
 const (
+	MaxBody       = 1 << 20 // bytes of one webhook body
 	MaxBatch      = 1000
 	MaxIDLen      = 128
 	MaxFeatureLen = 64
@@ -152,8 +154,8 @@ func (e Event) Problem(now time.Time) (field, msg string) {
 	switch {
 	case len(e.ID) == 0 || len(e.ID) > MaxIDLen:
 		return "id", fmt.Sprintf("must be 1-%d characters", MaxIDLen)
-	case !validKeyID(e.KeyID):
-		return "key_id", "must be a key id (key_ followed by 16 letters and digits)"
+	case !ids.ValidKeyID(e.KeyID):
+		return "key_id", "must be a key id (" + ids.KeyIDSyntax + ")"
 	case e.Time.IsZero():
 		return "time", "is required (RFC 3339)"
 	case e.Time.Before(now.Add(-MaxAge)):
@@ -170,17 +172,4 @@ func (e Event) Problem(now time.Time) (field, msg string) {
 		return "feature", fmt.Sprintf("must be at most %d characters", MaxFeatureLen)
 	}
 	return "", ""
-}
-
-func validKeyID(s string) bool {
-	if len(s) != 20 || s[:4] != "key_" {
-		return false
-	}
-	for i := 4; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
 }

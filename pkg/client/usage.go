@@ -3,10 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,26 +13,23 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/keyplane/keyplane/internal/usage"
+	"github.com/keyplane/keyplane/internal/webhook"
 )
 
-// The usage webhook's contract (docs/openapi.yaml, POST /v1/usage).
+// The reporter applies the usage webhook's own rules (internal/usage) to
+// each event, with a stricter time window: keyplane accepts events up to
+// usage.MaxAge old and usage.MaxSkew ahead of its clock, the reporter an
+// hour younger and a minute ahead, so that an event is still accepted when
+// its batch is sent, retries included, and a clock a little off keyplane's
+// does not get a whole batch refused.
 const (
-	usageMaxBatch      = 1000    // events in one body
-	usageMaxBody       = 1 << 20 // bytes of one body
-	usageMaxIDLen      = 128
-	usageMaxFeatureLen = 64
-	// keyplane accepts events up to 35 days old and 5 minutes ahead of
-	// its clock. The reporter is stricter by an hour and by 4 minutes: an
-	// event must still be accepted when its batch is sent, retries
-	// included, and a clock a little off keyplane's must not get a whole
-	// batch refused.
-	usageMaxAge   = 35*24*time.Hour - time.Hour
+	usageMaxAge   = usage.MaxAge - time.Hour
 	usageMaxAhead = time.Minute
 )
 
@@ -134,7 +128,7 @@ type UsageStats struct {
 // [NewUsageReporter], and Close it on shutdown to send what is queued.
 type UsageReporter struct {
 	url    string
-	secret []byte
+	secret webhook.Secret
 	opt    UsageReporterOptions
 	log    *slog.Logger
 	sleep  func(context.Context, time.Duration) error // waits between attempts; replaced in tests
@@ -168,17 +162,17 @@ func newUsageReporter(webhookURL, secret string, opts *UsageReporterOptions, sle
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Fragment != "" {
 		return nil, errors.New("keyplane: the usage webhook URL must be an absolute http or https URL, like https://keyplane.example.com/v1/usage")
 	}
-	key, err := parseWebhookSecret(secret)
+	key, err := webhook.ParseSecret(secret)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("keyplane: the usage webhook secret: %w", err)
 	}
 	var o UsageReporterOptions
 	if opts != nil {
 		o = *opts
 	}
-	if o.MaxBatch < 0 || o.MaxBatch > usageMaxBatch || o.FlushInterval < 0 || o.QueueSize < 0 ||
+	if o.MaxBatch < 0 || o.MaxBatch > usage.MaxBatch || o.FlushInterval < 0 || o.QueueSize < 0 ||
 		o.Retry.MaxAttempts < 0 || o.Retry.MinBackoff < 0 || o.Retry.MaxBackoff < 0 {
-		return nil, fmt.Errorf("keyplane: usage reporter options: MaxBatch must be 0-%d, and no option may be negative", usageMaxBatch)
+		return nil, fmt.Errorf("keyplane: usage reporter options: MaxBatch must be 0-%d, and no option may be negative", usage.MaxBatch)
 	}
 	o.MaxBatch = orDefault(o.MaxBatch, 500)
 	o.FlushInterval = orDefault(o.FlushInterval, time.Second)
@@ -213,28 +207,6 @@ func orDefault[T int | time.Duration](v, def T) T {
 		return def
 	}
 	return v
-}
-
-// parseWebhookSecret decodes "whsec_<base64>" (the prefix is optional), as
-// keyplane does. The error never includes the secret.
-func parseWebhookSecret(s string) ([]byte, error) {
-	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, "whsec_"))
-	if err != nil || len(b) < 16 {
-		return nil, errors.New("keyplane: the usage webhook secret must be whsec_ followed by base64 of at least 16 bytes")
-	}
-	return b, nil
-}
-
-// signWebhook returns the Standard Webhooks signature of a message:
-// "v1," and the base64 HMAC-SHA256 of "id.timestamp.body".
-func signWebhook(secret []byte, id, timestamp string, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(id))
-	m.Write([]byte{'.'})
-	m.Write([]byte(timestamp))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "v1," + base64.StdEncoding.EncodeToString(m.Sum(nil))
 }
 
 // newID returns prefix and 16 random bytes in hex.
@@ -285,41 +257,29 @@ func (r *UsageReporter) Report(ev UsageEvent) error {
 // check applies the webhook's rules to an event. Messages name the field
 // but never quote it: a key's plaintext passed as KeyID must not be logged.
 func (ev UsageEvent) check(now time.Time) error {
+	e := usage.Event{ID: ev.ID, KeyID: ev.KeyID, Time: ev.Time, Requests: 1, Units: ev.Units, Bytes: ev.Bytes, Feature: ev.Feature}
+	if ev.Requests != nil {
+		e.Requests = *ev.Requests
+	}
 	var field, msg string
 	switch {
-	case len(ev.ID) == 0 || len(ev.ID) > usageMaxIDLen || !utf8.ValidString(ev.ID):
-		field, msg = "id", fmt.Sprintf("must be 1-%d bytes of UTF-8", usageMaxIDLen)
-	case !validKeyID(ev.KeyID):
-		field, msg = "key_id", "must be a key id (key_ followed by 16 letters and digits)"
-	case ev.Time.Before(now.Add(-usageMaxAge)):
+	// JSON would replace invalid UTF-8, and so change the id or feature
+	// keyplane sees: refuse it instead.
+	case !utf8.ValidString(ev.ID):
+		field, msg = "id", "must be UTF-8"
+	case !utf8.ValidString(ev.Feature):
+		field, msg = "feature", "must be UTF-8"
+	case !ev.Time.IsZero() && ev.Time.Before(now.Add(-usageMaxAge)):
 		field, msg = "time", "is more than 35 days old (less an hour for sending)"
 	case ev.Time.After(now.Add(usageMaxAhead)):
 		field, msg = "time", "is more than a minute in the future"
-	case ev.Requests != nil && *ev.Requests < 0:
-		field, msg = "requests", "must be >= 0"
-	case ev.Units < 0:
-		field, msg = "units", "must be >= 0"
-	case ev.Bytes < 0:
-		field, msg = "bytes", "must be >= 0"
-	case len(ev.Feature) > usageMaxFeatureLen || !utf8.ValidString(ev.Feature):
-		field, msg = "feature", fmt.Sprintf("must be at most %d bytes of UTF-8", usageMaxFeatureLen)
 	default:
+		field, msg = e.Problem(now)
+	}
+	if msg == "" {
 		return nil
 	}
 	return fmt.Errorf("%w: %s %s", ErrInvalidUsageEvent, field, msg)
-}
-
-// validKeyID reports whether s has the form of keyplane's key ids.
-func validKeyID(s string) bool {
-	if len(s) != 20 || !strings.HasPrefix(s, "key_") {
-		return false
-	}
-	for _, c := range []byte(s[4:]) {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
 }
 
 // Flush sends every event queued when it is called and waits until each
@@ -500,7 +460,7 @@ func encodeUsage(events []UsageEvent, maxEvents int) []usageBody {
 			out = append(out, usageBody{events: 1, err: fmt.Errorf("keyplane: encoding a usage event: %w", err)})
 			continue
 		}
-		if held == maxEvents || held > 0 && buf.Len()+1+len(b)+len("]}") > usageMaxBody {
+		if held == maxEvents || held > 0 && buf.Len()+1+len(b)+len("]}") > usage.MaxBody {
 			end()
 		}
 		if held == 0 {
@@ -566,13 +526,10 @@ func (r *UsageReporter) post(ctx context.Context, id string, body []byte) error 
 	if err != nil {
 		return fmt.Errorf("keyplane: POST usage: %w", err)
 	}
-	ts := strconv.FormatInt(r.opt.Clock().Unix(), 10)
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", "keyplane-go-client")
-	h.Set("webhook-id", id)
-	h.Set("webhook-timestamp", ts)
-	h.Set("webhook-signature", signWebhook(r.secret, id, ts, body))
+	r.secret.SetHeaders(h, id, r.opt.Clock(), body)
 	res, err := r.opt.HTTPClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("keyplane: POST usage: %w", err)

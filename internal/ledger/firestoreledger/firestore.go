@@ -148,6 +148,20 @@ func translate(err error, msg string) error {
 	return firestoredb.Translate(err, msg, errs.Unavailable)
 }
 
+// checkCount is ledger.CheckCount and the rule of this ledger's
+// documents: a key id must be able to start a document id.
+func checkCount(events []ledger.Counted, retention time.Duration) error {
+	if err := ledger.CheckCount(events, retention); err != nil {
+		return err
+	}
+	for _, e := range events {
+		if !validKeyID(e.KeyID) {
+			return errs.E(errs.Invalid, "event %s: key id %q cannot name a Firestore document", e.ID, e.KeyID)
+		}
+	}
+	return nil
+}
+
 // validKeyID reports whether a counter document id can start with id.
 func validKeyID(id string) bool {
 	return firestoredb.ValidID(id) && len(id) <= maxKeyID && !strings.HasPrefix(id, "__")
@@ -200,36 +214,6 @@ type deadLetterDoc struct {
 	Reason  string    `firestore:"reason"`
 	Detail  string    `firestore:"detail"`
 	Payload []byte    `firestore:"payload"`
-}
-
-// validate checks a Count call before anything is written, so that an
-// invalid batch counts nothing.
-func validate(events []ledger.Counted, retention time.Duration) error {
-	if retention <= 0 {
-		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
-	}
-	for i, e := range events {
-		switch {
-		case e.ID == "":
-			return errs.E(errs.Invalid, "event %d: the id is empty", i)
-		case e.KeyID == "":
-			return errs.E(errs.Invalid, "event %s: the key id is empty", e.ID)
-		case !validKeyID(e.KeyID):
-			return errs.E(errs.Invalid, "event %s: key id %q cannot name a Firestore document", e.ID, e.KeyID)
-		case e.Time.IsZero():
-			return errs.E(errs.Invalid, "event %s: the time is not set", e.ID)
-		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0:
-			return errs.E(errs.Invalid, "event %s: requests, units and bytes must be >= 0", e.ID)
-		}
-	}
-	return nil
-}
-
-func checkWindow(w plan.Window) error {
-	if _, err := plan.ParseWindow(string(w)); err != nil {
-		return errs.Wrap(errs.Invalid, err, err.Error())
-	}
-	return nil
 }
 
 // windowStart returns the start of the window of kind w containing t, as
@@ -378,7 +362,7 @@ func (l *Ledger) uncounted(ctx context.Context, events []ledger.Counted) ([]ledg
 // exactly that the event was counted. If Count fails, it returns the
 // events it did count before the failure with the error.
 func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention time.Duration) (int, error) {
-	if err := validate(events, retention); err != nil {
+	if err := checkCount(events, retention); err != nil {
 		return 0, err
 	}
 	if len(events) == 0 {
@@ -432,7 +416,7 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 // Totals returns key id's totals in the window of kind w containing start:
 // the sum of its counter's shards, read by id in one call.
 func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error) {
-	if err := checkWindow(w); err != nil {
+	if err := ledger.CheckWindow(w); err != nil {
 		return ledger.Totals{}, err
 	}
 	if !validKeyID(keyID) {
@@ -461,13 +445,6 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 	return t, nil
 }
 
-func checkPageSize(n int) error {
-	if n < 1 || n > 1000 {
-		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
-	}
-	return nil
-}
-
 // keyPage returns one page of per-key totals of the window (w, start), of
 // owner's keys unless owner is "", ordered by key id. It queries the
 // counter shards ordered by (key_id, document id) and sums each key's
@@ -477,10 +454,10 @@ func checkPageSize(n int) error {
 // take at the shards per key seen so far, so that few documents past the
 // page are read.
 func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start time.Time, size int, token string, fields ...string) ([]ledger.KeyTotals, string, error) {
-	if err := checkWindow(w); err != nil {
+	if err := ledger.CheckWindow(w); err != nil {
 		return nil, "", err
 	}
-	if err := checkPageSize(size); err != nil {
+	if err := ledger.CheckPageSize(size); err != nil {
 		return nil, "", err
 	}
 	q := l.c.Collection(countersColl).Select(fields...).
@@ -553,8 +530,8 @@ func (l *Ledger) ActiveKeys(ctx context.Context, w plan.Window, start time.Time,
 // AddDeadLetter records d unless a dead letter with its ID exists, in which
 // case the first one is kept. A payload over 64 KiB is truncated.
 func (l *Ledger) AddDeadLetter(ctx context.Context, d ledger.DeadLetter) error {
-	if d.ID == "" {
-		return errs.E(errs.Invalid, "a dead letter needs an id")
+	if err := ledger.CheckDeadLetter(d); err != nil {
+		return err
 	}
 	if len(d.Payload) > maxPayload {
 		d.Payload = d.Payload[:maxPayload]
@@ -579,7 +556,7 @@ func (l *Ledger) AddDeadLetter(ctx context.Context, d ledger.DeadLetter) error {
 // ListDeadLetters returns one page of dead letters, newest first (ties by
 // document id, descending).
 func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]ledger.DeadLetter, string, error) {
-	if err := checkPageSize(pageSize); err != nil {
+	if err := ledger.CheckPageSize(pageSize); err != nil {
 		return nil, "", err
 	}
 	q := l.c.Collection(deadLettersColl).OrderBy("time", firestore.Desc).OrderBy(firestore.DocumentID, firestore.Desc)

@@ -148,34 +148,6 @@ func micros(t time.Time) int64 { return t.UnixMicro() }
 
 func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
 
-// validate checks a Count call before anything is written, so that an
-// invalid batch counts nothing.
-func validate(events []ledger.Counted, retention time.Duration) error {
-	if retention <= 0 {
-		return errs.E(errs.Invalid, "retention must be positive, got %v", retention)
-	}
-	for i, e := range events {
-		switch {
-		case e.ID == "":
-			return errs.E(errs.Invalid, "event %d: the id is empty", i)
-		case e.KeyID == "":
-			return errs.E(errs.Invalid, "event %s: the key id is empty", e.ID)
-		case e.Time.IsZero():
-			return errs.E(errs.Invalid, "event %s: the time is not set", e.ID)
-		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0:
-			return errs.E(errs.Invalid, "event %s: requests, units and bytes must be >= 0", e.ID)
-		}
-	}
-	return nil
-}
-
-func checkWindow(w plan.Window) error {
-	if _, err := plan.ParseWindow(string(w)); err != nil {
-		return errs.Wrap(errs.Invalid, err, err.Error())
-	}
-	return nil
-}
-
 // addSat returns a+b for b >= 0, saturating at math.MaxInt64 instead of
 // wrapping around.
 func addSat(a, b int64) int64 {
@@ -225,7 +197,7 @@ var upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, req
 // events, summed per counter, to the counters. Counters saturate at
 // math.MaxInt64.
 func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention time.Duration) (int, error) {
-	if err := validate(events, retention); err != nil {
+	if err := ledger.CheckCount(events, retention); err != nil {
 		return 0, err
 	}
 	if len(events) == 0 {
@@ -321,7 +293,7 @@ func windowStart(w plan.Window, start time.Time) int64 {
 
 // Totals returns key id's totals in the window of kind w containing start.
 func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error) {
-	if err := checkWindow(w); err != nil {
+	if err := ledger.CheckWindow(w); err != nil {
 		return ledger.Totals{}, err
 	}
 	var t ledger.Totals
@@ -335,21 +307,14 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 	return t, nil
 }
 
-func checkPageSize(n int) error {
-	if n < 1 || n > 1000 {
-		return errs.E(errs.Invalid, "page size must be 1-1000, got %d", n)
-	}
-	return nil
-}
-
 // keyPage reads one page of the counters of window (w, start), of owner's
 // keys unless owner is "", ordered by key id, and scans each with scan.
 func (l *Ledger) keyPage(ctx context.Context, cols, owner string, w plan.Window, start time.Time, size int, token string,
 	scan func(*sql.Rows) (keyID string, err error)) (string, error) {
-	if err := checkWindow(w); err != nil {
+	if err := ledger.CheckWindow(w); err != nil {
 		return "", err
 	}
-	if err := checkPageSize(size); err != nil {
+	if err := ledger.CheckPageSize(size); err != nil {
 		return "", err
 	}
 	where, args := []string{"win = ?", "start = ?"}, []any{string(w), windowStart(w, start)}
@@ -426,8 +391,8 @@ const maxPayload = 64 << 10
 // AddDeadLetter records d unless a dead letter with its ID exists, in which
 // case the first one is kept. A payload over 64 KiB is truncated.
 func (l *Ledger) AddDeadLetter(ctx context.Context, d ledger.DeadLetter) error {
-	if d.ID == "" {
-		return errs.E(errs.Invalid, "a dead letter needs an id")
+	if err := ledger.CheckDeadLetter(d); err != nil {
+		return err
 	}
 	if len(d.Payload) > maxPayload {
 		d.Payload = d.Payload[:maxPayload]
@@ -442,7 +407,7 @@ func (l *Ledger) AddDeadLetter(ctx context.Context, d ledger.DeadLetter) error {
 // ListDeadLetters returns one page of dead letters, newest first (ties by
 // id, descending).
 func (l *Ledger) ListDeadLetters(ctx context.Context, pageSize int, pageToken string) ([]ledger.DeadLetter, string, error) {
-	if err := checkPageSize(pageSize); err != nil {
+	if err := ledger.CheckPageSize(pageSize); err != nil {
 		return nil, "", err
 	}
 	q, args := `SELECT id, time, reason, detail, payload FROM usage_dead_letters`, []any{}
