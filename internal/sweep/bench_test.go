@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
@@ -136,8 +137,10 @@ func BenchmarkSweep(b *testing.B) {
 				populate(b, st, l, n, idle, now)
 				b.Logf("stored %d keys and their usage in %v", n*(1+idle), time.Since(start).Round(time.Second))
 				clk := clock.NewFake(now)
-				s := &sweep.Sweeper{Store: st, Ledger: l, Vault: nopVault{}, Plans: plans, Clock: clk,
-					Logger: slog.New(slog.DiscardHandler), Budget: time.Hour, Workers: workers}
+				log := slog.New(slog.DiscardHandler)
+				ks := &keys.Service{Store: st, Vault: nopVault{}, Clock: clk, Logger: log}
+				s := &sweep.Sweeper{Store: st, Ledger: l, Plans: plans, Keys: ks, Clock: clk,
+					Logger: log, Budget: time.Hour, Workers: workers}
 				var sweepDur, bareDur time.Duration
 				b.ResetTimer()
 				for range b.N {

@@ -99,14 +99,15 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, clock: clock.NewFake(t0), store: &countingStore{Store: st}, ledger: l, vault: v, nstore: ns,
 		topic: &recordingTopic{}, plans: plans}
 	log := slog.New(slog.DiscardHandler)
-	e.keys = &keys.Service{Store: e.store, Vault: v, Hasher: h, Plans: plans, Prefix: "kp_test", Clock: e.clock, Logger: log}
 	e.notify = &notify.Service{Registry: ns, Deliveries: ns, Vault: v, Topic: e.topic, Clock: e.clock, Logger: log}
+	e.keys = &keys.Service{Store: e.store, Vault: v, Hasher: h, Plans: plans, Prefix: "kp_test", Clock: e.clock, Logger: log,
+		Notifier: notify.KeyEvents{Service: e.notify}}
 	return e
 }
 
 // sweeper returns a new Sweeper: a new process, remembering nothing.
 func (e *env) sweeper() *sweep.Sweeper {
-	return &sweep.Sweeper{Store: e.store, Ledger: e.ledger, Vault: e.vault, Plans: e.plans, Notify: e.notify, Keys: e.keys,
+	return &sweep.Sweeper{Store: e.store, Ledger: e.ledger, Plans: e.plans, Notify: e.notify, Keys: e.keys,
 		Clock: e.clock, Logger: slog.New(slog.DiscardHandler)}
 }
 
@@ -558,6 +559,48 @@ func TestBudgetStopsARunAndTheNextContinues(t *testing.T) {
 	}
 }
 
+// hookLedger calls before ahead of every page of keys with usage.
+type hookLedger struct {
+	ledger.Ledger
+	before func()
+}
+
+func (l hookLedger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, size int, token string) ([]ledger.KeyTotals, string, error) {
+	l.before()
+	return l.Ledger.OwnerTotals(ctx, owner, w, start, size, token)
+}
+
+// A change made late in a long run is stamped when it is made, not when
+// the run began, so the change feed carries it to a verifier that polled
+// while the run was going on.
+func TestChangesLateInARunReachVerifiers(t *testing.T) {
+	e := newEnv(t)
+	c := e.key("acct_1", "tiny")
+	e.use(c.Key, 11, t0)
+	ctx := context.Background()
+	v := verify.New(e.store, e.keys.Hasher, e.plans, e.clock, &verify.Options{Logger: slog.New(slog.DiscardHandler)})
+	if d, err := v.Verify(ctx, verify.Request{Key: c.Secret}); err != nil || d.Code != verify.Valid {
+		t.Fatalf("verify before the run = %v, %v; want VALID (and the key cached)", d.Code, err)
+	}
+	s := e.sweeper()
+	s.Ledger = hookLedger{Ledger: e.ledger, before: func() {
+		e.clock.Advance(40 * time.Second) // the run has been going on for a while
+		if err := v.Sync(ctx); err != nil {
+			t.Error(err)
+		}
+	}}
+	if rep := e.run(s, false); len(rep.Disabled) != 1 {
+		t.Fatalf("disabled = %+v, want the key", rep.Disabled)
+	}
+	e.clock.Advance(time.Second)
+	if err := v.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := v.Verify(ctx, verify.Request{Key: c.Secret}); err != nil || d.Code != verify.Disabled {
+		t.Errorf("verify after the run = %v, %v; want DISABLED from the change feed", d.Code, err)
+	}
+}
+
 // A run that stops between disabling a key and telling its owner: the next
 // run finishes the notification, and only once.
 func TestNextRunFinishesTheEffectsOfAnInterruptedOne(t *testing.T) {
@@ -673,6 +716,7 @@ func TestOnFirestore(t *testing.T) {
 		"Recovery":          TestNextRunFinishesTheEffectsOfAnInterruptedOne,
 		"OnlyKeysWithUsage": TestReadsOnlyKeysWithUsageToday,
 		"Unchanged":         TestUnchangedKeysAreNotJudgedAgain,
+		"LateChanges":       TestChangesLateInARunReachVerifiers,
 	} {
 		t.Run(name, test)
 	}
