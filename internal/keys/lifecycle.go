@@ -56,7 +56,7 @@ func (s *Service) tellOwner(ctx context.Context, event string, k *store.Key, act
 
 // validateReason checks an operator's reason. The sweep's reasons are
 // reserved: its changes are recognised by them (a key disabled with
-// ReasonQuotaExceeded is re-enabled when its window resets; see sweep.go).
+// ReasonQuotaExceeded is re-enabled when its window resets; see Lift).
 func validateReason(reason string) error {
 	if reservedReason(reason) {
 		return invalid("reason %q is reserved for the sweep; describe the manual change in other words (default \"manual\")", reason)

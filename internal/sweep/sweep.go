@@ -39,8 +39,8 @@ const (
 
 // Sweeper runs sweeps. Store, Ledger, Plans and Keys are required.
 type Sweeper struct {
-	// Store is read for the keys to judge, and keeps the checkpoint. It is
-	// Keys.Store.
+	// Store is read for the keys to judge and keeps the checkpoint; it is
+	// the store Keys writes to.
 	Store  store.Store
 	Ledger ledger.Ledger
 	Plans  *plan.Catalog
