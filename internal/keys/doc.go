@@ -1,7 +1,9 @@
 // Package keys is the key lifecycle service: provisioning (crash-consistent
 // and idempotent), reading, listing, updating, disabling, enabling,
 // revoking, rotating and revealing keys, with an audit entry for every
-// state change and every reveal.
+// state change and every reveal. It is the one owner of what a key state
+// change writes (the key record, the audit entry, the secret version) and
+// who it tells, including the changes the sweep asks for.
 //
 // # Crash consistency
 //
@@ -39,4 +41,30 @@
 // the change stands. Closing the gap needs an outbox: the notification
 // written in the same store transaction as the change and relayed from
 // there.
+//
+// # The sweep's transitions
+//
+// internal/sweep only judges: it decides which keys to suspend or lift and
+// why, and asks Service to act. Its changes are conditional, so that a key
+// changed between judging and acting is left alone and of two overlapping
+// sweeps one acts and the other finds nothing to do:
+//
+//   - Suspend disables a key only if it is still the active version the
+//     sweep judged (a compare-and-set on UpdatedAt, inside the store's
+//     UpdateKey);
+//   - Lift re-enables a key only if it is still suspended for
+//     ReasonQuotaExceeded with its window ended: never an abuse
+//     suspension, never an operator's disable;
+//   - FinishSweepChange makes the effects of an earlier sweep change that
+//     a crash or an outage left unmade.
+//
+// The sweep's reasons (ReasonQuotaExceeded, ReasonSpike,
+// ReasonDistinctIPs, ReasonWindowReset, and any abuse_ reason) are
+// reserved: Disable and Revoke refuse them, so a reason says who made the
+// change. A sweep change is stamped (UpdatedAt, the audit entry's time)
+// when it is written, like any other, so the change feed carries it to
+// verifiers however long the run has taken. Unlike a manual change, a
+// sweep change whose owner could not be told returns the error (with the
+// change reported as made): the sweep finishes it on a later run
+// (FinishSweepChange), and the Notifier tells one change once.
 package keys

@@ -3,7 +3,6 @@ package keys
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
@@ -57,10 +56,10 @@ func (s *Service) tellOwner(ctx context.Context, event string, k *store.Key, act
 }
 
 // validateReason checks an operator's reason. The sweep's reasons are
-// reserved: the sweep recognises its own changes by them (a key disabled
-// with quota_exceeded is re-enabled when its window resets).
+// reserved: its changes are recognised by them (a key disabled with
+// ReasonQuotaExceeded is re-enabled when its window resets; see Lift).
 func validateReason(reason string) error {
-	if reason == "quota_exceeded" || reason == "window_reset" || strings.HasPrefix(reason, "abuse_") {
+	if reservedReason(reason) {
 		return invalid("reason %q is reserved for the sweep; describe the manual change in other words (default \"manual\")", reason)
 	}
 	return validateText("reason", reason, MaxReasonLen)
@@ -69,10 +68,14 @@ func validateReason(reason string) error {
 // setSecretEnabled brings the key's secret version in line with its
 // status: a disabled key's secret cannot be revealed (Secret Manager
 // refuses a disabled version). A key with no secret, or a destroyed one,
-// has nothing to change.
+// has nothing to change (logged at WARN: a key should have its secret).
 func (s *Service) setSecretEnabled(ctx context.Context, id string, enabled bool) error {
 	err := s.Vault.SetKeySecretEnabled(ctx, id, enabled)
-	if err == nil || errs.Is(err, errs.NotFound) || errs.Is(err, errs.FailedPrecondition) {
+	if err == nil {
+		return nil
+	}
+	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.FailedPrecondition) {
+		s.logger().WarnContext(ctx, "the key's secret cannot be changed with the key", "key_id", id, "enabled", enabled, "error", err)
 		return nil
 	}
 	verb := "disabled"

@@ -13,14 +13,16 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/store"
 )
 
 // told is a keys.Notifier that keeps what it was told, or fails.
 type told struct {
-	mu     sync.Mutex
-	events []string // "<type> <key id> <status> <updated_at>"
-	fail   error
+	mu       sync.Mutex
+	events   []string         // "<type> <key id> <status> <updated_at>"; KeySwept's type is "swept"
+	evidence []map[string]any // what each KeySwept call carried, in order
+	fail     error
 }
 
 func (n *told) record(typ string, k *store.Key) error {
@@ -39,6 +41,16 @@ func (n *told) KeyDisabled(_ context.Context, k *store.Key, _ string) error {
 
 func (n *told) KeyEnabled(_ context.Context, k *store.Key, _ string) error {
 	return n.record("key.enabled", k)
+}
+
+func (n *told) KeySwept(_ context.Context, k *store.Key, evidence map[string]any) error {
+	if err := n.record("swept", k); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.evidence = append(n.evidence, evidence)
+	return nil
 }
 
 func (n *told) got() []string {
@@ -69,14 +81,15 @@ func TestOwnerToldOnlyOfChangesTheySee(t *testing.T) {
 		{"disable again, another reason", func() error { _, err := e.svc.Disable(ctx, "ops", id, "still investigating"); return err }, ""},
 		{"enable", func() error { _, err := e.svc.Enable(ctx, "ops", id); return err }, "key.enabled %s active %s"},
 		{"enable an active key", func() error { _, err := e.svc.Enable(ctx, "ops", id); return err }, ""},
-		{"suspended until the window ends (as the sweep does)", func() error {
-			_, err := e.store.UpdateKey(ctx, id, func(k *store.Key) (*store.AuditEntry, error) {
-				until := e.clock.Now().Add(time.Hour)
-				k.Status, k.StatusReason, k.DisabledUntil, k.UpdatedAt = store.Disabled, "quota_exceeded", &until, e.clock.Now()
-				return nil, nil
-			})
+		{"suspended by the sweep until the window ends", func() error {
+			k, err := e.svc.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			until := e.clock.Now().Add(time.Hour)
+			_, _, err = e.svc.Suspend(ctx, "sweep", k, keys.Suspension{Reason: keys.ReasonQuotaExceeded, Until: &until})
 			return err
-		}, ""},
+		}, "swept %s disabled %s"},
 		{"a suspension becomes a manual disable", func() error { _, err := e.svc.Disable(ctx, "ops", id, "manual"); return err }, "key.disabled %s disabled %s"},
 		{"revoke", func() error { _, err := e.svc.Revoke(ctx, "ops", id, "leaked"); return err }, ""},
 	} {

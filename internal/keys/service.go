@@ -49,20 +49,29 @@ type Service struct {
 	// may take over its work, after a crash (30s).
 	Lease time.Duration
 	// Notifier, if not nil, tells a key's owner about manual disables and
-	// enables (see Disable and Enable). Default: nobody is told.
+	// enables (see Disable and Enable) and about the sweep's suspensions
+	// and lifts (see Suspend and Lift). Default: nobody is told.
 	Notifier Notifier
 }
 
-// Notifier tells a key's owner that the key changed state. Disable and
-// Enable call it after the change is committed, only when the state
-// actually changed, with the key as stored. An error means the owner was
-// not told; the change stands (Service logs the error, see the package
-// comment). Implementations should derive the event's identity from the
-// key and its UpdatedAt, so that calling them twice for the same change
-// tells the owner once.
+// Notifier tells a key's owner that the key changed state. Service calls
+// it after the change is committed, only when the state actually changed,
+// with the key as stored. An error means the owner was not told; the
+// change stands. Implementations should derive the event's identity from
+// the key and its UpdatedAt, so that calling them twice for the same
+// change tells the owner once.
 type Notifier interface {
+	// KeyDisabled and KeyEnabled tell of an operator's change (Disable,
+	// Enable); Service logs their errors (see the package comment).
 	KeyDisabled(ctx context.Context, k *store.Key, actor string) error
 	KeyEnabled(ctx context.Context, k *store.Key, actor string) error
+	// KeySwept tells of a change the sweep asked for (Suspend, Lift,
+	// FinishSweepChange): k is disabled with one of the sweep's reasons,
+	// or active with ReasonWindowReset. The reason is meant for the owner
+	// (an operator's free text is not). evidence is what a suspension was
+	// decided on, nil when it is not known (a lift, FinishSweepChange).
+	// Service returns its errors, so that the sweep finishes them later.
+	KeySwept(ctx context.Context, k *store.Key, evidence map[string]any) error
 }
 
 // now is the service's time, at the microsecond precision the stores keep,

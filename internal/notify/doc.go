@@ -3,8 +3,9 @@
 // (key.disabled, key.enabled, usage.threshold) and their delivery as
 // Standard Webhooks, signed with internal/webhook, retried on a schedule of
 // hours through the queue, and dead-lettered when the schedule runs out.
-// The sweep calls Service.Notify, keys.Service calls it through KeyEvents
-// (manual disables and enables); the notifications subscription calls
+// The sweep calls Service.Notify (usage thresholds), keys.Service calls it
+// through KeyEvents (every key state change, the sweep's included); the
+// notifications subscription calls
 // Deliverer.Handle (the DeliverNotification function in production, a
 // subscription of the embedded queue in keyplane serve; internal/wire builds
 // both). Adapters of the Store live in notify/sqlite and

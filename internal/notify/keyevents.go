@@ -11,15 +11,15 @@ import (
 // an operator made through the management API.
 const ReasonManual = "manual"
 
-// KeyEvents tells owners about manual key state changes: it is the
-// keys.Service Notifier, on top of Service.Notify. The event's time is the
-// key's UpdatedAt, the time of the change, so the webhook-id is the same
-// however often one change is reported, and two changes are two
-// notifications.
+// KeyEvents tells owners about key state changes: it is the keys.Service
+// Notifier, on top of Service.Notify. The event's time is the key's
+// UpdatedAt, the time of the change, so the webhook-id is the same however
+// often one change is reported, and two changes are two notifications.
 //
-// The payload's reason is ReasonManual, not the operator's free-text
-// reason, which is written for operators (and the audit log) and may say
-// things the owner should not read. The actor is not sent either.
+// For a manual change the payload's reason is ReasonManual, not the
+// operator's free-text reason, which is written for operators (and the
+// audit log) and may say things the owner should not read. The actor is
+// not sent either.
 type KeyEvents struct {
 	Service *Service
 }
@@ -51,4 +51,22 @@ func (e KeyEvents) notify(ctx context.Context, k *store.Key, actor string, ev Ev
 	e.Service.logger().DebugContext(ctx, "key state change notified", "key_id", k.ID, "owner", k.Owner,
 		"type", ev.Type, "actor", actor, "notification_id", id, "outcome", string(outcome))
 	return nil
+}
+
+// KeySwept enqueues key.disabled or key.enabled for k, which the sweep
+// just suspended or whose suspension it lifted. The reason is the key's
+// own (quota_exceeded, an abuse rule's, window_reset: machine-readable,
+// meant for the owner) and a suspension carries its evidence. The event
+// id is the change's, "sweep|<key id>|<status>|<updated_at>", so a repeat
+// (an overlapping sweep, a later one finishing this one's effects) sends
+// nothing new.
+func (e KeyEvents) KeySwept(ctx context.Context, k *store.Key, evidence map[string]any) error {
+	d := KeyStatusData{KeyID: k.ID, Owner: k.Owner, Status: string(k.Status), Reason: k.StatusReason, DisabledUntil: k.DisabledUntil}
+	typ := KeyEnabled
+	if k.Status == store.Disabled {
+		typ, d.Evidence = KeyDisabled, evidence
+	}
+	id := eventID("sweep", k.ID, string(k.Status), stamp(k.UpdatedAt))
+	_, _, err := e.Service.Notify(ctx, k.Owner, Event{Type: typ, ID: id, Time: k.UpdatedAt, Data: d})
+	return err
 }

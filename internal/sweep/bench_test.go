@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,16 +14,12 @@ import (
 
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/clock"
+	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger"
-	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
-	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/store"
-	"github.com/keyplane/keyplane/internal/store/firestorestore"
-	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/sweep"
-	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/internal/usage"
 )
 
@@ -118,8 +113,8 @@ func populate(b *testing.B, st store.Store, l ledger.Ledger, active, idle int, n
 //	SWEEP_BENCH_IDLE=9 …  (nine keys without usage per key with usage)
 //	SWEEP_BENCH_WORKERS=32 …  (keys read at once; default sweep.DefaultWorkers)
 //
-// The Firestore case needs FIRESTORE_EMULATOR_HOST (make bench starts
-// the emulator).
+// It runs on every backend of the sweep's tests; the Firestore case needs
+// FIRESTORE_EMULATOR_HOST (make bench starts the emulator).
 func BenchmarkSweep(b *testing.B) {
 	sizes, idle := benchSizes(b)
 	workers, _ := strconv.Atoi(os.Getenv("SWEEP_BENCH_WORKERS")) // 0: the default
@@ -128,16 +123,18 @@ func BenchmarkSweep(b *testing.B) {
 		b.Fatal(err)
 	}
 	now := time.Date(2030, 1, 15, 12, 0, 0, 0, time.UTC)
-	for _, backend := range []string{"sqlite", "firestore"} {
+	for _, backend := range backends {
 		for _, n := range sizes {
-			b.Run(fmt.Sprintf("%s/keys=%d/idle=%d", backend, n, n*idle), func(b *testing.B) {
-				st, l := benchBackends(b, backend)
+			b.Run(fmt.Sprintf("%s/keys=%d/idle=%d", backend.name, n, n*idle), func(b *testing.B) {
+				st, l, _ := backend.open(b)
 				start := time.Now()
 				populate(b, st, l, n, idle, now)
 				b.Logf("stored %d keys and their usage in %v", n*(1+idle), time.Since(start).Round(time.Second))
 				clk := clock.NewFake(now)
-				s := &sweep.Sweeper{Store: st, Ledger: l, Vault: nopVault{}, Plans: plans, Clock: clk,
-					Logger: slog.New(slog.DiscardHandler), Budget: time.Hour, Workers: workers}
+				log := slog.New(slog.DiscardHandler)
+				ks := &keys.Service{Store: st, Vault: nopVault{}, Clock: clk, Logger: log}
+				s := &sweep.Sweeper{Store: st, Ledger: l, Plans: plans, Keys: ks, Clock: clk,
+					Logger: log, Budget: time.Hour, Workers: workers}
 				var sweepDur, bareDur time.Duration
 				b.ResetTimer()
 				for range b.N {
@@ -164,24 +161,6 @@ func BenchmarkSweep(b *testing.B) {
 			})
 		}
 	}
-}
-
-func benchBackends(b *testing.B, backend string) (store.Store, ledger.Ledger) {
-	if backend == "sqlite" {
-		dir := b.TempDir()
-		st, err := sqlitestore.Open(filepath.Join(dir, "keys.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		l, err := sqliteledger.Open(filepath.Join(dir, "usage.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { st.Close(); l.Close() })
-		return st, l
-	}
-	c := testenv.FirestoreClient(b)
-	return firestorestore.NewFromClient(c), firestoreledger.NewFromClient(c, firestoreledger.Options{})
 }
 
 // bare lists the keys with usage today and reads their records.

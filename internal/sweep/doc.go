@@ -1,10 +1,15 @@
-// Package sweep is keyplane's scheduled sweep: it disables keys that are
-// over their quota or behave abusively, with a recorded reason, an audit
-// entry (actor "sweep"), a disabled secret version and a key.disabled
-// notification to the owner; it lifts quota suspensions when their window
-// resets; and it tells owners when a key reaches 80% and 100% of a quota.
-// Cloud Scheduler runs it through the Sweep function (POST /v1/sweep);
-// keyplane serve runs it every KEYPLANE_SWEEP_INTERVAL.
+// Package sweep is keyplane's scheduled sweep: it finds keys that are over
+// their quota or behave abusively and has them disabled, with a recorded
+// reason and the evidence; it has quota suspensions lifted when their
+// window resets; and it tells owners when a key reaches 80% and 100% of a
+// quota. Cloud Scheduler runs it through the Sweep function (POST
+// /v1/sweep); keyplane serve runs it every KEYPLANE_SWEEP_INTERVAL.
+//
+// The sweep only judges: which keys, and why. The changes themselves are
+// keys.Service's (Suspend, Lift, FinishSweepChange), which decides what
+// each writes (the key, the secret version), audits (actor "sweep") and
+// tells the owner (key.disabled, key.enabled), as it does for an
+// operator's changes; the reasons are its constants too.
 //
 // # Rules
 //
@@ -72,12 +77,13 @@
 // After each page the run saves its position (the last key id) in a store
 // checkpoint; a run that fails or reaches its Budget stops there and the
 // next run continues the pass; a finished pass makes the next run start a
-// new one. Every change is one conditional store.UpdateKey: a disable
-// applies only if the key is still the active version that was judged, a
-// re-enable only if the key is still suspended for quota_exceeded with its
-// window ended. Of two runs judging the same key, one changes it and the
-// other finds it changed and does nothing, so a key is never disabled (or
-// audited, or notified) twice. Notifications are deduplicated by an id
+// new one. Every change is conditional (see keys.Service): a disable
+// (Suspend) applies only if the key is still the active version that was
+// judged, a re-enable (Lift) only if the key is still suspended for
+// quota_exceeded with its window ended. Of two runs judging the same key,
+// one changes it and the other finds it changed and does nothing, so a key
+// is never disabled (or audited, or notified) twice; a key an operator
+// changed in between is left as the operator left it. Notifications are deduplicated by an id
 // derived from the change (key id, status and the change's time), so
 // repeating one sends nothing new.
 //
@@ -85,9 +91,12 @@
 // are made after it commits. A run that dies in between leaves them
 // undone; every run first re-reads the store's change feed from the start
 // of the last run that finished (less two minutes) and completes the
-// effects of any sweep change it finds: both are idempotent. Re-enabling
-// enables the secret before the key, so a crash there leaves a suspended
-// key with an enabled secret, which the next run finishes.
+// effects of any sweep change it finds (keys.Service.FinishSweepChange):
+// both are idempotent. Re-enabling enables the secret before the key, so a
+// crash there leaves a suspended key with an enabled secret, which the
+// next run finishes. A change is stamped when it is written, not when the
+// run began, so verifiers polling the change feed during a long run see
+// it.
 //
 // A dry run judges the same keys and reports what it would do; it writes
 // nothing (no key, secret, checkpoint, audit entry or notification).

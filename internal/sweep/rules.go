@@ -1,24 +1,15 @@
 package sweep
 
 import (
-	"fmt"
 	"maps"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
-)
-
-// Reasons the sweep records on the keys it disables and re-enables.
-const (
-	ReasonQuotaExceeded = "quota_exceeded"     // lifted when the window resets
-	ReasonSpike         = "abuse_spike"        // an abuse rule: never lifted by the sweep
-	ReasonDistinctIPs   = "abuse_distinct_ips" // an abuse rule: never lifted by the sweep
-	ReasonWindowReset   = "window_reset"       // a quota suspension ended
 )
 
 // Actor is who the sweep's audit entries name.
@@ -43,8 +34,8 @@ type Disable struct {
 	IPs []string `json:"ips,omitempty"`
 }
 
-// evidence is what d was decided on, as the notification's data carries
-// it.
+// evidence is what d was decided on: keys.Service puts it in the audit
+// entry's details and the owner's notification.
 func (d Disable) evidence() map[string]any {
 	out := map[string]any{"limit": d.Limit, "window": d.Window, "used": d.Used, "max": d.Max}
 	if d.BaselinePerHour != nil {
@@ -52,25 +43,6 @@ func (d Disable) evidence() map[string]any {
 	}
 	if len(d.IPs) > 0 {
 		out["ips"] = d.IPs
-	}
-	return out
-}
-
-// auditDetails is d's reason, end and evidence as audit entry details.
-func (d Disable) auditDetails() map[string]string {
-	out := map[string]string{"reason": d.Reason}
-	for k, v := range d.evidence() {
-		switch v := v.(type) {
-		case []string:
-			out[k] = strings.Join(v, ",")
-		case float64:
-			out[k] = fmt.Sprintf("%.2f", v)
-		default:
-			out[k] = fmt.Sprint(v)
-		}
-	}
-	if d.Until != nil {
-		out["until"] = d.Until.Format(time.RFC3339)
 	}
 	return out
 }
@@ -138,7 +110,7 @@ func evaluate(k *store.Key, p *plan.Plan, o observed, now time.Time) (*Disable, 
 	var d *Disable
 	if p != nil {
 		if r := p.Abuse.DistinctIPs; r != nil && ipRuleApplies(k) && o.IPs > r.MaxPerDay {
-			d = &Disable{KeyID: k.ID, Reason: ReasonDistinctIPs, Limit: "distinct_ips_per_day", Window: string(plan.Day),
+			d = &Disable{KeyID: k.ID, Reason: keys.ReasonDistinctIPs, Limit: "distinct_ips_per_day", Window: string(plan.Day),
 				Used: int64(o.IPs), Max: int64(r.MaxPerDay), IPs: o.IPSample}
 		}
 		if r := p.Abuse.Spike; d == nil && r != nil {
@@ -176,7 +148,7 @@ func spike(k *store.Key, r *plan.SpikeRule, o observed, now time.Time) *Disable 
 		return nil
 	}
 	maxUse := int64(math.Min(math.Floor(limit), math.MaxInt64))
-	return &Disable{KeyID: k.ID, Reason: ReasonSpike, Limit: r.Metric + "_per_hour", Window: string(plan.Hour),
+	return &Disable{KeyID: k.ID, Reason: keys.ReasonSpike, Limit: r.Metric + "_per_hour", Window: string(plan.Hour),
 		Used: cur, Max: maxUse, BaselinePerHour: &avg}
 }
 
@@ -205,7 +177,7 @@ func quotas(k *store.Key, limits plan.Limits, o observed, now time.Time) (*Disab
 			}
 		}
 		if used > limit && (d == nil || end.After(*d.Until)) {
-			d = &Disable{KeyID: k.ID, Reason: ReasonQuotaExceeded, Limit: name, Window: string(w), Used: used, Max: limit, Until: &end}
+			d = &Disable{KeyID: k.ID, Reason: keys.ReasonQuotaExceeded, Limit: name, Window: string(w), Used: used, Max: limit, Until: &end}
 		}
 	}
 	return d, thresholds

@@ -3,10 +3,8 @@ package sweep
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +18,6 @@ import (
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/internal/plan"
-	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/store"
 )
 
@@ -40,17 +37,20 @@ const (
 	recoveryMargin = 2 * time.Minute
 )
 
-// Sweeper runs sweeps. Store, Ledger, Vault and Plans are required.
+// Sweeper runs sweeps. Store, Ledger, Plans and Keys are required.
 type Sweeper struct {
+	// Store is read for the keys to judge and keeps the checkpoint; it is
+	// the store Keys writes to.
 	Store  store.Store
 	Ledger ledger.Ledger
-	Vault  secrets.Vault
 	Plans  *plan.Catalog
-	// Notify tells owners about disables, re-enables and quota
-	// thresholds; nil tells no one.
+	// Keys makes every key state change the sweep decides on (Suspend,
+	// Lift, FinishSweepChange: what each writes, audits and tells the
+	// owner is its to decide) and reaps abandoned provisioning intents in
+	// each run.
+	Keys *keys.Service
+	// Notify tells owners about quota thresholds; nil tells no one.
 	Notify *notify.Service
-	// Keys, if not nil, reaps abandoned provisioning intents in each run.
-	Keys   *keys.Service
 	Clock  clock.Clock  // default clock.Real
 	Logger *slog.Logger // default slog.Default()
 
@@ -130,10 +130,6 @@ type progress struct {
 	RecoverFrom time.Time `json:"recover_from"`
 }
 
-// errSkip stops an UpdateKey whose key is no longer in the state a
-// decision was made on.
-var errSkip = errors.New("sweep: key changed since it was read")
-
 func (s *Sweeper) now() time.Time {
 	if s.Clock == nil {
 		return time.Now().UTC().Truncate(time.Microsecond)
@@ -181,6 +177,9 @@ func (s *Sweeper) markDone(id string) { s.seen(id); s.done.Add(id, struct{}{}) }
 func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error) {
 	now := s.now()
 	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{}}
+	if s.Keys == nil {
+		return rep, errs.E(errs.Internal, "sweep: Sweeper.Keys is required: it makes the changes the sweep decides on")
+	}
 	deadline := now.Add(orDefault(s.Budget, DefaultBudget))
 	defer func() { rep.FinishedAt = s.now() }()
 
@@ -226,10 +225,8 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error)
 	if opts.DryRun {
 		return rep, nil
 	}
-	if s.Keys != nil {
-		if rep.Reaped, err = s.Keys.ReapAbandoned(ctx); err != nil {
-			return rep, fmt.Errorf("sweep: reap abandoned provisioning: %w", err)
-		}
+	if rep.Reaped, err = s.Keys.ReapAbandoned(ctx); err != nil {
+		return rep, fmt.Errorf("sweep: reap abandoned provisioning: %w", err)
 	}
 	prog.RecoverFrom = now
 	_, err = s.saveProgress(ctx, cp, prog)
@@ -296,12 +293,12 @@ func (s *Sweeper) reenableDue(ctx context.Context, now, deadline time.Time, dry 
 			return fmt.Errorf("sweep: list due suspensions: %w", err)
 		}
 		for _, k := range ks {
-			if k.StatusReason != ReasonQuotaExceeded {
+			if !keys.Liftable(k, now) {
 				continue // only the sweep's own quota suspensions end by themselves
 			}
 			until := *k.DisabledUntil
 			if !dry {
-				lifted, err := s.reenable(ctx, k, now)
+				lifted, err := s.reenable(ctx, k)
 				if err != nil {
 					return err
 				}
@@ -309,7 +306,7 @@ func (s *Sweeper) reenableDue(ctx context.Context, now, deadline time.Time, dry 
 					continue
 				}
 			}
-			rep.Reenabled = append(rep.Reenabled, Reenable{KeyID: k.ID, Reason: ReasonWindowReset, Until: until})
+			rep.Reenabled = append(rep.Reenabled, Reenable{KeyID: k.ID, Reason: keys.ReasonWindowReset, Until: until})
 		}
 		if len(ks) < min(size, 1000) {
 			return nil
@@ -320,30 +317,18 @@ func (s *Sweeper) reenableDue(ctx context.Context, now, deadline time.Time, dry 
 	return nil
 }
 
-// reenable lifts k's suspension and reports whether it did. The secret
-// is enabled first: a crash between the two leaves a suspended key with an
-// enabled secret, which the next run finishes; the other order could leave
-// an active key whose secret cannot be revealed.
-func (s *Sweeper) reenable(ctx context.Context, k *store.Key, now time.Time) (bool, error) {
-	if err := s.setSecret(ctx, k.ID, true); err != nil {
-		return false, err
-	}
-	nk, err := s.Store.UpdateKey(ctx, k.ID, func(cur *store.Key) (*store.AuditEntry, error) {
-		if cur.Status != store.Disabled || cur.StatusReason != ReasonQuotaExceeded || cur.DisabledUntil == nil || cur.DisabledUntil.After(now) {
-			return nil, errSkip
-		}
-		until := *cur.DisabledUntil
-		cur.Status, cur.StatusReason, cur.DisabledUntil, cur.UpdatedAt = store.Active, ReasonWindowReset, nil, now
-		return &store.AuditEntry{Time: now, Actor: Actor, Action: keys.ActionEnable, KeyID: cur.ID, Details: map[string]string{
-			"reason": ReasonWindowReset, "previous_reason": ReasonQuotaExceeded, "until": until.Format(time.RFC3339)}}, nil
-	})
-	switch {
-	case err == errSkip || errs.Is(err, errs.NotFound):
-		return false, nil // changed meanwhile (by an operator or another run): not ours to lift
-	case err != nil:
+// reenable asks Keys to lift k's suspension and reports whether it did:
+// a key changed since it was listed (by an operator or another run) is not
+// ours to lift, and Keys leaves it alone.
+func (s *Sweeper) reenable(ctx context.Context, k *store.Key) (bool, error) {
+	nk, lifted, err := s.Keys.Lift(ctx, Actor, k)
+	if err != nil {
 		return false, fmt.Errorf("sweep: re-enable %s: %w", k.ID, err)
 	}
-	return true, s.effects(ctx, nk)
+	if lifted {
+		s.markDone(effectID(nk))
+	}
+	return lifted, nil
 }
 
 // sweepPage judges one page of keys with usage today.
@@ -400,7 +385,7 @@ func (s *Sweeper) sweepPage(ctx context.Context, page []ledger.KeyTotals, now ti
 		case d != nil && dry:
 			rep.Disabled = append(rep.Disabled, *d)
 		case d != nil:
-			if err := s.disable(ctx, it.k, *d, now, rep); err != nil {
+			if err := s.disable(ctx, it.k, *d, rep); err != nil {
 				return err
 			}
 		}
@@ -447,44 +432,30 @@ func (s *Sweeper) observe(ctx context.Context, k *store.Key, p *plan.Plan, o *ob
 	return nil
 }
 
-// disable disables k for d, if k is still the version that was judged.
-func (s *Sweeper) disable(ctx context.Context, k *store.Key, d Disable, now time.Time, rep *Report) error {
-	nk, err := s.Store.UpdateKey(ctx, k.ID, func(cur *store.Key) (*store.AuditEntry, error) {
-		if cur.Status != store.Active || !cur.UpdatedAt.Equal(k.UpdatedAt) {
-			return nil, errSkip // changed since it was judged; the next pass judges it again
-		}
-		cur.Status, cur.StatusReason, cur.DisabledUntil, cur.UpdatedAt = store.Disabled, d.Reason, d.Until, now
-		return &store.AuditEntry{Time: now, Actor: Actor, Action: keys.ActionDisable, KeyID: cur.ID, Details: d.auditDetails()}, nil
-	})
-	switch {
-	case err == errSkip || errs.Is(err, errs.NotFound):
-		return nil
-	case err != nil:
+// disable asks Keys to suspend k for d, if k is still the version that
+// was judged; a key changed since is left alone, and the next pass judges
+// it again.
+func (s *Sweeper) disable(ctx context.Context, k *store.Key, d Disable, rep *Report) error {
+	nk, suspended, err := s.Keys.Suspend(ctx, Actor, k, keys.Suspension{Reason: d.Reason, Until: d.Until, Evidence: d.evidence()})
+	if suspended {
+		rep.Disabled = append(rep.Disabled, d)
+		s.logger().InfoContext(ctx, "sweep disabled a key", "key_id", k.ID, "owner", k.Owner, "reason", d.Reason,
+			"limit", d.Limit, "used", d.Used, "max", d.Max)
+	}
+	if err != nil {
 		return fmt.Errorf("sweep: disable %s: %w", k.ID, err)
 	}
-	rep.Disabled = append(rep.Disabled, d)
-	s.logger().InfoContext(ctx, "sweep disabled a key", "key_id", k.ID, "owner", k.Owner, "reason", d.Reason,
-		"limit", d.Limit, "used", d.Used, "max", d.Max)
-	return s.effectsOf(ctx, nk, &d)
-}
-
-// sweepChange reports whether k's current state is one the sweep made:
-// a sweep reason on a disabled key, window_reset on an active one. Manual
-// disables cannot use the sweep's reasons (keys.Service refuses them).
-func sweepChange(k *store.Key) bool {
-	switch k.Status {
-	case store.Disabled:
-		return k.StatusReason == ReasonQuotaExceeded || strings.HasPrefix(k.StatusReason, "abuse_")
-	case store.Active:
-		return k.StatusReason == ReasonWindowReset
+	if suspended {
+		s.markDone(effectID(nk))
 	}
-	return false
+	return nil
 }
 
 // recover makes sure of the effects (secret state, owner notification) of
 // the sweep changes made since the last finished run began: a run that
-// stopped between changing a key and telling its owner is finished here.
-// Both effects are idempotent.
+// stopped between changing a key and telling its owner is finished here
+// (Keys.FinishSweepChange, which knows the sweep's changes by their
+// reasons). Both effects are idempotent.
 func (s *Sweeper) recover(ctx context.Context, from, now time.Time, rep *Report) error {
 	since := now.Add(-recoveryWindow)
 	if !from.IsZero() {
@@ -497,10 +468,16 @@ func (s *Sweeper) recover(ctx context.Context, from, now time.Time, rep *Report)
 			return fmt.Errorf("sweep: read recent key changes: %w", err)
 		}
 		for _, k := range ks {
-			if sweepChange(k) && !s.seen(effectID(k)) {
-				if err := s.effects(ctx, k); err != nil {
-					return err
-				}
+			id := effectID(k)
+			if s.seen(id) {
+				continue
+			}
+			swept, err := s.Keys.FinishSweepChange(ctx, k)
+			if err != nil {
+				return fmt.Errorf("sweep: finish the change of %s: %w", k.ID, err)
+			}
+			if swept {
+				s.markDone(id)
 				rep.Recovered++
 			}
 		}
@@ -511,53 +488,11 @@ func (s *Sweeper) recover(ctx context.Context, from, now time.Time, rep *Report)
 	}
 }
 
-// effectID identifies the effects of one sweep change of a key.
+// effectID identifies one sweep change of a key (its id, status and the
+// change's time) in the memory of the changes whose effects this process
+// made.
 func effectID(k *store.Key) string {
 	return "sweep|" + k.ID + "|" + string(k.Status) + "|" + k.UpdatedAt.UTC().Format(time.RFC3339Nano)
-}
-
-func (s *Sweeper) effects(ctx context.Context, k *store.Key) error { return s.effectsOf(ctx, k, nil) }
-
-// effectsOf brings k's secret in line with its status and tells its owner
-// about the change, once: the notification's id is the change's, so a
-// repeat (a recovery, an overlapping run) sends nothing new. d, when
-// known, is the evidence sent with a disable.
-func (s *Sweeper) effectsOf(ctx context.Context, k *store.Key, d *Disable) error {
-	id := effectID(k)
-	if k.Status == store.Disabled {
-		if err := s.setSecret(ctx, k.ID, false); err != nil {
-			return err
-		}
-	}
-	if s.Notify != nil {
-		data := notify.KeyStatusData{KeyID: k.ID, Owner: k.Owner, Status: string(k.Status), Reason: k.StatusReason, DisabledUntil: k.DisabledUntil}
-		typ := notify.KeyEnabled
-		if k.Status == store.Disabled {
-			typ = notify.KeyDisabled
-			if d != nil {
-				data.Evidence = d.evidence()
-			}
-		}
-		if _, _, err := s.Notify.Notify(ctx, k.Owner, notify.Event{Type: typ, ID: id, Time: k.UpdatedAt, Data: data}); err != nil {
-			return fmt.Errorf("sweep: notify the owner of %s: %w", k.ID, err)
-		}
-	}
-	s.markDone(id)
-	return nil
-}
-
-// setSecret disables or enables a key's secret version. A key with no
-// secret, or a destroyed one, has nothing to change.
-func (s *Sweeper) setSecret(ctx context.Context, id string, enabled bool) error {
-	err := s.Vault.SetKeySecretEnabled(ctx, id, enabled)
-	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.FailedPrecondition) {
-		s.logger().WarnContext(ctx, "the key's secret cannot be changed with the key", "key_id", id, "enabled", enabled, "error", err)
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("sweep: set secret of %s enabled=%v: %w", id, enabled, err)
-	}
-	return nil
 }
 
 // threshold notifies the owner that k reached t, once per key, limit,

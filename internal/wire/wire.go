@@ -300,7 +300,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 	}
 	if app.Keys != nil && app.Ledger != nil {
 		app.Sweeper = &sweep.Sweeper{
-			Store: app.Store, Ledger: app.Ledger, Vault: app.Vault, Plans: plans,
+			Store: app.Store, Ledger: app.Ledger, Plans: plans,
 			Notify: app.Notify, Keys: app.Keys, Clock: clk, Logger: log,
 		}
 		if cfg.Store == config.StoreFirestore {
