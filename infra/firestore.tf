@@ -175,7 +175,7 @@ locals {
     "usage_dead_letters/reason"  = { ttl = false, exempt = true }
     "usage_dead_letters/detail"  = { ttl = false, exempt = true }
     "usage_dead_letters/payload" = { ttl = false, exempt = true }
-    # Client IPs per key and UTC day expire after usage.ClientIPRetention
+    # Client IPs per key and UTC day expire after ledger.ClientIPRetention
     # (8 days). ips is an array: indexed, it would get an array-contains
     # entry per IP; day only ever grows.
     "usage_client_ips/expire_at" = { ttl = true, exempt = true }

@@ -199,8 +199,8 @@ locals {
       named_secrets              = ["pepper", "admin-token"]
       publishes_to               = ["notifications"]
       env = {
-        # The scheduler authenticates with a Google-signed ID token (API.md:
-        # "a Google-signed ID token from an allow-listed service account").
+        # The scheduler authenticates with a Google-signed ID token of an
+        # allow-listed service account (docs/architecture.md, "Authentication").
         KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS = google_service_account.scheduler.email
       }
     }

@@ -9,6 +9,7 @@
 //
 // The prefix names the environment (kp_live, kp_test). The checksum is the
 // CRC32 (IEEE) of everything before it, as 6 base62 digits, so a typo or a
-// truncated paste is rejected in nanoseconds, before any cache or datastore
-// work. The stored lookup value is HMAC-SHA256(pepper, key).
+// truncated paste is rejected by Parse alone, before any cache or datastore
+// work (its cost: docs/benchmarks.md, "1. Parsing and hashing a key"). The
+// stored lookup value is HMAC-SHA256(pepper, key).
 package apikey

@@ -12,7 +12,7 @@ import (
 // The reference encoding appendDecision must match: the decision as
 // encoding/json renders this struct.
 
-// DecisionJSON is the body of a verify answer (API.md, "Verify decision").
+// DecisionJSON is the body of a verify answer (docs/openapi.yaml, Decision).
 // It never holds the secret.
 type DecisionJSON struct {
 	Valid      bool                 `json:"valid"`

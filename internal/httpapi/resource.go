@@ -7,7 +7,7 @@ import (
 	"github.com/keyplane/keyplane/internal/store"
 )
 
-// keyResource is the API's view of a key (API.md, "Key resource"). It
+// keyResource is the API's view of a key (docs/openapi.yaml, Key). It
 // never holds the plaintext; Secret is set only on creation and rotation.
 type keyResource struct {
 	ID            string             `json:"id"`

@@ -601,8 +601,8 @@ func (f *flakyKeys) GetKey(ctx context.Context, id string) (*store.Key, error) {
 
 // TestEventPublishedWithoutRequestsCountsOneRequest: gateways may publish
 // usage batches to the topic themselves (docs/architecture.md), in the
-// webhook's format, where an omitted "requests" means 1 (API.md, "Usage
-// webhook"). The consumer must count such an event as one request.
+// webhook's format, where an omitted "requests" means 1 (docs/openapi.yaml,
+// UsageBatch). The consumer must count such an event as one request.
 func TestEventPublishedWithoutRequestsCountsOneRequest(t *testing.T) {
 	st, l := openSQLite(t, nil)
 	ks := createKeys(t, st, 1)

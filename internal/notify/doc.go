@@ -8,8 +8,8 @@
 // notifications subscription calls
 // Deliverer.Handle (the DeliverNotification function in production, a
 // subscription of the embedded queue in keyplane serve; internal/wire builds
-// both). Adapters of the Store live in notify/sqlite and
-// notify/firestore and pass the suite in notify/notifytest.
+// both). Adapters of the Store live in sqlitenotify and
+// firestorenotify and pass the suite in notifytest.
 //
 // # Webhooks
 //

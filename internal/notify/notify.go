@@ -156,8 +156,8 @@ type Deliveries interface {
 	UpdateDelivery(ctx context.Context, id string, mutate func(*Delivery) error) (Delivery, error)
 }
 
-// Store is a Registry and a Deliveries, as the adapters (notify/sqlite,
-// notify/firestore) provide them, with Close.
+// Store is a Registry and a Deliveries, as the adapters (sqlitenotify,
+// firestorenotify) provide them, with Close.
 type Store interface {
 	Registry
 	Deliveries

@@ -2,9 +2,9 @@
 // publish durably and subscriptions that deliver at least once, retry
 // failed messages with backoff, and move a message to a dead-letter topic
 // after MaxAttempts — the semantics of a Pub/Sub push subscription with a
-// dead-letter policy. Adapters: pubsub (Google Cloud Pub/Sub) and embedded
-// (a durable single-process queue for `keyplane serve`); both pass the
-// suite in queuetest.
+// dead-letter policy. Adapters: pubsubqueue (Google Cloud Pub/Sub) and
+// embeddedqueue (a durable single-process queue for `keyplane serve`);
+// both pass the suite in queuetest.
 //
 // Delivery is at least once and unordered: consumers deduplicate on an id
 // inside the message data, never on Message.ID (a publisher retry gets a

@@ -25,7 +25,7 @@ const (
 	Retention = MaxAge + 5*24*time.Hour
 )
 
-// Event is one usage event as gateways report it (API.md, "Usage webhook").
+// Event is one usage event as gateways report it (docs/openapi.yaml, UsageBatch).
 type Event struct {
 	ID       string    `json:"id"`
 	KeyID    string    `json:"key_id"`

@@ -305,8 +305,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger, function str
 		}
 		if cfg.Store == config.StoreFirestore {
 			// Firestore reads are round trips, not CPU: more of them in
-			// flight (docs/benchmarks.md, Sweep: 715 vs 499 keys/s on the
-			// emulator at 32 vs 8).
+			// flight (docs/benchmarks.md, "Sweep", read concurrency: 32
+			// readers against the default 8 on the emulator).
 			app.Sweeper.Workers = 32
 		}
 		srv.Sweeper = app.Sweeper

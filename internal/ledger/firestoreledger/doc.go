@@ -1,5 +1,5 @@
-// Package firestore is the production ledger.Ledger, on Cloud Firestore in
-// native mode.
+// Package firestoreledger is the production ledger.Ledger, on Cloud
+// Firestore in native mode.
 //
 // # Layout
 //

@@ -1,4 +1,4 @@
-// Package sqlite is the embedded ledger.Ledger: a SQLite database file
+// Package sqliteledger is the embedded ledger.Ledger: a SQLite database file
 // (modernc.org/sqlite, pure Go) used when keyplane runs as one process
 // without Google Cloud.
 //

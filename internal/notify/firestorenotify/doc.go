@@ -1,4 +1,4 @@
-// Package firestore is the production notify.Store — the owner webhook
+// Package firestorenotify is the production notify.Store — the owner webhook
 // registry and the delivery records — on Cloud Firestore in native mode.
 //
 // # Layout

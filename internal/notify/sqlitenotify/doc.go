@@ -1,5 +1,5 @@
-// Package sqlite is the embedded notify.Store — the owner webhook registry
-// and the delivery records — in one SQLite database file
+// Package sqlitenotify is the embedded notify.Store — the owner webhook
+// registry and the delivery records — in one SQLite database file
 // (modernc.org/sqlite, pure Go), used when keyplane runs as one process
 // without Google Cloud.
 //

@@ -1,4 +1,4 @@
-// Package embedded is the queue for `keyplane serve`: durable, at least
+// Package embeddedqueue is the queue for `keyplane serve`: durable, at least
 // once, single process, in its own SQLite database file
 // (modernc.org/sqlite, pure Go), with the semantics of a Pub/Sub
 // subscription that has a retry policy and a dead-letter topic.

@@ -1,4 +1,4 @@
-// Package pubsub is the queue contract on Google Cloud Pub/Sub, through
+// Package pubsubqueue is the queue contract on Google Cloud Pub/Sub, through
 // the v2 client (cloud.google.com/go/pubsub/v2): a Topic publishes with
 // the client's batching and returns once Pub/Sub has acknowledged every
 // message; a Subscription pulls with the client's streaming Receive, acks

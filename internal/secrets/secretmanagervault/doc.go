@@ -1,4 +1,4 @@
-// Package secretmanager is the Google Secret Manager adapter of
+// Package secretmanagervault is the Google Secret Manager adapter of
 // secrets.Vault, over the official Go client.
 //
 // # Mapping

@@ -1,4 +1,4 @@
-// Package firestore is the production store.Store, on Cloud Firestore in
+// Package firestorestore is the production store.Store, on Cloud Firestore in
 // native mode.
 //
 // # Layout

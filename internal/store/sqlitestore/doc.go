@@ -1,4 +1,4 @@
-// Package sqlite is the embedded store.Store: one SQLite database file
+// Package sqlitestore is the embedded store.Store: one SQLite database file
 // (modernc.org/sqlite, pure Go) used when keyplane runs as one process
 // without Google Cloud.
 //
