@@ -43,7 +43,7 @@ func TestConformance(t *testing.T) {
 			return env
 		}
 		return open(t)
-	})
+	}, &queuetest.Options{Synctest: true})
 }
 
 func TestBackoffDoublesFromMinToMaxWithBoundedJitter(t *testing.T) {
