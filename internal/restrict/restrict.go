@@ -31,8 +31,11 @@ type referrer struct {
 // normalised text forms (a bare address becomes a /32 or /128 prefix,
 // hosts are lowercased).
 func Parse(ips, referrers []string) (s *Set, normIPs, normRefs []string, err error) {
-	if len(ips) > MaxEntries || len(referrers) > MaxEntries {
-		return nil, nil, nil, fmt.Errorf("at most %d allowed_ips and %d allowed_referrers", MaxEntries, MaxEntries)
+	if len(ips) > MaxEntries {
+		return nil, nil, nil, fmt.Errorf("allowed_ips: %d entries; at most %d", len(ips), MaxEntries)
+	}
+	if len(referrers) > MaxEntries {
+		return nil, nil, nil, fmt.Errorf("allowed_referrers: %d entries; at most %d", len(referrers), MaxEntries)
 	}
 	s = &Set{}
 	for i, v := range ips {

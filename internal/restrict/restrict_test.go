@@ -1,6 +1,7 @@
 package restrict
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -29,11 +30,47 @@ func TestParseRejects(t *testing.T) {
 		{refs: []string{"example.com/a*b"}},
 		{refs: []string{"-bad.com"}},
 		{refs: []string{""}},
-		{ips: make([]string, MaxEntries+1)},
 	} {
 		if _, _, _, err := Parse(tc.ips, tc.refs); err == nil {
 			t.Errorf("Parse(%q, %q) accepted invalid input", tc.ips, tc.refs)
 		}
+	}
+}
+
+// TestEachListHoldsAtMostMaxEntries fills each list with distinct valid
+// entries, so that only the length check can refuse it: MaxEntries are
+// accepted and MaxEntries+1 refused with an error that names the list.
+func TestEachListHoldsAtMostMaxEntries(t *testing.T) {
+	entries := func(n int, entry func(i int) string) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = entry(i)
+		}
+		return out
+	}
+	ip := func(i int) string { return fmt.Sprintf("10.0.%d.%d", i/256, i%256) }
+	host := func(i int) string { return fmt.Sprintf("h%d.example.com", i) }
+	for _, tt := range []struct {
+		list  string
+		parse func(n int) (*Set, []string, []string, error)
+	}{
+		{"allowed_ips", func(n int) (*Set, []string, []string, error) { return Parse(entries(n, ip), nil) }},
+		{"allowed_referrers", func(n int) (*Set, []string, []string, error) { return Parse(nil, entries(n, host)) }},
+	} {
+		t.Run(tt.list, func(t *testing.T) {
+			_, ips, refs, err := tt.parse(MaxEntries)
+			if err != nil {
+				t.Fatalf("%d entries: got %v, want them accepted", MaxEntries, err)
+			}
+			if n := len(ips) + len(refs); n != MaxEntries {
+				t.Errorf("%d entries: got %d normalised, want %d", MaxEntries, n, MaxEntries)
+			}
+			s, _, _, err := tt.parse(MaxEntries + 1)
+			want := fmt.Sprintf("%s: %d entries; at most %d", tt.list, MaxEntries+1, MaxEntries)
+			if err == nil || err.Error() != want || s != nil {
+				t.Errorf("%d entries: got error %v (a Set: %t), want error %q and no Set", MaxEntries+1, err, s != nil, want)
+			}
+		})
 	}
 }
 

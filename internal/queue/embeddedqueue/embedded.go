@@ -80,10 +80,6 @@ type Queue struct {
 
 	closeOnce sync.Once
 	closeErr  error
-
-	// testHook, if set, is called by Receive at the start of each round of
-	// looking for due messages, with Receive's context.
-	testHook func(context.Context)
 }
 
 // migrations[i] moves the schema from version i to i+1. Append only.
@@ -395,9 +391,6 @@ func (s *Subscription) Receive(ctx context.Context, h queue.Handler) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
-		if q.testHook != nil {
-			q.testHook(ctx)
-		}
 		woken := q.woken(s.name)
 		wait := q.opt.PollInterval
 		if free := q.opt.Concurrency - r.count(); free > 0 && ctx.Err() == nil {

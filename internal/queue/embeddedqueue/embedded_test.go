@@ -6,7 +6,9 @@ import (
 	"maps"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/clock"
@@ -15,7 +17,9 @@ import (
 	"github.com/keyplane/keyplane/internal/queue/queuetest"
 )
 
-// wait bounds every wait for something another goroutine does.
+// wait bounds every wait for something another goroutine does; in a
+// synctest bubble it is the bubble's time, which passes only while every
+// goroutine is blocked.
 const wait = 20 * time.Second
 
 var base = time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
@@ -43,7 +47,7 @@ func TestConformance(t *testing.T) {
 			return env
 		}
 		return open(t)
-	})
+	}, &queuetest.Options{Synctest: true})
 }
 
 func TestBackoffDoublesFromMinToMaxWithBoundedJitter(t *testing.T) {
@@ -144,140 +148,135 @@ func TestOutcomeUnderAnExpiredLeaseIsIgnored(t *testing.T) {
 
 // TestLeaseOfACrashedProcessExpires kills a queue while its handler runs —
 // its database handle goes away, as with a killed process, so it records
-// nothing — and opens the file again as the restarted process would.
+// nothing — and opens the file again as the restarted process would. It
+// runs in a synctest bubble, where time.Sleep moves the bubble's clock
+// (which the queue reads) as soon as every goroutine is blocked.
 func TestLeaseOfACrashedProcessExpires(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "queue.db")
-	clk := clock.NewFake(base)
-	opt := Options{Clock: clk, Logger: slog.New(slog.DiscardHandler), PollInterval: time.Millisecond}
-	dead := openQueue(t, path, opt)
-	sub := declare(t, dead, "events", "events-sub", testPolicy, "events-dead")
-	publishOne(t, dead.Topic("events"), "m")
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		path := filepath.Join(t.TempDir(), "queue.db")
+		opt := Options{Logger: slog.New(slog.DiscardHandler)}
+		dead := openQueue(t, path, opt)
+		sub := declare(t, dead, "events", "events-sub", testPolicy, "events-dead")
+		publishOne(t, dead.Topic("events"), "m")
 
-	started, release := make(chan queue.Message, 1), make(chan struct{})
-	stopDead := receive(t, sub, func(ctx context.Context, m queue.Message) error {
-		started <- m
-		<-release
-		return nil
-	})
-	first := await(t, started, "the first delivery")
-	if err := dead.db.Close(); err != nil { // the crash
-		t.Fatalf("closing the database: %v", err)
-	}
+		started, release := make(chan queue.Message, 1), make(chan struct{})
+		stopDead := receive(t, sub, func(ctx context.Context, m queue.Message) error {
+			started <- m
+			<-release
+			return nil
+		})
+		first := await(t, started, "the first delivery") // leased at start: nothing has waited yet
+		if err := dead.db.Close(); err != nil {          // the crash
+			t.Fatalf("closing the database: %v", err)
+		}
 
-	q := openQueue(t, path, opt)
-	sub = declare(t, q, "events", "events-sub", testPolicy, "events-dead")
-	msgs, next, _, err := q.claim(t.Context(), sub, 10)
-	if err != nil || len(msgs) != 0 {
-		t.Fatalf("claim while the dead process's lease holds: got %d messages (%v), want none", len(msgs), err)
-	}
-	if want := base.Add(time.Minute); !next.Equal(want) {
-		t.Errorf("next due: got %v, want the lease's expiry %v", next, want)
-	}
-	clk.Advance(time.Minute)
-	redelivered := make(chan queue.Message, 1)
-	stop := receive(t, sub, func(ctx context.Context, m queue.Message) error {
-		redelivered <- m
-		return nil
+		q := openQueue(t, path, opt)
+		sub = declare(t, q, "events", "events-sub", testPolicy, "events-dead")
+		msgs, next, _, err := q.claim(t.Context(), sub, 10)
+		if err != nil || len(msgs) != 0 {
+			t.Fatalf("claim while the dead process's lease holds: got %d messages (%v), want none", len(msgs), err)
+		}
+		if want := start.Add(time.Minute); !next.Equal(want) {
+			t.Errorf("next due: got %v, want the lease's expiry %v", next, want)
+		}
+		time.Sleep(time.Until(next) - time.Microsecond)
+		if msgs, _, _, err := q.claim(t.Context(), sub, 10); err != nil || len(msgs) != 0 {
+			t.Fatalf("claim just before the lease expires: got %d messages (%v), want none", len(msgs), err)
+		}
+		time.Sleep(time.Microsecond)
+		redelivered := make(chan queue.Message, 1)
+		stop := receive(t, sub, func(ctx context.Context, m queue.Message) error {
+			redelivered <- m
+			return nil
+		})
+		second := await(t, redelivered, "the redelivery after the lease expired")
+		stop()
+		if second.ID != first.ID || second.DeliveryAttempt != 2 || string(second.Data) != "m" {
+			t.Errorf("redelivery: got ID %q attempt %d data %q, want ID %q attempt 2 data m",
+				second.ID, second.DeliveryAttempt, second.Data, first.ID)
+		}
+		close(release) // the dead process's handler can record nothing
+		stopDead()
+		if n := countMessages(t, q, "events-sub"); n != 0 {
+			t.Errorf("after the redelivery was acknowledged: got %d messages stored, want 0", n)
+		}
 	})
-	second := await(t, redelivered, "the redelivery after the lease expired")
-	stop()
-	if second.ID != first.ID || second.DeliveryAttempt != 2 || string(second.Data) != "m" {
-		t.Errorf("redelivery: got ID %q attempt %d data %q, want ID %q attempt 2 data m",
-			second.ID, second.DeliveryAttempt, second.Data, first.ID)
-	}
-	close(release) // the dead process's handler can record nothing
-	stopDead()
-	if n := countMessages(t, q, "events-sub"); n != 0 {
-		t.Errorf("after the redelivery was acknowledged: got %d messages stored, want 0", n)
-	}
 }
 
 func TestMessageInFlightAtCloseIsDeliveredAfterReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "queue.db")
-	policy := queue.RetryPolicy{MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Second, MaxAttempts: 5}
-	log := failOnErrorLogs(t)
-	q := openQueue(t, path, Options{Logger: log})
-	sub := declare(t, q, "events", "events-sub", policy, "events-dead")
-	publishOne(t, q.Topic("events"), "m")
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "queue.db")
+		policy := queue.RetryPolicy{MinBackoff: 10 * time.Millisecond, MaxBackoff: time.Second, MaxAttempts: 5}
+		log := failOnErrorLogs(t)
+		q := openQueue(t, path, Options{Logger: log})
+		sub := declare(t, q, "events", "events-sub", policy, "events-dead")
+		publishOne(t, q.Topic("events"), "m")
 
-	started := make(chan queue.Message, 1)
-	returned := make(chan error, 1)
-	go func() {
-		returned <- sub.Receive(context.Background(), func(ctx context.Context, m queue.Message) error {
-			started <- m
-			<-ctx.Done()
-			return ctx.Err()
+		started := make(chan queue.Message, 1)
+		returned := make(chan error, 1)
+		go func() {
+			returned <- sub.Receive(context.Background(), func(ctx context.Context, m queue.Message) error {
+				started <- m
+				<-ctx.Done()
+				return ctx.Err()
+			})
+		}()
+		first := await(t, started, "the first delivery")
+		if err := q.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := await(t, returned, "Receive to return after Close"); err != nil {
+			t.Errorf("Receive after Close: got %v, want nil", err)
+		}
+
+		q = openQueue(t, path, Options{Logger: log})
+		sub = declare(t, q, "events", "events-sub", policy, "events-dead")
+		again := make(chan queue.Message, 1)
+		receive(t, sub, func(ctx context.Context, m queue.Message) error {
+			again <- m
+			return nil
 		})
-	}()
-	first := await(t, started, "the first delivery")
-	if err := q.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if err := await(t, returned, "Receive to return after Close"); err != nil {
-		t.Errorf("Receive after Close: got %v, want nil", err)
-	}
-
-	q = openQueue(t, path, Options{Logger: log})
-	sub = declare(t, q, "events", "events-sub", policy, "events-dead")
-	again := make(chan queue.Message, 1)
-	receive(t, sub, func(ctx context.Context, m queue.Message) error {
-		again <- m
-		return nil
+		if m := await(t, again, "the redelivery after reopening"); m.ID != first.ID || m.DeliveryAttempt != 2 {
+			t.Errorf("after reopening: got ID %q attempt %d, want ID %q attempt 2", m.ID, m.DeliveryAttempt, first.ID)
+		}
 	})
-	if m := await(t, again, "the redelivery after reopening"); m.ID != first.ID || m.DeliveryAttempt != 2 {
-		t.Errorf("after reopening: got ID %q attempt %d, want ID %q attempt 2", m.ID, m.DeliveryAttempt, first.ID)
-	}
 }
 
-// TestRunningHandlerKeepsItsLease steps Receive one round at a time
-// through its test hook while a handler runs past the visibility timeout.
+// TestRunningHandlerKeepsItsLease runs a handler for 100 s, past the 60 s
+// visibility timeout, in a synctest bubble: Receive's timers fire on the
+// bubble's clock while the test sleeps. Had Receive not extended the lease,
+// the message would be due again after 60 s and delivered a second time,
+// to this Receive or to another claim.
 func TestRunningHandlerKeepsItsLease(t *testing.T) {
-	clk := clock.NewFake(base)
-	q := openQueue(t, filepath.Join(t.TempDir(), "queue.db"),
-		Options{Clock: clk, Logger: failOnErrorLogs(t), PollInterval: time.Millisecond})
-	rounds := make(chan struct{})
-	q.testHook = func(ctx context.Context) {
-		select {
-		case rounds <- struct{}{}:
-		case <-ctx.Done():
-		}
-	}
-	sub := declare(t, q, "events", "events-sub", testPolicy, "events-dead")
-	publishOne(t, q.Topic("events"), "long")
+	synctest.Test(t, func(t *testing.T) {
+		q := openQueue(t, filepath.Join(t.TempDir(), "queue.db"), Options{Logger: failOnErrorLogs(t)})
+		sub := declare(t, q, "events", "events-sub", testPolicy, "events-dead")
+		publishOne(t, q.Topic("events"), "long")
 
-	started, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	stop := receive(t, sub, func(ctx context.Context, m queue.Message) error {
-		once.Do(func() { close(started) })
-		<-release
-		return nil
-	})
-	timeout := time.After(wait)
-	for running := false; !running; {
-		select {
-		case <-rounds:
-		case <-started:
-			running = true
-		case <-timeout:
-			t.Fatalf("the handler was not called within %v", wait)
+		var calls atomic.Int32
+		started, release := make(chan struct{}, 1), make(chan struct{})
+		stop := receive(t, sub, func(ctx context.Context, m queue.Message) error {
+			calls.Add(1)
+			started <- struct{}{}
+			<-release
+			return nil
+		})
+		await(t, started, "the handler to be called")
+		time.Sleep(100 * time.Second)
+		other := &Subscription{q: q, name: sub.name, policy: sub.policy, deadLetter: sub.deadLetter}
+		if msgs, _, _, err := q.claim(t.Context(), other, 10); err != nil || len(msgs) != 0 {
+			t.Errorf("claim while the handler runs past the visibility timeout: got %d messages (%v), want none", len(msgs), err)
 		}
-	}
-	for range 4 { // 100 s in all, against a 60 s visibility timeout
-		clk.Advance(25 * time.Second)
-		// The first round to start now sees the new time; once the next
-		// one starts, the first has finished.
-		await(t, rounds, "a round of Receive")
-		await(t, rounds, "a round of Receive")
-	}
-	other := &Subscription{q: q, name: sub.name, policy: sub.policy, deadLetter: sub.deadLetter}
-	if msgs, _, _, err := q.claim(t.Context(), other, 10); err != nil || len(msgs) != 0 {
-		t.Errorf("claim while the handler runs past the visibility timeout: got %d messages (%v), want none", len(msgs), err)
-	}
-	close(release)
-	stop()
-	if n := countMessages(t, q, "events-sub"); n != 0 {
-		t.Errorf("after the handler returned nil: got %d messages stored, want 0", n)
-	}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("while the first call ran past the visibility timeout: the handler was called %d times, want once", n)
+		}
+		close(release)
+		stop()
+		if n := countMessages(t, q, "events-sub"); n != 0 {
+			t.Errorf("after the handler returned nil: got %d messages stored, want 0", n)
+		}
+	})
 }
 
 func TestLastAttemptWithExpiredLeaseIsDeadLettered(t *testing.T) {
@@ -316,40 +315,42 @@ func TestLastAttemptWithExpiredLeaseIsDeadLettered(t *testing.T) {
 }
 
 func TestPublishFansOutToDeclaredSubscriptions(t *testing.T) {
-	q := openQueue(t, filepath.Join(t.TempDir(), "queue.db"), Options{Logger: failOnErrorLogs(t)})
-	topic := q.Topic("events")
-	publishOne(t, topic, "before-any") // dropped: no subscription yet
-	a := declare(t, q, "events", "a", testPolicy, "")
-	publishOne(t, topic, "before-b")
-	b := declare(t, q, "events", "b", testPolicy, "")
-	publishOne(t, topic, "after-both")
+	synctest.Test(t, func(t *testing.T) {
+		q := openQueue(t, filepath.Join(t.TempDir(), "queue.db"), Options{Logger: failOnErrorLogs(t)})
+		topic := q.Topic("events")
+		publishOne(t, topic, "before-any") // dropped: no subscription yet
+		a := declare(t, q, "events", "a", testPolicy, "")
+		publishOne(t, topic, "before-b")
+		b := declare(t, q, "events", "b", testPolicy, "")
+		publishOne(t, topic, "after-both")
 
-	for _, tt := range []struct {
-		sub  *Subscription
-		want []string
-	}{
-		{a, []string{"before-b", "after-both"}},
-		{b, []string{"after-both"}},
-	} {
-		if n := countMessages(t, q, tt.sub.name); n != len(tt.want) {
-			t.Errorf("subscription %s: got %d messages stored, want %d", tt.sub.name, n, len(tt.want))
-		}
-		got := make(chan string, len(tt.want))
-		stop := receive(t, tt.sub, func(ctx context.Context, m queue.Message) error {
-			got <- string(m.Data)
-			return nil
-		})
-		seen := map[string]bool{}
-		for len(seen) < len(tt.want) {
-			seen[await(t, got, "subscription "+tt.sub.name+"'s messages")] = true
-		}
-		stop()
-		for _, w := range tt.want {
-			if !seen[w] {
-				t.Errorf("subscription %s: got %v, want %v", tt.sub.name, seen, tt.want)
+		for _, tt := range []struct {
+			sub  *Subscription
+			want []string
+		}{
+			{a, []string{"before-b", "after-both"}},
+			{b, []string{"after-both"}},
+		} {
+			if n := countMessages(t, q, tt.sub.name); n != len(tt.want) {
+				t.Errorf("subscription %s: got %d messages stored, want %d", tt.sub.name, n, len(tt.want))
+			}
+			got := make(chan string, len(tt.want))
+			stop := receive(t, tt.sub, func(ctx context.Context, m queue.Message) error {
+				got <- string(m.Data)
+				return nil
+			})
+			seen := map[string]bool{}
+			for len(seen) < len(tt.want) {
+				seen[await(t, got, "subscription "+tt.sub.name+"'s messages")] = true
+			}
+			stop()
+			for _, w := range tt.want {
+				if !seen[w] {
+					t.Errorf("subscription %s: got %v, want %v", tt.sub.name, seen, tt.want)
+				}
 			}
 		}
-	}
+	})
 }
 
 // TestSubscriptionDeclaration checks each declaration's outcome where

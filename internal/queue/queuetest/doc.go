@@ -17,5 +17,10 @@
 //
 // The subtests run in parallel, each on a fresh Env, and all give open the
 // same short RetryPolicy (50 ms to 1 s, 5 attempts), so that the suite
-// takes seconds per backend.
+// takes seconds per backend. A backend that does no network I/O runs each
+// subtest in a testing/synctest bubble (Options.Synctest): its backoffs
+// and polls, and the suite's timeouts, then run on the bubble's clock, so
+// the outcome does not depend on the machine's speed or load. The Pub/Sub
+// adapter cannot: time in a bubble stands still while a goroutine waits on
+// the network.
 package queuetest

@@ -8,7 +8,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
@@ -41,14 +43,34 @@ var policy = queue.RetryPolicy{
 }
 
 // timeout bounds every wait for an asynchronous delivery. It is generous:
-// reaching it means the delivery is not coming, not that it is slow.
+// reaching it means the delivery is not coming, not that it is slow. In a
+// synctest bubble (Options.Synctest) it is the bubble's time, which passes
+// only while every goroutine is blocked, so a slow machine cannot reach it.
 const timeout = 20 * time.Second
 
-// Run runs the suite. open is called once per subtest, concurrently, and
+// Options are Run's optional settings; nil means every default.
+type Options struct {
+	// Synctest runs each case, open and cleanups included, in a
+	// testing/synctest bubble, so that the backend's timers (retry
+	// backoffs, polls, leases) and the suite's timeouts run on the bubble's
+	// clock: a case waits no real time, and nothing depends on how fast the
+	// machine is. Only for a backend whose goroutines wait on channels,
+	// timers, mutexes and local files; one that waits on a network (the
+	// Pub/Sub emulator) would keep the bubble's clock from advancing.
+	// Default false: cases run in real time.
+	Synctest bool
+}
+
+// Run runs the suite. open is called once per case, concurrently, and
 // must return a fresh Env whose subscription has the given policy; it
-// releases what it made (a client, a database) through t.Cleanup. Run
-// closes Env.Topic when the subtest ends.
-func Run(t *testing.T, open func(t *testing.T, policy queue.RetryPolicy) Env) {
+// releases what it made (a client, a database) through t.Cleanup. With
+// Options.Synctest, open and the case run inside the case's bubble, and t
+// is the bubble's (so t.Run and t.Parallel are not available to open).
+// Run closes Env.Topic when the case ends. opt nil means every default.
+func Run(t *testing.T, open func(t *testing.T, policy queue.RetryPolicy) Env, opt *Options) {
+	if opt == nil {
+		opt = &Options{}
+	}
 	tests := []struct {
 		name string
 		fn   func(*testing.T, Env)
@@ -58,16 +80,24 @@ func Run(t *testing.T, open func(t *testing.T, policy queue.RetryPolicy) Env) {
 		{"FailedMessageIsRedeliveredWithHigherAttempt", testFailedMessageIsRedeliveredWithHigherAttempt},
 		{"MessageFailingEveryAttemptIsDeadLettered", testMessageFailingEveryAttemptIsDeadLettered},
 		{"AckedMessageIsNotRedelivered", testAckedMessageIsNotRedelivered},
-		{"ReceiveReturnsWhenContextEnds", testReceiveReturnsWhenContextEnds},
+		{"IdleReceiveReturnsWhenContextEnds", testIdleReceiveReturnsWhenContextEnds},
+		{"ReceiveReturnsWhenContextEndsAfterRunningHandlers", testReceiveReturnsWhenContextEndsAfterRunningHandlers},
 		{"UnsendableMessageIsInvalid", testUnsendableMessageIsInvalid},
 		{"DurableAcrossReopen", testDurableAcrossReopen},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			env := open(t, policy)
-			closeOnCleanup(t, env.Topic)
-			tt.fn(t, env)
+			run := func(t *testing.T) {
+				env := open(t, policy)
+				closeOnCleanup(t, env.Topic)
+				tt.fn(t, env)
+			}
+			if opt.Synctest {
+				synctest.Test(t, run)
+			} else {
+				run(t)
+			}
 		})
 	}
 }
@@ -307,15 +337,13 @@ func testPublishedMessagesAreDeliveredAtLeastOnce(t *testing.T, env Env) {
 // at a time would never get there.
 func testHandlersRunConcurrently(t *testing.T, env Env) {
 	publish(t, env.Topic, msg("first"), msg("second"))
-	var arrived sync.WaitGroup
-	arrived.Add(2)
 	all := make(chan struct{})
-	go func() { arrived.Wait(); close(all) }()
 	var calls sync.Map // Data → struct{}: count each message's first call only
+	var arrived atomic.Int32
 	got := newRecorder()
 	stop := receiving(t, env.Sub, func(ctx context.Context, m queue.Message) error {
-		if _, again := calls.LoadOrStore(string(m.Data), struct{}{}); !again {
-			arrived.Done()
+		if _, again := calls.LoadOrStore(string(m.Data), struct{}{}); !again && arrived.Add(1) == 2 {
+			close(all)
 		}
 		select {
 		case <-all:
@@ -431,37 +459,36 @@ func testAckedMessageIsNotRedelivered(t *testing.T, env Env) {
 	}
 }
 
-func testReceiveReturnsWhenContextEnds(t *testing.T, env Env) {
-	t.Run("Idle", func(t *testing.T) {
-		stop := receiving(t, env.DeadLetters, func(context.Context, queue.Message) error { return nil })
-		stop()
-	})
-	t.Run("HandlerRunning", func(t *testing.T) {
-		started := make(chan struct{})
-		var once sync.Once
-		handlerCtxEnded := make(chan struct{}, 1)
-		stop := receiving(t, env.Sub, func(ctx context.Context, m queue.Message) error {
-			once.Do(func() { close(started) })
-			<-ctx.Done()
-			select {
-			case handlerCtxEnded <- struct{}{}:
-			default:
-			}
-			return ctx.Err()
-		})
-		publish(t, env.Topic, msg("slow"))
+func testIdleReceiveReturnsWhenContextEnds(t *testing.T, env Env) {
+	stop := receiving(t, env.DeadLetters, func(context.Context, queue.Message) error { return nil })
+	stop() // fails t unless Receive returns nil
+}
+
+func testReceiveReturnsWhenContextEndsAfterRunningHandlers(t *testing.T, env Env) {
+	started := make(chan struct{})
+	var once sync.Once
+	handlerCtxEnded := make(chan struct{}, 1)
+	stop := receiving(t, env.Sub, func(ctx context.Context, m queue.Message) error {
+		once.Do(func() { close(started) })
+		<-ctx.Done()
 		select {
-		case <-started:
-		case <-time.After(timeout):
-			t.Fatalf("the handler was not called within %v", timeout)
-		}
-		stop() // fails t unless Receive returns nil
-		select {
-		case <-handlerCtxEnded:
+		case handlerCtxEnded <- struct{}{}:
 		default:
-			t.Errorf("Receive returned before the running handler's context ended and it returned")
 		}
+		return ctx.Err()
 	})
+	publish(t, env.Topic, msg("slow"))
+	select {
+	case <-started:
+	case <-time.After(timeout):
+		t.Fatalf("the handler was not called within %v", timeout)
+	}
+	stop() // fails t unless Receive returns nil
+	select {
+	case <-handlerCtxEnded:
+	default:
+		t.Errorf("Receive returned before the running handler's context ended and it returned")
+	}
 }
 
 // testUnsendableMessageIsInvalid holds both adapters to Pub/Sub's
@@ -489,14 +516,13 @@ func testUnsendableMessageIsInvalid(t *testing.T, env Env) {
 		{"ReservedAttributeKey", queue.Message{Data: []byte("m"), Attributes: map[string]string{"googclient_x": "v"}}},
 		{"AttributeValueOver1024Bytes", queue.Message{Data: []byte("m"), Attributes: withAttrs(1, 4, 1025)}},
 	}
+	// Not subtests: a case in a synctest bubble cannot start any.
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
-			if err := env.Topic.Publish(ctx, msg("valid"), tt.m); !errs.Is(err, errs.Invalid) {
-				t.Errorf("Publish: got %v (kind %v), want an Invalid error", err, errs.KindOf(err))
-			}
-		})
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		if err := env.Topic.Publish(ctx, msg("valid"), tt.m); !errs.Is(err, errs.Invalid) {
+			t.Errorf("%s: Publish: got %v (kind %v), want an Invalid error", tt.name, err, errs.KindOf(err))
+		}
+		cancel()
 	}
 
 	got := newRecorder()
