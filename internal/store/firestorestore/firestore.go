@@ -136,6 +136,19 @@ func toKeyDoc(k *store.Key) *keyDoc {
 	}
 }
 
+// fromKeyDocs decodes the key documents of a query, in order.
+func fromKeyDocs(snaps []*firestore.DocumentSnapshot) ([]*store.Key, error) {
+	out := make([]*store.Key, 0, len(snaps))
+	for _, snap := range snaps {
+		k, err := fromKeyDoc(snap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
 func fromKeyDoc(snap *firestore.DocumentSnapshot) (*store.Key, error) {
 	var d keyDoc
 	if err := snap.DataTo(&d); err != nil {
@@ -416,13 +429,9 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.K
 	if err != nil {
 		return nil, "", err
 	}
-	out := make([]*store.Key, 0, len(snaps))
-	for _, snap := range snaps {
-		k, err := fromKeyDoc(snap)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, k)
+	out, err := fromKeyDocs(snaps)
+	if err != nil {
+		return nil, "", err
 	}
 	var next string
 	if more {
@@ -575,15 +584,7 @@ func (s *Store) ChangedKeys(ctx context.Context, since time.Time, afterID string
 	if err != nil {
 		return nil, translate(err, "firestore: read changed keys")
 	}
-	out := make([]*store.Key, 0, len(snaps))
-	for _, snap := range snaps {
-		k, err := fromKeyDoc(snap)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, nil
+	return fromKeyDocs(snaps)
 }
 
 // DueSuspensions returns disabled keys whose DisabledUntil is at or before
@@ -608,15 +609,7 @@ func (s *Store) DueSuspensions(ctx context.Context, t time.Time, afterUntil time
 	if err != nil {
 		return nil, translate(err, "firestore: read due suspensions")
 	}
-	out := make([]*store.Key, 0, len(snaps))
-	for _, snap := range snaps {
-		k, err := fromKeyDoc(snap)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, nil
+	return fromKeyDocs(snaps)
 }
 
 // GetKeys returns the stored keys among ids with one GetAll (one read per
