@@ -1,4 +1,4 @@
-// Package pubsub is the queue contract on Google Cloud Pub/Sub, through
+// Package pubsubqueue is the queue contract on Google Cloud Pub/Sub, through
 // the v2 client (cloud.google.com/go/pubsub/v2): a Topic publishes with
 // the client's batching and returns once Pub/Sub has acknowledged every
 // message; a Subscription pulls with the client's streaming Receive, acks
@@ -8,6 +8,11 @@
 // queue.RetryPolicy. EnsureTopic and EnsureSubscription are the admin
 // helpers tests and `keyplane serve` use to create what they need;
 // production resources come from Terraform.
+//
+// MessagePublished is the one declaration of a push subscription's
+// message as a CloudEvent function receives it (the data of a
+// google.cloud.pubsub.topic.v1.messagePublished event);
+// DecodeMessagePublished turns it into a queue.Message.
 //
 // Message.DeliveryAttempt is Pub/Sub's delivery count, which Pub/Sub keeps
 // only for subscriptions with a dead-letter policy; without one it is 0.
