@@ -78,7 +78,7 @@ var ownerWebhookSecretMethods = map[string][]string{
 	"deliver-notify": {"Secret", "SecretVersions"},
 }
 
-// namedSecretMethods are the methods wire.Open uses on deployment secrets
+// namedSecretMethods are the methods internal/wire uses on deployment secrets
 // (pepper, admin-token, webhook-secret, plans); the named_secret_reader
 // role must grant exactly their permissions.
 var namedSecretMethods = []string{"Secret", "SecretVersions"}
@@ -1168,8 +1168,8 @@ func TestPushRetryPoliciesMatchWire(t *testing.T) {
 		sub  string
 		want queue.RetryPolicy
 	}{
-		{"usage_record", wire.UsageRetryPolicy},
-		{"notifications_deliver", wire.NotifyRetryPolicy},
+		{"usage_record", wire.UsageTopic.Retry},
+		{"notifications_deliver", wire.NotificationsTopic.Retry},
 	} {
 		b, ok := m.resources["google_pubsub_subscription."+tc.sub]
 		if !ok {

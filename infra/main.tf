@@ -55,7 +55,7 @@ locals {
   #                     custom roles on the owners' webhook signing secrets,
   #                     "<prefix>owner-webhook-*" (internal/notify.SecretName)
   #   named_secrets     deployment secrets the function reads at start-up (secrets.tf):
-  #                     what internal/wire's needsOf opens for it, and nothing more
+  #                     what its builder in internal/wire (roles.go) reads, and nothing more
   #   publishes_to      topics (local.topic_names) the function publishes to
   #   env               environment on top of local.common_env
   functions = {
@@ -206,7 +206,7 @@ locals {
     }
   }
 
-  # What every function needs to start (config.Validate and wire.Open) and
+  # What every function needs to start (config.Validate and its wire builder) and
   # to address this deployment's resources rather than the defaults.
   common_env = {
     GOOGLE_CLOUD_PROJECT        = var.project_id

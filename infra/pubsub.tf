@@ -147,7 +147,7 @@ resource "google_pubsub_subscription" "usage_record" {
 # first retry, the 600 s maximum bounds how late a later retry is made, and
 # 100 deliveries (Pub/Sub's maximum) outlast the schedule's longest gap,
 # 10 h, which takes 67 to 82 deliveries of one message. Keep them equal to
-# internal/wire.NotifyRetryPolicy.
+# internal/wire.NotificationsTopic.Retry.
 resource "google_pubsub_subscription" "notifications_deliver" {
   project = var.project_id
   name    = "${google_pubsub_topic.notifications.name}-deliver-notifications" # the name internal/wire gives its pull twin

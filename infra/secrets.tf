@@ -1,7 +1,7 @@
 # The deployment's named secrets, "<prefix><name>" in Secret Manager (key
 # secrets, "<prefix>key-<key id>", are created by the Keys function, never
-# here). wire.Open reads them at start-up and refuses to start without the
-# pepper and an admin token.
+# here). The functions' builders (internal/wire) read them at start-up and
+# refuse to start without the pepper and an admin token.
 #
 # The first version of each is generated here. Terraform keeps generated
 # values in its state, so the state bucket must be protected like the

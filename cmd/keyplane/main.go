@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		return serve(ctx, cfg, *addr, log, stdout)
 	case "admin-token":
-		app, err := wire.Open(ctx, cfg, log, "")
+		app, err := wire.ServeAll(ctx, cfg, log)
 		if err != nil {
 			return err
 		}
@@ -102,17 +102,21 @@ func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger
 		log.Warn("KEYPLANE_CLOCK_OFFSET is set: keyplane's clock reads "+cfg.ClockOffset.String()+" from now (for local trials only)",
 			"now", time.Now().UTC().Add(cfg.ClockOffset).Format(time.RFC3339))
 	}
-	app, err := wire.Open(ctx, cfg, log, "")
+	app, err := wire.ServeAll(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
+	// Close ends the background work and waits for it (the last client-IP
+	// flush, a sweep or notification in progress) before it closes the
+	// queue and the stores. It runs after the HTTP server has shut down, so
+	// no request is left to record a client IP after the last flush.
 	defer app.Close()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           app.Server.Handler(),
+		Handler:           app.Handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -131,9 +135,9 @@ func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger
 	}
 	fmt.Fprintf(stdout, "try:\n  curl -s -X POST %s/v1/keys -H 'Authorization: Bearer %s' -d '{\"owner\": \"acct_123\"}'\n", base, token)
 
-	bg, stopBackground := context.WithCancel(ctx)
-	defer stopBackground()
-	if err := app.RunBackground(bg, log); err != nil {
+	// The background work outlives the signal until Close: the HTTP server
+	// drains first.
+	if err := app.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	errc := make(chan error, 1)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
 
@@ -61,6 +63,83 @@ func TestServePrintsTokenServesAndShutsDown(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not shut down")
+	}
+}
+
+// TestShutdownKeepsTheLastClientIPFlush: serve stopped right after a
+// verify that recorded a client IP has written that IP to the ledger by
+// the time it returns. The recorder flushes every 10 s; only its last
+// flush, made when serve shuts down and waited for before the ledger
+// closes, can have written it.
+func TestShutdownKeepsTheLastClientIPFlush(t *testing.T) {
+	dir := t.TempDir()
+	plans := filepath.Join(dir, "plans.json")
+	if err := os.WriteFile(plans, []byte(`{"plans": {"watched": {"scopes": ["generate"], "limits": {}, "abuse": {"distinct_ips": {"max_per_day": 5}}}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const token = "shutdown-test-admin-token"
+	env := map[string]string{"KEYPLANE_PLANS": plans, "KEYPLANE_ADMIN_TOKEN": token}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--data", dir}, func(k string) string { return env[k] }, pw, io.Discard)
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	var base string
+	for base == "" && sc.Scan() {
+		if m := regexp.MustCompile(`listening on (http://\S+)`).FindStringSubmatch(sc.Text()); m != nil {
+			base = m[1]
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	if base == "" {
+		t.Fatalf("serve did not print where it listens: %v", <-done)
+	}
+	post := func(path, body string, want int, out any) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.StatusCode != want {
+			b, _ := io.ReadAll(res.Body)
+			t.Fatalf("POST %s = %d %s, want %d", path, res.StatusCode, b, want)
+		}
+		if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+	}
+	var key struct{ ID, Secret string }
+	post("/v1/keys", `{"owner": "acct_1", "plan": "watched"}`, 201, &key)
+	var decision struct{ Code string }
+	post("/v1/verify", `{"key": "`+key.Secret+`", "ip": "203.0.113.7"}`, 200, &decision)
+	if decision.Code != "VALID" {
+		t.Fatalf("verify = %s, want VALID", decision.Code)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v after the signal, want nil", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+	l, err := sqliteledger.Open(filepath.Join(dir, "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n, ips, err := l.ClientIPs(context.Background(), key.ID, time.Now().UTC().Truncate(24*time.Hour), 10)
+	if err != nil || n != 1 {
+		t.Errorf("client IPs of the key in the ledger after shutdown: got %d %v, %v; want 1 (203.0.113.7)", n, ips, err)
 	}
 }
 

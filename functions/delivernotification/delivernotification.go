@@ -18,32 +18,20 @@ package delivernotification
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/keyplane/keyplane/internal/logging"
 	"github.com/keyplane/keyplane/internal/notify"
-	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/queue/pubsubqueue"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
-// messagePublished is the data of a google.cloud.pubsub.topic.v1.messagePublished event.
-type messagePublished struct {
-	Message struct {
-		Data        []byte            `json:"data"` // base64 in JSON
-		Attributes  map[string]string `json:"attributes"`
-		MessageID   string            `json:"messageId"`
-		PublishTime time.Time         `json:"publishTime"`
-	} `json:"message"`
-	Subscription string `json:"subscription"`
-}
-
-var deliverer = wire.LazyDeliverer()
+// app is built once per instance, on the first message.
+var app = wire.Function(wire.DeliverNotification)
 
 var log = logging.New(os.Stdout, slog.LevelInfo)
 
@@ -52,11 +40,20 @@ func Handle(ctx context.Context, e event.Event) error {
 	return handle(ctx, e, deliverer, log)
 }
 
+// deliverer returns the instance's Deliverer, building the App if needed.
+func deliverer() (*notify.Deliverer, error) {
+	a, err := app.Get()
+	if err != nil {
+		return nil, err
+	}
+	return a.Deliverer, nil
+}
+
 // handle decodes the event and hands its message to the Deliverer that
-// get builds once per instance.
+// get returns.
 func handle(ctx context.Context, e event.Event, get func() (*notify.Deliverer, error), log *slog.Logger) error {
-	var m messagePublished
-	if err := json.Unmarshal(e.Data(), &m); err != nil {
+	m, err := pubsubqueue.DecodeMessagePublished(e.Data())
+	if err != nil {
 		// Not a Pub/Sub event at all: retrying cannot help, and there is no
 		// message to dead-letter. Ack it and say so.
 		log.ErrorContext(ctx, "DeliverNotification received a non-Pub/Sub event", "event_id", e.ID(), "error", err)
@@ -66,10 +63,7 @@ func handle(ctx context.Context, e event.Event, get func() (*notify.Deliverer, e
 	if err != nil {
 		return err // not started: redeliver later
 	}
-	err = d.Handle(ctx, queue.Message{
-		ID: m.Message.MessageID, Data: m.Message.Data, Attributes: m.Message.Attributes,
-		PublishTime: m.Message.PublishTime, // DeliveryAttempt unknown: the framework drops it
-	})
+	err = d.Handle(ctx, m) // DeliveryAttempt unknown: the framework drops it
 	switch {
 	case err == nil, errors.Is(err, notify.ErrNotDue):
 		return err
@@ -77,6 +71,6 @@ func handle(ctx context.Context, e event.Event, get func() (*notify.Deliverer, e
 		return err // the request was cut short; the attempt was given back
 	}
 	log.WarnContext(ctx, "delivering a notification failed on keyplane's side; Pub/Sub redelivers it",
-		"message_id", m.Message.MessageID, "notification_id", m.Message.Attributes["notification_id"], "error", err)
+		"message_id", m.ID, "notification_id", m.Attributes["notification_id"], "error", err)
 	return err
 }

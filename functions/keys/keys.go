@@ -6,11 +6,10 @@ package keys
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
-var handler = wire.FunctionHandler(httpapi.FuncKeys)
+var handler = wire.FunctionHandler(wire.Keys)
 
 // Handle is the function's entry point.
 func Handle(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }

@@ -99,14 +99,9 @@ type recorder struct {
 func (r *recorder) wrap(fn func(context.Context, event.Event) error) func(context.Context, event.Event) error {
 	return func(ctx context.Context, e event.Event) error {
 		arrived := time.Now()
-		var m struct {
-			Message struct {
-				Data []byte `json:"data"`
-			} `json:"message"`
-		}
 		var b usage.Batch
-		if err := json.Unmarshal(e.Data(), &m); err == nil {
-			_ = json.Unmarshal(m.Message.Data, &b)
+		if m, err := pubsubqueue.DecodeMessagePublished(e.Data()); err == nil {
+			_ = json.Unmarshal(m.Data, &b)
 		}
 		r.mu.Lock()
 		for _, ev := range b.Events {
@@ -294,19 +289,24 @@ func newFlow(tb testing.TB) *flow {
 		tb.Fatalf("config.FromEnv: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	app, err := wire.Open(ctx, cfg, slog.New(slog.DiscardHandler), "")
+	app, err := wire.ServeAll(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		cancel()
-		tb.Fatalf("wire.Open: %v", err)
+		tb.Fatalf("wire.ServeAll: %v", err)
 	}
-	// As the Verify function does (wire.lazyApp). Not app.RunBackground:
-	// that would also count usage from a pull subscription, and this test
-	// proves the push path alone.
-	go app.Verifier.Run(ctx)
-	srv := httptest.NewServer(app.Server.Handler())
+	// Keep the key cache fresh as the Verify function does. Not
+	// app.Start: that would also count usage from a pull subscription, and
+	// this test proves the push path alone.
+	polled := make(chan struct{})
+	go func() {
+		app.Verifier.Run(ctx)
+		close(polled)
+	}()
+	srv := httptest.NewServer(app.Handler)
 	tb.Cleanup(func() {
 		srv.Close()
 		cancel()
+		<-polled
 		if err := app.Close(); err != nil {
 			tb.Errorf("closing the app: %v", err)
 		}

@@ -7,44 +7,29 @@ package recordusage
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
-	"github.com/keyplane/keyplane/internal/queue"
+	"github.com/keyplane/keyplane/internal/queue/pubsubqueue"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
-// messagePublished is the data of a google.cloud.pubsub.topic.v1.messagePublished event.
-type messagePublished struct {
-	Message struct {
-		Data        []byte            `json:"data"` // base64 in JSON
-		Attributes  map[string]string `json:"attributes"`
-		MessageID   string            `json:"messageId"`
-		PublishTime time.Time         `json:"publishTime"`
-	} `json:"message"`
-	Subscription string `json:"subscription"`
-}
-
-var consumer = wire.LazyConsumer()
+// app is built once per instance, on the first message.
+var app = wire.Function(wire.RecordUsage)
 
 // Handle is the function's entry point.
 func Handle(ctx context.Context, e event.Event) error {
-	var m messagePublished
-	if err := json.Unmarshal(e.Data(), &m); err != nil {
+	m, err := pubsubqueue.DecodeMessagePublished(e.Data())
+	if err != nil {
 		// Not a Pub/Sub event at all: retrying cannot help, and there is no
 		// message to dead-letter. Ack it and say so.
 		fmt.Printf(`{"severity":"ERROR","message":"RecordUsage received a non-Pub/Sub event","id":%q}`+"\n", e.ID())
 		return nil
 	}
-	c, err := consumer()
+	a, err := app.Get()
 	if err != nil {
 		return err // not started: redeliver later
 	}
-	return c.Handle(ctx, queue.Message{
-		ID: m.Message.MessageID, Data: m.Message.Data, Attributes: m.Message.Attributes,
-		PublishTime: m.Message.PublishTime, // DeliveryAttempt unknown: the framework drops it
-	})
+	return a.Consumer.Handle(ctx, m)
 }

@@ -7,11 +7,10 @@ package sweep
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
-var handler = wire.FunctionHandler(httpapi.FuncSweep)
+var handler = wire.FunctionHandler(wire.Sweep)
 
 // Handle is the function's entry point.
 func Handle(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }

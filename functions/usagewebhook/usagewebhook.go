@@ -6,11 +6,10 @@ package usagewebhook
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
-var handler = wire.FunctionHandler(httpapi.FuncUsageWebhook)
+var handler = wire.FunctionHandler(wire.UsageWebhook)
 
 // Handle is the function's entry point.
 func Handle(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }

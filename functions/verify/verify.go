@@ -7,11 +7,10 @@ package verify
 import (
 	"net/http"
 
-	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
-var handler = wire.FunctionHandler(httpapi.FuncVerify)
+var handler = wire.FunctionHandler(wire.Verify)
 
 // Handle is the function's entry point.
 func Handle(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }

@@ -66,6 +66,10 @@ type Recorder struct {
 	lastFlush atomic.Int64 // Unix nanoseconds at which the last flush started
 	flushing  atomic.Bool  // a background flush is running or starting
 	flushMu   sync.Mutex   // one flush at a time
+
+	bgMu    sync.Mutex     // guards stopped and the Add of background
+	stopped bool           // Run has ended: Saw starts no flush
+	bg      sync.WaitGroup // background flushes started by Saw
 }
 
 type ipShard struct {
@@ -174,17 +178,28 @@ func (r *Recorder) Saw(id, ip string, limit int, now time.Time) {
 }
 
 // maybeFlush starts a background flush if the last one started interval
-// or longer before now and none is running.
+// or longer before now, none is running and Run has not ended.
+//
+// The flush writes the sightings of every request since the last one, not
+// the current request's: it runs on a context of its own, bounded by
+// clientIPFlushTimeout, not on the context of the request whose Saw
+// happened to start it.
 func (r *Recorder) maybeFlush(now time.Time) {
 	if now.UnixNano()-r.lastFlush.Load() < int64(r.interval) || r.flushing.Load() || !r.flushing.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
+	r.bgMu.Lock()
+	defer r.bgMu.Unlock()
+	if r.stopped {
+		r.flushing.Store(false)
+		return
+	}
+	r.bg.Go(func() {
 		defer r.flushing.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), clientIPFlushTimeout)
 		defer cancel()
 		r.flushLogged(ctx)
-	}()
+	})
 }
 
 func (r *Recorder) flushLogged(ctx context.Context) {
@@ -197,8 +212,12 @@ func (r *Recorder) flushLogged(ctx context.Context) {
 	}
 }
 
-// Run calls Flush every interval until ctx ends, and once more then (with
-// a context of its own, for up to 30 seconds). Errors are logged.
+// Run calls Flush every interval until ctx ends. Then it waits for a
+// background flush that Saw started, flushes once more (on ctx without its
+// cancellation, for up to 30 seconds) and returns: when it returns, every
+// sighting recorded before ctx ended has been written or its write has
+// failed, and no flush starts any more, so the writer can be closed. Errors
+// are logged. Run is called at most once.
 func (r *Recorder) Run(ctx context.Context) {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
@@ -207,6 +226,10 @@ func (r *Recorder) Run(ctx context.Context) {
 		case <-t.C:
 			r.flushLogged(ctx)
 		case <-ctx.Done():
+			r.bgMu.Lock()
+			r.stopped = true
+			r.bgMu.Unlock()
+			r.bg.Wait()
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), clientIPFlushTimeout)
 			defer cancel()
 			r.flushLogged(fctx)

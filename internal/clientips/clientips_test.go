@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/clientips"
@@ -389,6 +390,68 @@ func TestRunFlushesWhenItsContextEnds(t *testing.T) {
 	cancel()
 	<-done
 	l.wantCount(t, "key-1", ipToday, 1)
+}
+
+// heldWriter is a Writer whose writes wait until release is closed, and
+// which keeps what it was given.
+type heldWriter struct {
+	release chan struct{}
+	mu      sync.Mutex
+	calls   []map[string][]string
+}
+
+func (w *heldWriter) AddClientIPs(ctx context.Context, _ time.Time, ips map[string][]string) error {
+	<-w.release
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls = append(w.calls, ips)
+	return nil
+}
+
+func (w *heldWriter) written() []map[string][]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.calls)
+}
+
+// TestRunWaitsForBackgroundFlushes: when its context ends, Run returns
+// only after the flush that Saw started in the background has finished and
+// the last flush has written what came after it; once Run has returned, Saw
+// starts no flush, so the writer can be closed.
+func TestRunWaitsForBackgroundFlushes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &heldWriter{release: make(chan struct{})}
+		clk := clock.NewFake(ipNow)
+		r := clientips.New(w, clk, time.Minute, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			r.Run(ctx)
+			close(done)
+		}()
+		r.Saw("key-1", "192.0.2.1", 10, ipNow.Add(time.Minute)) // a background flush starts and is held
+		synctest.Wait()
+		r.Saw("key-1", "192.0.2.2", 10, ipNow.Add(time.Minute)) // after it took its sightings
+		cancel()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("Run returned while a background flush was still writing")
+		default:
+		}
+		close(w.release)
+		<-done
+		want := []map[string][]string{{"key-1": {"192.0.2.1"}}, {"key-1": {"192.0.2.2"}}}
+		if got := w.written(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("written by the background flush and Run's last flush: got %v, want %v", got, want)
+		}
+
+		r.Saw("key-1", "192.0.2.3", 10, ipNow.Add(time.Hour)) // a flush would be due
+		synctest.Wait()
+		if got := w.written(); len(got) != len(want) {
+			t.Errorf("writes after Run returned: got %v, want none", got[len(want):])
+		}
+	})
 }
 
 // TestClientIPRecorderIsExactUnderConcurrency has goroutines report

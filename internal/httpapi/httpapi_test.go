@@ -63,12 +63,12 @@ func newAPIWith(t *testing.T, configure func(*config.Config)) *api {
 	configure(&cfg)
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := wire.Open(context.Background(), cfg, log, "")
+	app, err := wire.ServeAll(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := app.RunBackground(ctx, log); err != nil {
+	if err := app.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(app.Server.Handler())

@@ -26,6 +26,19 @@ import (
 // refused for it): quotas are also enforced persistently by the sweep, and
 // refusing every request of a paying key during a ledger outage is worse
 // than admitting a few over quota.
+//
+// # Contexts
+//
+// The first request of a key waits for its read (a read-through), on its
+// own context: it stops waiting when that context ends, and the check
+// passes. The read itself is shared by every request of the key that comes
+// meanwhile (single flight), so it runs on the first request's context
+// without its cancellation (its values, such as the trace, are kept) and
+// for at most 5 s: one caller giving up does not fail the others. A
+// background refresh outlives the request that found the entry stale, so
+// it too runs on that request's context without its cancellation, for at
+// most 5 s. Stop, called when the process shuts down, waits for the
+// running refreshes, so none reads a ledger being closed.
 type Quotas struct {
 	ledger    QuotaReader
 	clock     clock.Clock
@@ -34,7 +47,14 @@ type Quotas struct {
 
 	cache *lru.Cache[string, *quotaEntry]
 	loads singleflight.Group
+
+	refreshMu sync.Mutex     // guards stopped and the Add of refreshes
+	stopped   bool           // Stop was called: no refresh starts
+	refreshes sync.WaitGroup // running background refreshes
 }
+
+// quotaReadTimeout bounds one read of a key's totals.
+const quotaReadTimeout = 5 * time.Second
 
 type quotaEntry struct {
 	mu         sync.Mutex
@@ -83,7 +103,7 @@ var quotaLimits = func() (out []struct {
 }()
 
 // Check implements Quota.
-func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool) {
+func (q *Quotas) Check(ctx context.Context, id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool) {
 	found := false
 	for _, ql := range quotaLimits {
 		if _, ok := limits[ql.name]; ok {
@@ -94,7 +114,7 @@ func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states Quo
 	if !found {
 		return states, false
 	}
-	day, month, ok := q.totals(id, now)
+	day, month, ok := q.totals(ctx, id, now)
 	if !ok {
 		return states, false
 	}
@@ -119,14 +139,16 @@ func (q *Quotas) Check(id string, limits plan.Limits, now time.Time) (states Quo
 }
 
 // totals returns the key's totals in the day and month containing now.
-func (q *Quotas) totals(id string, now time.Time) (day, month ledger.Totals, ok bool) {
+func (q *Quotas) totals(ctx context.Context, id string, now time.Time) (day, month ledger.Totals, ok bool) {
 	dayStart, _ := plan.Day.Bounds(now)
 	monthStart, _ := plan.Month.Bounds(now)
 	e, cached := q.cache.Get(id)
 	if !cached {
 		var err error
-		if e, err = q.load(id, now); err != nil {
-			q.log.Warn("reading usage for quotas; not enforcing them for this request", "key_id", id, "error", err)
+		if e, err = q.readThrough(ctx, id, now); err != nil {
+			if ctx.Err() == nil {
+				q.log.WarnContext(ctx, "reading usage for quotas; not enforcing them for this request", "key_id", id, "error", err)
+			}
 			return day, month, false
 		}
 	}
@@ -143,48 +165,83 @@ func (q *Quotas) totals(id string, now time.Time) (day, month ledger.Totals, ok 
 	}
 	e.mu.Unlock()
 	if stale {
-		go func() {
-			q.load(id, now)
-			e.mu.Lock()
-			e.refreshing = false
-			e.mu.Unlock()
-		}()
+		q.refresh(ctx, e, id, now)
 	}
 	return day, month, true
 }
 
-// load reads a key's totals once for all concurrent callers.
-func (q *Quotas) load(id string, now time.Time) (*quotaEntry, error) {
-	v, err, _ := q.loads.Do(id, func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		dayStart, _ := plan.Day.Bounds(now)
-		monthStart, _ := plan.Month.Bounds(now)
-		day, err := q.ledger.Totals(ctx, id, plan.Day, dayStart)
-		if err != nil {
-			return nil, err
+// readThrough reads the totals of a key that has no cache entry, for a
+// request that waits for them until its ctx ends.
+func (q *Quotas) readThrough(ctx context.Context, id string, now time.Time) (*quotaEntry, error) {
+	ch := q.loads.DoChan(id, func() (any, error) { return q.read(context.WithoutCancel(ctx), id, now) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
 		}
-		month, err := q.ledger.Totals(ctx, id, plan.Month, monthStart)
-		if err != nil {
-			return nil, err
-		}
-		e, ok := q.cache.Peek(id)
-		if !ok {
-			e = &quotaEntry{}
-		}
+		return r.Val.(*quotaEntry), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// refresh rereads e's totals in the background, on ctx without its
+// cancellation, unless Stop was called.
+func (q *Quotas) refresh(ctx context.Context, e *quotaEntry, id string, now time.Time) {
+	q.refreshMu.Lock()
+	if q.stopped {
+		q.refreshMu.Unlock()
 		e.mu.Lock()
-		e.dayStart, e.day, e.monthAt, e.month, e.fetchedAt = dayStart, day, monthStart, month, now
+		e.refreshing = false
 		e.mu.Unlock()
-		if !ok {
-			q.cache.Add(id, e)
-		}
-		return e, nil
-	})
+		return
+	}
+	q.refreshes.Add(1)
+	q.refreshMu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		defer q.refreshes.Done()
+		q.loads.Do(id, func() (any, error) { return q.read(ctx, id, now) })
+		e.mu.Lock()
+		e.refreshing = false
+		e.mu.Unlock()
+	}()
+}
+
+// Stop makes later stale entries keep their totals instead of starting a
+// refresh, and waits for the refreshes running. Checks go on working (a
+// key read for the first time is still read through).
+func (q *Quotas) Stop() {
+	q.refreshMu.Lock()
+	q.stopped = true
+	q.refreshMu.Unlock()
+	q.refreshes.Wait()
+}
+
+// read reads a key's totals for at most quotaReadTimeout and caches them.
+// It is called through q.loads, once at a time per key.
+func (q *Quotas) read(ctx context.Context, id string, now time.Time) (*quotaEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, quotaReadTimeout)
+	defer cancel()
+	dayStart, _ := plan.Day.Bounds(now)
+	monthStart, _ := plan.Month.Bounds(now)
+	day, err := q.ledger.Totals(ctx, id, plan.Day, dayStart)
 	if err != nil {
-		if e, ok := q.cache.Peek(id); ok {
-			return e, err
-		}
 		return nil, err
 	}
-	return v.(*quotaEntry), nil
+	month, err := q.ledger.Totals(ctx, id, plan.Month, monthStart)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := q.cache.Peek(id)
+	if !ok {
+		e = &quotaEntry{}
+	}
+	e.mu.Lock()
+	e.dayStart, e.day, e.monthAt, e.month, e.fetchedAt = dayStart, day, monthStart, month, now
+	e.mu.Unlock()
+	if !ok {
+		q.cache.Add(id, e)
+	}
+	return e, nil
 }

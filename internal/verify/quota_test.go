@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/clock"
@@ -20,19 +21,37 @@ import (
 )
 
 // readCountingLedger is a real ledger that counts the totals read from it
-// and can be made unreachable.
+// and can be made unreachable or slow.
 type readCountingLedger struct {
 	ledger.Ledger
 	reads atomic.Int64
 	down  atomic.Bool
+	// gate, if set, holds every read until it is closed or the read's
+	// context ends; started receives a value as each held read begins.
+	gate    chan struct{}
+	started chan struct{}
 }
 
 func (l *readCountingLedger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error) {
 	l.reads.Add(1)
+	if l.gate != nil {
+		l.started <- struct{}{}
+		select {
+		case <-l.gate:
+		case <-ctx.Done():
+			return ledger.Totals{}, errs.Wrap(errs.Unavailable, ctx.Err(), "the ledger read was cut short")
+		}
+	}
 	if l.down.Load() {
 		return ledger.Totals{}, errs.E(errs.Unavailable, "the ledger is unreachable")
 	}
 	return l.Ledger.Totals(ctx, keyID, w, start)
+}
+
+// hold makes later reads wait until the returned func is called.
+func (l *readCountingLedger) hold() (release func()) {
+	l.gate, l.started = make(chan struct{}), make(chan struct{}, 100)
+	return func() { close(l.gate) }
 }
 
 // quotaEnv is a Quotas over a SQLite ledger and a fake clock.
@@ -74,7 +93,7 @@ func (e *quotaEnv) count(t *testing.T, key string, n int, units int64) {
 // limit states it reported, by name.
 func (e *quotaEnv) check(key string, limits plan.Limits) (bool, map[string]verify.LimitState) {
 	states := map[string]verify.LimitState{}
-	qs, exceeded := e.quotas.Check(key, limits, e.clock.Now())
+	qs, exceeded := e.quotas.Check(context.Background(), key, limits, e.clock.Now())
 	for _, s := range qs.States[:qs.N] {
 		states[s.Name] = s
 	}
@@ -286,4 +305,107 @@ func TestQuotaPassesWhenLedgerIsUnreachable(t *testing.T) {
 	if exceeded, _ := e.check(quotaKey, plan.Limits{"requests_per_day": 1}); !exceeded {
 		t.Errorf("Check with the ledger back: got not exceeded, want exceeded (3 requests, limit 1)")
 	}
+}
+
+// TestReadThroughEndsWithTheRequest: the first request of a key waits
+// for its usage only as long as its own context lasts (the check then
+// passes), and a request that gave up does not cut short the read that
+// another request of the key is waiting for.
+func TestReadThroughEndsWithTheRequest(t *testing.T) {
+	e := newQuotaEnv(t, t0, 0)
+	e.count(t, quotaKey, 3, 1)
+	release := e.ledger.hold()
+	limits := plan.Limits{"requests_per_day": 1}
+
+	gone, cancel := context.WithCancel(context.Background())
+	first := make(chan bool)
+	go func() {
+		_, exceeded := e.quotas.Check(gone, quotaKey, limits, e.clock.Now())
+		first <- exceeded
+	}()
+	<-e.ledger.started // the shared read has begun
+	second := make(chan bool)
+	go func() {
+		_, exceeded := e.quotas.Check(context.Background(), quotaKey, limits, e.clock.Now())
+		second <- exceeded
+	}()
+	cancel()
+	if exceeded := <-first; exceeded {
+		t.Errorf("Check whose request ended during the read: got exceeded, want the check passed")
+	}
+	release()
+	if exceeded := <-second; !exceeded {
+		t.Errorf("Check waiting on the same read: got not exceeded, want exceeded (3 requests, limit 1): the first request's end cut the read short")
+	}
+}
+
+// gatedReader is a QuotaReader whose reads wait for the test: each
+// returns the totals sent on its channel, or fails when its context ends.
+type gatedReader struct {
+	totals chan ledger.Totals
+	reads  atomic.Int64
+}
+
+func (r *gatedReader) Totals(ctx context.Context, _ string, _ plan.Window, _ time.Time) (ledger.Totals, error) {
+	r.reads.Add(1)
+	select {
+	case t := <-r.totals:
+		return t, nil
+	case <-ctx.Done():
+		return ledger.Totals{}, ctx.Err()
+	}
+}
+
+// TestStopWaitsForRefreshes: Stop returns only once the background
+// refresh running has finished, and no refresh starts after it, so none
+// reads a ledger that is being closed.
+func TestStopWaitsForRefreshes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const staleness = 10 * time.Second
+		r := &gatedReader{totals: make(chan ledger.Totals)}
+		q := verify.NewQuotas(r, clock.Real{}, staleness, slog.New(slog.DiscardHandler))
+		limits := plan.Limits{"requests_per_day": 100}
+		used := func() int64 {
+			qs, _ := q.Check(t.Context(), quotaKey, limits, time.Now())
+			if qs.N != 1 {
+				t.Fatalf("Check reported %d limit states, want 1", qs.N)
+			}
+			return qs.States[0].Used
+		}
+		go func() { r.totals <- ledger.Totals{Requests: 1}; r.totals <- ledger.Totals{} }() // day, month
+		if got := used(); got != 1 {
+			t.Fatalf("requests_per_day used when read through: got %d, want 1", got)
+		}
+		time.Sleep(staleness)
+		used() // stale: a refresh starts and waits for its totals
+		synctest.Wait()
+
+		stopped := make(chan struct{})
+		go func() {
+			q.Stop()
+			close(stopped)
+		}()
+		synctest.Wait()
+		select {
+		case <-stopped:
+			t.Fatal("Stop returned while a refresh was still reading the ledger")
+		default:
+		}
+		r.totals <- ledger.Totals{Requests: 2}
+		r.totals <- ledger.Totals{}
+		<-stopped
+		if got := used(); got != 2 {
+			t.Errorf("requests_per_day used after the refresh Stop waited for: got %d, want 2", got)
+		}
+
+		reads := r.reads.Load()
+		time.Sleep(staleness)
+		if got := used(); got != 2 {
+			t.Errorf("requests_per_day used after Stop: got %d, want 2 (the cached totals)", got)
+		}
+		synctest.Wait()
+		if got := r.reads.Load() - reads; got != 0 {
+			t.Errorf("ledger reads after Stop: got %d, want 0 (no refresh starts)", got)
+		}
+	})
 }

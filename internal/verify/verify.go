@@ -95,13 +95,14 @@ func (q *QuotaStates) Add(s LimitState) {
 	}
 }
 
-// Quota reports metered usage against day and month quotas. The metering
-// service implements it; a nil Quota checks none.
+// Quota reports metered usage against day and month quotas (Quotas
+// implements it); a nil Quota checks none.
 type Quota interface {
 	// Check returns, for every day/month limit in limits, the usage of key
 	// id in the window containing now, and whether any has been reached.
-	// It must not block on I/O in steady state.
-	Check(id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
+	// It must not block on I/O in steady state; ctx is the request's, and
+	// bounds any read it waits for.
+	Check(ctx context.Context, id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
 }
 
 // ClientIPs records the client IPs keys are used from, for the sweep's
@@ -231,7 +232,7 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Decision, error) {
 			v.opt.ClientIPs.Saw(k.ID, req.IP, e.ipLimit, now)
 		}
 		if v.opt.Quota != nil && e.hasQuotas {
-			qs, exceeded := v.opt.Quota.Check(k.ID, e.limits, now)
+			qs, exceeded := v.opt.Quota.Check(ctx, k.ID, e.limits, now)
 			for _, s := range qs.States[:qs.N] {
 				d.addLimit(s)
 			}

@@ -27,7 +27,7 @@ func newServer(t *testing.T) string {
 	t.Helper()
 	cfg := config.Embedded()
 	cfg.DataDir, cfg.AdminToken = t.TempDir(), adminToken
-	app, err := wire.Open(context.Background(), cfg, slog.New(slog.DiscardHandler), "")
+	app, err := wire.ServeAll(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func Example() {
 	defer os.RemoveAll(dir)
 	cfg := config.Embedded()
 	cfg.DataDir, cfg.AdminToken = dir, adminToken
-	app, err := wire.Open(ctx, cfg, slog.New(slog.DiscardHandler), "")
+	app, err := wire.ServeAll(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		log.Fatal(err)
 	}

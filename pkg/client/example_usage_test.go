@@ -38,14 +38,14 @@ func ExampleReportUsage() {
 	cfg := config.Embedded()
 	cfg.DataDir, cfg.AdminToken, cfg.WebhookSecret = dir, adminToken, webhookSecret
 	quiet := slog.New(slog.DiscardHandler)
-	app, err := wire.Open(ctx, cfg, quiet, "")
+	app, err := wire.ServeAll(ctx, cfg, quiet)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer app.Close()
 	bg, stop := context.WithCancel(ctx)
 	defer stop()
-	if err := app.RunBackground(bg, quiet); err != nil {
+	if err := app.Start(bg); err != nil {
 		log.Fatal(err)
 	}
 	keyplane := httptest.NewServer(app.Server.Handler())

@@ -740,12 +740,12 @@ func newUsageServer(t *testing.T) (url, secret string) {
 	secret = newWebhookSecret(t)
 	cfg.DataDir, cfg.AdminToken, cfg.WebhookSecret = t.TempDir(), adminToken, secret
 	log := slog.New(slog.DiscardHandler)
-	app, err := wire.Open(context.Background(), cfg, log, "")
+	app, err := wire.ServeAll(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := app.RunBackground(ctx, log); err != nil {
+	if err := app.Start(ctx); err != nil {
 		cancel()
 		app.Close()
 		t.Fatal(err)

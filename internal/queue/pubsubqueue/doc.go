@@ -9,6 +9,11 @@
 // helpers tests and `keyplane serve` use to create what they need;
 // production resources come from Terraform.
 //
+// MessagePublished is the one declaration of a push subscription's
+// message as a CloudEvent function receives it (the data of a
+// google.cloud.pubsub.topic.v1.messagePublished event);
+// DecodeMessagePublished turns it into a queue.Message.
+//
 // Message.DeliveryAttempt is Pub/Sub's delivery count, which Pub/Sub keeps
 // only for subscriptions with a dead-letter policy; without one it is 0.
 // Pub/Sub counts deliveries on a best-effort basis, so at-least-once

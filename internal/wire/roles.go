@@ -1,0 +1,147 @@
+package wire
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/httpapi"
+	"github.com/keyplane/keyplane/internal/meter"
+)
+
+// The builders of the roles. Each step opens or builds one thing from
+// what the steps above it opened; after a step fails, the rest do nothing
+// and done closes what was opened and returns the error.
+
+// Names of the CloudEvent functions, which serve no route of the HTTP API
+// (the HTTP functions' names are httpapi's FuncKeys, FuncVerify,
+// FuncUsageWebhook and FuncSweep).
+const (
+	FuncRecordUsage         = "RecordUsage"
+	FuncDeliverNotification = "DeliverNotification"
+)
+
+var (
+	_ Builder = Keys
+	_ Builder = Verify
+	_ Builder = UsageWebhook
+	_ Builder = Sweep
+	_ Builder = RecordUsage
+	_ Builder = DeliverNotification
+	_ Builder = ServeAll
+)
+
+// Keys builds the Keys function: the key management routes, the usage
+// queries and the owners' webhook settings.
+func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, httpapi.FuncKeys, cfg, log)
+	b.openStore()
+	b.openVault()         // key secrets, the pepper, admin tokens, owner webhook secrets
+	b.openLedger()        // read only: the usage queries
+	b.openNotifications() // a key's changes are notified to its owner
+	b.notifyService()
+	b.keyHasher()
+	b.authenticate()
+	b.keysService()
+	b.routes(httpapi.FuncKeys)
+	return b.done()
+}
+
+// Verify builds the Verify function: POST /v1/verify, with its key
+// cache kept fresh, quotas and the client IPs it sees recorded. It writes
+// nothing to the datastore: the client IPs go through the usage topic,
+// from which RecordUsage writes them.
+func Verify(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, httpapi.FuncVerify, cfg, log)
+	b.openStore()      // read only: key lookups and the change feed
+	b.openVault()      // the pepper, admin and verify tokens
+	b.openLedger()     // read only: quotas
+	b.openUsageTopic() // the client IPs
+	b.keyHasher()
+	b.authenticate()
+	b.verifyAuth()
+	b.verifier(meter.ClientIPPublisher{Topic: b.app.Topic})
+	b.routes(httpapi.FuncVerify)
+	return b.done()
+}
+
+// UsageWebhook builds the UsageWebhook function: POST /v1/usage, which
+// checks a gateway's signature and publishes the events to the usage
+// topic.
+func UsageWebhook(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, httpapi.FuncUsageWebhook, cfg, log)
+	b.openVault() // the webhook secrets only
+	b.openUsageTopic()
+	b.usageWebhookSecrets()
+	b.routes(httpapi.FuncUsageWebhook)
+	return b.done()
+}
+
+// Sweep builds the Sweep function: POST /v1/sweep, which Cloud
+// Scheduler calls; the sweep acts on keys through the key service and
+// notifies their owners.
+func Sweep(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, httpapi.FuncSweep, cfg, log)
+	b.openStore()
+	b.openVault()
+	b.openLedger()
+	b.openNotifications()
+	b.notifyService()
+	b.keyHasher()
+	b.authenticate()
+	b.keysService()
+	b.sweeper()
+	b.routes(httpapi.FuncSweep)
+	return b.done()
+}
+
+// RecordUsage builds the RecordUsage function's usage consumer, which
+// counts the usage topic's messages into the ledger.
+func RecordUsage(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, FuncRecordUsage, cfg, log)
+	b.openStore() // read only: the keys' owners
+	b.openLedger()
+	b.consumer()
+	return b.done()
+}
+
+// DeliverNotification builds the DeliverNotification function's
+// notify.Deliverer, which makes the delivery attempts the notifications
+// topic's messages ask for.
+func DeliverNotification(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, FuncDeliverNotification, cfg, log)
+	b.openVault() // the owners' webhook secrets only
+	b.openNotifications()
+	b.deliverer()
+	return b.done()
+}
+
+// ServeAll builds everything, for keyplane serve: every route, and as
+// background work (Start) the key change feed, the client-IP flushes and
+// quota refreshes of verify, the usage consumer, the notification
+// deliverer and, every cfg.SweepInterval, the sweep (in production Cloud
+// Scheduler calls the Sweep function instead). One process owns every
+// backend, so verify records client IPs straight into the ledger.
+func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, "", cfg, log)
+	b.openStore()
+	b.openVault()
+	b.openLedger()
+	b.openUsageTopic()
+	b.openNotifications()
+	b.notifyService()
+	b.deliverer()
+	b.usageWebhookSecrets()
+	b.consumer()
+	b.keyHasher()
+	b.authenticate()
+	b.verifyAuth()
+	b.verifier(b.app.Ledger)
+	b.keysService()
+	b.sweeper()
+	b.consumeUsage()
+	b.deliverNotifications()
+	b.sweepEvery(cfg.SweepInterval)
+	b.routes()
+	return b.done()
+}
