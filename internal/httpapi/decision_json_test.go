@@ -23,7 +23,7 @@ type DecisionJSON struct {
 	Scopes     []string             `json:"scopes,omitempty"`
 	Metadata   map[string]string    `json:"metadata,omitempty"`
 	ExpiresAt  *time.Time           `json:"expires_at,omitempty"`
-	Limits     map[string]LimitJSON `json:"limits,omitempty"`
+	Limits     map[string]limitState `json:"limits,omitempty"`
 	RetryAfter int64                `json:"retry_after,omitempty"` // seconds, with RATE_LIMITED
 }
 
@@ -34,9 +34,9 @@ func DecisionBody(d *verify.Decision) DecisionJSON {
 		out.KeyID, out.Owner, out.Plan, out.Scopes, out.Metadata, out.ExpiresAt = k.ID, k.Owner, k.Plan, k.Scopes, k.Metadata, k.ExpiresAt
 	}
 	if ls := d.Limits(); len(ls) > 0 {
-		out.Limits = make(map[string]LimitJSON, len(ls))
+		out.Limits = make(map[string]limitState, len(ls))
 		for _, l := range ls {
-			j := LimitJSON{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
+			j := limitState{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
 			if l.HasUsed {
 				used := l.Used
 				j.Used = &used

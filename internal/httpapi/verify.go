@@ -65,14 +65,6 @@ func decodeVerifyJSON(body []byte) (verifyRequest, error) {
 	return req, nil
 }
 
-// LimitJSON is one limit's state in a verify decision.
-type LimitJSON struct {
-	Limit     int64     `json:"limit"`
-	Used      *int64    `json:"used,omitempty"`
-	Remaining int64     `json:"remaining"`
-	ResetAt   time.Time `json:"reset_at"`
-}
-
 func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) error {
 	body, err := readBody(w, r, VerifyBodyLimit)
 	if err != nil {
