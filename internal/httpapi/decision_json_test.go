@@ -2,41 +2,53 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
-// The reference encoding appendDecision must match: the decision as
-// encoding/json renders this struct.
-
-// DecisionJSON is the body of a verify answer (docs/openapi.yaml, Decision).
-// It never holds the secret.
-type DecisionJSON struct {
-	Valid      bool                 `json:"valid"`
-	Code       verify.Code          `json:"code"`
-	KeyID      string               `json:"key_id,omitempty"`
-	Owner      string               `json:"owner,omitempty"`
-	Plan       string               `json:"plan,omitempty"`
-	Scopes     []string             `json:"scopes,omitempty"`
-	Metadata   map[string]string    `json:"metadata,omitempty"`
-	ExpiresAt  *time.Time           `json:"expires_at,omitempty"`
-	Limits     map[string]LimitJSON `json:"limits,omitempty"`
-	RetryAfter int64                `json:"retry_after,omitempty"` // seconds, with RATE_LIMITED
+// decisionResponse is the body of a verify answer, as docs/openapi.yaml's
+// Decision describes it: the reference encoding appendDecision must match
+// byte for byte, being this struct as encoding/json renders it. It never
+// holds the secret.
+type decisionResponse struct {
+	Valid      bool                  `json:"valid"`
+	Code       verify.Code           `json:"code"`
+	KeyID      string                `json:"key_id,omitempty"`
+	Owner      string                `json:"owner,omitempty"`
+	Plan       string                `json:"plan,omitempty"`
+	Scopes     []string              `json:"scopes,omitempty"`
+	Metadata   map[string]string     `json:"metadata,omitempty"`
+	ExpiresAt  *time.Time            `json:"expires_at,omitempty"`
+	Limits     map[string]limitState `json:"limits,omitempty"`
+	RetryAfter int64                 `json:"retry_after,omitempty"` // seconds, with RATE_LIMITED
 }
 
-// DecisionBody renders a decision.
-func DecisionBody(d *verify.Decision) DecisionJSON {
-	out := DecisionJSON{Valid: d.Valid(), Code: d.Code}
-	if k := d.Key; k != nil {
+// decision is a verify decision's parts, as verifyKey hands them to
+// appendDecision.
+type decision struct {
+	code       verify.Code
+	key        *store.Key
+	limits     []verify.LimitState
+	retryAfter time.Duration
+}
+
+func (d decision) response() decisionResponse {
+	out := decisionResponse{Valid: d.code == verify.Valid, Code: d.code}
+	if k := d.key; k != nil {
 		out.KeyID, out.Owner, out.Plan, out.Scopes, out.Metadata, out.ExpiresAt = k.ID, k.Owner, k.Plan, k.Scopes, k.Metadata, k.ExpiresAt
 	}
-	if ls := d.Limits(); len(ls) > 0 {
-		out.Limits = make(map[string]LimitJSON, len(ls))
-		for _, l := range ls {
-			j := LimitJSON{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
+	if len(d.limits) > 0 {
+		out.Limits = make(map[string]limitState, len(d.limits))
+		for _, l := range d.limits {
+			j := limitState{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
 			if l.HasUsed {
 				used := l.Used
 				j.Used = &used
@@ -44,34 +56,205 @@ func DecisionBody(d *verify.Decision) DecisionJSON {
 			out.Limits[l.Name] = j
 		}
 	}
-	if d.RetryAfter > 0 {
-		out.RetryAfter = int64((d.RetryAfter + time.Second - 1) / time.Second)
+	if d.retryAfter > 0 {
+		out.RetryAfter = int64((d.retryAfter + time.Second - 1) / time.Second)
 	}
 	return out
 }
 
-func decisionFor(code verify.Code, k *store.Key, retry time.Duration) verify.Decision {
-	return verify.Decision{Code: code, Key: k, RetryAfter: retry}
+// matchesEncodingJSON reports how appendDecision's encoding of d differs
+// from encoding/json's of d.response(), if it does.
+func matchesEncodingJSON(d decision) error {
+	want, err := json.Marshal(d.response())
+	if err != nil {
+		return err
+	}
+	if got := appendDecision(nil, d.code, d.key, d.limits, d.retryAfter); string(got) != string(want) {
+		return fmt.Errorf("\n got %s\nwant %s", got, want)
+	}
+	return nil
+}
+
+var (
+	codes = []verify.Code{verify.Valid, verify.NotFound, verify.Disabled, verify.Revoked, verify.Expired,
+		verify.Forbidden, verify.InsufficientPermissions, verify.RateLimited, verify.UsageExceeded}
+	// awkward are strings that need escaping, or look like JSON.
+	awkward = []string{"", "plain", `quote " slash \`, "<tag> & amp", "\n\t\x01\x1f", "\u2028\u2029", "é🙂", "\xff bad utf8", `{"a":1}`}
+	// limitNames are every limit name verify can report.
+	limitNames = func() []string {
+		var out []string
+		for _, m := range plan.Metrics {
+			for _, w := range plan.LimitWindows {
+				out = append(out, plan.LimitName(m, w))
+			}
+		}
+		return out
+	}()
+)
+
+// genDecision returns a decision made from r: any code, with or without a
+// key (scopes, metadata, expiry), and any subset of the limit names in any
+// order, each with or without metered usage, including the extremes of
+// int64, zero reset times and times in other zones. Every part varies
+// independently, so a few thousand draws cover their combinations.
+func genDecision(r *rand.Rand) decision {
+	d := decision{code: codes[r.IntN(len(codes))]}
+	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
+	if d.code != verify.NotFound || r.IntN(4) == 0 {
+		k := &store.Key{ID: "key_" + pick(awkward), Owner: pick(awkward), Plan: pick([]string{"", "free", "pro", pick(awkward)})}
+		for range r.IntN(4) {
+			k.Scopes = append(k.Scopes, pick(awkward))
+		}
+		if n := r.IntN(5); n > 0 {
+			k.Metadata = map[string]string{}
+			for range n {
+				k.Metadata[pick(awkward)+pick(awkward)] = pick(awkward)
+			}
+		}
+		if r.IntN(2) == 0 {
+			t := genTime(r)
+			k.ExpiresAt = &t
+		}
+		d.key = k
+	}
+	names := append([]string(nil), limitNames...)
+	r.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	for _, name := range names[:r.IntN(len(names)+1)] {
+		l := verify.LimitState{Name: name, Limit: genInt(r), Remaining: genInt(r), ResetAt: genTime(r)}
+		if r.IntN(2) == 0 {
+			l.Used, l.HasUsed = genInt(r), true
+		}
+		d.limits = append(d.limits, l)
+	}
+	switch r.IntN(4) {
+	case 0:
+		d.retryAfter = time.Duration(r.Int64N(int64(48 * time.Hour)))
+	case 1:
+		d.retryAfter = time.Duration(r.IntN(3)) * time.Second // on and next to whole seconds
+	}
+	return d
+}
+
+func genInt(r *rand.Rand) int64 {
+	switch r.IntN(6) {
+	case 0:
+		return 0
+	case 1:
+		return math.MaxInt64
+	case 2:
+		return math.MinInt64
+	case 3:
+		return -r.Int64N(1000)
+	}
+	return r.Int64N(1 << uint(r.IntN(62)+1)) // magnitudes of every size
+}
+
+func genTime(r *rand.Rand) time.Time {
+	switch r.IntN(5) {
+	case 0:
+		return time.Time{}
+	case 1:
+		return time.Unix(r.Int64N(1<<34), 0).UTC()
+	case 2:
+		return time.Unix(r.Int64N(1<<34), r.Int64N(1e9)).In(time.FixedZone("", (r.IntN(48)-24)*1800))
+	}
+	return time.Date(2030, 1, 2, 3, 4, 5, r.IntN(1e9), time.UTC)
 }
 
 func TestAppendDecisionMatchesEncodingJSON(t *testing.T) {
 	exp := time.Date(2030, 1, 2, 3, 4, 5, 600, time.UTC)
+	reset := time.Date(2030, 1, 2, 3, 5, 0, 0, time.UTC)
+	day := time.Date(2030, 1, 3, 0, 0, 0, 0, time.UTC)
 	full := &store.Key{ID: "key_0123456789abcdef", Owner: "acct_1", Plan: "pro", Scopes: []string{"embed", "generate"},
 		Metadata:  map[string]string{"z": "last", "a": "quote \" slash \\ <tag> & \n\t\x01 \u2028 é 🙂", "m": "\xff bad utf8"},
 		ExpiresAt: &exp}
-	for name, d := range map[string]verify.Decision{
-		"not found":    decisionFor(verify.NotFound, nil, 0),
-		"valid, bare":  decisionFor(verify.Valid, &store.Key{ID: "key_x", Owner: "o", Plan: "free"}, 0),
-		"valid, full":  decisionFor(verify.Valid, full, 0),
-		"rate limited": decisionFor(verify.RateLimited, full, 1500*time.Millisecond),
+	perMinute := verify.LimitState{Name: "requests_per_minute", Limit: 60, Remaining: 59, ResetAt: reset}
+	perDay := verify.LimitState{Name: "requests_per_day", Limit: 1500, Used: 12, HasUsed: true, Remaining: 1488, ResetAt: day}
+	unitsPerDay := verify.LimitState{Name: "units_per_day", Limit: 100, Used: 0, HasUsed: true, Remaining: 100, ResetAt: day}
+	for name, d := range map[string]decision{
+		"not found":   {code: verify.NotFound},
+		"valid, bare": {code: verify.Valid, key: &store.Key{ID: "key_x", Owner: "o", Plan: "free"}},
+		"valid, full": {code: verify.Valid, key: full},
+		// Limits in verify's order (per-minute last), which is not the
+		// order of their names: the encoding sorts them, as encoding/json
+		// sorts a map's keys.
+		"valid, limits": {code: verify.Valid, key: full, limits: []verify.LimitState{perDay, unitsPerDay, perMinute}},
+		"rate limited": {code: verify.RateLimited, key: full, retryAfter: 1500 * time.Millisecond,
+			limits: []verify.LimitState{perDay, {Name: "requests_per_minute", Limit: 60, Remaining: 0, ResetAt: reset}}},
+		"usage exceeded": {code: verify.UsageExceeded, key: full,
+			limits: []verify.LimitState{{Name: "requests_per_day", Limit: 1500, Used: 1500, HasUsed: true, Remaining: 0, ResetAt: day}, perMinute}},
+		"quota with no usage yet": {code: verify.Valid, key: full, limits: []verify.LimitState{unitsPerDay}},
 	} {
-		want, err := json.Marshal(DecisionBody(&d))
-		if err != nil {
+		if err := matchesEncodingJSON(d); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestAppendDecisionMatchesEncodingJSONOnGeneratedDecisions compares the
+// encodings of thousands of generated decisions, limits and quota states
+// included.
+func TestAppendDecisionMatchesEncodingJSONOnGeneratedDecisions(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	withLimits, withUsed := 0, 0
+	for i := range 5000 {
+		d := genDecision(r)
+		if err := matchesEncodingJSON(d); err != nil {
+			t.Fatalf("decision %d: %v", i, err)
+		}
+		if len(d.limits) > 0 {
+			withLimits++
+		}
+		for _, l := range d.limits {
+			if l.HasUsed {
+				withUsed++
+				break
+			}
+		}
+	}
+	if withLimits < 1000 || withUsed < 1000 {
+		t.Errorf("only %d decisions had limits and %d quota states: the generator does not cover them", withLimits, withUsed)
+	}
+}
+
+// FuzzAppendDecision: for any generated decision, with any strings for
+// the key's fields, the hand-written encoding equals encoding/json's.
+func FuzzAppendDecision(f *testing.F) {
+	for i := range 16 {
+		f.Add(uint64(i), "", "")
+	}
+	f.Add(uint64(99), "quote \" slash \\", "\xff\u2028<&>")
+	f.Fuzz(func(t *testing.T, seed uint64, owner, metadata string) {
+		d := genDecision(rand.New(rand.NewPCG(seed, seed>>32)))
+		if d.key != nil {
+			d.key.Owner = owner
+			d.key.Metadata = map[string]string{metadata: owner, owner: metadata}
+		}
+		if err := matchesEncodingJSON(d); err != nil {
 			t.Fatal(err)
 		}
-		if got := appendDecision(nil, &d); string(got) != string(want) {
-			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
-		}
+	})
+}
+
+// TestAppendDecisionAllocatesNothing: encoding a decision into a buffer
+// with room for it allocates nothing, even with every limit and the most
+// metadata a key can have.
+func TestAppendDecisionAllocatesNothing(t *testing.T) {
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	k := &store.Key{ID: "key_0123456789abcdef", Owner: "acct_1", Plan: "pro", Scopes: []string{"embed", "generate"},
+		Metadata: map[string]string{}, ExpiresAt: &exp}
+	for i := range keys.MaxMetadataPairs {
+		k.Metadata[fmt.Sprintf("name%02d", i)] = "value"
+	}
+	var limits []verify.LimitState
+	for i, name := range limitNames {
+		limits = append(limits, verify.LimitState{Name: name, Limit: 100, Used: int64(i), HasUsed: i%2 == 0, Remaining: 50, ResetAt: exp})
+	}
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(100, func() {
+		buf = appendDecision(buf[:0], verify.RateLimited, k, limits, time.Second)
+	}); n != 0 {
+		t.Errorf("appendDecision allocates %v times per decision, want 0", n)
 	}
 }
 

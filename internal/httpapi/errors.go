@@ -36,14 +36,22 @@ func status(k errs.Kind) int {
 	return http.StatusInternalServerError
 }
 
+// errorBody is every error answer: {"error": {"code", "message",
+// "details"}}.
 type errorBody struct {
 	Error errorDetail `json:"error"`
 }
 
 type errorDetail struct {
-	Code    string        `json:"code"`
-	Message string        `json:"message"`
-	Details []errs.Detail `json:"details,omitempty"`
+	Code    string       `json:"code"` // a canonical code: errs.Kind's name, or METHOD_NOT_ALLOWED
+	Message string       `json:"message"`
+	Details []fieldError `json:"details,omitempty"`
+}
+
+// fieldError says what is wrong with one field of the request.
+type fieldError struct {
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
 }
 
 // writeError answers with err's status and a client-safe body. Internal
@@ -63,7 +71,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		}
 	default:
 		body.Message = e.Msg
-		body.Details = e.Details
+		for _, d := range e.Details {
+			body.Details = append(body.Details, fieldError{Field: d.Field, Message: d.Message})
+		}
 	}
 	if e != nil && e.RetryAfter > 0 {
 		secs := int((e.RetryAfter + 999e6) / 1e9) // round up

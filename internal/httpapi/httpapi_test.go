@@ -71,7 +71,7 @@ func newAPIWith(t *testing.T, configure func(*config.Config)) *api {
 	if err := app.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(app.Server.Handler())
+	srv := httptest.NewServer(checked(t, app.Server.Handler()))
 	t.Cleanup(func() { cancel(); srv.Close(); app.Close() })
 	return &api{t: t, srv: srv, logs: logs, dir: dir}
 }
@@ -82,6 +82,7 @@ var webhookSecret = webhook.NewSecret()
 func (a *api) sendUsage(body string, sign bool) response {
 	a.t.Helper()
 	req, _ := http.NewRequest("POST", a.srv.URL+"/v1/usage", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
 	if sign {
 		s, _ := webhook.ParseSecret(webhookSecret)
 		s.SetHeaders(req.Header, "msg_"+apikey.RandomString(8), time.Now(), []byte(body))
@@ -112,6 +113,9 @@ func (a *api) do(method, path, body string, headers ...string) response {
 	}
 	req, _ := http.NewRequest(method, a.srv.URL+path, r)
 	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
@@ -297,6 +301,11 @@ func TestClientMistakesGetClearErrors(t *testing.T) {
 		{"bad audit filter", "GET", "/v1/audit?key_id=x", "", 400, "INVALID_ARGUMENT", "key_id"},
 		{"no route", "GET", "/v2/nothing", "", 404, "NOT_FOUND", "no route"},
 		{"wrong method", "DELETE", "/v1/keys", "", 405, "METHOD_NOT_ALLOWED", "allowed"},
+		{"wrong method on a key", "DELETE", "/v1/keys/" + id, "", 405, "METHOD_NOT_ALLOWED", "allowed: GET, PATCH"},
+		{"wrong method on healthz", "POST", "/healthz", "", 405, "METHOD_NOT_ALLOWED", "allowed: GET"},
+		{"body on a read", "GET", "/v1/keys/" + id, `{"owner": "o"}`, 400, "INVALID_ARGUMENT", "takes no request body"},
+		{"body too large for verify", "POST", "/v1/verify", `{"key": "` + strings.Repeat("x", 9<<10) + `"}`, 413, "PAYLOAD_TOO_LARGE", "larger than 8192"},
+		{"unknown field on enable", "POST", "/v1/keys/" + id + "/enable", `{"reason": "x"}`, 400, "INVALID_ARGUMENT", `unknown field "reason"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := a.do(tc.method, tc.path, tc.body)
@@ -388,6 +397,7 @@ func TestVerifyOverHTTP(t *testing.T) {
 		t.Errorf("negative units = %d, want 400", r.Status)
 	}
 	req, _ := http.NewRequest("POST", a.srv.URL+"/v1/verify", strings.NewReader(`{"key": "`+secret+`"}`))
+	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -512,6 +522,7 @@ func testVerifyToken(t *testing.T, a *api) {
 	call := func(method, path, body string) int {
 		req, _ := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer gateway-token-0123456789")
+		req.Header.Set("Content-Type", "application/json")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -52,7 +52,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ string) erro
 	for i, k := range ks {
 		out[i] = resource(k, s.Plans)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"keys": out, "next_page_token": next})
+	writeJSON(w, http.StatusOK, keyList{Keys: out, NextPageToken: next})
 	return nil
 }
 
@@ -131,7 +131,7 @@ func (s *Server) revealKey(w http.ResponseWriter, r *http.Request, actor string)
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]string{"secret": secret})
+	writeJSON(w, http.StatusOK, secretResource{Secret: secret})
 	return nil
 }
 
@@ -152,6 +152,6 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ string) err
 		}
 		out[i] = auditResource{ID: e.ID, Time: e.Time, Actor: e.Actor, Action: e.Action, KeyID: e.KeyID, Details: d}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"entries": out, "next_page_token": next})
+	writeJSON(w, http.StatusOK, auditList{Entries: out, NextPageToken: next})
 	return nil
 }

@@ -10,26 +10,26 @@ import (
 // keyResource is the API's view of a key (docs/openapi.yaml, Key). It
 // never holds the plaintext; Secret is set only on creation and rotation.
 type keyResource struct {
-	ID            string             `json:"id"`
-	Owner         string             `json:"owner"`
-	Name          string             `json:"name"`
-	Plan          string             `json:"plan"`
-	Scopes        []string           `json:"scopes"`
-	Status        store.Status       `json:"status"`
-	StatusReason  string             `json:"status_reason"`
-	DisabledUntil *time.Time         `json:"disabled_until"`
-	Prefix        string             `json:"prefix"`
-	Last4         string             `json:"last4"`
-	CreatedAt     time.Time          `json:"created_at"`
-	UpdatedAt     time.Time          `json:"updated_at"`
-	ExpiresAt     *time.Time         `json:"expires_at"`
-	Metadata      map[string]string  `json:"metadata"`
-	Limits        plan.Limits        `json:"limits"`
-	Restrictions  store.Restrictions `json:"restrictions"`
-	RotatedFrom   *string            `json:"rotated_from"`
-	RotatedTo     *string            `json:"rotated_to"`
-	LastUsedAt    *time.Time         `json:"last_used_at"`
-	Secret        string             `json:"secret,omitempty"`
+	ID            string               `json:"id"`
+	Owner         string               `json:"owner"`
+	Name          string               `json:"name"`
+	Plan          string               `json:"plan"`
+	Scopes        []string             `json:"scopes"`
+	Status        store.Status         `json:"status"`
+	StatusReason  string               `json:"status_reason"`
+	DisabledUntil *time.Time           `json:"disabled_until"`
+	Prefix        string               `json:"prefix"`
+	Last4         string               `json:"last4"`
+	CreatedAt     time.Time            `json:"created_at"`
+	UpdatedAt     time.Time            `json:"updated_at"`
+	ExpiresAt     *time.Time           `json:"expires_at"`
+	Metadata      map[string]string    `json:"metadata"`
+	Limits        plan.Limits          `json:"limits"`
+	Restrictions  restrictionsResource `json:"restrictions"`
+	RotatedFrom   *string              `json:"rotated_from"`
+	RotatedTo     *string              `json:"rotated_to"`
+	LastUsedAt    *time.Time           `json:"last_used_at"`
+	Secret        string               `json:"secret,omitempty"`
 }
 
 func nullable(s string) *string {
@@ -60,8 +60,9 @@ func resource(k *store.Key, plans *plan.Catalog) keyResource {
 		ID: k.ID, Owner: k.Owner, Name: k.Name, Plan: k.Plan, Scopes: scopes,
 		Status: k.Status, StatusReason: k.StatusReason, DisabledUntil: k.DisabledUntil,
 		Prefix: k.Prefix, Last4: k.Last4, CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
-		ExpiresAt: k.ExpiresAt, Metadata: md, Limits: limits, Restrictions: k.Restrictions,
-		RotatedFrom: nullable(k.RotatedFrom), RotatedTo: nullable(k.RotatedTo), LastUsedAt: k.LastUsedAt,
+		ExpiresAt: k.ExpiresAt, Metadata: md, Limits: limits,
+		Restrictions: restrictionsResource{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers},
+		RotatedFrom:  nullable(k.RotatedFrom), RotatedTo: nullable(k.RotatedTo), LastUsedAt: k.LastUsedAt,
 	}
 }
 
@@ -72,4 +73,110 @@ type auditResource struct {
 	Action  string            `json:"action"`
 	KeyID   string            `json:"key_id"`
 	Details map[string]string `json:"details"`
+}
+
+// restrictionsResource is where a key may be used from.
+type restrictionsResource struct {
+	AllowedIPs       []string `json:"allowed_ips,omitempty"`
+	AllowedReferrers []string `json:"allowed_referrers,omitempty"`
+}
+
+// keyList is the answer to GET /v1/keys: a page of keys, newest first.
+type keyList struct {
+	Keys          []keyResource `json:"keys"`
+	NextPageToken string        `json:"next_page_token"` // "" on the last page
+}
+
+// auditList is the answer to GET /v1/audit: a page of entries, newest
+// first.
+type auditList struct {
+	Entries       []auditResource `json:"entries"`
+	NextPageToken string          `json:"next_page_token"` // "" on the last page
+}
+
+// secretResource is the answer to GET /v1/keys/{id}/secret.
+type secretResource struct {
+	Secret string `json:"secret"`
+}
+
+// limitState is one limit's state: in a verify decision (where used is
+// set for the metered day and month quotas) and in a key's usage.
+type limitState struct {
+	Limit     int64     `json:"limit"`
+	Used      *int64    `json:"used,omitempty"`
+	Remaining int64     `json:"remaining"`
+	ResetAt   time.Time `json:"reset_at"`
+}
+
+// acceptedResource is the usage webhook's answer: how many events were
+// queued for counting.
+type acceptedResource struct {
+	Accepted int `json:"accepted"`
+}
+
+// keyUsageResource is the answer to GET /v1/keys/{id}/usage: a key's
+// metered usage in one window, and the key's limits of that window.
+type keyUsageResource struct {
+	KeyID    string                `json:"key_id"`
+	Window   plan.Window           `json:"window"`
+	Start    time.Time             `json:"start"`
+	End      time.Time             `json:"end"`
+	Requests int64                 `json:"requests"`
+	Units    int64                 `json:"units"`
+	Bytes    int64                 `json:"bytes"`
+	Limits   map[string]limitState `json:"limits"`
+}
+
+// usageRow is one key's totals in the billing export.
+type usageRow struct {
+	KeyID    string `json:"key_id"`
+	Owner    string `json:"owner"`
+	Requests int64  `json:"requests"`
+	Units    int64  `json:"units"`
+	Bytes    int64  `json:"bytes"`
+}
+
+// usageList is the JSON answer to GET /v1/usage: a page of per-key totals
+// of one window.
+type usageList struct {
+	Window        plan.Window `json:"window"`
+	Start         time.Time   `json:"start"`
+	End           time.Time   `json:"end"`
+	Usage         []usageRow  `json:"usage"`
+	NextPageToken string      `json:"next_page_token"` // "" on the last page
+}
+
+// deadLetterResource is usage that will not be counted, and why.
+type deadLetterResource struct {
+	ID      string    `json:"id"`
+	Time    time.Time `json:"time"`
+	Reason  string    `json:"reason"`
+	Detail  string    `json:"detail"`
+	Payload string    `json:"payload"` // the raw event or message
+}
+
+// deadLetterList is the answer to GET /v1/usage/dead-letters.
+type deadLetterList struct {
+	DeadLetters   []deadLetterResource `json:"dead_letters"`
+	NextPageToken string               `json:"next_page_token"` // "" on the last page
+}
+
+// webhookResource is an owner's notification webhook, without its secret.
+type webhookResource struct {
+	URL       string    `json:"url"`
+	Events    []string  `json:"events"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// webhookSecretResource is the answer to PUT /v1/owners/{owner}/webhook:
+// the only answer that carries the signing secret.
+type webhookSecretResource struct {
+	URL    string   `json:"url"`
+	Events []string `json:"events"`
+	Secret string   `json:"secret"` // whsec_…
+}
+
+// healthResource is the answer to GET /healthz.
+type healthResource struct {
+	Status string `json:"status"` // "ok"
 }

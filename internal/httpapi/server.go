@@ -233,6 +233,6 @@ func page(r *http.Request) (size int, token string, err error) {
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request, _ string) error {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, healthResource{Status: "ok"})
 	return nil
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/keyplane/keyplane/internal/sweep"
 )
@@ -10,6 +11,77 @@ import (
 // run.
 type sweepRequest struct {
 	DryRun bool `json:"dry_run"`
+}
+
+// sweepReport is the answer to POST /v1/sweep: what the run did (or, in a
+// dry run, would do). It is the API's copy of sweep.Report, so that a
+// change to what the sweep records internally is not a change to the API.
+type sweepReport struct {
+	DryRun     bool             `json:"dry_run"`
+	Scanned    int              `json:"scanned"`
+	Complete   bool             `json:"complete"` // false when the run stopped at its budget
+	Disabled   []sweepDisable   `json:"disabled"`
+	Reenabled  []sweepReenable  `json:"reenabled"`
+	Thresholds []sweepThreshold `json:"thresholds"`
+	Unchanged  int              `json:"unchanged"`
+	Recovered  int              `json:"recovered"`
+	Reaped     int              `json:"reaped"`
+	StartedAt  time.Time        `json:"started_at"`
+	FinishedAt time.Time        `json:"finished_at"`
+}
+
+// sweepDisable is a key the sweep disabled, with the evidence.
+type sweepDisable struct {
+	KeyID           string     `json:"key_id"`
+	Reason          string     `json:"reason"`
+	Limit           string     `json:"limit"`
+	Window          string     `json:"window"`
+	Used            int64      `json:"used"`
+	Max             int64      `json:"max"`
+	Until           *time.Time `json:"until,omitempty"`             // quota suspensions only
+	BaselinePerHour *float64   `json:"baseline_per_hour,omitempty"` // abuse_spike only
+	IPs             []string   `json:"ips,omitempty"`               // abuse_distinct_ips only
+}
+
+// sweepReenable is a quota suspension the sweep lifted.
+type sweepReenable struct {
+	KeyID  string    `json:"key_id"`
+	Reason string    `json:"reason"`
+	Until  time.Time `json:"until"`
+}
+
+// sweepThreshold is a quota threshold a key reached.
+type sweepThreshold struct {
+	KeyID       string    `json:"key_id"`
+	Limit       string    `json:"limit"`
+	Threshold   int       `json:"threshold"` // percent
+	Used        int64     `json:"used"`
+	Max         int64     `json:"max"`
+	WindowStart time.Time `json:"window_start"`
+	WindowEnd   time.Time `json:"window_end"`
+}
+
+func reportResource(r *sweep.Report) sweepReport {
+	out := sweepReport{
+		DryRun: r.DryRun, Scanned: r.Scanned, Complete: r.Complete,
+		Disabled:   make([]sweepDisable, len(r.Disabled)),
+		Reenabled:  make([]sweepReenable, len(r.Reenabled)),
+		Thresholds: make([]sweepThreshold, len(r.Thresholds)),
+		Unchanged:  r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
+		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	}
+	for i, d := range r.Disabled {
+		out.Disabled[i] = sweepDisable{KeyID: d.KeyID, Reason: d.Reason, Limit: d.Limit, Window: d.Window,
+			Used: d.Used, Max: d.Max, Until: d.Until, BaselinePerHour: d.BaselinePerHour, IPs: d.IPs}
+	}
+	for i, e := range r.Reenabled {
+		out.Reenabled[i] = sweepReenable{KeyID: e.KeyID, Reason: e.Reason, Until: e.Until}
+	}
+	for i, t := range r.Thresholds {
+		out.Thresholds[i] = sweepThreshold{KeyID: t.KeyID, Limit: t.Limit, Threshold: t.Threshold,
+			Used: t.Used, Max: t.Max, WindowStart: t.WindowStart, WindowEnd: t.WindowEnd}
+	}
+	return out
 }
 
 // runSweep runs the sweep now and answers its report. A run that stops at
@@ -24,6 +96,6 @@ func (s *Server) runSweep(w http.ResponseWriter, r *http.Request, actor string) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rep)
+	writeJSON(w, http.StatusOK, reportResource(&rep))
 	return nil
 }

@@ -32,7 +32,7 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request, _ string) err
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]int{"accepted": n})
+	writeJSON(w, http.StatusAccepted, acceptedResource{Accepted: n})
 	return nil
 }
 
@@ -71,7 +71,7 @@ func (s *Server) keyUsage(w http.ResponseWriter, r *http.Request, _ string) erro
 	if err != nil {
 		return err
 	}
-	limits := map[string]LimitJSON{}
+	limits := map[string]limitState{}
 	eff := k.Limits
 	if p, ok := s.Plans.Get(k.Plan); ok {
 		eff = p.Limits.With(k.Limits)
@@ -80,22 +80,14 @@ func (s *Server) keyUsage(w http.ResponseWriter, r *http.Request, _ string) erro
 		name := plan.LimitName(m, win)
 		if max, ok := eff[name]; ok {
 			used := t.Get(m)
-			limits[name] = LimitJSON{Limit: max, Used: &used, Remaining: max - min(used, max), ResetAt: end}
+			limits[name] = limitState{Limit: max, Used: &used, Remaining: max - min(used, max), ResetAt: end}
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"key_id": k.ID, "window": win, "start": start, "end": end,
-		"requests": t.Requests, "units": t.Units, "bytes": t.Bytes, "limits": limits,
+	writeJSON(w, http.StatusOK, keyUsageResource{
+		KeyID: k.ID, Window: win, Start: start, End: end,
+		Requests: t.Requests, Units: t.Units, Bytes: t.Bytes, Limits: limits,
 	})
 	return nil
-}
-
-type usageRow struct {
-	KeyID    string `json:"key_id"`
-	Owner    string `json:"owner"`
-	Requests int64  `json:"requests"`
-	Units    int64  `json:"units"`
-	Bytes    int64  `json:"bytes"`
 }
 
 // listUsage is the billing export: per-key totals of one window, as a JSON
@@ -122,9 +114,9 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) err
 		}
 		out := make([]usageRow, len(rows))
 		for i, t := range rows {
-			out[i] = usageRow{t.KeyID, t.Owner, t.Requests, t.Units, t.Bytes}
+			out[i] = usageRow{KeyID: t.KeyID, Owner: t.Owner, Requests: t.Requests, Units: t.Units, Bytes: t.Bytes}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"window": win, "start": start, "end": end, "usage": out, "next_page_token": next})
+		writeJSON(w, http.StatusOK, usageList{Window: win, Start: start, End: end, Usage: out, NextPageToken: next})
 		return nil
 	case "csv":
 		return s.usageCSV(w, r, owner, win, start, end)
@@ -160,14 +152,6 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, 
 	return nil
 }
 
-type deadLetterJSON struct {
-	ID      string    `json:"id"`
-	Time    time.Time `json:"time"`
-	Reason  string    `json:"reason"`
-	Detail  string    `json:"detail"`
-	Payload string    `json:"payload"` // the raw event or message
-}
-
 // listDeadLetters shows usage that will not be counted, and why, newest
 // first.
 func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -179,10 +163,10 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request, _ strin
 	if err != nil {
 		return err
 	}
-	out := make([]deadLetterJSON, len(ds))
+	out := make([]deadLetterResource, len(ds))
 	for i, d := range ds {
-		out[i] = deadLetterJSON{d.ID, d.Time, d.Reason, d.Detail, string(d.Payload)}
+		out[i] = deadLetterResource{ID: d.ID, Time: d.Time, Reason: d.Reason, Detail: d.Detail, Payload: string(d.Payload)}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": out, "next_page_token": next})
+	writeJSON(w, http.StatusOK, deadLetterList{DeadLetters: out, NextPageToken: next})
 	return nil
 }

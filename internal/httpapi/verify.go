@@ -65,14 +65,6 @@ func decodeVerifyJSON(body []byte) (verifyRequest, error) {
 	return req, nil
 }
 
-// LimitJSON is one limit's state in a verify decision.
-type LimitJSON struct {
-	Limit     int64     `json:"limit"`
-	Used      *int64    `json:"used,omitempty"`
-	Remaining int64     `json:"remaining"`
-	ResetAt   time.Time `json:"reset_at"`
-}
-
 func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) error {
 	body, err := readBody(w, r, VerifyBodyLimit)
 	if err != nil {
@@ -89,7 +81,7 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) err
 	if d.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
 	}
-	buf := appendDecision(make([]byte, 0, 1024), &d)
+	buf := appendDecision(make([]byte, 0, 1024), d.Code, d.Key, d.Limits(), d.RetryAfter)
 	buf = append(buf, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))

@@ -1,9 +1,6 @@
 package httpapi
 
-import (
-	"net/http"
-	"time"
-)
+import "net/http"
 
 // webhookRequest is the body of PUT /v1/owners/{owner}/webhook.
 type webhookRequest struct {
@@ -23,14 +20,8 @@ func (s *Server) putWebhook(w http.ResponseWriter, r *http.Request, _ string) er
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, map[string]any{"url": wh.URL, "events": wh.Events, "secret": secret})
+	writeJSON(w, http.StatusOK, webhookSecretResource{URL: wh.URL, Events: wh.Events, Secret: secret})
 	return nil
-}
-
-type webhookResource struct {
-	URL       string    `json:"url"`
-	Events    []string  `json:"events"`
-	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // getWebhook reads an owner's webhook back, without its secret.

@@ -194,6 +194,7 @@ func TestWebhookRequestsGetClearErrors(t *testing.T) {
 		})
 	}
 	req, _ := http.NewRequest("PUT", a.srv.URL+"/v1/owners/o/webhook", strings.NewReader(`{"url": "https://127.0.0.1/h"}`))
+	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/httpapi/contracttest"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
@@ -23,6 +24,8 @@ const adminToken = "test-admin-token-0123456789"
 
 // newServer runs the whole keyplane API on the embedded backends, built
 // by the same composition root as `keyplane serve`, and returns its URL.
+// Every request the client sends and every answer it gets is checked
+// against docs/openapi.yaml.
 func newServer(t *testing.T) string {
 	t.Helper()
 	cfg := config.Embedded()
@@ -31,7 +34,7 @@ func newServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(app.Server.Handler())
+	srv := httptest.NewServer(contracttest.Load(t).Handler(t, app.Server.Handler(), nil))
 	t.Cleanup(func() { srv.Close(); app.Close() })
 	return srv.URL
 }

@@ -4,7 +4,10 @@
 // It depends on the standard library only, so a customer's gateway can
 // import it without keyplane's server dependencies (Firestore, SQLite).
 // Its types mirror the API's JSON; they are defined here rather than
-// shared with the server for that reason.
+// shared with the server for that reason. The server's tests hold them to
+// its answers: field by field from both declarations, and by decoding
+// every answer of the server's test suite into them with unknown fields
+// disallowed.
 //
 // # Client
 //
