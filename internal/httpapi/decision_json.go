@@ -67,8 +67,8 @@ func appendDecision(b []byte, code verify.Code, k *store.Key, ls []verify.LimitS
 	}
 	if len(ls) > 0 {
 		// JSON objects from maps are sorted by key. On the stack, like
-		// the metadata's names: verify reports at most 9 limits.
-		var buf [16]int
+		// the metadata's names.
+		var buf [verify.MaxLimits]int
 		order := buf[:0]
 		for i := range ls {
 			order = append(order, i)

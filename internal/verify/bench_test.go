@@ -83,7 +83,7 @@ func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifie
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { ledger.Close() })
-		opts.Quota = verify.NewQuotas(ledger, clock.Real{}, 0, discard)
+		opts.Quota = verify.NewQuotas(ledger, 0, discard)
 		opts.ClientIPs = clientips.New(ledger, clock.Real{}, 0, discard)
 	}
 	return verify.New(st, h, plans, clock.Real{}, opts), c.Secret

@@ -9,7 +9,6 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
 )
@@ -41,7 +40,6 @@ import (
 // running refreshes, so none reads a ledger being closed.
 type Quotas struct {
 	ledger    QuotaReader
-	clock     clock.Clock
 	staleness time.Duration
 	log       *slog.Logger
 
@@ -77,12 +75,12 @@ type QuotaReader interface {
 
 // NewQuotas returns a Quotas refreshing entries older than staleness
 // (default 5 s).
-func NewQuotas(l QuotaReader, clk clock.Clock, staleness time.Duration, log *slog.Logger) *Quotas {
+func NewQuotas(l QuotaReader, staleness time.Duration, log *slog.Logger) *Quotas {
 	if staleness <= 0 {
 		staleness = 5 * time.Second
 	}
 	cache, _ := lru.New[string, *quotaEntry](100_000)
-	return &Quotas{ledger: l, clock: clk, staleness: staleness, log: log, cache: cache}
+	return &Quotas{ledger: l, staleness: staleness, log: log, cache: cache}
 }
 
 // quotaLimits are the day and month limits, named once so that a check

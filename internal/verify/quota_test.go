@@ -70,7 +70,7 @@ func newQuotaEnv(t *testing.T, start time.Time, staleness time.Duration) *quotaE
 	}
 	t.Cleanup(func() { l.Close() })
 	e := &quotaEnv{ledger: &readCountingLedger{Ledger: l}, clock: clock.NewFake(start)}
-	e.quotas = verify.NewQuotas(e.ledger, e.clock, staleness, slog.New(slog.DiscardHandler))
+	e.quotas = verify.NewQuotas(e.ledger, staleness, slog.New(slog.DiscardHandler))
 	return e
 }
 
@@ -363,7 +363,7 @@ func TestStopWaitsForRefreshes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const staleness = 10 * time.Second
 		r := &gatedReader{totals: make(chan ledger.Totals)}
-		q := verify.NewQuotas(r, clock.Real{}, staleness, slog.New(slog.DiscardHandler))
+		q := verify.NewQuotas(r, staleness, slog.New(slog.DiscardHandler))
 		limits := plan.Limits{"requests_per_day": 100}
 		used := func() int64 {
 			qs, _ := q.Check(t.Context(), quotaKey, limits, time.Now())

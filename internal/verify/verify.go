@@ -52,8 +52,9 @@ type LimitState struct {
 	ResetAt   time.Time
 }
 
-// maxLimits is the number of limit names (3 metrics × 3 windows).
-const maxLimits = 9
+// MaxLimits is the number of limit names (3 metrics × 3 windows): the
+// most a decision reports.
+const MaxLimits = 9
 
 // Decision is the outcome of Verify. Key is shared with the cache and must
 // not be modified.
@@ -61,7 +62,7 @@ type Decision struct {
 	Code       Code
 	Key        *store.Key // nil for NotFound
 	RetryAfter time.Duration
-	limits     [maxLimits]LimitState
+	limits     [MaxLimits]LimitState
 	nLimits    int
 }
 
@@ -73,7 +74,7 @@ func (d *Decision) Valid() bool { return d.Code == Valid }
 func (d *Decision) Limits() []LimitState { return d.limits[:d.nLimits] }
 
 func (d *Decision) addLimit(s LimitState) {
-	if d.nLimits < maxLimits {
+	if d.nLimits < MaxLimits {
 		d.limits[d.nLimits] = s
 		d.nLimits++
 	}

@@ -371,7 +371,7 @@ func (b *build) verifier(w clientips.Writer) {
 		return
 	}
 	a := b.app
-	quotas := verify.NewQuotas(a.Ledger, b.clk, 0, b.log)
+	quotas := verify.NewQuotas(a.Ledger, 0, b.log)
 	a.ClientIPs = clientips.New(w, b.clk, clientIPFlushInterval, b.log)
 	a.Verifier = verify.New(a.Store, b.hasher, a.Plans, b.clk, &verify.Options{Logger: b.log, Quota: quotas, ClientIPs: a.ClientIPs})
 	b.srv.Verifier = a.Verifier
