@@ -69,10 +69,7 @@ func benchStore(b *testing.B, name string) store.Store {
 		st = s
 	case "firestore":
 		testenv.Firestore(b)
-		s, err := firestorestore.New(context.Background(), testenv.ProjectID())
-		if err != nil {
-			b.Fatal(err)
-		}
+		s := firestorestore.NewFromClient(testenv.FirestoreClient(b))
 		st = s
 	default:
 		b.Fatalf("unknown store %q", name)

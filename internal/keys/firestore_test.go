@@ -10,19 +10,13 @@ import (
 
 func TestConcurrentIdempotentCreatesMakeOneKeyFirestore(t *testing.T) {
 	testenv.Firestore(t)
-	st, err := firestorestore.New(context.Background(), testenv.ProjectID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := firestorestore.NewFromClient(testenv.FirestoreClient(t))
 	runConcurrentIdempotency(t, newEnv(t, st))
 }
 
 func TestCrashAfterActivateThenRetryFirestore(t *testing.T) {
 	testenv.Firestore(t)
-	st, err := firestorestore.New(context.Background(), testenv.ProjectID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := firestorestore.NewFromClient(testenv.FirestoreClient(t))
 	e := newEnv(t, st)
 	ctx := context.Background()
 	e.crash.arm("Activate")

@@ -26,10 +26,7 @@ func eachStore(t *testing.T, test func(t *testing.T, e *env)) {
 	t.Run("sqlite", func(t *testing.T) { test(t, newEnv(t, nil)) })
 	t.Run("firestore", func(t *testing.T) {
 		testenv.Firestore(t)
-		st, err := firestorestore.New(context.Background(), testenv.ProjectID())
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := firestorestore.NewFromClient(testenv.FirestoreClient(t))
 		test(t, newEnv(t, st))
 	})
 }

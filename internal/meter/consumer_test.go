@@ -95,15 +95,9 @@ func openSQLite(t testing.TB, hook func() error) (store.Store, ledger.Ledger) {
 func openFirestore(t testing.TB, hook func() error) (store.Store, ledger.Ledger) {
 	t.Helper()
 	testenv.Firestore(t)
-	st, err := firestorestore.New(context.Background(), testenv.ProjectID())
-	if err != nil {
-		t.Fatalf("open the key store: %v", err)
-	}
+	st := firestorestore.NewFromClient(testenv.FirestoreClient(t))
 	t.Cleanup(func() { st.Close() })
-	l, err := firestoreledger.New(context.Background(), testenv.ProjectID(), firestoreledger.Options{FailCommitHook: hook})
-	if err != nil {
-		t.Fatalf("open the ledger: %v", err)
-	}
+	l := firestoreledger.NewFromClient(testenv.FirestoreClient(t), firestoreledger.Options{FailCommitHook: hook})
 	t.Cleanup(func() { l.Close() })
 	return st, l
 }

@@ -42,8 +42,15 @@ func Firestore(t testing.TB) string {
 // closes it when t ends. It skips or fails t as Firestore does.
 func FirestoreClient(t testing.TB) *firestore.Client {
 	t.Helper()
+	return FirestoreClientFor(t, ProjectID())
+}
+
+// FirestoreClientFor is FirestoreClient on the database of project, which
+// other clients may share.
+func FirestoreClientFor(t testing.TB, project string) *firestore.Client {
+	t.Helper()
 	Firestore(t)
-	c, err := firestore.NewClient(t.Context(), ProjectID())
+	c, err := firestore.NewClient(t.Context(), project)
 	if err != nil {
 		t.Fatalf("firestore.NewClient: %v", err)
 	}

@@ -21,10 +21,7 @@ func TestDisableReachesOtherInstanceWithinBound(t *testing.T) {
 	project := testenv.ProjectID()
 	ctx := context.Background()
 	open := func() *firestorestore.Store {
-		s, err := firestorestore.New(ctx, project)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := firestorestore.NewFromClient(testenv.FirestoreClientFor(t, project))
 		return s
 	}
 	a := newEnv(t, open())

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -77,7 +76,6 @@ type Options struct {
 // Ledger is a ledger.Ledger on Firestore. It is safe for concurrent use.
 type Ledger struct {
 	c          *firestore.Client
-	ownClient  bool
 	shards     int
 	clock      clock.Clock
 	failCommit func() error
@@ -87,20 +85,8 @@ type Ledger struct {
 
 var _ ledger.Ledger = (*Ledger)(nil)
 
-// New connects to the Firestore database of projectID (the emulator's when
-// FIRESTORE_EMULATOR_HOST is set). Close closes the client.
-func New(ctx context.Context, projectID string, opts Options, clientOpts ...option.ClientOption) (*Ledger, error) {
-	c, err := firestore.NewClient(ctx, projectID, clientOpts...)
-	if err != nil {
-		return nil, translate(err, "firestore: connect")
-	}
-	l := NewFromClient(c, opts)
-	l.ownClient = true
-	return l, nil
-}
-
-// NewFromClient returns a Ledger on c. Close leaves c open: its owner
-// closes it.
+// NewFromClient returns a Ledger on c, a client of the Firestore database
+// that the process's other Firestore adapters may share.
 func NewFromClient(c *firestore.Client, opts Options) *Ledger {
 	l := &Ledger{c: c, shards: opts.Shards, clock: opts.Clock, failCommit: opts.FailCommitHook}
 	if l.shards <= 0 {
@@ -112,13 +98,8 @@ func NewFromClient(c *firestore.Client, opts Options) *Ledger {
 	return l
 }
 
-// Close closes the client if New created it.
-func (l *Ledger) Close() error {
-	if !l.ownClient {
-		return nil
-	}
-	return l.c.Close()
-}
+// Close does nothing: the client's owner closes it.
+func (l *Ledger) Close() error { return nil }
 
 // Stats are what Count has written since the Ledger was made.
 type Stats struct {

@@ -32,23 +32,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestNewOwnsClient(t *testing.T) {
-	testenv.Firestore(t)
-	l, err := New(t.Context(), testenv.ProjectID(), Options{})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if _, err := l.Totals(t.Context(), "key-1", plan.Day, time.Now()); err != nil {
-		t.Errorf("Totals on an empty database: %v", err)
-	}
-	if err := l.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if _, err := l.Totals(t.Context(), "key-1", plan.Day, time.Now()); err == nil {
-		t.Errorf("Totals after Close: got nil error, want the closed client's error")
-	}
-}
-
 var at = time.Date(2031, time.January, 31, 23, 59, 30, 0, time.UTC)
 
 func events(prefix, key string, n int) []ledger.Counted {

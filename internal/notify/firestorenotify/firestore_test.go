@@ -3,7 +3,6 @@ package firestorenotify
 import (
 	"testing"
 
-	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/notify/notifytest"
 	"github.com/keyplane/keyplane/internal/testenv"
@@ -16,23 +15,6 @@ func TestConformance(t *testing.T) {
 	notifytest.Run(t, func(t *testing.T) notify.Store {
 		return NewFromClient(testenv.FirestoreClient(t))
 	})
-}
-
-func TestNewOwnsClient(t *testing.T) {
-	testenv.Firestore(t)
-	s, err := New(t.Context(), testenv.ProjectID())
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if _, err := s.Get(t.Context(), "acct_1"); !errs.Is(err, errs.NotFound) {
-		t.Errorf("Get on an empty database: got %v, want kind NotFound", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if _, err := s.Get(t.Context(), "acct_1"); err == nil {
-		t.Errorf("Get after Close: got nil error, want the closed client's error")
-	}
 }
 
 func TestDocIDs(t *testing.T) {

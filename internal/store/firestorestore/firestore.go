@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -36,8 +35,7 @@ const txAttempts = 10
 
 // Store is a store.Store on Firestore.
 type Store struct {
-	c         *firestore.Client
-	ownClient bool
+	c *firestore.Client
 	// keyLocks serialise this process's UpdateKey transactions on the same
 	// key: 20 concurrent updates of one key took 3-30 s on the emulator
 	// without them.
@@ -49,27 +47,13 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// New connects to the Firestore database of projectID (the emulator's when
-// FIRESTORE_EMULATOR_HOST is set). Close closes the client.
-func New(ctx context.Context, projectID string, opts ...option.ClientOption) (*Store, error) {
-	c, err := firestore.NewClient(ctx, projectID, opts...)
-	if err != nil {
-		return nil, translate(err, "firestore: connect")
-	}
-	return &Store{c: c, ownClient: true}, nil
-}
-
-// NewFromClient returns a Store on c. Close leaves c open: its owner closes
-// it.
+// NewFromClient returns a Store on c, a client of the Firestore database
+// (the emulator's when FIRESTORE_EMULATOR_HOST is set) that the process's
+// other Firestore adapters may share.
 func NewFromClient(c *firestore.Client) *Store { return &Store{c: c} }
 
-// Close closes the client if New created it.
-func (s *Store) Close() error {
-	if !s.ownClient {
-		return nil
-	}
-	return s.c.Close()
-}
+// Close does nothing: the client's owner closes it.
+func (s *Store) Close() error { return nil }
 
 // translate classifies a Firestore (gRPC) error (firestoredb.Translate);
 // msg says what failed and is safe to show. Contention is Conflict.

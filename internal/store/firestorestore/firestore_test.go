@@ -22,23 +22,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func TestNewOwnsClient(t *testing.T) {
-	testenv.Firestore(t)
-	s, err := New(t.Context(), testenv.ProjectID())
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if _, err := s.GetKey(t.Context(), "key-1"); !errs.Is(err, errs.NotFound) {
-		t.Errorf("GetKey on an empty database: got %v, want kind NotFound", err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if _, err := s.GetKey(t.Context(), "key-1"); err == nil {
-		t.Errorf("GetKey after Close: got nil error, want the closed client's error")
-	}
-}
-
 // TestUpdateKeyAcrossProcessesLosesNoUpdate checks the Firestore
 // transaction itself: the suite's concurrent updates share one Store, whose
 // in-process lock serialises them.
@@ -48,10 +31,7 @@ func TestUpdateKeyAcrossProcessesLosesNoUpdate(t *testing.T) {
 	project := testenv.ProjectID()
 	stores := make([]*Store, n)
 	for i := range stores {
-		s, err := New(t.Context(), project)
-		if err != nil {
-			t.Fatalf("New: %v", err)
-		}
+		s := NewFromClient(testenv.FirestoreClientFor(t, project))
 		t.Cleanup(func() { s.Close() })
 		stores[i] = s
 	}
@@ -94,10 +74,7 @@ func TestSaveCheckpointAcrossProcessesOneWins(t *testing.T) {
 	project := testenv.ProjectID()
 	stores := make([]*Store, n)
 	for i := range stores {
-		s, err := New(t.Context(), project)
-		if err != nil {
-			t.Fatalf("New: %v", err)
-		}
+		s := NewFromClient(testenv.FirestoreClientFor(t, project))
 		t.Cleanup(func() { s.Close() })
 		stores[i] = s
 	}
