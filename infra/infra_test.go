@@ -1318,3 +1318,152 @@ func TestGatedFunctionsReferencedOnlyWhenDeployed(t *testing.T) {
 	}
 	t.Logf("%d reference(s) to gated functions %v", seen, slices.Sorted(maps.Keys(gateOf)))
 }
+
+// providerVersions are, per provider, the oldest release with everything
+// infra/ uses (why, in versions.tf), the release infra/ was last validated
+// against with the real provider schema, and the next major release, which
+// may break it. The bounds in versions.tf must admit the validated release
+// and refuse the one before the oldest and the next major.
+var providerVersions = map[string]struct{ before, validated, nextMajor string }{
+	"google":  {before: "5.45.0", validated: "7.45.0", nextMajor: "8.0.0"},
+	"random":  {before: "3.5.1", validated: "3.9.0", nextMajor: "4.0.0"}, // random_bytes: 3.6
+	"archive": {before: "2.4.2", validated: "2.8.0", nextMajor: "3.0.0"}, // glob excludes: 2.5
+}
+
+func TestProviderVersionBoundsHold(t *testing.T) {
+	m := loadModule(t)
+	var tf *hclsyntax.Block
+	for _, b := range m.bodies["versions.tf"].Blocks {
+		if b.Type == "terraform" {
+			tf = b
+		}
+	}
+	if tf == nil {
+		t.Fatal("versions.tf has no terraform block")
+	}
+	if a, ok := tf.Body.Attributes["required_version"]; !ok {
+		t.Error("versions.tf sets no required_version")
+	} else if c, _ := literalString(a.Expr); !strings.Contains(c, "<") {
+		t.Errorf("required_version %q has no upper bound", c)
+	}
+	seen := map[string]bool{}
+	for _, b := range tf.Body.Blocks {
+		if b.Type != "required_providers" {
+			continue
+		}
+		for name, a := range b.Body.Attributes {
+			seen[name] = true
+			want, ok := providerVersions[name]
+			if !ok {
+				t.Errorf("provider %s has no entry in providerVersions: add its oldest usable, validated and next major release", name)
+				continue
+			}
+			c, ok := literalString(objectItems(t, a.Expr, "required_providers."+name)["version"])
+			if !ok {
+				t.Errorf("provider %s: version is not a literal string", name)
+				continue
+			}
+			for v, admit := range map[string]bool{want.before: false, want.validated: true, want.nextMajor: false} {
+				got, err := admits(c, v)
+				if err != nil {
+					t.Errorf("provider %s: %v", name, err)
+				} else if got != admit {
+					t.Errorf("provider %s: version constraint %q admits %s = %v, want %v", name, c, v, got, admit)
+				}
+			}
+		}
+	}
+	for name := range providerVersions {
+		if !seen[name] {
+			t.Errorf("provider %s is not in required_providers", name)
+		}
+	}
+}
+
+func TestAdmits(t *testing.T) {
+	for _, tc := range []struct {
+		c, v string
+		want bool
+	}{
+		{">= 3.6, < 4.0", "3.6.0", true},
+		{">= 3.6, < 4.0", "3.5.9", false},
+		{">= 3.6, < 4.0", "4.0.0", false},
+		{">= 3.6, < 4.0", "3.10.1", true},
+		{"~> 2.5", "2.9.0", true},
+		{"~> 2.5", "3.0.0", false},
+		{"= 7.45.0", "7.45.0", true},
+	} {
+		if got, err := admits(tc.c, tc.v); err != nil || got != tc.want {
+			t.Errorf("admits(%q, %q) = %v, %v; want %v", tc.c, tc.v, got, err, tc.want)
+		}
+	}
+}
+
+// admits reports whether Terraform's version constraint c (comma-separated
+// ">=", ">", "<=", "<", "=", "!=" and "~>" terms) admits release v.
+func admits(c, v string) (bool, error) {
+	rv, err := parseVersion(v)
+	if err != nil {
+		return false, err
+	}
+	for _, term := range strings.Split(c, ",") {
+		term = strings.TrimSpace(term)
+		op := strings.TrimRight(term, "0123456789. ")
+		bound, err := parseVersion(strings.TrimSpace(strings.TrimPrefix(term, op)))
+		if err != nil {
+			return false, fmt.Errorf("constraint %q: %v", c, err)
+		}
+		cmp := slices.Compare(rv.v[:], bound.v[:])
+		var ok bool
+		switch strings.TrimSpace(op) {
+		case ">=":
+			ok = cmp >= 0
+		case ">":
+			ok = cmp > 0
+		case "<=":
+			ok = cmp <= 0
+		case "<":
+			ok = cmp < 0
+		case "=", "":
+			ok = cmp == 0
+		case "!=":
+			ok = cmp != 0
+		case "~>": // the rightmost given part may grow
+			upper := bound.v
+			i := max(bound.parts-2, 0)
+			upper[i]++
+			for j := i + 1; j < 3; j++ {
+				upper[j] = 0
+			}
+			ok = cmp >= 0 && slices.Compare(rv.v[:], upper[:]) < 0
+		default:
+			return false, fmt.Errorf("constraint %q: unknown operator %q", c, op)
+		}
+		if !ok {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+type version struct {
+	v     [3]int
+	parts int
+}
+
+func parseVersion(s string) (version, error) {
+	fields := strings.Split(s, ".")
+	if len(fields) > 3 || s == "" {
+		return version{}, fmt.Errorf("version %q is not MAJOR[.MINOR[.PATCH]]", s)
+	}
+	var out version
+	for i, f := range fields {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return version{}, fmt.Errorf("version %q is not MAJOR[.MINOR[.PATCH]]", s)
+		}
+		out.v[i] = n
+	}
+	out.parts = len(fields)
+	return out, nil
+}

@@ -1,20 +1,26 @@
 terraform {
-  required_version = ">= 1.5"
+  # Bounds: the lowest version that has every feature used here, and below
+  # the next major version (a major may remove or rename what infra/ uses).
+  # The exact versions in use are pinned by .terraform.lock.hcl, which
+  # `terraform init` writes and which is committed by the deployer (see
+  # docs/operations.md, "Provider versions").
+  required_version = ">= 1.5, < 2.0"
 
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.0"
+      version = ">= 6.0, < 8.0"
     }
-    # random_bytes (the webhook secret) exists from 3.5.0 on.
+    # random_bytes (the webhook secret) exists from 3.6.0 on.
     random = {
       source  = "hashicorp/random"
-      version = ">= 3.5"
+      version = ">= 3.6, < 4.0"
     }
-    # Glob patterns in archive_file.excludes need 2.4 or later.
+    # Glob patterns in archive_file.excludes need 2.5 or later (2.4 takes
+    # them as literal paths and silently zips the tests).
     archive = {
       source  = "hashicorp/archive"
-      version = ">= 2.4"
+      version = ">= 2.5, < 3.0"
     }
   }
 
