@@ -1,4 +1,5 @@
-# The one test command: `make test` starts fresh Firestore and Pub/Sub
+# The one test command: `make test` installs missing prerequisites (apt),
+# starts fresh Firestore and Pub/Sub
 # emulators, runs every test under the race detector with the
 # emulator-backed ones required (they fail instead of skipping), and stops
 # the emulators; then it runs the allocation guards again without -race.
@@ -19,6 +20,7 @@ ALLOC_GUARDS := Alloc
 .PHONY: test test-short vet bench fuzz serve
 
 test:
+	./scripts/install-prereqs.sh
 	./scripts/with-emulators.sh $(GO) test -race -count=1 ./...
 	@echo "allocation guards (-run '$(ALLOC_GUARDS)'), without -race:"
 	@out=$$($(GO) test -count=1 -run '$(ALLOC_GUARDS)' -v ./... 2>&1) || \
