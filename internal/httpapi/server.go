@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -117,7 +119,14 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		}
 		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
 	}
-	return s.logRequests(s.jsonFallback(mux))
+	routed := s.jsonFallback(mux)
+	return s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cleanPath(r.URL.Path) {
+			writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s: paths have no empty, . or .. segments", r.Method, r.URL.Path))
+			return
+		}
+		routed.ServeHTTP(w, r)
+	}))
 }
 
 // wrap authenticates, bounds the body and maps a handler's error.
@@ -136,6 +145,10 @@ func (s *Server) wrap(rt Route) http.Handler {
 				return
 			}
 		}
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, r, s.logger(), errs.E(errs.Invalid, "the query string is malformed (%s): percent-encode reserved characters, like %%25 for %%", queryProblem(err)))
+			return
+		}
 		if rt.limit == 0 && r.ContentLength > 0 {
 			writeError(w, r, s.logger(), errs.E(errs.Invalid, "%s %s takes no request body", rt.Method, rt.Path))
 			return
@@ -144,6 +157,34 @@ func (s *Server) wrap(rt Route) http.Handler {
 			writeError(w, r, s.logger(), err)
 		}
 	})
+}
+
+// queryProblem says what url.ParseQuery found wrong without echoing the
+// query, which may hold anything.
+func queryProblem(err error) string {
+	var esc url.EscapeError
+	if errors.As(err, &esc) {
+		return "an invalid percent-escape"
+	}
+	if strings.Contains(err.Error(), "semicolon") {
+		return "a semicolon; separate parameters with &"
+	}
+	return "an undecodable parameter"
+}
+
+// cleanPath reports whether every segment of path is a name: no empty,
+// "." or ".." segment, which net/http's mux would answer with a redirect
+// to the cleaned path.
+func cleanPath(path string) bool {
+	if path == "/" {
+		return true
+	}
+	for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return strings.HasPrefix(path, "/")
 }
 
 // jsonFallback answers unknown paths and methods with a JSON error body
