@@ -140,6 +140,14 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 			var err error
 			if actor, err = auth.Authenticate(r); err != nil {
+				if rt.Function != FuncVerify && s.VerifyAuth != nil {
+					if _, verr := s.VerifyAuth.Authenticate(r); verr == nil {
+						// Known, but not for this route: 403, not 401.
+						writeError(w, r, s.logger(), errs.E(errs.PermissionDenied,
+							"this token may only call POST /v1/verify; %s %s needs the admin token", rt.Method, rt.Path))
+						return
+					}
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="keyplane"`)
 				writeError(w, r, s.logger(), err)
 				return
