@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -68,5 +69,25 @@ func TestMalformedRequestsGetTheirSpecific4xx(t *testing.T) {
 	// Nothing was changed by a refused request.
 	if r := a.do("GET", "/v1/keys/"+id, ""); r.Body["status"] != "active" {
 		t.Errorf("after the malformed requests the key is %v, want active", r.Body["status"])
+	}
+}
+
+// TestForbiddenDecisionSaysWhy: a key restricted to allowed_ips, verified
+// without the client's IP, is refused with a message saying the IP is
+// missing, not a bare FORBIDDEN.
+func TestForbiddenDecisionSaysWhy(t *testing.T) {
+	a := newAPI(t)
+	_, secret := a.create(`{"owner": "acct_1", "restrictions": {"allowed_ips": ["203.0.113.0/24"]}}`)
+	for _, tc := range []struct{ body, want string }{
+		{`{"key": "` + secret + `"}`, "the request carries no ip"},
+		{`{"key": "` + secret + `", "ip": "198.51.100.7"}`, "ip is not an address in the key's allowed_ips"},
+	} {
+		r := a.do("POST", "/v1/verify", tc.body)
+		if r.Status != 200 || r.Body["code"] != "FORBIDDEN" || !strings.Contains(fmt.Sprint(r.Body["message"]), tc.want) {
+			t.Errorf("verify %s = %d %s; want FORBIDDEN with a message containing %q", tc.body, r.Status, r.Raw, tc.want)
+		}
+	}
+	if r := a.do("POST", "/v1/verify", `{"key": "`+secret+`", "ip": "203.0.113.9"}`); r.Body["code"] != "VALID" || r.Body["message"] != nil {
+		t.Errorf("verify from an allowed IP = %s; want VALID without a message", r.Raw)
 	}
 }
