@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/keyplane/keyplane/internal/httpapi"
 )
 
 // badInput is one malformed request and the answer it must get.
@@ -89,5 +91,25 @@ func TestForbiddenDecisionSaysWhy(t *testing.T) {
 	}
 	if r := a.do("POST", "/v1/verify", `{"key": "`+secret+`", "ip": "203.0.113.9"}`); r.Body["code"] != "VALID" || r.Body["message"] != nil {
 		t.Errorf("verify from an allowed IP = %s; want VALID without a message", r.Raw)
+	}
+}
+
+// TestOversizedHeadersGet431WithTheLimit: headers over MaxHeaderBytes are
+// refused by the handler itself, with the limit stated, whatever server
+// runs it (the Functions Framework's allows 1 MB).
+func TestOversizedHeadersGet431WithTheLimit(t *testing.T) {
+	a := newAPI(t)
+	for _, path := range []string{"/v1/keys", "/healthz", "/v1/verify"} {
+		method := "GET"
+		if path == "/v1/verify" {
+			method = "POST"
+		}
+		r := a.do(method, path, "", "X-Padding", strings.Repeat("a", httpapi.MaxHeaderBytes))
+		if r.Status != 431 || errCode(r) != "HEADERS_TOO_LARGE" || !strings.Contains(errMessage(r), "the limit is 32768") {
+			t.Errorf("%s %s with a %d-byte header = %d %s; want 431 HEADERS_TOO_LARGE stating the limit", method, path, httpapi.MaxHeaderBytes, r.Status, r.Raw)
+		}
+	}
+	if r := a.do("GET", "/v1/keys", "", "X-Padding", strings.Repeat("a", httpapi.MaxHeaderBytes-1024)); r.Status != 200 {
+		t.Errorf("GET /v1/keys with headers just under the limit = %d %s, want 200", r.Status, r.Raw)
 	}
 }

@@ -26,6 +26,14 @@ import (
 const (
 	// ManagementBodyLimit bounds the body of the key management routes.
 	ManagementBodyLimit = 64 << 10
+	// MaxHeaderBytes bounds a request's line and headers, as
+	// http.Server.MaxHeaderBytes counts them. The handler answers 431 with
+	// a JSON error above it, so the limit holds under the Functions
+	// Framework, whose server has net/http's 1 MB default; `keyplane
+	// serve`'s server has it as its MaxHeaderBytes, so net/http itself
+	// answers 431 (plain text) once a request's headers exceed it by more
+	// than net/http's 4 KB read slop.
+	MaxHeaderBytes = 32 << 10
 )
 
 // Server holds the dependencies of the handlers. Build it in a
@@ -121,6 +129,11 @@ func (s *Server) Handler(functions ...string) http.Handler {
 	}
 	routed := s.jsonFallback(mux)
 	return s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := headerBytes(r); n > MaxHeaderBytes {
+			writeJSON(w, http.StatusRequestHeaderFieldsTooLarge, errorBody{Error: errorDetail{Code: "HEADERS_TOO_LARGE",
+				Message: "the request line and headers are " + strconv.Itoa(n) + " bytes; the limit is " + strconv.Itoa(MaxHeaderBytes)}})
+			return
+		}
 		if !cleanPath(r.URL.Path) {
 			writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s: paths have no empty, . or .. segments", r.Method, r.URL.Path))
 			return
@@ -178,6 +191,21 @@ func queryProblem(err error) string {
 		return "a semicolon; separate parameters with &"
 	}
 	return "an undecodable parameter"
+}
+
+// headerBytes is the size of r's request line and headers on the wire, as
+// HTTP/1.1 sends them.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+	for name, vs := range r.Header {
+		for _, v := range vs {
+			n += len(name) + len(v) + 4 // "name: value\r\n"
+		}
+	}
+	if r.Host != "" && r.Header.Get("Host") == "" {
+		n += len("Host: \r\n") + len(r.Host)
+	}
+	return n
 }
 
 // cleanPath reports whether every segment of path is a name: no empty,
