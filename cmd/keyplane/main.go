@@ -20,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -115,14 +114,7 @@ func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           app.Handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-	}
+	srv := wire.HTTPServer(app.Handler)
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "keyplane listening on %s (store=%s, secrets=%s, data=%s)\n", base, cfg.Store, cfg.Secrets, cfg.DataDir)
 	token := "$KEYPLANE_ADMIN_TOKEN"

@@ -17,14 +17,15 @@ import (
 // (docs/benchmarks.md). TestAppendDecisionMatchesEncodingJSON keeps the two
 // encodings equal.
 //
-// It takes the decision's parts (d.Code, d.Key, d.Limits(), d.RetryAfter)
+// It takes the decision's parts (d.Code, d.Reason, d.Key, d.Limits(), d.RetryAfter)
 // rather than the decision, whose limits only package verify can set, so
 // that the test can encode any limits.
-func appendDecision(b []byte, code verify.Code, k *store.Key, ls []verify.LimitState, retryAfter time.Duration) []byte {
+func appendDecision(b []byte, code verify.Code, message string, k *store.Key, ls []verify.LimitState, retryAfter time.Duration) []byte {
 	b = append(b, `{"valid":`...)
 	b = strconv.AppendBool(b, code == verify.Valid)
 	b = append(b, `,"code":`...)
 	b = appendString(b, string(code))
+	b = appendField(b, "message", message)
 	if k != nil {
 		b = appendField(b, "key_id", k.ID)
 		b = appendField(b, "owner", k.Owner)

@@ -21,6 +21,7 @@ import (
 type decisionResponse struct {
 	Valid      bool                  `json:"valid"`
 	Code       verify.Code           `json:"code"`
+	Message    string                `json:"message,omitempty"`
 	KeyID      string                `json:"key_id,omitempty"`
 	Owner      string                `json:"owner,omitempty"`
 	Plan       string                `json:"plan,omitempty"`
@@ -35,13 +36,14 @@ type decisionResponse struct {
 // appendDecision.
 type decision struct {
 	code       verify.Code
+	message    string
 	key        *store.Key
 	limits     []verify.LimitState
 	retryAfter time.Duration
 }
 
 func (d decision) response() decisionResponse {
-	out := decisionResponse{Valid: d.code == verify.Valid, Code: d.code}
+	out := decisionResponse{Valid: d.code == verify.Valid, Code: d.code, Message: d.message}
 	if k := d.key; k != nil {
 		out.KeyID, out.Owner, out.Plan, out.Scopes, out.Metadata, out.ExpiresAt = k.ID, k.Owner, k.Plan, k.Scopes, k.Metadata, k.ExpiresAt
 	}
@@ -69,7 +71,7 @@ func matchesEncodingJSON(d decision) error {
 	if err != nil {
 		return err
 	}
-	if got := appendDecision(nil, d.code, d.key, d.limits, d.retryAfter); string(got) != string(want) {
+	if got := appendDecision(nil, d.code, d.message, d.key, d.limits, d.retryAfter); string(got) != string(want) {
 		return fmt.Errorf("\n got %s\nwant %s", got, want)
 	}
 	return nil
@@ -100,6 +102,9 @@ var (
 func genDecision(r *rand.Rand) decision {
 	d := decision{code: codes[r.IntN(len(codes))]}
 	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
+	if r.IntN(2) == 0 {
+		d.message = pick(awkward)
+	}
 	if d.code != verify.NotFound || r.IntN(4) == 0 {
 		k := &store.Key{ID: "key_" + pick(awkward), Owner: pick(awkward), Plan: pick([]string{"", "free", "pro", pick(awkward)})}
 		for range r.IntN(4) {
@@ -252,7 +257,7 @@ func TestAppendDecisionAllocatesNothing(t *testing.T) {
 	}
 	buf := make([]byte, 0, 4096)
 	if n := testing.AllocsPerRun(100, func() {
-		buf = appendDecision(buf[:0], verify.RateLimited, k, limits, time.Second)
+		buf = appendDecision(buf[:0], verify.RateLimited, "", k, limits, time.Second)
 	}); n != 0 {
 		t.Errorf("appendDecision allocates %v times per decision, want 0", n)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/webhook"
@@ -518,8 +519,8 @@ func TestVerifyTokenVerifiesButCannotManage(t *testing.T) {
 }
 
 func testVerifyToken(t *testing.T, a *api) {
-	_, secret := a.create(`{"owner": "o"}`)
-	call := func(method, path, body string) int {
+	id, secret := a.create(`{"owner": "o"}`)
+	call := func(method, path, body string) (int, string) {
 		req, _ := http.NewRequest(method, a.srv.URL+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer gateway-token-0123456789")
 		req.Header.Set("Content-Type", "application/json")
@@ -527,15 +528,30 @@ func testVerifyToken(t *testing.T, a *api) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res.Body.Close()
-		return res.StatusCode
+		defer res.Body.Close()
+		raw, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(raw)
 	}
-	if got := call("POST", "/v1/verify", `{"key": "`+secret+`"}`); got != 200 {
-		t.Errorf("verify with the gateway token = %d, want 200", got)
+	if got, raw := call("POST", "/v1/verify", `{"key": "`+secret+`"}`); got != 200 {
+		t.Errorf("verify with the gateway token = %d %s, want 200", got, raw)
 	}
-	for _, rt := range [][2]string{{"GET", "/v1/keys"}, {"POST", "/v1/keys"}, {"GET", "/v1/audit"}} {
-		if got := call(rt[0], rt[1], `{"owner": "o"}`); got != 401 {
-			t.Errorf("%s %s with the gateway token = %d, want 401", rt[0], rt[1], got)
+	// Every other authenticated route: 403 saying what the token may do,
+	// not 401, which would send the operator looking for a typo.
+	for _, rt := range (&httpapi.Server{}).Routes() {
+		if !rt.Auth || rt.Function == httpapi.FuncVerify {
+			continue
 		}
+		path := strings.NewReplacer("{id}", id, "{owner}", "o").Replace(rt.Path)
+		body := ""
+		if rt.Method != "GET" {
+			body = `{}`
+		}
+		got, raw := call(rt.Method, path, body)
+		if got != 403 || !strings.Contains(raw, "this token may only call POST /v1/verify") {
+			t.Errorf("%s %s with the gateway token = %d %s, want 403 saying it may only call POST /v1/verify", rt.Method, path, got, raw)
+		}
+	}
+	if got, _ := call("GET", "/v1/keys/"+id, ""); got != 403 {
+		t.Errorf("GET /v1/keys/{id} with the gateway token = %d, want 403", got)
 	}
 }

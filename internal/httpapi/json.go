@@ -52,6 +52,10 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any, optional
 		}
 		return errs.E(errs.Invalid, "request body is required: send a JSON object")
 	}
+	if bytes.Equal(bytes.TrimSpace(body), []byte("null")) {
+		// encoding/json leaves v unchanged for null: it is not an object.
+		return errs.E(errs.Invalid, "request body must be a JSON object, not null")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +26,14 @@ import (
 const (
 	// ManagementBodyLimit bounds the body of the key management routes.
 	ManagementBodyLimit = 64 << 10
+	// MaxHeaderBytes bounds a request's line and headers, as
+	// http.Server.MaxHeaderBytes counts them. The handler answers 431 with
+	// a JSON error above it, so the limit holds under the Functions
+	// Framework, whose server has net/http's 1 MB default; `keyplane
+	// serve`'s server has it as its MaxHeaderBytes, so net/http itself
+	// answers 431 (plain text) once a request's headers exceed it by more
+	// than net/http's 4 KB read slop.
+	MaxHeaderBytes = 32 << 10
 )
 
 // Server holds the dependencies of the handlers. Build it in a
@@ -117,7 +127,19 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		}
 		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
 	}
-	return s.logRequests(s.jsonFallback(mux))
+	routed := s.jsonFallback(mux)
+	return s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := headerBytes(r); n > MaxHeaderBytes {
+			writeJSON(w, http.StatusRequestHeaderFieldsTooLarge, errorBody{Error: errorDetail{Code: "HEADERS_TOO_LARGE",
+				Message: "the request line and headers are " + strconv.Itoa(n) + " bytes; the limit is " + strconv.Itoa(MaxHeaderBytes)}})
+			return
+		}
+		if !cleanPath(r.URL.Path) {
+			writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s: paths have no empty, . or .. segments", r.Method, r.URL.Path))
+			return
+		}
+		routed.ServeHTTP(w, r)
+	}))
 }
 
 // wrap authenticates, bounds the body and maps a handler's error.
@@ -131,10 +153,22 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 			var err error
 			if actor, err = auth.Authenticate(r); err != nil {
+				if rt.Function != FuncVerify && s.VerifyAuth != nil {
+					if _, verr := s.VerifyAuth.Authenticate(r); verr == nil {
+						// Known, but not for this route: 403, not 401.
+						writeError(w, r, s.logger(), errs.E(errs.PermissionDenied,
+							"this token may only call POST /v1/verify; %s %s needs the admin token", rt.Method, rt.Path))
+						return
+					}
+				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="keyplane"`)
 				writeError(w, r, s.logger(), err)
 				return
 			}
+		}
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, r, s.logger(), errs.E(errs.Invalid, "the query string is malformed (%s): percent-encode reserved characters, like %%25 for %%", queryProblem(err)))
+			return
 		}
 		if rt.limit == 0 && r.ContentLength > 0 {
 			writeError(w, r, s.logger(), errs.E(errs.Invalid, "%s %s takes no request body", rt.Method, rt.Path))
@@ -144,6 +178,49 @@ func (s *Server) wrap(rt Route) http.Handler {
 			writeError(w, r, s.logger(), err)
 		}
 	})
+}
+
+// queryProblem says what url.ParseQuery found wrong without echoing the
+// query, which may hold anything.
+func queryProblem(err error) string {
+	var esc url.EscapeError
+	if errors.As(err, &esc) {
+		return "an invalid percent-escape"
+	}
+	if strings.Contains(err.Error(), "semicolon") {
+		return "a semicolon; separate parameters with &"
+	}
+	return "an undecodable parameter"
+}
+
+// headerBytes is the size of r's request line and headers on the wire, as
+// HTTP/1.1 sends them.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4
+	for name, vs := range r.Header {
+		for _, v := range vs {
+			n += len(name) + len(v) + 4 // "name: value\r\n"
+		}
+	}
+	if r.Host != "" && r.Header.Get("Host") == "" {
+		n += len("Host: \r\n") + len(r.Host)
+	}
+	return n
+}
+
+// cleanPath reports whether every segment of path is a name: no empty,
+// "." or ".." segment, which net/http's mux would answer with a redirect
+// to the cleaned path.
+func cleanPath(path string) bool {
+	if path == "/" {
+		return true
+	}
+	for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return strings.HasPrefix(path, "/")
 }
 
 // jsonFallback answers unknown paths and methods with a JSON error body

@@ -16,7 +16,7 @@ import (
 // codesByStatus is what writeError and jsonFallback can answer: every
 // error code, by the status it is sent with.
 func codesByStatus() map[int][]string {
-	out := map[int][]string{http.StatusMethodNotAllowed: {"METHOD_NOT_ALLOWED"}}
+	out := map[int][]string{http.StatusMethodNotAllowed: {"METHOD_NOT_ALLOWED"}, http.StatusRequestHeaderFieldsTooLarge: {"HEADERS_TOO_LARGE"}}
 	for k := errs.Kind(0); ; k++ {
 		name := k.String()
 		if k > 0 && name == errs.Internal.String() {

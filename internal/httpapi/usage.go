@@ -36,6 +36,13 @@ func (s *Server) postUsage(w http.ResponseWriter, r *http.Request, _ string) err
 	return nil
 }
 
+// The range of at: the Unix epoch up to the last year whose windows still
+// end in a four-digit year (RFC 3339 has no others).
+var (
+	minAt = time.Unix(0, 0).UTC()
+	maxAt = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 // windowQuery parses window (default day) and at (default now).
 func (s *Server) windowQuery(r *http.Request, def plan.Window) (plan.Window, time.Time, time.Time, error) {
 	q := r.URL.Query()
@@ -51,6 +58,9 @@ func (s *Server) windowQuery(r *http.Request, def plan.Window) (plan.Window, tim
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			return "", time.Time{}, time.Time{}, errs.E(errs.Invalid, "at must be an RFC 3339 time, like 2030-01-02T15:04:05Z")
+		}
+		if t.Before(minAt) || !t.Before(maxAt) {
+			return "", time.Time{}, time.Time{}, errs.E(errs.Invalid, "at must be from %s up to, not including, %s", minAt.Format(time.RFC3339), maxAt.Format(time.RFC3339))
 		}
 		at = t
 	}

@@ -81,7 +81,7 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) err
 	if d.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
 	}
-	buf := appendDecision(make([]byte, 0, 1024), d.Code, d.Key, d.Limits(), d.RetryAfter)
+	buf := appendDecision(make([]byte, 0, 1024), d.Code, d.Reason, d.Key, d.Limits(), d.RetryAfter)
 	buf = append(buf, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))

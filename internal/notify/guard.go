@@ -36,7 +36,15 @@ type Guard struct {
 	AllowPrivate bool
 	// Resolver resolves host names. Default net.DefaultResolver.
 	Resolver Resolver
+	// CheckTimeout bounds CheckURL's DNS lookup, which a caller setting a
+	// webhook waits for. Default DefaultCheckTimeout.
+	CheckTimeout time.Duration
 }
+
+// DefaultCheckTimeout is Guard.CheckTimeout's default: a name that has not
+// resolved in 2 s is refused rather than left to the resolver's own
+// timeouts (5 s and more per attempt).
+const DefaultCheckTimeout = 2 * time.Second
 
 // blocked are the non-public address ranges that netip.Addr's predicates
 // do not name, with what they are. IPv4-mapped, NAT64 and 6to4 IPv6
@@ -175,7 +183,16 @@ func (g *Guard) CheckURL(ctx context.Context, raw string) (*url.URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := g.resolve(ctx, u.Hostname()); err != nil {
+	timeout := g.CheckTimeout
+	if timeout <= 0 {
+		timeout = DefaultCheckTimeout
+	}
+	lookup, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := g.resolve(lookup, u.Hostname()); err != nil {
+		if ctx.Err() == nil && errors.Is(lookup.Err(), context.DeadlineExceeded) {
+			return nil, invalidField("url", "url's host %q did not resolve within %s (checked: a DNS lookup of the host, before anything is saved); check the name, or retry if its DNS records are new", u.Hostname(), timeout)
+		}
 		var r *refusedError
 		if errors.As(err, &r) {
 			if r.notPublic {

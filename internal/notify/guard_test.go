@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
 )
@@ -333,4 +335,30 @@ func TestClientIgnoresProxyEnvironment(t *testing.T) {
 	if proxied.Load() != 0 || hits.Load() != 1 {
 		t.Errorf("got %d proxied and %d direct requests, want 0 and 1", proxied.Load(), hits.Load())
 	}
+}
+
+// hangingResolver answers no lookup: it waits until the lookup's context
+// ends, as a resolver does for a name whose servers do not answer.
+type hangingResolver struct{}
+
+func (hangingResolver) LookupNetIP(ctx context.Context, _, _ string) ([]netip.Addr, error) {
+	<-ctx.Done()
+	return nil, &net.DNSError{Err: ctx.Err().Error(), IsTimeout: true}
+}
+
+// TestCheckURLBoundsTheDNSLookup: a host whose lookup hangs is refused
+// after CheckTimeout with a 400 saying what was checked, instead of
+// holding the caller for the resolver's own timeouts.
+func TestCheckURLBoundsTheDNSLookup(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Guard{Resolver: hangingResolver{}}
+		start := time.Now()
+		_, err := g.CheckURL(t.Context(), "https://hangs.example/hook")
+		if waited := time.Since(start); waited != DefaultCheckTimeout {
+			t.Errorf("CheckURL waited %s, want %s", waited, DefaultCheckTimeout)
+		}
+		if !errs.Is(err, errs.Invalid) || !strings.Contains(err.Error(), `"hangs.example" did not resolve within 2s`) || !strings.Contains(err.Error(), "DNS lookup") {
+			t.Errorf("CheckURL = %v, want Invalid saying the DNS lookup of hangs.example did not finish within 2s", err)
+		}
+	})
 }

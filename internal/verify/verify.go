@@ -33,6 +33,14 @@ const (
 	RateLimited             Code = "RATE_LIMITED"
 )
 
+// The reasons of a FORBIDDEN decision (Decision.Reason).
+const (
+	ReasonIPMissing          = "the key is restricted to allowed_ips and the request carries no ip: send the client's IP address in ip"
+	ReasonIPNotAllowed       = "ip is not an address in the key's allowed_ips"
+	ReasonReferrerMissing    = "the key is restricted to allowed_referrers and the request carries no referrer: send the request's Referer in referrer"
+	ReasonReferrerNotAllowed = "referrer does not match the key's allowed_referrers"
+)
+
 // Request is what a gateway asks about one API request.
 type Request struct {
 	Key      string
@@ -59,7 +67,12 @@ const MaxLimits = 9
 // Decision is the outcome of Verify. Key is shared with the cache and must
 // not be modified.
 type Decision struct {
-	Code       Code
+	Code Code
+	// Reason says why a FORBIDDEN decision refused the key, in words a
+	// gateway operator can act on; "" for the other codes, whose code
+	// says it all. It is one of a few constant strings: a decision
+	// allocates nothing for it.
+	Reason     string
 	Key        *store.Key // nil for NotFound
 	RetryAfter time.Duration
 	limits     [MaxLimits]LimitState
@@ -224,8 +237,16 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Decision, error) {
 		d.Code = Expired
 	case k.Status != store.Active:
 		d.Code = Disabled
-	case !e.restr.AllowsIP(req.IP) || !e.restr.AllowsReferrer(req.Referrer):
-		d.Code = Forbidden
+	case !e.restr.AllowsIP(req.IP):
+		d.Code, d.Reason = Forbidden, ReasonIPNotAllowed
+		if req.IP == "" {
+			d.Reason = ReasonIPMissing
+		}
+	case !e.restr.AllowsReferrer(req.Referrer):
+		d.Code, d.Reason = Forbidden, ReasonReferrerNotAllowed
+		if req.Referrer == "" {
+			d.Reason = ReasonReferrerMissing
+		}
 	case req.Scope != "" && !hasScope(k.Scopes, req.Scope):
 		d.Code = InsufficientPermissions
 	default:

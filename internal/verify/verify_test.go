@@ -149,9 +149,26 @@ func TestEveryCodeFromTheRightInput(t *testing.T) {
 	check(t, v, verify.Request{Key: disabled.Secret}, verify.Disabled)
 	check(t, v, verify.Request{Key: plain.Secret, Scope: "embed"}, verify.InsufficientPermissions)
 	check(t, v, verify.Request{Key: restricted.Secret, IP: "203.0.113.5", Referrer: "https://app.example.com/"}, verify.Valid)
-	check(t, v, verify.Request{Key: restricted.Secret, IP: "198.51.100.1", Referrer: "https://app.example.com/"}, verify.Forbidden)
-	check(t, v, verify.Request{Key: restricted.Secret, IP: "203.0.113.5", Referrer: "https://evil.test/"}, verify.Forbidden)
-	check(t, v, verify.Request{Key: restricted.Secret}, verify.Forbidden)
+	// A refusal says which restriction refused, and whether the request
+	// lacked what it needs.
+	for _, tc := range []struct {
+		req    verify.Request
+		reason string
+	}{
+		{verify.Request{Key: restricted.Secret, IP: "198.51.100.1", Referrer: "https://app.example.com/"}, verify.ReasonIPNotAllowed},
+		{verify.Request{Key: restricted.Secret, IP: "not-an-ip", Referrer: "https://app.example.com/"}, verify.ReasonIPNotAllowed},
+		{verify.Request{Key: restricted.Secret, IP: "203.0.113.5", Referrer: "https://evil.test/"}, verify.ReasonReferrerNotAllowed},
+		{verify.Request{Key: restricted.Secret, Referrer: "https://app.example.com/"}, verify.ReasonIPMissing},
+		{verify.Request{Key: restricted.Secret}, verify.ReasonIPMissing},
+		{verify.Request{Key: restricted.Secret, IP: "203.0.113.5"}, verify.ReasonReferrerMissing},
+	} {
+		if d := check(t, v, tc.req, verify.Forbidden); d.Reason != tc.reason {
+			t.Errorf("Verify(ip %q, referrer %q).Reason = %q, want %q", tc.req.IP, tc.req.Referrer, d.Reason, tc.reason)
+		}
+	}
+	if d := check(t, v, verify.Request{Key: disabled.Secret}, verify.Disabled); d.Reason != "" {
+		t.Errorf("DISABLED decision has reason %q, want none", d.Reason)
+	}
 	check(t, v, verify.Request{Key: plain.Secret, Units: 91}, verify.RateLimited) // 10 of 100 units used
 	check(t, v, verify.Request{Key: plain.Secret, Units: 90}, verify.Valid)
 	check(t, v, verify.Request{Key: expiring.Secret}, verify.Valid)

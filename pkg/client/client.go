@@ -249,8 +249,11 @@ type LimitState struct {
 
 // Decision is the outcome of Verify. Valid is true only for CodeValid.
 type Decision struct {
-	Valid     bool              `json:"valid"`
-	Code      Code              `json:"code"`
+	Valid bool `json:"valid"`
+	Code  Code `json:"code"`
+	// Message says why a CodeForbidden decision refused the key (no
+	// client IP or referrer sent, or one the key does not allow).
+	Message   string            `json:"message,omitempty"`
 	KeyID     string            `json:"key_id,omitempty"`
 	Owner     string            `json:"owner,omitempty"`
 	Plan      string            `json:"plan,omitempty"`
