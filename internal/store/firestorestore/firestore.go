@@ -101,7 +101,10 @@ type keyDoc struct {
 	Restrictions  restrictionsDoc   `firestore:"restrictions"`
 	RotatedFrom   string            `firestore:"rotated_from"`
 	RotatedTo     string            `firestore:"rotated_to"`
-	LastUsedAt    *time.Time        `firestore:"last_used_at"`
+	// LastUsedMicros is the time of the key's last use in Unix
+	// microseconds, 0 if never used: a number, since MarkUsed raises it
+	// with a maximum transform, which takes numbers only.
+	LastUsedMicros int64 `firestore:"last_used_micros"`
 }
 
 type restrictionsDoc struct {
@@ -116,7 +119,7 @@ func toKeyDoc(k *store.Key) *keyDoc {
 		Hash: k.Hash.String(), CreatedAt: firestoredb.Time(k.CreatedAt), UpdatedAt: firestoredb.Time(k.UpdatedAt),
 		ExpiresAt: tsPtr(k.ExpiresAt), Metadata: k.Metadata, Limits: k.Limits,
 		Restrictions: restrictionsDoc{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers},
-		RotatedFrom:  k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedAt: tsPtr(k.LastUsedAt),
+		RotatedFrom:  k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedMicros: lastUsedMicros(k.LastUsedAt),
 	}
 }
 
@@ -147,8 +150,23 @@ func fromKeyDoc(snap *firestore.DocumentSnapshot) (*store.Key, error) {
 		StatusReason: d.StatusReason, DisabledUntil: d.DisabledUntil, Prefix: d.Prefix, Last4: d.Last4, Hash: h,
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt, Metadata: d.Metadata, Limits: d.Limits,
 		Restrictions: store.Restrictions{AllowedIPs: d.Restrictions.AllowedIPs, AllowedReferrers: d.Restrictions.AllowedReferrers},
-		RotatedFrom:  d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: d.LastUsedAt,
+		RotatedFrom:  d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: lastUsedTime(d.LastUsedMicros),
 	}, nil
+}
+
+func lastUsedMicros(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func lastUsedTime(us int64) *time.Time {
+	if us == 0 {
+		return nil
+	}
+	t := time.UnixMicro(us).UTC()
+	return &t
 }
 
 type hashDoc struct {
@@ -630,6 +648,39 @@ func (s *Store) GetKeys(ctx context.Context, ids []string) (map[string]*store.Ke
 		out[k.ID] = k
 	}
 	return out, nil
+}
+
+// MarkUsed raises each key's last_used_micros with a maximum transform,
+// in one BulkWriter: concurrent writers never move it backwards, and a key
+// that does not exist is not created (the update's precondition fails
+// and is ignored).
+func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	if err := store.CheckMarkUsed(uses); err != nil {
+		return err
+	}
+	if len(uses) == 0 {
+		return nil
+	}
+	bw := s.c.BulkWriter(ctx)
+	jobs := make([]*firestore.BulkWriterJob, 0, len(uses))
+	for id, t := range uses {
+		if !firestoredb.ValidID(id) {
+			continue
+		}
+		j, err := bw.Update(s.key(id), []firestore.Update{{Path: "last_used_micros", Value: firestore.FieldTransformMaximum(t.UnixMicro())}})
+		if err != nil {
+			bw.End()
+			return translate(err, "firestore: mark keys used")
+		}
+		jobs = append(jobs, j)
+	}
+	bw.End()
+	for _, j := range jobs {
+		if _, err := j.Results(); err != nil && status.Code(err) != codes.NotFound {
+			return translate(err, "firestore: mark keys used")
+		}
+	}
+	return nil
 }
 
 type checkpointDoc struct {

@@ -428,6 +428,26 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.K
 	return out, next, nil
 }
 
+// MarkUsed raises each key's last_used_at to the time given for it, in
+// one transaction.
+func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	if err := store.CheckMarkUsed(uses); err != nil {
+		return err
+	}
+	if len(uses) == 0 {
+		return nil
+	}
+	return s.db.Write(ctx, func(tx *sql.Tx) error {
+		for id, t := range uses {
+			// max(NULL, x) is NULL in SQLite, hence the coalesce.
+			if _, err := tx.ExecContext(ctx, `UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?`, micros(t), id); err != nil {
+				return translate(err, "sqlite: mark keys used")
+			}
+		}
+		return nil
+	})
+}
+
 // auditID returns a new audit entry id that sorts by t.
 func auditID(t time.Time) string {
 	return t.UTC().Format("20060102T150405.000000Z") + "-" + apikey.RandomString(8)

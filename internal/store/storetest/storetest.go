@@ -60,6 +60,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DueSuspensionsDropsReenabledKeys", testDueSuspensionsDropsReenabledKeys},
 		{"GetKeysReturnsPresentKeysOnce", testGetKeysReturnsPresentKeysOnce},
 		{"GetKeysTooManyIDsIsInvalid", testGetKeysTooManyIDsIsInvalid},
+		{"MarkUsedOnlyMovesForward", testMarkUsedOnlyMovesForward},
+		{"MarkUsedConcurrentKeepsLatest", testMarkUsedConcurrentKeepsLatest},
+		{"MarkUsedBadArgumentsAreInvalidAndWriteNothing", testMarkUsedBadArgumentsAreInvalidAndWriteNothing},
 
 		{"AppendAuditAssignsTimeSortableID", testAppendAuditAssignsTimeSortableID},
 		{"ListAuditNewestFirstFilteredAndPaged", testListAuditNewestFirstFilteredAndPaged},
@@ -1222,4 +1225,65 @@ func testCheckpointBadArgumentsAreInvalid(t *testing.T, s store.Store) {
 	wantKind(t, "SaveCheckpoint(version -1)", err, errs.Invalid)
 	_, err = s.GetCheckpoint(ctx, "sweep")
 	wantKind(t, "GetCheckpoint after invalid saves", err, errs.NotFound)
+}
+
+func markUsed(t *testing.T, s store.Store, uses map[string]time.Time) {
+	t.Helper()
+	if err := s.MarkUsed(t.Context(), uses); err != nil {
+		t.Fatalf("MarkUsed(%v): %v", uses, err)
+	}
+}
+
+func testMarkUsedOnlyMovesForward(t *testing.T, s store.Store) {
+	k1, k2 := newKey("key-1", "owner-1", base), newKey("key-2", "owner-1", base)
+	activate(t, s, k1)
+	activate(t, s, k2)
+	markUsed(t, s, map[string]time.Time{"key-1": at(time.Hour), "no-such-key": at(time.Hour)})
+	markUsed(t, s, map[string]time.Time{"key-1": at(time.Minute), "key-2": at(2 * time.Hour)}) // key-1 older: kept
+	want1, want2 := *k1, *k2
+	want1.LastUsedAt, want2.LastUsedAt = ptr(at(time.Hour)), ptr(at(2*time.Hour))
+	wantKey(t, s, &want1) // UpdatedAt unchanged: not a state change
+	wantKey(t, s, &want2)
+	if _, err := s.GetKey(t.Context(), "no-such-key"); !errs.Is(err, errs.NotFound) {
+		t.Errorf("GetKey(no-such-key) after MarkUsed: got %v, want NotFound (MarkUsed creates no key)", err)
+	}
+	changed, err := s.ChangedKeys(t.Context(), at(time.Second), "", 10)
+	if err != nil {
+		t.Fatalf("ChangedKeys: %v", err)
+	}
+	if len(changed) != 0 {
+		t.Errorf("ChangedKeys after MarkUsed: got %d keys, want none (a use is not a change)", len(changed))
+	}
+}
+
+func testMarkUsedConcurrentKeepsLatest(t *testing.T, s store.Store) {
+	k := newKey("key-1", "owner-1", base)
+	activate(t, s, k)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if err := s.MarkUsed(t.Context(), map[string]time.Time{"key-1": at(time.Duration(i+1) * time.Minute)}); err != nil {
+				t.Errorf("MarkUsed %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	want := *k
+	want.LastUsedAt = ptr(at(8 * time.Minute))
+	wantKey(t, s, &want)
+}
+
+func testMarkUsedBadArgumentsAreInvalidAndWriteNothing(t *testing.T, s store.Store) {
+	k := newKey("key-1", "owner-1", base)
+	activate(t, s, k)
+	tooMany := map[string]time.Time{"key-1": at(time.Hour)}
+	for i := range store.MaxMarkUsed {
+		tooMany[fmt.Sprintf("id-%d", i)] = at(time.Hour)
+	}
+	wantKind(t, "MarkUsed with too many keys", s.MarkUsed(t.Context(), tooMany), errs.Invalid)
+	wantKind(t, "MarkUsed with a zero time", s.MarkUsed(t.Context(), map[string]time.Time{"key-1": at(time.Hour), "key-2": {}}), errs.Invalid)
+	wantKey(t, s, k)
+	if err := s.MarkUsed(t.Context(), nil); err != nil {
+		t.Errorf("MarkUsed(nil): got %v, want nil", err)
+	}
 }
