@@ -110,9 +110,14 @@ func CheckMarkUsed(uses map[string]time.Time) error {
 
 // ListKeysQuery selects keys, newest first.
 type ListKeysQuery struct {
-	Owner     string // "" for all owners
-	PageSize  int    // 1..1000
-	PageToken string // from a previous page's next token
+	Owner    string // "" for all owners
+	PageSize int    // 1..1000
+	// UnusedSince, if not zero, keeps only the keys never used or last
+	// used before it (LastUsedAt < UnusedSince): the stale ones. A store
+	// that filters as it reads may then return pages shorter than PageSize
+	// with a next token; the caller follows it until it is "".
+	UnusedSince time.Time
+	PageToken   string // from a previous page's next token
 }
 
 // AuditQuery selects audit entries, newest first.

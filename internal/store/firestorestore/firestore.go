@@ -425,8 +425,21 @@ func (s *Store) page(ctx context.Context, coll, timeField, filterField, filter, 
 	return snaps, false, nil
 }
 
+// maxUnusedScan bounds the key documents one ListKeys call with
+// UnusedSince reads.
+const maxUnusedScan = 5000
+
 // ListKeys returns one page of keys, newest first.
+//
+// With UnusedSince it reads the keys in the same order and keeps the
+// stale ones (a Firestore query cannot select documents by a field they
+// may lack, and keys written before last_used_micros existed lack it): it
+// reads at most 5,000 documents per call, so a page may hold fewer than
+// PageSize keys, even none, with a next token.
 func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.Key, string, error) {
+	if !q.UnusedSince.IsZero() {
+		return s.listUnused(ctx, q)
+	}
 	snaps, more, err := s.page(ctx, keysColl, "created_at", "owner", q.Owner, q.PageToken, q.PageSize)
 	if err != nil {
 		return nil, "", err
@@ -441,6 +454,43 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.K
 		next = pagetoken.Encode(last.CreatedAt, last.ID)
 	}
 	return out, next, nil
+}
+
+func (s *Store) listUnused(ctx context.Context, q store.ListKeysQuery) ([]*store.Key, string, error) {
+	if q.PageSize < 1 || q.PageSize > 1000 {
+		return nil, "", errs.E(errs.Invalid, "page size must be 1-1000, got %d", q.PageSize)
+	}
+	since := q.UnusedSince.UnixMicro()
+	var out []*store.Key
+	token := q.PageToken
+	for scanned := 0; scanned < maxUnusedScan; {
+		snaps, more, err := s.page(ctx, keysColl, "created_at", "owner", q.Owner, token, min(1000, maxUnusedScan-scanned))
+		if err != nil {
+			return nil, "", err
+		}
+		ks, err := fromKeyDocs(snaps)
+		if err != nil {
+			return nil, "", err
+		}
+		for i, k := range ks {
+			scanned++
+			if k.LastUsedAt == nil || k.LastUsedAt.UnixMicro() < since {
+				out = append(out, k)
+			}
+			if len(out) == q.PageSize {
+				if !more && i == len(ks)-1 {
+					return out, "", nil
+				}
+				return out, pagetoken.Encode(k.CreatedAt, k.ID), nil
+			}
+		}
+		if !more {
+			return out, "", nil
+		}
+		last := ks[len(ks)-1]
+		token = pagetoken.Encode(last.CreatedAt, last.ID)
+	}
+	return out, token, nil
 }
 
 // auditID returns a new audit entry id that sorts by t.

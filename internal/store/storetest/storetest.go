@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListKeysNewestFirstTiesByIDDescending", testListKeysNewestFirstTiesByIDDescending},
 		{"ListKeysFiltersByOwner", testListKeysFiltersByOwner},
 		{"ListKeysPagesWithoutGapsOrDuplicates", testListKeysPagesWithoutGapsOrDuplicates},
+		{"ListKeysUnusedSinceKeepsStaleKeys", testListKeysUnusedSinceKeepsStaleKeys},
 		{"ListKeysEmpty", testListKeysEmpty},
 		{"ListKeysBadQueryIsInvalid", testListKeysBadQueryIsInvalid},
 		{"ChangedKeysFeedsEveryChangeInOrder", testChangedKeysFeedsEveryChangeInOrder},
@@ -647,6 +648,42 @@ func testListKeysPagesWithoutGapsOrDuplicates(t *testing.T, s store.Store) {
 			})
 			if g, w := keyIDs(got), keyIDs(want); !slices.Equal(g, w) {
 				t.Errorf("owner %q, pages of %d: got %v, want %v", owner, size, g, w)
+			}
+		}
+	}
+}
+
+func testListKeysUnusedSinceKeepsStaleKeys(t *testing.T, s store.Store) {
+	all := listKeys(t, s)
+	since := at(30 * time.Minute)
+	markUsed(t, s, map[string]time.Time{
+		"key-5": at(time.Hour),                // used after since: not stale
+		"key-3": since,                        // used at since: not stale
+		"key-7": at(time.Minute),              // last used before since: stale
+		"key-2": since.Add(-time.Microsecond), // just before: stale
+	})
+	var stale []*store.Key
+	for _, k := range all {
+		if k.ID != "key-5" && k.ID != "key-3" {
+			stale = append(stale, k)
+		}
+	}
+	for _, owner := range []string{"", "owner-1"} {
+		want := stale
+		if owner != "" {
+			want = ownedBy(stale, owner)
+		}
+		for _, size := range []int{1, 2, 10} {
+			got := pages(t, size, len(want), func(token string) ([]*store.Key, string, error) {
+				return s.ListKeys(t.Context(), store.ListKeysQuery{Owner: owner, PageSize: size, UnusedSince: since, PageToken: token})
+			})
+			if g, w := keyIDs(got), keyIDs(want); !slices.Equal(g, w) {
+				t.Errorf("owner %q, unused since %v, pages of %d: got %v, want %v", owner, since, size, g, w)
+			}
+			for _, k := range got {
+				if k.ID == "key-7" && (k.LastUsedAt == nil || !k.LastUsedAt.Equal(at(time.Minute))) {
+					t.Errorf("key-7's LastUsedAt: got %v, want %v", k.LastUsedAt, at(time.Minute))
+				}
 			}
 		}
 	}
