@@ -36,6 +36,8 @@ const txAttempts = 10
 // Store is a store.Store on Firestore.
 type Store struct {
 	c *firestore.Client
+	// unusedScan, if not 0, replaces maxUnusedScan (tests lower it).
+	unusedScan int
 	// keyLocks serialise this process's UpdateKey transactions on the same
 	// key: 20 concurrent updates of one key took 3-30 s on the emulator
 	// without them.
@@ -460,11 +462,15 @@ func (s *Store) listUnused(ctx context.Context, q store.ListKeysQuery) ([]*store
 	if q.PageSize < 1 || q.PageSize > 1000 {
 		return nil, "", errs.E(errs.Invalid, "page size must be 1-1000, got %d", q.PageSize)
 	}
+	bound := maxUnusedScan
+	if s.unusedScan > 0 {
+		bound = s.unusedScan
+	}
 	since := q.UnusedSince.UnixMicro()
 	var out []*store.Key
 	token := q.PageToken
-	for scanned := 0; scanned < maxUnusedScan; {
-		snaps, more, err := s.page(ctx, keysColl, "created_at", "owner", q.Owner, token, min(1000, maxUnusedScan-scanned))
+	for scanned := 0; scanned < bound; {
+		snaps, more, err := s.page(ctx, keysColl, "created_at", "owner", q.Owner, token, min(1000, bound-scanned))
 		if err != nil {
 			return nil, "", err
 		}
