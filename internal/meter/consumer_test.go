@@ -593,6 +593,42 @@ func (f *flakyKeys) GetKey(ctx context.Context, id string) (*store.Key, error) {
 	return f.KeyStore.GetKey(ctx, id)
 }
 
+func (f *flakyKeys) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	if f.down.Load() {
+		return errs.E(errs.Unavailable, "the key store is unreachable")
+	}
+	return f.KeyStore.MarkUsed(ctx, uses)
+}
+
+// TestKeyUsesAreRetriedWhileTheStoreIsDown: a key_uses message the store
+// cannot take now is redelivered (Handle fails), not dead-lettered.
+func TestKeyUsesAreRetriedWhileTheStoreIsDown(t *testing.T) {
+	st, l := openSQLite(t, nil)
+	ks := createKeys(t, st, 1)
+	topic := &captureTopic{}
+	if err := (meter.ClientIPPublisher{Topic: topic}).MarkUsed(context.Background(), map[string]time.Time{ks[0].ID: t0}); err != nil {
+		t.Fatal(err)
+	}
+	down := &flakyKeys{KeyStore: st}
+	down.down.Store(true)
+	c := meter.NewConsumer(l, down, clock.NewFake(t0), discard)
+	if err := c.Handle(context.Background(), topic.msgs[0]); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("Handle while the store is down: got %v, want an Unavailable error (redeliver)", err)
+	}
+	down.down.Store(false)
+	if err := c.Handle(context.Background(), topic.msgs[0]); err != nil {
+		t.Fatalf("Handle after the outage: %v", err)
+	}
+	k, err := st.GetKey(context.Background(), ks[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.LastUsedAt == nil || !k.LastUsedAt.Equal(t0) {
+		t.Errorf("LastUsedAt after redelivery: got %v, want %v", k.LastUsedAt, t0)
+	}
+	wantNoDeadLetters(t, l)
+}
+
 // TestEventPublishedWithoutRequestsCountsOneRequest: gateways may publish
 // usage batches to the topic themselves (docs/architecture.md), in the
 // webhook's format, where an omitted "requests" means 1 (docs/openapi.yaml,
@@ -981,8 +1017,11 @@ func TestKeyUsesThroughTheQueue(t *testing.T) {
 		}
 	}
 	k, err := st.GetKey(context.Background(), ks[0].ID)
-	if err != nil || k.LastUsedAt == nil || !k.LastUsedAt.Equal(later) {
-		t.Errorf("LastUsedAt = %v, %v; want %v", k.LastUsedAt, err, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.LastUsedAt == nil || !k.LastUsedAt.Equal(later) {
+		t.Errorf("LastUsedAt = %v, want %v", k.LastUsedAt, later)
 	}
 	dls, _, err := l.ListDeadLetters(context.Background(), 10, "")
 	if err != nil || len(dls) != 2 {
