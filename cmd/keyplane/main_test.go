@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
+	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
 
@@ -67,8 +68,8 @@ func TestServePrintsTokenServesAndShutsDown(t *testing.T) {
 }
 
 // TestShutdownKeepsTheLastClientIPFlush: serve stopped right after a
-// verify that recorded a client IP has written that IP to the ledger by
-// the time it returns. The recorder flushes every 10 s; only its last
+// verify that recorded a client IP has written that IP to the ledger, and
+// the key's last use to the store, by the time it returns. The recorder flushes every 10 s; only its last
 // flush, made when serve shuts down and waited for before the ledger
 // closes, can have written it.
 func TestShutdownKeepsTheLastClientIPFlush(t *testing.T) {
@@ -118,6 +119,7 @@ func TestShutdownKeepsTheLastClientIPFlush(t *testing.T) {
 	var key struct{ ID, Secret string }
 	post("/v1/keys", `{"owner": "acct_1", "plan": "watched"}`, 201, &key)
 	var decision struct{ Code string }
+	verifiedAt := time.Now()
 	post("/v1/verify", `{"key": "`+key.Secret+`", "ip": "203.0.113.7"}`, 200, &decision)
 	if decision.Code != "VALID" {
 		t.Fatalf("verify = %s, want VALID", decision.Code)
@@ -140,6 +142,18 @@ func TestShutdownKeepsTheLastClientIPFlush(t *testing.T) {
 	n, ips, err := l.ClientIPs(context.Background(), key.ID, time.Now().UTC().Truncate(24*time.Hour), 10)
 	if err != nil || n != 1 {
 		t.Errorf("client IPs of the key in the ledger after shutdown: got %d %v, %v; want 1 (203.0.113.7)", n, ips, err)
+	}
+	st, err := sqlitestore.Open(filepath.Join(dir, "keyplane.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	k, err := st.GetKey(context.Background(), key.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.LastUsedAt == nil || k.LastUsedAt.Before(verifiedAt.Truncate(time.Microsecond)) {
+		t.Errorf("last use of the key in the store after shutdown: got %v, want at or after %v", k.LastUsedAt, verifiedAt)
 	}
 }
 

@@ -2,6 +2,7 @@ package clientips
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"log/slog"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/store"
 )
 
 const (
@@ -29,19 +31,35 @@ const (
 	// clientIPFlushTimeout bounds a background flush and the last flush of
 	// Run.
 	clientIPFlushTimeout = 30 * time.Second
+	// maxUsedKeys bounds the keys whose last use a recorder holds between
+	// two flushes.
+	maxUsedKeys = 100_000
 	// clientIPShards is the number of independently locked parts of a
 	// recorder's table.
 	clientIPShards = 64
 )
 
-// Writer records client IPs: a ledger.Ledger, or a meter.ClientIPPublisher
-// that sends them to the ledger through the usage topic.
+// Writer records client IPs and key uses: the ledger and the store of the
+// process (keyplane serve), or a meter.ClientIPPublisher that sends both
+// through the usage topic to the usage consumer, which writes them.
 type Writer interface {
 	AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error
+	// MarkUsed is store.Store's: it raises each key's last use to the
+	// given time, never lowering it.
+	MarkUsed(ctx context.Context, uses map[string]time.Time) error
 }
 
-// Recorder collects (key, client IP) sightings from verify in
-// memory and flushes new ones to the ledger.
+// Recorder collects (key, client IP) sightings and the latest use of
+// each key from verify in memory, and flushes new ones: the IPs to the
+// ledger, the uses to the store (Writer.MarkUsed).
+//
+// Uses: per key, the time of its latest use since the last flush, for at
+// most 100,000 keys (uses of further keys are dropped and counted, and the
+// count logged by the next flush). A flush hands them all to MarkUsed in
+// calls of at most store.MaxMarkUsed keys; a call that fails puts its uses
+// back for the next flush (the store keeps the later of two times, so a
+// use written twice does no harm). A key's last_used_at thus trails its
+// latest verify by at most about one flush interval while flushes run.
 //
 // It holds, per key and UTC day, the distinct IPs seen (at most the limit
 // Saw is given), each marked once a flush wrote it, in a table of at most
@@ -61,11 +79,13 @@ type Recorder struct {
 
 	shards [clientIPShards]ipShard
 
-	entries   atomic.Int64 // (key, day) entries in the table
-	dropped   atomic.Int64 // sightings dropped for a full table since the last flush
-	lastFlush atomic.Int64 // Unix nanoseconds at which the last flush started
-	flushing  atomic.Bool  // a background flush is running or starting
-	flushMu   sync.Mutex   // one flush at a time
+	entries     atomic.Int64 // (key, day) entries in the table
+	dropped     atomic.Int64 // sightings dropped for a full table since the last flush
+	usedKeys    atomic.Int64 // keys in the shards' used maps
+	droppedUses atomic.Int64 // uses dropped for a full used table since the last flush
+	lastFlush   atomic.Int64 // Unix nanoseconds at which the last flush started
+	flushing    atomic.Bool  // a background flush is running or starting
+	flushMu     sync.Mutex   // one flush at a time
 
 	bgMu    sync.Mutex     // guards stopped and the Add of background
 	stopped bool           // Run has ended: Saw starts no flush
@@ -73,9 +93,10 @@ type Recorder struct {
 }
 
 type ipShard struct {
-	mu sync.RWMutex
-	m  map[ipDayKey]*ipSet
-	_  [32]byte // with the fields above, a 64-byte cache line per shard
+	mu   sync.RWMutex
+	m    map[ipDayKey]*ipSet
+	used map[string]*atomic.Int64 // key id → Unix nanoseconds of its latest use since the last flush
+	_    [24]byte                 // with the fields above, a 64-byte cache line per shard
 }
 
 // ipDayKey names a key's sightings on one UTC day.
@@ -103,6 +124,7 @@ func New(l Writer, clk clock.Clock, interval time.Duration, log *slog.Logger) *R
 	r := &Recorder{ledger: l, clk: clk, interval: interval, log: log, seed: maphash.MakeSeed()}
 	for i := range r.shards {
 		r.shards[i].m = map[ipDayKey]*ipSet{}
+		r.shards[i].used = map[string]*atomic.Int64{}
 	}
 	r.lastFlush.Store(clk.Now().UnixNano())
 	return r
@@ -177,6 +199,112 @@ func (r *Recorder) Saw(id, ip string, limit int, now time.Time) {
 	}
 }
 
+// Used records that key id was used at now (a verify of an existing
+// key, whatever its decision). Like Saw it never blocks on I/O and may
+// start a background flush. It allocates only for the first use of a key
+// since the last flush; later ones take a shard's read lock and raise an
+// atomic. An empty id is ignored.
+func (r *Recorder) Used(id string, now time.Time) {
+	defer r.maybeFlush(now)
+	if id == "" {
+		return
+	}
+	t := now.UnixNano()
+	sh := r.shard(id)
+	// The raise happens under the shard lock, read side, so that a flush,
+	// which takes the map under the write side, never misses one.
+	sh.mu.RLock()
+	if u := sh.used[id]; u != nil {
+		raise(u, t)
+		sh.mu.RUnlock()
+		return
+	}
+	sh.mu.RUnlock()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r.addUse(sh, id, t)
+}
+
+// addUse raises id's latest use in sh to t, adding id if it is missing and
+// the table has room. The caller holds sh.mu for writing.
+func (r *Recorder) addUse(sh *ipShard, id string, t int64) {
+	u := sh.used[id]
+	if u == nil {
+		if r.usedKeys.Add(1) > maxUsedKeys {
+			r.usedKeys.Add(-1)
+			r.droppedUses.Add(1)
+			return
+		}
+		u = new(atomic.Int64)
+		sh.used[strings.Clone(id)] = u // keep no larger string the id may be part of
+	}
+	raise(u, t)
+}
+
+// raise sets u to t if t is later.
+func raise(u *atomic.Int64, t int64) {
+	for {
+		old := u.Load()
+		if old >= t || u.CompareAndSwap(old, t) {
+			return
+		}
+	}
+}
+
+// flushUses hands the uses recorded since the last flush to MarkUsed;
+// those of a call that fails are put back, and the error of the first
+// failure is returned. A call rejected as Invalid cannot succeed later:
+// its uses are dropped and logged.
+func (r *Recorder) flushUses(ctx context.Context) error {
+	if n := r.droppedUses.Swap(0); n > 0 {
+		r.log.Warn("key uses: the recorder is full; uses of keys it holds no entry for were dropped",
+			"dropped", n, "max_keys", maxUsedKeys)
+	}
+	var batches []map[string]time.Time
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		taken := sh.used
+		if len(taken) > 0 {
+			sh.used = make(map[string]*atomic.Int64, len(taken))
+			r.usedKeys.Add(-int64(len(taken)))
+		}
+		sh.mu.Unlock()
+		for id, u := range taken {
+			if len(batches) == 0 || len(batches[len(batches)-1]) == store.MaxMarkUsed {
+				batches = append(batches, make(map[string]time.Time, min(len(taken), store.MaxMarkUsed)))
+			}
+			batches[len(batches)-1][id] = time.Unix(0, u.Load()).UTC()
+		}
+	}
+	var first error
+	for _, b := range batches {
+		if first == nil {
+			err := r.ledger.MarkUsed(ctx, b)
+			if err == nil {
+				continue
+			}
+			if errs.Is(err, errs.Invalid) {
+				r.log.Error("key uses: the store rejected a batch of uses; they are dropped", "keys", len(b), "err", err)
+				continue
+			}
+			first = err
+		}
+		r.putBack(b)
+	}
+	return first
+}
+
+// putBack records uses again, for the next flush.
+func (r *Recorder) putBack(uses map[string]time.Time) {
+	for id, t := range uses {
+		sh := r.shard(id)
+		sh.mu.Lock()
+		r.addUse(sh, id, t.UnixNano())
+		sh.mu.Unlock()
+	}
+}
+
 // maybeFlush starts a background flush if the last one started interval
 // or longer before now, none is running and Run has not ended.
 //
@@ -208,7 +336,7 @@ func (r *Recorder) flushLogged(ctx context.Context) {
 		if errs.Is(err, errs.Unavailable) {
 			level = slog.LevelWarn
 		}
-		r.log.Log(ctx, level, "client IPs: flush failed; the unwritten sightings are kept for the next one", "err", err)
+		r.log.Log(ctx, level, "client IPs and key uses: flush failed; what was not written is kept for the next one", "err", err)
 	}
 }
 
@@ -245,10 +373,11 @@ type pendingIPs struct {
 	ips []netip.Addr
 }
 
-// Flush writes the sightings not yet written. Run calls it every interval
-// until ctx ends, and once more then.
+// Flush writes the key uses (see flushUses) and the sightings not yet
+// written; it returns the errors of both. Run calls it every interval until
+// ctx ends, and once more then.
 //
-// It first forgets the days before yesterday (by the recorder's clock)
+// For the sightings, it first forgets the days before yesterday (by the recorder's clock)
 // and logs how many sightings were dropped for a full table, then writes
 // each day's new IPs in AddClientIPs calls of at most 1,000 keys. It stops
 // at the first call that fails with anything but errs.Invalid and returns
@@ -260,6 +389,11 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	defer r.flushMu.Unlock()
 	now := r.clk.Now()
 	r.lastFlush.Store(now.UnixNano())
+	usesErr := r.flushUses(ctx)
+	return errors.Join(usesErr, r.flushIPs(ctx, now))
+}
+
+func (r *Recorder) flushIPs(ctx context.Context, now time.Time) error {
 	if n := r.dropped.Swap(0); n > 0 {
 		r.log.Warn("client IPs: the recorder is full; sightings of keys it holds no entry for were dropped",
 			"dropped", n, "max_entries", maxClientIPEntries)

@@ -19,6 +19,7 @@ import (
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
+	"github.com/keyplane/keyplane/internal/store"
 )
 
 // ipNow is the recorder tests' "now": 10:00 UTC on ipToday.
@@ -46,6 +47,38 @@ type ipLedger struct {
 
 	mu    sync.Mutex
 	calls []ipCall
+	uses  []map[string]time.Time // MarkUsed calls, in order
+}
+
+// MarkUsed keeps the uses it is given, checked as a store checks them.
+func (l *ipLedger) MarkUsed(_ context.Context, uses map[string]time.Time) error {
+	if l.down.Load() {
+		return errs.E(errs.Unavailable, "the store is unreachable")
+	}
+	if err := store.CheckMarkUsed(uses); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.uses = append(l.uses, maps.Clone(uses))
+	return nil
+}
+
+// takeUses returns the MarkUsed calls since the last takeUses, merged.
+func (l *ipLedger) takeUses() map[string]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]time.Time{}
+	for _, u := range l.uses {
+		for id, t := range u {
+			if len(out) > 0 && !out[id].IsZero() {
+				panic("key " + id + " in two MarkUsed calls of one flush")
+			}
+			out[id] = t
+		}
+	}
+	l.uses = nil
+	return out
 }
 
 func newIPLedger(t *testing.T) *ipLedger {
@@ -408,6 +441,8 @@ func (w *heldWriter) AddClientIPs(ctx context.Context, _ time.Time, ips map[stri
 	return nil
 }
 
+func (w *heldWriter) MarkUsed(context.Context, map[string]time.Time) error { return nil }
+
 func (w *heldWriter) written() []map[string][]string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -520,7 +555,10 @@ func BenchmarkClientIPRecorderSaw(b *testing.B) {
 	defer l.Close()
 	const keys = 1000
 	clk := clock.NewFake(ipNow)
-	r := clientips.New(l, clk, 24*time.Hour, nil)
+	r := clientips.New(struct {
+		ledger.Ledger
+		nopUses
+	}{l, nopUses{}}, clk, 24*time.Hour, nil)
 	ids := make([]string, keys)
 	addrs := make([]string, keys)
 	for i := range ids {
@@ -560,6 +598,180 @@ func BenchmarkClientIPRecorderSaw(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				r.Saw(ids[0], addrs[0], 21, ipNow)
+			}
+		})
+	})
+}
+
+// nopUses is the MarkUsed of a Writer whose uses a test ignores.
+type nopUses struct{}
+
+func (nopUses) MarkUsed(context.Context, map[string]time.Time) error { return nil }
+
+func wantUses(t *testing.T, got, want map[string]time.Time) {
+	t.Helper()
+	if !maps.EqualFunc(got, want, time.Time.Equal) {
+		t.Errorf("key uses written: got %v, want %v", got, want)
+	}
+}
+
+func TestKeyUsesFlushTheLatestUseOfEachKeyOnce(t *testing.T) {
+	l := newIPLedger(t)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
+	r.Used("key-1", ipNow.Add(time.Second))
+	r.Used("key-1", ipNow.Add(3*time.Second))
+	r.Used("key-1", ipNow.Add(2*time.Second)) // out of order: the latest wins
+	r.Used("key-2", ipNow)
+	r.Used("", ipNow)
+	flush(t, r)
+	wantUses(t, l.takeUses(), map[string]time.Time{"key-1": ipNow.Add(3 * time.Second), "key-2": ipNow})
+	flush(t, r)
+	wantUses(t, l.takeUses(), map[string]time.Time{}) // nothing new: nothing written
+	r.Used("key-2", ipNow.Add(time.Minute))
+	flush(t, r)
+	wantUses(t, l.takeUses(), map[string]time.Time{"key-2": ipNow.Add(time.Minute)})
+}
+
+func TestKeyUsesFlushSplitsIntoCallsTheStoreTakes(t *testing.T) {
+	l := newIPLedger(t)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
+	want := map[string]time.Time{}
+	for i := range 2*store.MaxMarkUsed + 1 {
+		id := fmt.Sprintf("key-%d", i)
+		r.Used(id, ipNow)
+		want[id] = ipNow
+	}
+	flush(t, r) // ipLedger.MarkUsed rejects calls of more than store.MaxMarkUsed keys
+	wantUses(t, l.takeUses(), want)
+}
+
+func TestFailedKeyUsesFlushIsRetried(t *testing.T) {
+	l := newIPLedger(t)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
+	r.Used("key-1", ipNow.Add(2*time.Second))
+	r.Used("key-2", ipNow)
+	l.down.Store(true)
+	if err := r.Flush(t.Context()); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("Flush while the store is down: got %v, want kind Unavailable", err)
+	}
+	r.Used("key-1", ipNow.Add(time.Second)) // older than the one put back: kept
+	r.Used("key-2", ipNow.Add(time.Second))
+	l.down.Store(false)
+	flush(t, r)
+	wantUses(t, l.takeUses(), map[string]time.Time{"key-1": ipNow.Add(2 * time.Second), "key-2": ipNow.Add(time.Second)})
+}
+
+func TestRunFlushesKeyUsesWhenItsContextEnds(t *testing.T) {
+	l := newIPLedger(t)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		r.Run(ctx)
+		close(done)
+	}()
+	r.Used("key-1", ipNow)
+	cancel()
+	<-done
+	wantUses(t, l.takeUses(), map[string]time.Time{"key-1": ipNow})
+}
+
+func TestKeyUsesAreExactUnderConcurrency(t *testing.T) {
+	l := newIPLedger(t)
+	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
+	var wg sync.WaitGroup
+	got := map[string]time.Time{}
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	flushed := make(chan struct{})
+	go func() { // flushes race with the uses
+		defer close(flushed)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				flush(t, r)
+				mu.Lock()
+				mergeLatest(got, l.takeUses())
+				mu.Unlock()
+			}
+		}
+	}()
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 2000 {
+				r.Used(fmt.Sprintf("key-%d", i%16), ipNow.Add(time.Duration(w*2000+i)*time.Millisecond))
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-flushed
+	flush(t, r)
+	mergeLatest(got, l.takeUses())
+	want := map[string]time.Time{}
+	for i := range 16 {
+		want[fmt.Sprintf("key-%d", i)] = ipNow.Add(time.Duration(7*2000+2000-16+i) * time.Millisecond)
+	}
+	wantUses(t, got, want)
+}
+
+// mergeLatest keeps in dst the later time of each key, as a store does.
+func mergeLatest(dst, src map[string]time.Time) {
+	for id, t := range src {
+		if t.After(dst[id]) {
+			dst[id] = t
+		}
+	}
+}
+
+func TestKeyUseOfAHeldKeyDoesNotAllocate(t *testing.T) {
+	r := clientips.New(newIPLedger(t), clock.NewFake(ipNow), time.Hour, nil)
+	r.Used("key-1", ipNow)
+	if n := testing.AllocsPerRun(1000, func() { r.Used("key-1", ipNow.Add(time.Second)) }); n != 0 {
+		t.Errorf("Used of a key held since the last flush: %v allocations, want 0", n)
+	}
+}
+
+// BenchmarkClientIPRecorderUsed measures Used on the hot path, next to
+// BenchmarkClientIPRecorderSaw: a key already used since the last flush,
+// of 1,000, alone and from parallel goroutines (over all keys, and all on
+// one key).
+func BenchmarkClientIPRecorderUsed(b *testing.B) {
+	const keys = 1000
+	r := clientips.New(struct {
+		ledger.Ledger
+		nopUses
+	}{nil, nopUses{}}, clock.NewFake(ipNow), 24*time.Hour, nil)
+	ids := make([]string, keys)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("key_%06d", i)
+		r.Used(ids[i], ipNow)
+	}
+	b.Run("held", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			r.Used(ids[i%keys], ipNow)
+			i++
+		}
+	})
+	b.Run("held-parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := rand.IntN(keys)
+			for pb.Next() {
+				r.Used(ids[i%keys], ipNow)
+				i++
+			}
+		})
+	})
+	b.Run("held-parallel-one-key", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				r.Used(ids[0], ipNow)
 			}
 		})
 	})

@@ -45,6 +45,7 @@ type api struct {
 	srv  *httptest.Server
 	logs *syncBuffer
 	dir  string
+	app  *wire.App
 }
 
 // newAPI runs the whole HTTP API on the embedded backends, built by the
@@ -74,7 +75,7 @@ func newAPIWith(t *testing.T, configure func(*config.Config)) *api {
 	}
 	srv := httptest.NewServer(checked(t, app.Server.Handler()))
 	t.Cleanup(func() { cancel(); srv.Close(); app.Close() })
-	return &api{t: t, srv: srv, logs: logs, dir: dir}
+	return &api{t: t, srv: srv, logs: logs, dir: dir, app: app}
 }
 
 var webhookSecret = webhook.NewSecret()
@@ -261,6 +262,48 @@ func TestListPaginatesNewestFirst(t *testing.T) {
 	}
 }
 
+// TestUnusedSinceListsKeysNotVerifiedSince: a verify, refused or not,
+// reaches last_used_at with the client-IP flush, and unused_since lists the
+// keys never used or last used before it.
+func TestUnusedSinceListsKeysNotVerifiedSince(t *testing.T) {
+	a := newAPI(t)
+	used, secret := a.create(`{"owner": "stale"}`)
+	never, _ := a.create(`{"owner": "stale"}`)
+	a.create(`{"owner": "someone-else"}`)
+	before := time.Now().UTC()
+	if r := a.do("POST", "/v1/verify", `{"key": "`+secret+`", "scope": "no-such-scope"}`); r.Status != 200 {
+		t.Fatalf("verify = %d %s", r.Status, r.Raw)
+	}
+	if err := a.app.ClientIPs.Flush(t.Context()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	after := time.Now().UTC()
+	r := a.do("GET", "/v1/keys/"+used, "")
+	at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(r.Body["last_used_at"]))
+	if err != nil || at.Before(before.Truncate(time.Microsecond)) || at.After(after) {
+		t.Errorf("last_used_at of the verified key = %v, want between %v and %v", r.Body["last_used_at"], before, after)
+	}
+	for _, tc := range []struct {
+		since time.Time
+		want  []string // newest first
+	}{
+		{before, []string{never}},
+		{after.Add(time.Second), []string{never, used}},
+	} {
+		r := a.do("GET", "/v1/keys?owner=stale&unused_since="+tc.since.Format(time.RFC3339Nano), "")
+		if r.Status != 200 {
+			t.Fatalf("list = %d %s", r.Status, r.Raw)
+		}
+		var got []string
+		for _, k := range r.Body["keys"].([]any) {
+			got = append(got, k.(map[string]any)["id"].(string))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("unused_since %v: got %v, want %v", tc.since, got, tc.want)
+		}
+	}
+}
+
 func TestIdempotencyOverHTTP(t *testing.T) {
 	a := newAPI(t)
 	body := `{"owner": "o", "name": "signup"}`
@@ -297,6 +340,7 @@ func TestClientMistakesGetClearErrors(t *testing.T) {
 		{"unknown key", "GET", "/v1/keys/key_0000000000000000", "", 404, "NOT_FOUND", "not found"},
 		{"malformed id", "GET", "/v1/keys/nope", "", 404, "NOT_FOUND", "not found"},
 		{"bad page size", "GET", "/v1/keys?page_size=5000", "", 400, "INVALID_ARGUMENT", "page_size"},
+		{"bad unused_since", "GET", "/v1/keys?unused_since=yesterday", "", 400, "INVALID_ARGUMENT", "unused_since must be an RFC 3339 time"},
 		{"bad page token", "GET", "/v1/keys?page_token=!!", "", 400, "INVALID_ARGUMENT", ""},
 		{"bad grace", "POST", "/v1/keys/" + id + "/rotate", `{"grace_period": "forever"}`, 400, "INVALID_ARGUMENT", "grace_period"},
 		{"bad audit filter", "GET", "/v1/audit?key_id=x", "", 400, "INVALID_ARGUMENT", "key_id"},

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
+	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/store"
 )
@@ -44,7 +46,15 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ string) erro
 	if err != nil {
 		return err
 	}
-	ks, next, err := s.Keys.List(r.Context(), store.ListKeysQuery{Owner: r.URL.Query().Get("owner"), PageSize: size, PageToken: token})
+	q := store.ListKeysQuery{Owner: r.URL.Query().Get("owner"), PageSize: size, PageToken: token}
+	if v := r.URL.Query().Get("unused_since"); v != "" {
+		t, perr := time.Parse(time.RFC3339, v)
+		if perr != nil {
+			return errs.E(errs.Invalid, "unused_since must be an RFC 3339 time, like 2030-01-15T00:00:00Z")
+		}
+		q.UnusedSince = t
+	}
+	ks, next, err := s.Keys.List(r.Context(), q)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ const (
 	attrType      = "type"
 	typeBatch     = "usage.batch"
 	typeClientIPs = "client_ips"
+	typeKeyUses   = "key_uses"
 )
 
 // Publish validates a webhook body and publishes it as one message,
@@ -52,9 +53,10 @@ func Publish(ctx context.Context, t queue.Topic, body []byte, now time.Time) (in
 	return len(b.Events), nil
 }
 
-// KeyReader finds keys; store.Store is one.
-type KeyReader interface {
+// KeyStore finds keys and records their last use; store.Store is one.
+type KeyStore interface {
 	GetKey(ctx context.Context, id string) (*store.Key, error)
+	MarkUsed(ctx context.Context, uses map[string]time.Time) error
 }
 
 // Consumer turns usage messages into counted events. Its Handle follows
@@ -62,24 +64,28 @@ type KeyReader interface {
 // letter), an error asks for redelivery (a transient failure).
 type Consumer struct {
 	ledger ledger.Ledger
-	keys   KeyReader
+	keys   KeyStore
 	clock  clock.Clock
 	log    *slog.Logger
 	owners *lru.Cache[string, string] // key id → owner; owners never change
 }
 
 // NewConsumer returns a Consumer.
-func NewConsumer(l ledger.Ledger, keys KeyReader, clk clock.Clock, log *slog.Logger) *Consumer {
+func NewConsumer(l ledger.Ledger, keys KeyStore, clk clock.Clock, log *slog.Logger) *Consumer {
 	owners, _ := lru.New[string, string](100_000)
 	return &Consumer{ledger: l, keys: keys, clock: clk, log: log, owners: owners}
 }
 
 // Handle processes one message: a usage batch, or client IPs verify saw
-// (a message with the attribute type=client_ips, see ClientIPPublisher).
+// (a message with the attribute type=client_ips, see ClientIPPublisher),
+// or the keys' last uses verify saw (type=key_uses).
 func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
 	now := c.clock.Now()
-	if m.Attributes[attrType] == typeClientIPs {
+	switch m.Attributes[attrType] {
+	case typeClientIPs:
 		return c.handleClientIPs(ctx, m, now)
+	case typeKeyUses:
+		return c.handleKeyUses(ctx, m, now)
 	}
 	batch, err := usage.DecodeMessage(m.Data)
 	if err != nil {
@@ -157,9 +163,15 @@ type clientIPsMessage struct {
 	IPs map[string][]string `json:"ips"` // key id → IPs
 }
 
+// keyUsesMessage is the data of a key_uses message.
+type keyUsesMessage struct {
+	Uses map[string]time.Time `json:"uses"` // key id → time of its latest use
+}
+
 // ClientIPPublisher is the clientips.Writer of a process that must not write
-// to the ledger (the Verify function reads Firestore only): it publishes
-// the IPs to the usage topic, and the usage consumer writes them.
+// to the ledger or the store (the Verify function reads Firestore only): it
+// publishes the IPs and the key uses to the usage topic, and the usage
+// consumer writes them.
 type ClientIPPublisher struct {
 	Topic queue.Topic
 }
@@ -176,6 +188,42 @@ func (p ClientIPPublisher) AddClientIPs(ctx context.Context, day time.Time, ips 
 	}
 	if err := p.Topic.Publish(ctx, queue.Message{Data: data, Attributes: map[string]string{attrType: typeClientIPs}}); err != nil {
 		return errs.Wrap(errs.Unavailable, err, "client IPs: the usage queue did not accept them")
+	}
+	return nil
+}
+
+// MarkUsed validates uses as the store would and publishes them.
+func (p ClientIPPublisher) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	if err := store.CheckMarkUsed(uses); err != nil {
+		return err
+	}
+	if len(uses) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(keyUsesMessage{Uses: uses})
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "key uses: encode")
+	}
+	if err := p.Topic.Publish(ctx, queue.Message{Data: data, Attributes: map[string]string{attrType: typeKeyUses}}); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "key uses: the usage queue did not accept them")
+	}
+	return nil
+}
+
+// handleKeyUses writes a key_uses message to the store; one that does not
+// decode or that the store rejects is dead-lettered.
+func (c *Consumer) handleKeyUses(ctx context.Context, m queue.Message, now time.Time) error {
+	var msg keyUsesMessage
+	err := json.Unmarshal(m.Data, &msg)
+	if err == nil {
+		err = c.keys.MarkUsed(ctx, msg.Uses)
+		if err != nil && !errs.Is(err, errs.Invalid) {
+			return fmt.Errorf("recording key uses: %w", err)
+		}
+	}
+	if err != nil {
+		return c.deadLetter(ctx, ledger.DeadLetter{ID: "message:" + m.ID, Reason: ReasonInvalid,
+			Detail: "key_uses message: " + err.Error(), Payload: m.Data}, now)
 	}
 	return nil
 }

@@ -559,7 +559,7 @@ func TestTransientErrorIsRetriedNotAcked(t *testing.T) {
 		ks := createKeys(t, st, 3)
 		events := randomEvents(newRand(t), "evt", 50, ks)
 		msg := queue.Message{ID: "msg-1", Data: batchJSON(t, events), PublishTime: t0}
-		down := &flakyKeys{KeyReader: st}
+		down := &flakyKeys{KeyStore: st}
 		down.down.Store(true)
 		c := meter.NewConsumer(l, down, clock.NewFake(t0), discard)
 		err := c.Handle(context.Background(), msg)
@@ -582,7 +582,7 @@ func TestTransientErrorIsRetriedNotAcked(t *testing.T) {
 
 // flakyKeys is a key store that can be made unreachable.
 type flakyKeys struct {
-	meter.KeyReader
+	meter.KeyStore
 	down atomic.Bool
 }
 
@@ -590,7 +590,43 @@ func (f *flakyKeys) GetKey(ctx context.Context, id string) (*store.Key, error) {
 	if f.down.Load() {
 		return nil, errs.E(errs.Unavailable, "the key store is unreachable")
 	}
-	return f.KeyReader.GetKey(ctx, id)
+	return f.KeyStore.GetKey(ctx, id)
+}
+
+func (f *flakyKeys) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	if f.down.Load() {
+		return errs.E(errs.Unavailable, "the key store is unreachable")
+	}
+	return f.KeyStore.MarkUsed(ctx, uses)
+}
+
+// TestKeyUsesAreRetriedWhileTheStoreIsDown: a key_uses message the store
+// cannot take now is redelivered (Handle fails), not dead-lettered.
+func TestKeyUsesAreRetriedWhileTheStoreIsDown(t *testing.T) {
+	st, l := openSQLite(t, nil)
+	ks := createKeys(t, st, 1)
+	topic := &captureTopic{}
+	if err := (meter.ClientIPPublisher{Topic: topic}).MarkUsed(context.Background(), map[string]time.Time{ks[0].ID: t0}); err != nil {
+		t.Fatal(err)
+	}
+	down := &flakyKeys{KeyStore: st}
+	down.down.Store(true)
+	c := meter.NewConsumer(l, down, clock.NewFake(t0), discard)
+	if err := c.Handle(context.Background(), topic.msgs[0]); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("Handle while the store is down: got %v, want an Unavailable error (redeliver)", err)
+	}
+	down.down.Store(false)
+	if err := c.Handle(context.Background(), topic.msgs[0]); err != nil {
+		t.Fatalf("Handle after the outage: %v", err)
+	}
+	k, err := st.GetKey(context.Background(), ks[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.LastUsedAt == nil || !k.LastUsedAt.Equal(t0) {
+		t.Errorf("LastUsedAt after redelivery: got %v, want %v", k.LastUsedAt, t0)
+	}
+	wantNoDeadLetters(t, l)
 }
 
 // TestEventPublishedWithoutRequestsCountsOneRequest: gateways may publish
@@ -947,6 +983,45 @@ func TestClientIPsThroughTheQueue(t *testing.T) {
 	n, ips, err := l.ClientIPs(context.Background(), ks[0].ID, day, 10)
 	if err != nil || n != 2 || fmt.Sprint(ips) != "[2001:db8::1 203.0.113.1]" {
 		t.Errorf("ClientIPs = %d %v %v", n, ips, err)
+	}
+	dls, _, err := l.ListDeadLetters(context.Background(), 10, "")
+	if err != nil || len(dls) != 2 {
+		t.Errorf("dead letters = %+v, %v; want the two bad messages", dls, err)
+	}
+}
+
+// Key uses from a process that cannot write the store travel the usage
+// topic; the consumer raises the keys' last use, never lowers it, and
+// dead-letters what does not decode or validate.
+func TestKeyUsesThroughTheQueue(t *testing.T) {
+	st, l := openSQLite(t, nil)
+	ks := createKeys(t, st, 1)
+	topic := &captureTopic{}
+	pub := meter.ClientIPPublisher{Topic: topic}
+	later, earlier := t0.Add(time.Minute), t0
+	for _, at := range []time.Time{later, earlier} {
+		if err := pub.MarkUsed(context.Background(), map[string]time.Time{ks[0].ID: at, "no-such-key": at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.MarkUsed(context.Background(), map[string]time.Time{ks[0].ID: {}}); !errs.Is(err, errs.Invalid) {
+		t.Errorf("publishing a zero time = %v, want Invalid", err)
+	}
+	c := meter.NewConsumer(l, st, clock.NewFake(t0), discard)
+	msgs := append(topic.msgs,
+		queue.Message{ID: "bad-json", Data: []byte(`{"uses": 5}`), Attributes: map[string]string{"type": "key_uses"}},
+		queue.Message{ID: "zero-time", Data: []byte(`{"uses": {"k": "0001-01-01T00:00:00Z"}}`), Attributes: map[string]string{"type": "key_uses"}})
+	for _, m := range msgs {
+		if err := c.Handle(context.Background(), m); err != nil {
+			t.Fatalf("Handle(%s): %v", m.ID, err)
+		}
+	}
+	k, err := st.GetKey(context.Background(), ks[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.LastUsedAt == nil || !k.LastUsedAt.Equal(later) {
+		t.Errorf("LastUsedAt = %v, want %v", k.LastUsedAt, later)
 	}
 	dls, _, err := l.ListDeadLetters(context.Background(), 10, "")
 	if err != nil || len(dls) != 2 {

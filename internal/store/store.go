@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/plan"
 )
 
@@ -91,11 +92,32 @@ type Idempotency struct {
 	ExpiresAt   time.Time // the record may be deleted after this (Firestore TTL)
 }
 
+// MaxMarkUsed is the most keys one MarkUsed call takes.
+const MaxMarkUsed = 1000
+
+// CheckMarkUsed checks the arguments of MarkUsed that every store rejects.
+func CheckMarkUsed(uses map[string]time.Time) error {
+	if len(uses) > MaxMarkUsed {
+		return errs.E(errs.Invalid, "at most %d keys per MarkUsed call, got %d", MaxMarkUsed, len(uses))
+	}
+	for id, t := range uses {
+		if t.IsZero() {
+			return errs.E(errs.Invalid, "MarkUsed: key %q has a zero time", id)
+		}
+	}
+	return nil
+}
+
 // ListKeysQuery selects keys, newest first.
 type ListKeysQuery struct {
-	Owner     string // "" for all owners
-	PageSize  int    // 1..1000
-	PageToken string // from a previous page's next token
+	Owner    string // "" for all owners
+	PageSize int    // 1..1000
+	// UnusedSince, if not zero, keeps only the keys never used or last
+	// used before it (LastUsedAt < UnusedSince): the stale ones. A store
+	// that filters as it reads may then return pages shorter than PageSize
+	// with a next token; the caller follows it until it is "".
+	UnusedSince time.Time
+	PageToken   string // from a previous page's next token
 }
 
 // AuditQuery selects audit entries, newest first.
@@ -189,6 +211,14 @@ type Store interface {
 	// beyond), by id; ids with no key, or that cannot name one, are absent
 	// from the map. Duplicate ids are read once.
 	GetKeys(ctx context.Context, ids []string) (map[string]*Key, error)
+	// MarkUsed records when keys were last used (uses: key id → time of
+	// a use): each key's LastUsedAt becomes the later of its stored value
+	// and the given time, to the microsecond, so that writers racing with
+	// older times never move it backwards. It is not a state change:
+	// UpdatedAt is kept and the change feed does not carry it. Ids with no
+	// key are ignored. Invalid for more than MaxMarkUsed ids or a zero
+	// time (nothing is written then).
+	MarkUsed(ctx context.Context, uses map[string]time.Time) error
 
 	// GetCheckpoint returns the checkpoint called name. NotFound if none;
 	// Invalid if name is not a ValidCheckpointName.

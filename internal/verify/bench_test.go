@@ -84,7 +84,10 @@ func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifie
 		}
 		b.Cleanup(func() { ledger.Close() })
 		opts.Quota = verify.NewQuotas(ledger, 0, discard)
-		opts.ClientIPs = clientips.New(ledger, clock.Real{}, 0, discard)
+		opts.ClientIPs = clientips.New(struct {
+			*sqliteledger.Ledger
+			*sqlitestore.Store
+		}{ledger, st}, clock.Real{}, 0, discard)
 	}
 	return verify.New(st, h, plans, clock.Real{}, opts), c.Secret
 }

@@ -120,12 +120,15 @@ type Quota interface {
 }
 
 // ClientIPs records the client IPs keys are used from, for the sweep's
-// distinct-IPs rule (clientips.Recorder implements it). Saw runs on
-// the request path and must not block on I/O.
+// distinct-IPs rule, and when each key was last used (clientips.Recorder
+// implements it). Its methods run on the request path and must not block
+// on I/O.
 type ClientIPs interface {
 	// Saw records that key id was used from ip at now, remembering at
 	// most limit distinct IPs per key and day.
 	Saw(id, ip string, limit int, now time.Time)
+	// Used records that key id was presented at now, for its last use.
+	Used(id string, now time.Time)
 }
 
 // Options tunes a Verifier; the zero value means the defaults.
@@ -230,6 +233,12 @@ func (v *Verifier) Verify(ctx context.Context, req Request) (Decision, error) {
 	}
 	k := e.key
 	d.Key = k
+	if v.opt.ClientIPs != nil {
+		// Every verify of an existing key is a use, refused or not: the
+		// key is still in someone's hands, which is what a search for
+		// stale keys needs to know.
+		v.opt.ClientIPs.Used(k.ID, now)
+	}
 	switch {
 	case k.Status == store.Revoked:
 		d.Code = Revoked

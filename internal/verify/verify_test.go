@@ -381,8 +381,15 @@ func TestCachedVerifyAllocations(t *testing.T) {
 }
 
 type sightings struct {
-	mu  sync.Mutex
-	got []string
+	mu   sync.Mutex
+	got  []string
+	used []string
+}
+
+func (s *sightings) Used(id string, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used = append(s.used, id)
 }
 
 func (s *sightings) Saw(id, ip string, limit int, now time.Time) {
@@ -405,5 +412,28 @@ func TestClientIPsAreRecordedOnlyWhereTheRuleApplies(t *testing.T) {
 	want := []string{watched.Key.ID + " 203.0.113.7 3"}
 	if fmt.Sprint(rec.got) != fmt.Sprint(want) {
 		t.Errorf("sightings = %v, want %v", rec.got, want)
+	}
+}
+
+// TestEveryVerifyOfAnExistingKeyIsAUse: refused verifies of a stored key
+// count as its use (it is still in someone's hands); unknown and malformed
+// keys record nothing.
+func TestEveryVerifyOfAnExistingKeyIsAUse(t *testing.T) {
+	e := newEnv(t, nil)
+	rec := &sightings{}
+	v := e.verifier(&verify.Options{ClientIPs: rec})
+	ok := e.create(t, keys.CreateRequest{Plan: "free"})
+	disabled := e.create(t, keys.CreateRequest{Plan: "free"})
+	if _, err := e.keys.Disable(t.Context(), "t", disabled.Key.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	check(t, v, verify.Request{Key: ok.Secret}, verify.Valid)
+	check(t, v, verify.Request{Key: disabled.Secret}, verify.Disabled)
+	check(t, v, verify.Request{Key: ok.Secret, Scope: "no-such-scope"}, verify.InsufficientPermissions)
+	check(t, v, verify.Request{Key: "kp_live_nosuchkeynosuchkeynosuchkey"}, verify.NotFound)
+	check(t, v, verify.Request{Key: "garbage"}, verify.NotFound)
+	want := []string{ok.Key.ID, disabled.Key.ID, ok.Key.ID}
+	if fmt.Sprint(rec.used) != fmt.Sprint(want) {
+		t.Errorf("uses = %v, want %v", rec.used, want)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/meter"
@@ -33,6 +34,7 @@ import (
 	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/secrets/secretmanagervault"
+	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/store/firestorestore"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/sweep"
@@ -358,10 +360,26 @@ func (b *build) verifyAuth() {
 	}
 }
 
-// clientIPFlushInterval is how often the client IPs verify sees are
-// flushed to w: from the request path when due (a Cloud Function has no
+// clientIPFlushInterval is how often the client IPs and key uses verify
+// sees are flushed to w (so a key's last_used_at trails its latest verify
+// by about this much): from the request path when due (a Cloud Function has no
 // CPU between requests), and on a timer while the instance has CPU.
 const clientIPFlushInterval = 10 * time.Second
+
+// localRecords is the clientips.Writer of a process that owns the ledger
+// and the store: client IPs go to the ledger, key uses to the store.
+type localRecords struct {
+	ledger ledger.Ledger
+	store  store.Store
+}
+
+func (w localRecords) AddClientIPs(ctx context.Context, day time.Time, ips map[string][]string) error {
+	return w.ledger.AddClientIPs(ctx, day, ips)
+}
+
+func (w localRecords) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	return w.store.MarkUsed(ctx, uses)
+}
 
 // verifier builds the Verifier, with quotas read from the ledger and the
 // client IPs it sees recorded to w, and runs in the background the change

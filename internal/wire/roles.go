@@ -48,9 +48,9 @@ func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error
 }
 
 // Verify builds the Verify function: POST /v1/verify, with its key
-// cache kept fresh, quotas and the client IPs it sees recorded. It writes
-// nothing to the datastore: the client IPs go through the usage topic,
-// from which RecordUsage writes them.
+// cache kept fresh, quotas and the client IPs and key uses it sees
+// recorded. It writes nothing to the datastore: the client IPs and uses go
+// through the usage topic, from which RecordUsage writes them.
 func Verify(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
 	b := begin(ctx, httpapi.FuncVerify, cfg, log)
 	b.openStore()      // read only: key lookups and the change feed
@@ -96,10 +96,11 @@ func Sweep(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 }
 
 // RecordUsage builds the RecordUsage function's usage consumer, which
-// counts the usage topic's messages into the ledger.
+// counts the usage topic's messages into the ledger (and writes the key
+// uses verify publishes to the store).
 func RecordUsage(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
 	b := begin(ctx, FuncRecordUsage, cfg, log)
-	b.openStore() // read only: the keys' owners
+	b.openStore() // the keys' owners, and their last uses
 	b.openLedger()
 	b.consumer()
 	return b.done()
@@ -121,7 +122,8 @@ func DeliverNotification(ctx context.Context, cfg config.Config, log *slog.Logge
 // quota refreshes of verify, the usage consumer, the notification
 // deliverer and, every cfg.SweepInterval, the sweep (in production Cloud
 // Scheduler calls the Sweep function instead). One process owns every
-// backend, so verify records client IPs straight into the ledger.
+// backend, so verify records client IPs straight into the ledger and key
+// uses into the store.
 func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
 	b := begin(ctx, "", cfg, log)
 	b.openStore()
@@ -136,7 +138,7 @@ func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, e
 	b.keyHasher()
 	b.authenticate()
 	b.verifyAuth()
-	b.verifier(b.app.Ledger)
+	b.verifier(localRecords{b.app.Ledger, b.app.Store})
 	b.keysService()
 	b.sweeper()
 	b.consumeUsage()

@@ -118,7 +118,7 @@ type Key struct {
 	Restrictions  Restrictions      `json:"restrictions"`
 	RotatedFrom   string            `json:"rotated_from"` // "" unless the key replaced another
 	RotatedTo     string            `json:"rotated_to"`   // "" unless another key replaced it
-	LastUsedAt    *time.Time        `json:"last_used_at"`
+	LastUsedAt    *time.Time        `json:"last_used_at"` // latest verify, nil if never; trails it by up to about 10 s
 }
 
 // KeyWithSecret is a new key with its plaintext, as returned by creation
@@ -185,9 +185,13 @@ type KeyList struct {
 
 // ListKeysOptions select a page of keys; zero fields mean the defaults.
 type ListKeysOptions struct {
-	Owner     string // only this owner's keys; "" for all
-	PageSize  int    // 1–1000; 0 means the server's default (50)
-	PageToken string // a previous page's NextPageToken
+	Owner string // only this owner's keys; "" for all
+	// UnusedSince, if not zero, selects the stale keys: never used or last
+	// used before it. A page may then be short, even empty, with a
+	// NextPageToken: follow it until it is "".
+	UnusedSince time.Time
+	PageSize    int    // 1–1000; 0 means the server's default (50)
+	PageToken   string // a previous page's NextPageToken
 }
 
 // AuditEntry records one state change or reveal.
@@ -339,6 +343,9 @@ func (c *Client) ListKeys(ctx context.Context, opts ListKeysOptions) (*KeyList, 
 	q := pageQuery(opts.PageSize, opts.PageToken)
 	if opts.Owner != "" {
 		q.Set("owner", opts.Owner)
+	}
+	if !opts.UnusedSince.IsZero() {
+		q.Set("unused_since", opts.UnusedSince.UTC().Format(time.RFC3339Nano))
 	}
 	var out KeyList
 	if _, err := c.do(ctx, http.MethodGet, "/v1/keys", q, nil, "", &out); err != nil {

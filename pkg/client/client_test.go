@@ -504,6 +504,13 @@ func TestRequestHeaders(t *testing.T) {
 				return err
 			},
 			wantMethod: "GET", wantPath: "/base/v1/keys?owner=a+b&page_size=3"},
+		{name: "stale keys", token: "tok", wantAuth: "Bearer tok", wantUA: "keyplane-go-client",
+			call: func(c *Client) error {
+				since := time.Date(2030, 1, 15, 1, 2, 3, 0, time.FixedZone("", 3600))
+				_, err := c.ListKeys(context.Background(), ListKeysOptions{UnusedSince: since})
+				return err
+			},
+			wantMethod: "GET", wantPath: "/base/v1/keys?unused_since=2030-01-15T00%3A02%3A03Z"},
 		{name: "escaped id", token: "tok", wantAuth: "Bearer tok", wantUA: "keyplane-go-client", wantCT: "application/json",
 			call:       func(c *Client) error { _, err := c.DisableKey(context.Background(), "key/x", "why"); return err },
 			wantMethod: "POST", wantPath: "/base/v1/keys/key%2Fx/disable", wantBody: `{"reason":"why"}`},

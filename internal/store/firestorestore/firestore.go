@@ -36,6 +36,8 @@ const txAttempts = 10
 // Store is a store.Store on Firestore.
 type Store struct {
 	c *firestore.Client
+	// unusedScan, if not 0, replaces maxUnusedScan (tests lower it).
+	unusedScan int
 	// keyLocks serialise this process's UpdateKey transactions on the same
 	// key: 20 concurrent updates of one key took 3-30 s on the emulator
 	// without them.
@@ -101,7 +103,10 @@ type keyDoc struct {
 	Restrictions  restrictionsDoc   `firestore:"restrictions"`
 	RotatedFrom   string            `firestore:"rotated_from"`
 	RotatedTo     string            `firestore:"rotated_to"`
-	LastUsedAt    *time.Time        `firestore:"last_used_at"`
+	// LastUsedMicros is the time of the key's last use in Unix
+	// microseconds, 0 if never used: a number, since MarkUsed raises it
+	// with a maximum transform, which takes numbers only.
+	LastUsedMicros int64 `firestore:"last_used_micros"`
 }
 
 type restrictionsDoc struct {
@@ -116,7 +121,7 @@ func toKeyDoc(k *store.Key) *keyDoc {
 		Hash: k.Hash.String(), CreatedAt: firestoredb.Time(k.CreatedAt), UpdatedAt: firestoredb.Time(k.UpdatedAt),
 		ExpiresAt: tsPtr(k.ExpiresAt), Metadata: k.Metadata, Limits: k.Limits,
 		Restrictions: restrictionsDoc{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers},
-		RotatedFrom:  k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedAt: tsPtr(k.LastUsedAt),
+		RotatedFrom:  k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedMicros: lastUsedMicros(k.LastUsedAt),
 	}
 }
 
@@ -147,8 +152,23 @@ func fromKeyDoc(snap *firestore.DocumentSnapshot) (*store.Key, error) {
 		StatusReason: d.StatusReason, DisabledUntil: d.DisabledUntil, Prefix: d.Prefix, Last4: d.Last4, Hash: h,
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt, Metadata: d.Metadata, Limits: d.Limits,
 		Restrictions: store.Restrictions{AllowedIPs: d.Restrictions.AllowedIPs, AllowedReferrers: d.Restrictions.AllowedReferrers},
-		RotatedFrom:  d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: d.LastUsedAt,
+		RotatedFrom:  d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: lastUsedTime(d.LastUsedMicros),
 	}, nil
+}
+
+func lastUsedMicros(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func lastUsedTime(us int64) *time.Time {
+	if us == 0 {
+		return nil
+	}
+	t := time.UnixMicro(us).UTC()
+	return &t
 }
 
 type hashDoc struct {
@@ -407,8 +427,21 @@ func (s *Store) page(ctx context.Context, coll, timeField, filterField, filter, 
 	return snaps, false, nil
 }
 
+// maxUnusedScan bounds the key documents one ListKeys call with
+// UnusedSince reads.
+const maxUnusedScan = 5000
+
 // ListKeys returns one page of keys, newest first.
+//
+// With UnusedSince it reads the keys in the same order and keeps the
+// stale ones (a Firestore query cannot select documents by a field they
+// may lack, and keys written before last_used_micros existed lack it): it
+// reads at most 5,000 documents per call, so a page may hold fewer than
+// PageSize keys, even none, with a next token.
 func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.Key, string, error) {
+	if !q.UnusedSince.IsZero() {
+		return s.listUnused(ctx, q)
+	}
 	snaps, more, err := s.page(ctx, keysColl, "created_at", "owner", q.Owner, q.PageToken, q.PageSize)
 	if err != nil {
 		return nil, "", err
@@ -423,6 +456,47 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.K
 		next = pagetoken.Encode(last.CreatedAt, last.ID)
 	}
 	return out, next, nil
+}
+
+func (s *Store) listUnused(ctx context.Context, q store.ListKeysQuery) ([]*store.Key, string, error) {
+	if q.PageSize < 1 || q.PageSize > 1000 {
+		return nil, "", errs.E(errs.Invalid, "page size must be 1-1000, got %d", q.PageSize)
+	}
+	bound := maxUnusedScan
+	if s.unusedScan > 0 {
+		bound = s.unusedScan
+	}
+	since := q.UnusedSince.UnixMicro()
+	var out []*store.Key
+	token := q.PageToken
+	for scanned := 0; scanned < bound; {
+		snaps, more, err := s.page(ctx, keysColl, "created_at", "owner", q.Owner, token, min(1000, bound-scanned))
+		if err != nil {
+			return nil, "", err
+		}
+		ks, err := fromKeyDocs(snaps)
+		if err != nil {
+			return nil, "", err
+		}
+		for i, k := range ks {
+			scanned++
+			if k.LastUsedAt == nil || k.LastUsedAt.UnixMicro() < since {
+				out = append(out, k)
+			}
+			if len(out) == q.PageSize {
+				if !more && i == len(ks)-1 {
+					return out, "", nil
+				}
+				return out, pagetoken.Encode(k.CreatedAt, k.ID), nil
+			}
+		}
+		if !more {
+			return out, "", nil
+		}
+		last := ks[len(ks)-1]
+		token = pagetoken.Encode(last.CreatedAt, last.ID)
+	}
+	return out, token, nil
 }
 
 // auditID returns a new audit entry id that sorts by t.
@@ -630,6 +704,39 @@ func (s *Store) GetKeys(ctx context.Context, ids []string) (map[string]*store.Ke
 		out[k.ID] = k
 	}
 	return out, nil
+}
+
+// MarkUsed raises each key's last_used_micros with a maximum transform,
+// in one BulkWriter: concurrent writers never move it backwards, and a key
+// that does not exist is not created (the update's precondition fails
+// and is ignored).
+func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	if err := store.CheckMarkUsed(uses); err != nil {
+		return err
+	}
+	if len(uses) == 0 {
+		return nil
+	}
+	bw := s.c.BulkWriter(ctx)
+	jobs := make([]*firestore.BulkWriterJob, 0, len(uses))
+	for id, t := range uses {
+		if !firestoredb.ValidID(id) {
+			continue
+		}
+		j, err := bw.Update(s.key(id), []firestore.Update{{Path: "last_used_micros", Value: firestore.FieldTransformMaximum(t.UnixMicro())}})
+		if err != nil {
+			bw.End()
+			return translate(err, "firestore: mark keys used")
+		}
+		jobs = append(jobs, j)
+	}
+	bw.End()
+	for _, j := range jobs {
+		if _, err := j.Results(); err != nil && status.Code(err) != codes.NotFound {
+			return translate(err, "firestore: mark keys used")
+		}
+	}
+	return nil
 }
 
 type checkpointDoc struct {

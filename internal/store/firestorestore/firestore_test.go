@@ -107,3 +107,49 @@ func TestSaveCheckpointAcrossProcessesOneWins(t *testing.T) {
 		t.Errorf("GetCheckpoint: got data %q, version %d, updated %v; want %q, 1, %v", got.Data, got.Version, got.UpdatedAt, want, now)
 	}
 }
+
+// TestListUnusedReadsABoundedNumberOfKeysPerCall: with unused_since each
+// call reads at most the bound, so pages may be short, even empty, with a
+// next token; following the tokens still lists every stale key once, in
+// order.
+func TestListUnusedReadsABoundedNumberOfKeysPerCall(t *testing.T) {
+	testenv.Firestore(t)
+	s := NewFromClient(testenv.FirestoreClient(t))
+	s.unusedScan = 2
+	base := time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+	for i := range 7 {
+		id := fmt.Sprintf("key-%d", i)
+		k := &store.Key{ID: id, Owner: "o", Name: id, Plan: "free", Status: store.Active,
+			Hash: [32]byte{byte(i + 1)}, CreatedAt: base.Add(time.Duration(i) * time.Second), UpdatedAt: base}
+		if err := s.Activate(t.Context(), k, store.AuditEntry{Time: base, Actor: "t", Action: "key.create", KeyID: id}); err != nil {
+			t.Fatal(err)
+		}
+		if i < 4 { // keys 0-3 used after since: not stale
+			if err := s.MarkUsed(t.Context(), map[string]time.Time{id: base.Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := []string{"key-6", "key-5", "key-4"}
+	var got []string
+	token, calls := "", 0
+	for {
+		calls++
+		page, next, err := s.ListKeys(t.Context(), store.ListKeysQuery{PageSize: 10, UnusedSince: base.Add(time.Minute), PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range page {
+			got = append(got, k.ID)
+		}
+		if token = next; token == "" || calls > 10 {
+			break
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || token != "" {
+		t.Errorf("stale keys: got %v (last token %q), want %v", got, token, want)
+	}
+	if calls != 4 { // 7 keys, 2 read per call
+		t.Errorf("calls: got %d, want 4 (at most 2 keys read per call)", calls)
+	}
+}

@@ -360,10 +360,17 @@ func checkPageSize(n int) error {
 	return nil
 }
 
+// cond is an extra condition of a page query, with its arguments.
+type cond struct {
+	sql  string
+	args []any
+}
+
 // page runs a newest-first query over table whose order is (timeCol DESC,
 // id DESC), filtered by filterCol = filter when filter is not "", starting
 // after token, and scans up to size rows with scan.
-func (s *Store) page(ctx context.Context, sel, timeCol, filterCol, filter, token string, size int, scan func(rowScanner) (time.Time, string, error)) (string, error) {
+// conds are further conditions on the rows.
+func (s *Store) page(ctx context.Context, sel, timeCol, filterCol, filter, token string, size int, scan func(rowScanner) (time.Time, string, error), conds ...cond) (string, error) {
 	if err := checkPageSize(size); err != nil {
 		return "", err
 	}
@@ -371,6 +378,9 @@ func (s *Store) page(ctx context.Context, sel, timeCol, filterCol, filter, token
 		where []string
 		args  []any
 	)
+	for _, c := range conds {
+		where, args = append(where, c.sql), append(args, c.args...)
+	}
 	if filter != "" {
 		where, args = append(where, filterCol+" = ?"), append(args, filter)
 	}
@@ -412,7 +422,13 @@ func (s *Store) page(ctx context.Context, sel, timeCol, filterCol, filter, token
 
 // ListKeys returns one page of keys, newest first.
 func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.Key, string, error) {
-	var out []*store.Key
+	var (
+		out   []*store.Key
+		conds []cond
+	)
+	if !q.UnusedSince.IsZero() {
+		conds = append(conds, cond{"(last_used_at IS NULL OR last_used_at < ?)", []any{micros(q.UnusedSince)}})
+	}
 	next, err := s.page(ctx, selectKey, "created_at", "owner", q.Owner, q.PageToken, q.PageSize,
 		func(r rowScanner) (time.Time, string, error) {
 			k, err := scanKey(r)
@@ -421,11 +437,31 @@ func (s *Store) ListKeys(ctx context.Context, q store.ListKeysQuery) ([]*store.K
 			}
 			out = append(out, k)
 			return k.CreatedAt, k.ID, nil
-		})
+		}, conds...)
 	if err != nil {
 		return nil, "", err
 	}
 	return out, next, nil
+}
+
+// MarkUsed raises each key's last_used_at to the time given for it, in
+// one transaction.
+func (s *Store) MarkUsed(ctx context.Context, uses map[string]time.Time) error {
+	if err := store.CheckMarkUsed(uses); err != nil {
+		return err
+	}
+	if len(uses) == 0 {
+		return nil
+	}
+	return s.db.Write(ctx, func(tx *sql.Tx) error {
+		for id, t := range uses {
+			// max(NULL, x) is NULL in SQLite, hence the coalesce.
+			if _, err := tx.ExecContext(ctx, `UPDATE keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?`, micros(t), id); err != nil {
+				return translate(err, "sqlite: mark keys used")
+			}
+		}
+		return nil
+	})
 }
 
 // auditID returns a new audit entry id that sorts by t.

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListKeysNewestFirstTiesByIDDescending", testListKeysNewestFirstTiesByIDDescending},
 		{"ListKeysFiltersByOwner", testListKeysFiltersByOwner},
 		{"ListKeysPagesWithoutGapsOrDuplicates", testListKeysPagesWithoutGapsOrDuplicates},
+		{"ListKeysUnusedSinceKeepsStaleKeys", testListKeysUnusedSinceKeepsStaleKeys},
 		{"ListKeysEmpty", testListKeysEmpty},
 		{"ListKeysBadQueryIsInvalid", testListKeysBadQueryIsInvalid},
 		{"ChangedKeysFeedsEveryChangeInOrder", testChangedKeysFeedsEveryChangeInOrder},
@@ -60,6 +61,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DueSuspensionsDropsReenabledKeys", testDueSuspensionsDropsReenabledKeys},
 		{"GetKeysReturnsPresentKeysOnce", testGetKeysReturnsPresentKeysOnce},
 		{"GetKeysTooManyIDsIsInvalid", testGetKeysTooManyIDsIsInvalid},
+		{"MarkUsedOnlyMovesForward", testMarkUsedOnlyMovesForward},
+		{"MarkUsedConcurrentKeepsLatest", testMarkUsedConcurrentKeepsLatest},
+		{"MarkUsedBadArgumentsAreInvalidAndWriteNothing", testMarkUsedBadArgumentsAreInvalidAndWriteNothing},
 
 		{"AppendAuditAssignsTimeSortableID", testAppendAuditAssignsTimeSortableID},
 		{"ListAuditNewestFirstFilteredAndPaged", testListAuditNewestFirstFilteredAndPaged},
@@ -649,6 +653,42 @@ func testListKeysPagesWithoutGapsOrDuplicates(t *testing.T, s store.Store) {
 	}
 }
 
+func testListKeysUnusedSinceKeepsStaleKeys(t *testing.T, s store.Store) {
+	all := listKeys(t, s)
+	since := at(30 * time.Minute)
+	markUsed(t, s, map[string]time.Time{
+		"key-5": at(time.Hour),                // used after since: not stale
+		"key-3": since,                        // used at since: not stale
+		"key-7": at(time.Minute),              // last used before since: stale
+		"key-2": since.Add(-time.Microsecond), // just before: stale
+	})
+	var stale []*store.Key
+	for _, k := range all {
+		if k.ID != "key-5" && k.ID != "key-3" {
+			stale = append(stale, k)
+		}
+	}
+	for _, owner := range []string{"", "owner-1"} {
+		want := stale
+		if owner != "" {
+			want = ownedBy(stale, owner)
+		}
+		for _, size := range []int{1, 2, 10} {
+			got := pages(t, size, len(want), func(token string) ([]*store.Key, string, error) {
+				return s.ListKeys(t.Context(), store.ListKeysQuery{Owner: owner, PageSize: size, UnusedSince: since, PageToken: token})
+			})
+			if g, w := keyIDs(got), keyIDs(want); !slices.Equal(g, w) {
+				t.Errorf("owner %q, unused since %v, pages of %d: got %v, want %v", owner, since, size, g, w)
+			}
+			for _, k := range got {
+				if k.ID == "key-7" && (k.LastUsedAt == nil || !k.LastUsedAt.Equal(at(time.Minute))) {
+					t.Errorf("key-7's LastUsedAt: got %v, want %v", k.LastUsedAt, at(time.Minute))
+				}
+			}
+		}
+	}
+}
+
 func testListKeysEmpty(t *testing.T, s store.Store) {
 	got, next, err := s.ListKeys(t.Context(), store.ListKeysQuery{PageSize: 10})
 	if err != nil || len(got) != 0 || next != "" {
@@ -1222,4 +1262,65 @@ func testCheckpointBadArgumentsAreInvalid(t *testing.T, s store.Store) {
 	wantKind(t, "SaveCheckpoint(version -1)", err, errs.Invalid)
 	_, err = s.GetCheckpoint(ctx, "sweep")
 	wantKind(t, "GetCheckpoint after invalid saves", err, errs.NotFound)
+}
+
+func markUsed(t *testing.T, s store.Store, uses map[string]time.Time) {
+	t.Helper()
+	if err := s.MarkUsed(t.Context(), uses); err != nil {
+		t.Fatalf("MarkUsed(%v): %v", uses, err)
+	}
+}
+
+func testMarkUsedOnlyMovesForward(t *testing.T, s store.Store) {
+	k1, k2 := newKey("key-1", "owner-1", base), newKey("key-2", "owner-1", base)
+	activate(t, s, k1)
+	activate(t, s, k2)
+	markUsed(t, s, map[string]time.Time{"key-1": at(time.Hour), "no-such-key": at(time.Hour)})
+	markUsed(t, s, map[string]time.Time{"key-1": at(time.Minute), "key-2": at(2 * time.Hour)}) // key-1 older: kept
+	want1, want2 := *k1, *k2
+	want1.LastUsedAt, want2.LastUsedAt = ptr(at(time.Hour)), ptr(at(2*time.Hour))
+	wantKey(t, s, &want1) // UpdatedAt unchanged: not a state change
+	wantKey(t, s, &want2)
+	if _, err := s.GetKey(t.Context(), "no-such-key"); !errs.Is(err, errs.NotFound) {
+		t.Errorf("GetKey(no-such-key) after MarkUsed: got %v, want NotFound (MarkUsed creates no key)", err)
+	}
+	changed, err := s.ChangedKeys(t.Context(), at(time.Second), "", 10)
+	if err != nil {
+		t.Fatalf("ChangedKeys: %v", err)
+	}
+	if len(changed) != 0 {
+		t.Errorf("ChangedKeys after MarkUsed: got %d keys, want none (a use is not a change)", len(changed))
+	}
+}
+
+func testMarkUsedConcurrentKeepsLatest(t *testing.T, s store.Store) {
+	k := newKey("key-1", "owner-1", base)
+	activate(t, s, k)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if err := s.MarkUsed(t.Context(), map[string]time.Time{"key-1": at(time.Duration(i+1) * time.Minute)}); err != nil {
+				t.Errorf("MarkUsed %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	want := *k
+	want.LastUsedAt = ptr(at(8 * time.Minute))
+	wantKey(t, s, &want)
+}
+
+func testMarkUsedBadArgumentsAreInvalidAndWriteNothing(t *testing.T, s store.Store) {
+	k := newKey("key-1", "owner-1", base)
+	activate(t, s, k)
+	tooMany := map[string]time.Time{"key-1": at(time.Hour)}
+	for i := range store.MaxMarkUsed {
+		tooMany[fmt.Sprintf("id-%d", i)] = at(time.Hour)
+	}
+	wantKind(t, "MarkUsed with too many keys", s.MarkUsed(t.Context(), tooMany), errs.Invalid)
+	wantKind(t, "MarkUsed with a zero time", s.MarkUsed(t.Context(), map[string]time.Time{"key-1": at(time.Hour), "key-2": {}}), errs.Invalid)
+	wantKey(t, s, k)
+	if err := s.MarkUsed(t.Context(), nil); err != nil {
+		t.Errorf("MarkUsed(nil): got %v, want nil", err)
+	}
 }
