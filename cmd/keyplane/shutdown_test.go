@@ -48,6 +48,7 @@ func TestSIGTERMLosesNoAcceptedUsage(t *testing.T) {
 
 	l := startLoad(t, p.base, env.secret, keyID, at)
 	l.waitAccepted(t, 100)
+	before := l.acceptedCount()
 	code, took := p.stop(t, syscall.SIGTERM, 20*time.Second)
 	l.stop()
 	if code != 0 {
@@ -57,7 +58,8 @@ func TestSIGTERMLosesNoAcceptedUsage(t *testing.T) {
 		t.Errorf("serve took %v to exit after SIGTERM, want at most 15s", took)
 	}
 	accepted, unanswered := l.result(t)
-	t.Logf("%d events accepted, %d sent without an answer; serve exited %v after SIGTERM", len(accepted), len(unanswered), took)
+	t.Logf("%d events accepted (%d of them after SIGTERM was sent), %d sent without an answer; serve exited %v after SIGTERM",
+		len(accepted), len(accepted)-before, len(unanswered), took)
 
 	p = startServe(t, bin, dir, env)
 	waitQueueDrained(t, dir)
@@ -353,6 +355,13 @@ func (l *load) waitAccepted(t *testing.T, n int) {
 			t.Fatalf("%d events accepted within 20s, want %d", got, n)
 		}
 	}
+}
+
+// acceptedCount returns how many events were accepted so far.
+func (l *load) acceptedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.accepted)
 }
 
 // stop stops the gateways and waits for them.
