@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"sync"
@@ -35,7 +36,8 @@ type Buffer struct {
 	mu       sync.Mutex
 	buf      []byte
 	inFlight int
-	timer    *time.Timer // armed while buf holds lines
+	timer    *time.Timer // one for the Buffer's life, reset when armed
+	armed    bool        // the timer runs: buf holds lines
 	err      error       // of a timer flush, for the next caller
 	closed   bool
 }
@@ -56,6 +58,8 @@ func NewBuffer(w io.Writer, opts *BufferOptions) *Buffer {
 		b.interval = opts.FlushInterval
 	}
 	b.buf = make([]byte, 0, b.size)
+	b.timer = time.AfterFunc(time.Hour, b.timerFlush)
+	b.timer.Stop()
 	return b
 }
 
@@ -80,8 +84,9 @@ func (b *Buffer) Write(p []byte) (int, error) {
 		}
 	}
 	b.buf = append(b.buf, p...)
-	if b.timer == nil {
-		b.timer = time.AfterFunc(b.interval, b.timerFlush)
+	if !b.armed {
+		b.armed = true
+		b.timer.Reset(b.interval)
 	}
 	return len(p), err
 }
@@ -134,7 +139,6 @@ func (b *Buffer) Close() error {
 func (b *Buffer) timerFlush() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.timer = nil // a flush stopped it, or it fired: either way it is spent
 	if err := b.flushLocked(); err != nil && b.err == nil {
 		b.err = err
 	}
@@ -148,9 +152,9 @@ func (b *Buffer) takeErr() error {
 
 // flushLocked writes buf and disarms the timer; b.mu is held.
 func (b *Buffer) flushLocked() error {
-	if b.timer != nil {
+	if b.armed {
 		b.timer.Stop()
-		b.timer = nil
+		b.armed = false
 	}
 	if len(b.buf) == 0 {
 		return nil
@@ -170,16 +174,22 @@ func BufferOf(log *slog.Logger) *Buffer {
 }
 
 // handler is the JSON handler of a logger that writes to a Buffer,
-// carrying the Buffer for BufferOf through With and WithGroup.
+// carrying the Buffer for BufferOf through With and WithGroup. It calls
+// the *slog.JSONHandler directly, not through the slog.Handler interface,
+// so that the Record it is handed does not escape to the heap.
 type handler struct {
-	slog.Handler
-	buf *Buffer
+	json *slog.JSONHandler
+	buf  *Buffer
 }
 
+func (h *handler) Enabled(ctx context.Context, l slog.Level) bool { return h.json.Enabled(ctx, l) }
+
+func (h *handler) Handle(ctx context.Context, r slog.Record) error { return h.json.Handle(ctx, r) }
+
 func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &handler{Handler: h.Handler.WithAttrs(attrs), buf: h.buf}
+	return &handler{json: h.json.WithAttrs(attrs).(*slog.JSONHandler), buf: h.buf}
 }
 
 func (h *handler) WithGroup(name string) slog.Handler {
-	return &handler{Handler: h.Handler.WithGroup(name), buf: h.buf}
+	return &handler{json: h.json.WithGroup(name).(*slog.JSONHandler), buf: h.buf}
 }

@@ -20,7 +20,7 @@ func New(w io.Writer, level slog.Level) *slog.Logger {
 		ReplaceAttr: cloudNames,
 	})
 	if b, ok := w.(*Buffer); ok {
-		return slog.New(&handler{Handler: h, buf: b})
+		return slog.New(&handler{json: h, buf: b})
 	}
 	return slog.New(h)
 }
