@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -171,4 +172,28 @@ func TestBufferOfFollowsWithAndWithGroup(t *testing.T) {
 	if got := BufferOf(New(&lockedBuffer{}, 0)); got != nil {
 		t.Errorf("BufferOf(unbuffered logger) = %p, want nil", got)
 	}
+}
+
+type failingWriter struct{ err error }
+
+func (w failingWriter) Write(p []byte) (int, error) { return 0, w.err }
+
+func TestBufferReportsAFailedFlushToTheNextCaller(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		broken := errors.New("stream closed")
+		b := NewBuffer(failingWriter{broken}, &BufferOptions{FlushInterval: time.Second})
+		b.Begin()
+		defer b.End()
+		if _, err := b.Write([]byte("held\n")); err != nil {
+			t.Fatalf("held Write: %v, want nil", err)
+		}
+		time.Sleep(time.Second) // the timer's flush fails
+		synctest.Wait()
+		if err := b.Flush(); !errors.Is(err, broken) {
+			t.Errorf("Flush after a failed timer flush = %v, want %v", err, broken)
+		}
+		if err := b.Flush(); err != nil {
+			t.Errorf("second Flush = %v, want nil: the failed lines were dropped, not retried", err)
+		}
+	})
 }
