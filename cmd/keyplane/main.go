@@ -73,7 +73,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	log := logging.New(stderr, cfg.LogLevel)
+	// Log lines written while requests are in flight are batched; Close
+	// writes what is held once serve has shut down.
+	logs := logging.NewBuffer(stderr, nil)
+	defer logs.Close()
+	log := logging.New(logs, cfg.LogLevel)
 	switch args[0] {
 	case "serve":
 		return serve(ctx, cfg, *addr, log, stdout)

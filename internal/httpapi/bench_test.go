@@ -142,6 +142,9 @@ func BenchmarkVerifyHandler(b *testing.B) {
 		{"log=none", slog.New(slog.DiscardHandler)},
 		{"log=error", logging.New(io.Discard, slog.LevelError)},
 		{"log=info", logging.New(io.Discard, slog.LevelInfo)},
+		// As `keyplane serve` logs: held in a Buffer, flushed by the last
+		// request out (here every request, as they run one at a time).
+		{"log=info,buffered", logging.New(logging.NewBuffer(io.Discard, nil), slog.LevelInfo)},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			h, body := benchHandler(b, c.log)

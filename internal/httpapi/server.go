@@ -249,8 +249,16 @@ func (s *Server) jsonFallback(mux *http.ServeMux) http.Handler {
 
 // logRequests writes one summary entry per request, in Cloud Logging's
 // httpRequest format. It never logs bodies or headers, which may hold keys.
+// It tells the logger's Buffer, if any, when the request starts and ends
+// (logging.Buffer), and hands the record to the handler itself, without
+// the caller lookup and the variadic attributes of Logger.Log, which the
+// handler does not use (no AddSource).
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log := s.logger()
+		buf := logging.BufferOf(log)
+		buf.Begin()
+		defer buf.End() // after the entry, so that the last request out flushes it
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
@@ -258,22 +266,28 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		if sw.code >= 500 {
 			lvl = slog.LevelError
 		}
-		if !s.logger().Enabled(r.Context(), lvl) {
+		h := log.Handler()
+		if !h.Enabled(r.Context(), lvl) {
 			return // do not build an entry that is dropped
 		}
-		attrs := []any{slog.Group("httpRequest",
-			"requestMethod", r.Method,
-			"requestUrl", r.URL.Path,
-			"status", sw.code,
-			"responseSize", strconv.Itoa(sw.n),
-			"latency", strconv.FormatFloat(time.Since(start).Seconds(), 'f', 6, 64)+"s",
-			"remoteIp", r.RemoteAddr,
-			"userAgent", r.UserAgent(),
-		)}
-		if a, ok := logging.TraceAttr(r, s.Project); ok {
-			attrs = append(attrs, a)
+		now := time.Now()
+		var num [32]byte
+		latency := strconv.AppendFloat(num[:0], now.Sub(start).Seconds(), 'f', 6, 64)
+		req := []slog.Attr{
+			slog.String("requestMethod", r.Method),
+			slog.String("requestUrl", r.URL.Path),
+			slog.Int("status", sw.code),
+			slog.String("responseSize", strconv.Itoa(sw.n)),
+			slog.String("latency", string(append(latency, 's'))),
+			slog.String("remoteIp", r.RemoteAddr),
+			slog.String("userAgent", r.UserAgent()),
 		}
-		s.logger().Log(r.Context(), lvl, r.Method+" "+r.URL.Path, attrs...)
+		rec := slog.NewRecord(now, lvl, r.Method+" "+r.URL.Path, 0)
+		rec.AddAttrs(slog.Attr{Key: "httpRequest", Value: slog.GroupValue(req...)})
+		if a, ok := logging.TraceAttr(r, s.Project); ok {
+			rec.AddAttrs(a)
+		}
+		h.Handle(r.Context(), rec)
 	})
 }
 

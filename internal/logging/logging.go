@@ -11,12 +11,18 @@ import (
 	"strings"
 )
 
-// New returns a JSON logger writing to w at level and above.
+// New returns a JSON logger writing to w at level and above. If w is a
+// *Buffer, BufferOf(logger) returns it, so that the request log can tell
+// it when requests start and end.
 func New(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{
+	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level:       level,
 		ReplaceAttr: cloudNames,
-	}))
+	})
+	if b, ok := w.(*Buffer); ok {
+		return slog.New(&handler{json: h, buf: b})
+	}
+	return slog.New(h)
 }
 
 func cloudNames(groups []string, a slog.Attr) slog.Attr {

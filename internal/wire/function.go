@@ -34,7 +34,10 @@ func startFunction(build Builder) (*App, error) {
 		log.Error("start-up failed", "error", err)
 		return nil, err
 	}
-	log = logging.New(os.Stdout, cfg.LogLevel)
+	// Lines written while requests are in flight are batched; the last
+	// request in flight flushes them, so an idle instance holds none.
+	logs := logging.NewBuffer(os.Stdout, nil)
+	log = logging.New(logs, cfg.LogLevel)
 	// Start-up serves no one request: it runs on a context of its own.
 	app, err := build(context.Background(), cfg, log)
 	if err != nil {
@@ -46,6 +49,7 @@ func startFunction(build Builder) (*App, error) {
 		stop()
 		app.Close()
 		log.Error("start-up failed", "error", err)
+		logs.Close()
 		return nil, err
 	}
 	go func() {
@@ -53,6 +57,7 @@ func startFunction(build Builder) (*App, error) {
 		if err := app.Close(); err != nil {
 			log.Error("closing on SIGTERM", "error", err)
 		}
+		logs.Close()
 		stop() // SIGTERM's default action again, unless another App still waits for it
 		if p, err := os.FindProcess(os.Getpid()); err == nil {
 			p.Signal(syscall.SIGTERM)

@@ -1,0 +1,195 @@
+package logging
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Buffer is an io.Writer for a logger that batches the lines written
+// while requests are in flight into one write to the underlying writer,
+// instead of one write system call per line.
+//
+// Lines are held only while at least one request is in flight (between
+// Begin and End). The rules:
+//   - a Write while no request is in flight, or after Close, is written
+//     through at once, with anything held before it;
+//   - End of the last request in flight flushes, before that request's
+//     response is finished, so an instance that Cloud Run throttles or
+//     freezes once it has no request holds no line;
+//   - a Write that would take the buffer past its size flushes first;
+//   - under continuous load, a timer flushes what is held FlushInterval
+//     after the first held line: the worst-case delay of a line;
+//   - Flush and Close flush; Close also stops the timer.
+//
+// A failed write drops the lines it carried (they are not retried, so a
+// broken stream cannot grow the buffer) and its error is returned by
+// that call, or, for the timer's flush, by the next Write, Flush or Close.
+// Writes are whole lines from a slog handler; each Write is kept whole.
+type Buffer struct {
+	w        io.Writer
+	size     int
+	interval time.Duration
+
+	mu       sync.Mutex
+	buf      []byte
+	inFlight int
+	timer    *time.Timer // one for the Buffer's life, reset when armed
+	armed    bool        // the timer runs: buf holds lines
+	err      error       // of a timer flush, for the next caller
+	closed   bool
+}
+
+// BufferOptions configures a Buffer; nil means the defaults.
+type BufferOptions struct {
+	Size          int           // bytes held before a flush; default 32 KiB
+	FlushInterval time.Duration // longest a line is held under load; default 250 ms
+}
+
+// NewBuffer returns a Buffer writing to w.
+func NewBuffer(w io.Writer, opts *BufferOptions) *Buffer {
+	b := &Buffer{w: w, size: 32 << 10, interval: 250 * time.Millisecond}
+	if opts != nil && opts.Size > 0 {
+		b.size = opts.Size
+	}
+	if opts != nil && opts.FlushInterval > 0 {
+		b.interval = opts.FlushInterval
+	}
+	b.buf = make([]byte, 0, b.size)
+	b.timer = time.AfterFunc(time.Hour, b.timerFlush)
+	b.timer.Stop()
+	return b
+}
+
+// Write holds p while a request is in flight, or writes it through.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	err := b.takeErr()
+	if b.inFlight == 0 || b.closed || len(p) > b.size {
+		if ferr := b.flushLocked(); err == nil {
+			err = ferr
+		}
+		n, werr := b.w.Write(p)
+		if err == nil {
+			err = werr
+		}
+		return n, err
+	}
+	if len(b.buf)+len(p) > b.size {
+		if ferr := b.flushLocked(); err == nil {
+			err = ferr
+		}
+	}
+	b.buf = append(b.buf, p...)
+	if !b.armed {
+		b.armed = true
+		b.timer.Reset(b.interval)
+	}
+	return len(p), err
+}
+
+// Begin records that a request is in flight.
+func (b *Buffer) Begin() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.inFlight++
+	b.mu.Unlock()
+}
+
+// End records that a request is done, and flushes if it was the last in
+// flight.
+func (b *Buffer) End() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	b.inFlight--
+	if b.inFlight == 0 {
+		if err := b.flushLocked(); err != nil && b.err == nil {
+			b.err = err
+		}
+	}
+	b.mu.Unlock()
+}
+
+// Flush writes what is held.
+func (b *Buffer) Flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	err := b.takeErr()
+	if ferr := b.flushLocked(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// Close flushes and stops the timer; later Writes are written through.
+func (b *Buffer) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return b.Flush()
+}
+
+func (b *Buffer) timerFlush() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.flushLocked(); err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *Buffer) takeErr() error {
+	err := b.err
+	b.err = nil
+	return err
+}
+
+// flushLocked writes buf and disarms the timer; b.mu is held.
+func (b *Buffer) flushLocked() error {
+	if b.armed {
+		b.timer.Stop()
+		b.armed = false
+	}
+	if len(b.buf) == 0 {
+		return nil
+	}
+	_, err := b.w.Write(b.buf)
+	b.buf = b.buf[:0]
+	return err
+}
+
+// BufferOf returns the Buffer that log writes to, if New made log with
+// one, or nil; Begin and End of a nil *Buffer do nothing.
+func BufferOf(log *slog.Logger) *Buffer {
+	if h, ok := log.Handler().(*handler); ok {
+		return h.buf
+	}
+	return nil
+}
+
+// handler is the JSON handler of a logger that writes to a Buffer,
+// carrying the Buffer for BufferOf through With and WithGroup. It calls
+// the *slog.JSONHandler directly, not through the slog.Handler interface,
+// so that the Record it is handed does not escape to the heap.
+type handler struct {
+	json *slog.JSONHandler
+	buf  *Buffer
+}
+
+func (h *handler) Enabled(ctx context.Context, l slog.Level) bool { return h.json.Enabled(ctx, l) }
+
+func (h *handler) Handle(ctx context.Context, r slog.Record) error { return h.json.Handle(ctx, r) }
+
+func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &handler{json: h.json.WithAttrs(attrs).(*slog.JSONHandler), buf: h.buf}
+}
+
+func (h *handler) WithGroup(name string) slog.Handler {
+	return &handler{json: h.json.WithGroup(name).(*slog.JSONHandler), buf: h.buf}
+}
