@@ -159,8 +159,9 @@ func TestShutdownKeepsTheLastClientIPFlush(t *testing.T) {
 
 func TestUnknownCommand(t *testing.T) {
 	err := run(context.Background(), []string{"frobnicate"}, func(string) string { return "" }, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "usage") {
-		t.Errorf("got %v, want a usage error", err)
+	var stderr strings.Builder
+	if code := exit(err, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage") {
+		t.Errorf("got exit code %d, stderr %q; want 2 and the usage", code, stderr.String())
 	}
 }
 

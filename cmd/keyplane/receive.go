@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -26,16 +25,15 @@ import (
 // It honours KEYPLANE_CLOCK_OFFSET like serve: notifications from a serve
 // whose clock runs ahead carry timestamps from that clock.
 func receiveWebhooks(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("receive-webhooks", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("receive-webhooks", "receive-webhooks --secret-file FILE [--addr 127.0.0.1:9000] [--fail N]")
 	addr := fs.String("addr", "127.0.0.1:9000", "address to listen on")
 	secretFile := fs.String("secret-file", "", "file holding the owner's whsec_ secret (required)")
 	failFirst := fs.Int("fail", 0, "answer the first N deliveries 503")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *secretFile == "" {
-		return errors.New("receive-webhooks: --secret-file is required")
+		return &usageError{fs, errors.New("receive-webhooks: --secret-file is required")}
 	}
 	var offset time.Duration
 	if v := getenv("KEYPLANE_CLOCK_OFFSET"); v != "" {

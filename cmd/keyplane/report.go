@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,19 +16,18 @@ import (
 
 // reportUsage sends one signed usage event, as a gateway would.
 func reportUsage(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("report-usage", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("report-usage", "report-usage --key-id key_… [--requests 1] [--units 0] [--bytes 0] [--id evt_…] [--url http://127.0.0.1:8080]")
 	url := fs.String("url", "http://127.0.0.1:8080", "keyplane's base URL")
 	keyID := fs.String("key-id", "", "the key the usage is for (required)")
 	id := fs.String("id", "", "event id (default: a new random id; reuse one to see it counted once)")
 	requests := fs.Int64("requests", 1, "requests")
 	units := fs.Int64("units", 0, "units, e.g. tokens")
 	size := fs.Int64("bytes", 0, "bytes")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *keyID == "" {
-		return errors.New("report-usage: --key-id is required")
+		return &usageError{fs, errors.New("report-usage: --key-id is required")}
 	}
 	secret, err := webhook.ParseSecret(getenv("KEYPLANE_WEBHOOK_SECRET"))
 	if err != nil {

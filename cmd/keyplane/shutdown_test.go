@@ -39,10 +39,9 @@ const (
 // that was not accepted, and an accepted event sent again is not counted
 // twice.
 func TestSIGTERMLosesNoAcceptedUsage(t *testing.T) {
-	bin := buildKeyplane(t)
 	dir := t.TempDir()
 	env := serveEnv(t)
-	p := startServe(t, bin, dir, env)
+	p := startServeProcess(t, dir, env)
 	keyID := createKey(t, p.base)
 	at := time.Now().UTC().Truncate(time.Second)
 
@@ -61,7 +60,7 @@ func TestSIGTERMLosesNoAcceptedUsage(t *testing.T) {
 	t.Logf("%d events accepted (%d of them after SIGTERM was sent), %d sent without an answer; serve exited %v after SIGTERM",
 		len(accepted), len(accepted)-before, len(unanswered), took)
 
-	p = startServe(t, bin, dir, env)
+	p = startServeProcess(t, dir, env)
 	waitQueueDrained(t, dir)
 	if got := countedRequests(t, p.base, keyID, at); got != int64(len(accepted)) {
 		t.Errorf("after the restart GET /v1/keys/{id}/usage counts %d requests, want %d (one per accepted event)", got, len(accepted))
@@ -97,10 +96,9 @@ func TestSIGTERMLosesNoAcceptedUsage(t *testing.T) {
 // delivers it again (docs/operations.md, "Stopping serve"). Events whose
 // request got no answer may be in either place too, or nowhere.
 func TestSIGKILLKeepsAcceptedUsage(t *testing.T) {
-	bin := buildKeyplane(t)
 	dir := t.TempDir()
 	env := serveEnv(t)
-	p := startServe(t, bin, dir, env)
+	p := startServeProcess(t, dir, env)
 	keyID := createKey(t, p.base)
 	at := time.Now().UTC().Truncate(time.Second)
 
@@ -133,24 +131,10 @@ func TestSIGKILLKeepsAcceptedUsage(t *testing.T) {
 
 	// The restarted serve counts what is queued and not leased; what the
 	// killed process had leased comes back when the lease expires.
-	p = startServe(t, bin, dir, env)
+	p = startServeProcess(t, dir, env)
 	if code, _ := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
 		t.Errorf("serve restarted after SIGKILL exited %d after SIGTERM, want 0; log:\n%s", code, p.stderr)
 	}
-}
-
-// buildKeyplane builds this package's command into a temporary directory.
-func buildKeyplane(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds and runs keyplane serve as a process")
-	}
-	bin := filepath.Join(t.TempDir(), "keyplane")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 type environment struct {
@@ -185,12 +169,13 @@ type serveProcess struct {
 	exited chan struct{} // closed when the process has exited
 }
 
-// startServe starts serve on dir and a free port and waits until it
+// startServeProcess starts serve (this test binary as keyplane's main; see
+// TestMain) on dir and a free port and waits until it
 // listens. The process is killed when the test ends, if still running.
-func startServe(t *testing.T, bin, dir string, env environment) *serveProcess {
+func startServeProcess(t *testing.T, dir string, env environment) *serveProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", dir)
-	cmd.Env = env.vars
+	cmd := exec.Command(os.Args[0], "serve", "--addr", "127.0.0.1:0", "--data", dir)
+	cmd.Env = append([]string{"KEYPLANE_TEST_RUN_MAIN=1"}, env.vars...)
 	p := &serveProcess{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()

@@ -31,14 +31,18 @@ package wire
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keyplane/keyplane/internal/clientips"
 	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger"
@@ -48,6 +52,8 @@ import (
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/queue/embeddedqueue"
 	"github.com/keyplane/keyplane/internal/secrets"
+	"github.com/keyplane/keyplane/internal/secrets/filevault"
+	"github.com/keyplane/keyplane/internal/secrets/secretmanagervault"
 	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/verify"
@@ -175,9 +181,41 @@ func lingeringHandler(h queue.Handler) queue.Handler {
 	}
 }
 
-// AdminToken returns the newest admin token stored in the vault (for
-// `keyplane admin-token`).
-func AdminToken(ctx context.Context, v secrets.Vault) (string, error) {
-	b, err := v.Secret(ctx, secrets.AdminToken)
+// ReadAdminToken returns the newest admin token stored in cfg's vault (for
+// `keyplane admin-token`). It only reads: it creates no file, directory or
+// secret, and it reads the file vault without taking its lock, so it works
+// while keyplane serve has the vault open. It fails with an errs.NotFound
+// error naming what is missing when there is no vault or no token in it.
+func ReadAdminToken(ctx context.Context, cfg config.Config) (string, error) {
+	if err := cfg.Validate(); err != nil {
+		return "", err
+	}
+	if cfg.Secrets == config.SecretsManager {
+		v, err := secretmanagervault.New(ctx, cfg.Project, secretmanagervault.Options{Prefix: cfg.SecretPrefix})
+		if err != nil {
+			return "", err
+		}
+		defer v.Close()
+		b, err := v.Secret(ctx, secrets.AdminToken)
+		if errs.Is(err, errs.NotFound) {
+			return "", errs.E(errs.NotFound, "no %q secret in Secret Manager (project %s)", cfg.SecretPrefix+secrets.AdminToken, cfg.Project)
+		}
+		return string(b), err
+	}
+	if _, err := os.Stat(cfg.DataDir); errors.Is(err, fs.ErrNotExist) {
+		return "", errs.E(errs.NotFound, "data directory %s does not exist", cfg.DataDir)
+	}
+	key := cfg.VaultKey
+	if key == nil {
+		var err error
+		key, err = filevault.ReadKey(filepath.Join(cfg.DataDir, "vault.key"))
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", errs.E(errs.NotFound, "no vault key %s (and KEYPLANE_VAULT_KEY is not set)", filepath.Join(cfg.DataDir, "vault.key"))
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	b, err := filevault.ReadSecret(filepath.Join(cfg.DataDir, "vault.json.enc"), key, secrets.AdminToken)
 	return string(b), err
 }

@@ -3,9 +3,12 @@ package wire
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +19,7 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/config"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/secrets/filevault"
 )
 
 // embedded returns a configuration on the embedded backends in a fresh
@@ -208,5 +212,55 @@ func TestFailedBuildNamesTheFunction(t *testing.T) {
 	_, err := Verify(t.Context(), cfg, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.HasPrefix(err.Error(), "Verify: ") || !strings.Contains(err.Error(), "missing.json") {
 		t.Errorf("Verify with a missing plans file: %v, want an error naming the function and the file", err)
+	}
+}
+
+// TestFailedBuildClosesOnlyWhatItOpened: a builder that fails midway (the
+// vault is held by another App) returns the real error, ErrInUse, without
+// a panic from closing what it never opened (issue 14: a nil-pointer panic
+// in the deferred Close hid the lock error), and once the first App has
+// closed, a build on the same directory succeeds.
+func TestFailedBuildClosesOnlyWhatItOpened(t *testing.T) {
+	cfg := embedded(t)
+	log := slog.New(slog.DiscardHandler)
+	first, err := ServeAll(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if app, err := ServeAll(t.Context(), cfg, log); !errors.Is(err, filevault.ErrInUse) || app != nil {
+		t.Fatalf("second ServeAll on the same data directory: got %v, %v; want nil and ErrInUse", app, err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := ServeAll(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatalf("ServeAll after the first App closed: %v", err)
+	}
+	if err := again.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReadAdminTokenOnlyReads: ReadAdminToken reads the token an open
+// App generated, and creates nothing where there is nothing to read.
+func TestReadAdminTokenOnlyReads(t *testing.T) {
+	cfg := embedded(t)
+	cfg.AdminToken = ""
+	app, err := ServeAll(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if got, err := ReadAdminToken(t.Context(), cfg); err != nil || got != app.GeneratedAdminToken {
+		t.Errorf("ReadAdminToken while the App is open: got %q, %v; want %q", got, err, app.GeneratedAdminToken)
+	}
+	missing := cfg
+	missing.DataDir = filepath.Join(t.TempDir(), "typo")
+	if _, err := ReadAdminToken(t.Context(), missing); !errs.Is(err, errs.NotFound) {
+		t.Errorf("ReadAdminToken on a missing directory: got %v, want NotFound", err)
+	}
+	if _, err := os.Stat(missing.DataDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadAdminToken created %s (stat: %v)", missing.DataDir, err)
 	}
 }

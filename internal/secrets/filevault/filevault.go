@@ -29,6 +29,10 @@ const KeySize = 32
 // master key is wrong, or the file was truncated or altered.
 var ErrWrongKey = errors.New("vault: wrong key or corrupted file")
 
+// ErrInUse is returned by Open when another Vault (in this process or
+// another) has the file open.
+var ErrInUse = errors.New("in use by another process")
+
 const (
 	magic         = "KPVAULT\x00"
 	formatVersion = 1
@@ -99,17 +103,20 @@ func Open(path string, masterKey []byte) (*Vault, error) {
 		return nil, err
 	}
 	v := &Vault{path: path, aead: aead, unlock: unlock}
-	if err := v.load(); err != nil {
+	if err := v.load(true); err != nil {
 		unlock()
 		return nil, err
 	}
 	return v, nil
 }
 
-// load reads the file, or creates it so that a later Open with another key
-// fails instead of starting a second vault.
-func (v *Vault) load() error {
+// load reads the file, or creates it (if create) so that a later Open
+// with another key fails instead of starting a second vault.
+func (v *Vault) load(create bool) error {
 	data, err := os.ReadFile(v.path)
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		return errs.E(errs.NotFound, "no vault file %s", v.path)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		v.doc = document{Keys: map[string]keySecret{}, Secrets: map[string][][]byte{}}
 		return v.save(v.doc)
@@ -335,6 +342,36 @@ func (v *Vault) SecretVersions(_ context.Context, name string) ([][]byte, error)
 	return out, err
 }
 
+// ReadSecret returns the newest version of the deployment secret name from
+// the vault file at path, without taking the vault's lock and without
+// creating anything: for reading a secret while another process has the
+// vault open. The file is only ever replaced whole (by rename), so the
+// read sees one complete version of it. It fails with an errs.NotFound
+// error if the file or the secret does not exist, and with ErrWrongKey if
+// the file does not decrypt with masterKey.
+func ReadSecret(path string, masterKey []byte, name string) ([]byte, error) {
+	if len(masterKey) != KeySize {
+		return nil, fmt.Errorf("vault: master key is %d bytes, want %d", len(masterKey), KeySize)
+	}
+	block, err := aes.NewCipher(masterKey)
+	if err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("vault: %w", err)
+	}
+	v := &Vault{path: path, aead: aead}
+	if err := v.load(false); err != nil {
+		return nil, err
+	}
+	vs := v.doc.Secrets[name]
+	if len(vs) == 0 {
+		return nil, errs.E(errs.NotFound, "no secret %q", name)
+	}
+	return vs[len(vs)-1], nil
+}
+
 // Close releases the file lock. The vault is unusable afterwards.
 func (v *Vault) Close() error {
 	v.mu.Lock()
@@ -351,7 +388,7 @@ func (v *Vault) Close() error {
 // first creating the file (mode 0600, its directory 0700) with a new random
 // key if it does not exist.
 func LoadOrCreateKey(path string) ([]byte, error) {
-	key, err := readKey(path)
+	key, err := ReadKey(path)
 	if !errors.Is(err, fs.ErrNotExist) {
 		return key, err
 	}
@@ -362,7 +399,7 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	rand.Read(key)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return readKey(path) // another process created it first
+		return ReadKey(path) // another process created it first
 	}
 	if err != nil {
 		return nil, fmt.Errorf("vault: %w", err)
@@ -381,7 +418,9 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-func readKey(path string) ([]byte, error) {
+// ReadKey returns the master key stored at path as 64 hex digits. It
+// fails with an error matching fs.ErrNotExist if there is no such file.
+func ReadKey(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

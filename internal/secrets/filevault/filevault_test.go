@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/secrets"
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/secrets/secretstest"
@@ -196,9 +197,11 @@ func TestSecondOpenIsRefused(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "vault")
 	v := mustOpen(t, path, testKey(1))
-	if v2, err := filevault.Open(path, testKey(1)); err == nil {
-		v2.Close()
-		t.Fatalf("second Open of an open vault: got nil error, want it refused")
+	if v2, err := filevault.Open(path, testKey(1)); !errors.Is(err, filevault.ErrInUse) {
+		if err == nil {
+			v2.Close()
+		}
+		t.Fatalf("second Open of an open vault: got %v, want ErrInUse", err)
 	}
 	mustClose(t, v)
 	mustClose(t, mustOpen(t, path, testKey(1)))
@@ -241,5 +244,36 @@ func TestMalformedKeyFileIsRejected(t *testing.T) {
 	}
 	if _, err := filevault.LoadOrCreateKey(path); err == nil {
 		t.Errorf("LoadOrCreateKey of a short key: got nil error, want one")
+	}
+}
+
+// TestReadSecretWhileOpenCreatesNothing: ReadSecret reads a vault another
+// Vault holds open, and on a missing file or secret it fails with NotFound
+// and creates nothing.
+func TestReadSecretWhileOpenCreatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vault")
+	if _, err := filevault.ReadSecret(path, testKey(1), secrets.AdminToken); !errs.Is(err, errs.NotFound) {
+		t.Errorf("ReadSecret of a missing file: got %v, want NotFound", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("ReadSecret of a missing file created %v", entries)
+	}
+	v := mustOpen(t, path, testKey(1))
+	defer mustClose(t, v)
+	if _, err := filevault.ReadSecret(path, testKey(1), secrets.AdminToken); !errs.Is(err, errs.NotFound) {
+		t.Errorf("ReadSecret of a missing secret: got %v, want NotFound", err)
+	}
+	for _, version := range []string{"one", "two"} {
+		if err := v.AddSecretVersion(t.Context(), secrets.AdminToken, []byte(version)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := filevault.ReadSecret(path, testKey(1), secrets.AdminToken)
+	if err != nil || string(got) != "two" {
+		t.Errorf("ReadSecret while open: got %q, %v; want the newest version, two", got, err)
+	}
+	if _, err := filevault.ReadSecret(path, testKey(2), secrets.AdminToken); !errors.Is(err, filevault.ErrWrongKey) {
+		t.Errorf("ReadSecret with another key: got %v, want ErrWrongKey", err)
 	}
 }

@@ -20,7 +20,7 @@ func lock(path string) (unlock func() error, err error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("vault: %s is in use by another process", path)
+			return nil, fmt.Errorf("vault: %s is %w", path, ErrInUse)
 		}
 		return nil, fmt.Errorf("vault: lock %s: %w", f.Name(), err)
 	}
