@@ -81,10 +81,10 @@ type Sweeper struct {
 
 // The kinds of sweep action, for Actions.
 const (
-	ActionDisabled   = iota // a key disabled by a rule
-	ActionReenabled         // a key re-enabled when its suspension ended
-	ActionThreshold         // a quota threshold notified
-	ActionReaped            // an abandoned provisioning intent reaped
+	ActionDisabled  = iota // a key disabled by a rule
+	ActionReenabled        // a key re-enabled when its suspension ended
+	ActionThreshold        // a quota threshold notified
+	ActionReaped           // an abandoned provisioning intent reaped
 	numActions
 )
 

@@ -119,8 +119,8 @@ func Setup(ctx context.Context, cfg Config, log *slog.Logger) (_ *Telemetry, shu
 		return nil, nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	var (
-		reader  sdkmetric.Reader
-		spans   sdktrace.SpanExporter
+		reader   sdkmetric.Reader
+		spans    sdktrace.SpanExporter
 		closers  []func(context.Context) error
 		promAddr string
 	)

@@ -216,8 +216,8 @@ type Verifier struct {
 	// Counters for Counts: plain atomics, so that counting costs the hot
 	// path no allocation and no call into a metrics library, which reads
 	// them when it collects (internal/telemetry).
-	decisions [len(Codes)]atomic.Uint64 // by codeIndex
-	failures  atomic.Uint64             // Verify returned an error
+	decisions [len(Codes)]atomic.Uint64      // by codeIndex
+	failures  atomic.Uint64                  // Verify returned an error
 	lookups   [numCacheResults]atomic.Uint64 // by cache result
 }
 
