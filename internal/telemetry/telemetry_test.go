@@ -25,8 +25,8 @@ import (
 )
 
 // newVerifier returns a Verifier on a fresh SQLite store with one active
-// key, that key, and the key service.
-func newVerifier(t *testing.T, opts *verify.Options) (*verify.Verifier, *keys.Service, string) {
+// key, the key service, and that key's secret and id.
+func newVerifier(t *testing.T, opts *verify.Options) (_ *verify.Verifier, _ *keys.Service, secret, keyID string) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlitestore.Open(filepath.Join(dir, "k.db"))
@@ -51,7 +51,7 @@ func newVerifier(t *testing.T, opts *verify.Options) (*verify.Verifier, *keys.Se
 		t.Fatal(err)
 	}
 	opts.Logger = discard
-	return verify.New(st, h, plans, clock.Real{}, opts), svc, c.Secret
+	return verify.New(st, h, plans, clock.Real{}, opts), svc, c.Secret, c.Key.ID
 }
 
 func collect(t *testing.T, r sdkmetric.Reader) map[string]metricdata.Metrics {
@@ -91,7 +91,7 @@ func TestVerifyDecisionsAndLatencyAreExported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _, key := newVerifier(t, &verify.Options{ObserveLatency: latency})
+	v, _, key, _ := newVerifier(t, &verify.Options{ObserveLatency: latency})
 	if err := tel.ObserveVerifier(v); err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestStdoutModePrintsMetricsOnShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _, key := newVerifier(t, &verify.Options{})
+	v, _, key, _ := newVerifier(t, &verify.Options{})
 	if err := tel.ObserveVerifier(v); err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestPrometheusEndpointServesTheMetricNames(t *testing.T) {
 	}
 	defer shutdown(context.Background())
 	latency, _ := tel.VerifyLatency()
-	v, _, key := newVerifier(t, &verify.Options{ObserveLatency: latency})
+	v, _, key, _ := newVerifier(t, &verify.Options{ObserveLatency: latency})
 	if err := tel.ObserveVerifier(v); err != nil {
 		t.Fatal(err)
 	}
