@@ -53,6 +53,7 @@ var requiredEnv = []string{
 	"KEYPLANE_FIRESTORE_DATABASE",
 	"KEYPLANE_USAGE_TOPIC",
 	"KEYPLANE_NOTIFICATIONS_TOPIC",
+	"KEYPLANE_TELEMETRY",
 }
 
 // keySecretMethods are the secrets.Vault methods each function calls on key

@@ -221,6 +221,8 @@ locals {
     # publishes their retries; set for all so that none falls back to the
     # default topic name.
     KEYPLANE_NOTIFICATIONS_TOPIC = google_pubsub_topic.notifications.name
+    # Metrics to Cloud Monitoring, spans to Cloud Trace (monitoring.tf).
+    KEYPLANE_TELEMETRY = "gcp"
   }
 
   # Custom role ids allow [a-zA-Z0-9_.] only: "keyplane-" → "keyplane".

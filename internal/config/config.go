@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -102,6 +103,14 @@ type Config struct {
 	SecretPrefix string
 	// LogLevel is debug, info, warn or error (KEYPLANE_LOG_LEVEL, info).
 	LogLevel slog.Level
+	// Telemetry is where metrics and traces go (KEYPLANE_TELEMETRY): off
+	// (the default), stdout, prometheus, or gcp (Cloud Monitoring and
+	// Cloud Trace; infra/functions.tf sets it for the deployed functions).
+	Telemetry string
+	// MetricsAddr is the listen address of the Prometheus endpoint, with
+	// KEYPLANE_TELEMETRY=prometheus (KEYPLANE_METRICS_ADDR, default
+	// 127.0.0.1:9464).
+	MetricsAddr string
 }
 
 // Embedded returns the defaults of `keyplane serve`: everything on local
@@ -112,6 +121,7 @@ func Embedded() Config {
 		NotificationsTopic: "notifications", DataDir: ".keyplane",
 		FirestoreDatabase: "(default)", SweepInterval: time.Minute,
 		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
+		Telemetry: "off", MetricsAddr: "127.0.0.1:9464",
 	}
 }
 
@@ -168,6 +178,8 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	str(&c.WebhookSecret, "KEYPLANE_WEBHOOK_SECRET")
 	str(&c.KeyPrefix, "KEYPLANE_KEY_PREFIX")
 	str(&c.SecretPrefix, "KEYPLANE_SECRET_PREFIX")
+	str(&c.Telemetry, "KEYPLANE_TELEMETRY")
+	str(&c.MetricsAddr, "KEYPLANE_METRICS_ADDR")
 	if v := getenv("KEYPLANE_VAULT_KEY"); v != "" {
 		k, err := hex.DecodeString(v)
 		if err != nil || len(k) != 32 {
@@ -278,6 +290,20 @@ func (c Config) Validate() error {
 		if len(t) < 16 {
 			problems = append(problems, "each of KEYPLANE_VERIFY_TOKENS must be at least 16 characters")
 			break
+		}
+	}
+	switch c.Telemetry {
+	case "off", "stdout", "prometheus":
+	case "gcp":
+		if c.Project == "" {
+			problems = append(problems, "GOOGLE_CLOUD_PROJECT is required with KEYPLANE_TELEMETRY=gcp")
+		}
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_TELEMETRY must be off, stdout, prometheus or gcp, got %q", c.Telemetry))
+	}
+	if c.Telemetry == "prometheus" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			problems = append(problems, fmt.Sprintf("KEYPLANE_METRICS_ADDR must be host:port, like 127.0.0.1:9464; got %q", c.MetricsAddr))
 		}
 	}
 	if len(c.IDTokenAudiences) > 0 && len(c.IDTokenServiceAccounts) == 0 {

@@ -120,3 +120,27 @@ func TestClockOffsetIsForEmbeddedTrialsOnly(t *testing.T) {
 		t.Errorf("KEYPLANE_CLOCK_OFFSET with the cloud backends: Validate = %v, want refused", err)
 	}
 }
+
+func TestTelemetrySettings(t *testing.T) {
+	if c, _ := FromEnv(Embedded(), env(nil)); c.Telemetry != "off" || c.MetricsAddr != "127.0.0.1:9464" {
+		t.Errorf("serve's telemetry = %q on %q, want off on 127.0.0.1:9464", c.Telemetry, c.MetricsAddr)
+	}
+	for _, tc := range []struct {
+		env     map[string]string
+		problem string // "" if valid
+	}{
+		{map[string]string{"KEYPLANE_TELEMETRY": "prometheus", "KEYPLANE_METRICS_ADDR": ":9464"}, ""},
+		{map[string]string{"KEYPLANE_TELEMETRY": "stdout"}, ""},
+		{map[string]string{"KEYPLANE_TELEMETRY": "datadog"}, "KEYPLANE_TELEMETRY must be off, stdout, prometheus or gcp"},
+		{map[string]string{"KEYPLANE_TELEMETRY": "prometheus", "KEYPLANE_METRICS_ADDR": "9464"}, "KEYPLANE_METRICS_ADDR must be host:port"},
+		{map[string]string{"KEYPLANE_TELEMETRY": "gcp"}, "GOOGLE_CLOUD_PROJECT is required with KEYPLANE_TELEMETRY=gcp"},
+	} {
+		c, err := FromEnv(Embedded(), env(tc.env))
+		if err == nil {
+			err = c.Validate()
+		}
+		if tc.problem == "" && err != nil || tc.problem != "" && (err == nil || !strings.Contains(err.Error(), tc.problem)) {
+			t.Errorf("%v: error %v, want %q", tc.env, err, tc.problem)
+		}
+	}
+}

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
@@ -68,6 +72,39 @@ type Consumer struct {
 	clock  clock.Clock
 	log    *slog.Logger
 	owners *lru.Cache[string, string] // key id → owner; owners never change
+
+	// Tracer, if set, traces each message handled (a usage batch); nil
+	// traces nothing.
+	Tracer trace.Tracer
+
+	counted     atomic.Uint64 // events counted into the ledger
+	deadLetters atomic.Uint64 // dead letters recorded
+}
+
+// Counts is what a Consumer has counted since it was made.
+type Counts struct {
+	Events      uint64 // usage events counted into the ledger
+	DeadLetters uint64 // dead letters recorded (poison events and messages the transport gave up on)
+}
+
+// Counts returns the counters of c.
+func (c *Consumer) Counts() Counts {
+	return Counts{Events: c.counted.Load(), DeadLetters: c.deadLetters.Load()}
+}
+
+// span starts a span named name if c has a Tracer.
+func (c *Consumer) span(ctx context.Context, name string, m queue.Message) (context.Context, func(error)) {
+	if c.Tracer == nil {
+		return ctx, func(error) {}
+	}
+	ctx, span := c.Tracer.Start(ctx, name, trace.WithAttributes(attribute.String("messaging.message.id", m.ID)))
+	return ctx, func(err error) {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "redelivered")
+		}
+		span.End()
+	}
 }
 
 // NewConsumer returns a Consumer.
@@ -79,7 +116,9 @@ func NewConsumer(l ledger.Ledger, keys KeyStore, clk clock.Clock, log *slog.Logg
 // Handle processes one message: a usage batch, or client IPs verify saw
 // (a message with the attribute type=client_ips, see ClientIPPublisher),
 // or the keys' last uses verify saw (type=key_uses).
-func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
+func (c *Consumer) Handle(ctx context.Context, m queue.Message) (err error) {
+	ctx, end := c.span(ctx, "meter.batch", m)
+	defer func() { end(err) }()
 	now := c.clock.Now()
 	switch m.Attributes[attrType] {
 	case typeClientIPs:
@@ -122,13 +161,16 @@ func (c *Consumer) Handle(ctx context.Context, m queue.Message) error {
 	if _, err := c.ledger.Count(ctx, events, usage.Retention); err != nil {
 		return fmt.Errorf("counting %d events: %w", len(events), err)
 	}
+	c.counted.Add(uint64(len(events)))
 	return nil
 }
 
 // HandleDeadLetter records a message the transport dead-lettered, so that
 // it can be found and replayed (docs/operations.md). Its events are not
 // counted.
-func (c *Consumer) HandleDeadLetter(ctx context.Context, m queue.Message) error {
+func (c *Consumer) HandleDeadLetter(ctx context.Context, m queue.Message) (err error) {
+	ctx, end := c.span(ctx, "meter.dead_letter", m)
+	defer func() { end(err) }()
 	detail := "not counted: delivery attempts exhausted"
 	if n := m.Attributes["CloudPubSubDeadLetterSourceDeliveryCount"]; n != "" {
 		detail += " (" + n + " deliveries)"
@@ -153,6 +195,7 @@ func (c *Consumer) deadLetter(ctx context.Context, d ledger.DeadLetter, now time
 	if err := c.ledger.AddDeadLetter(ctx, d); err != nil {
 		return fmt.Errorf("recording a dead letter: %w", err)
 	}
+	c.deadLetters.Add(1)
 	c.log.WarnContext(ctx, "usage dead letter", "reason", d.Reason, "id", d.ID, "detail", d.Detail)
 	return nil
 }

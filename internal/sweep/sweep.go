@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keyplane/keyplane/internal/clock"
@@ -68,6 +72,44 @@ type Sweeper struct {
 	// judgement), so that a key nothing has changed for is not read and
 	// judged again in every run.
 	judged *lru.Cache[string, judgement]
+
+	// Tracer, if set, traces each run; nil traces nothing.
+	Tracer trace.Tracer
+	// actions counts what runs did, by kind (Actions).
+	actions [numActions]atomic.Uint64
+}
+
+// The kinds of sweep action, for Actions.
+const (
+	ActionDisabled  = iota // a key disabled by a rule
+	ActionReenabled        // a key re-enabled when its suspension ended
+	ActionThreshold        // a quota threshold notified
+	ActionReaped           // an abandoned provisioning intent reaped
+	numActions
+)
+
+// ActionKinds names the kinds of action, by index.
+var ActionKinds = [numActions]string{"disabled", "reenabled", "threshold", "reaped"}
+
+// Actions returns how many actions of each kind (by index, as
+// ActionKinds) the runs of s took, dry runs excepted.
+func (s *Sweeper) Actions() [numActions]uint64 {
+	var a [numActions]uint64
+	for i := range s.actions {
+		a[i] = s.actions[i].Load()
+	}
+	return a
+}
+
+// count adds what rep did to the action counters.
+func (s *Sweeper) count(rep Report) {
+	if rep.DryRun {
+		return
+	}
+	s.actions[ActionDisabled].Add(uint64(len(rep.Disabled)))
+	s.actions[ActionReenabled].Add(uint64(len(rep.Reenabled)))
+	s.actions[ActionThreshold].Add(uint64(len(rep.Thresholds)))
+	s.actions[ActionReaped].Add(uint64(rep.Reaped))
 }
 
 // judgement is what a key was judged on. If its usage today, its record
@@ -181,7 +223,21 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error)
 		return rep, errs.E(errs.Internal, "sweep: Sweeper.Keys is required: it makes the changes the sweep decides on")
 	}
 	deadline := now.Add(orDefault(s.Budget, DefaultBudget))
-	defer func() { rep.FinishedAt = s.now() }()
+	if s.Tracer != nil {
+		var span trace.Span
+		ctx, span = s.Tracer.Start(ctx, "sweep.run", trace.WithAttributes(attribute.Bool("keyplane.sweep.dry_run", opts.DryRun)))
+		defer func() {
+			span.SetAttributes(attribute.Int("keyplane.sweep.scanned", rep.Scanned),
+				attribute.Int("keyplane.sweep.disabled", len(rep.Disabled)),
+				attribute.Bool("keyplane.sweep.complete", rep.Complete))
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, "sweep failed")
+			}
+			span.End()
+		}()
+	}
+	defer func() { rep.FinishedAt = s.now(); s.count(rep) }()
 
 	cp, prog, err := s.checkpoint(ctx)
 	if err != nil {

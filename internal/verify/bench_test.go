@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/clientips"
 	"github.com/keyplane/keyplane/internal/clock"
@@ -16,6 +18,7 @@ import (
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
+	"github.com/keyplane/keyplane/internal/telemetry"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -54,6 +57,12 @@ const benchIPPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
 // records client IPs into it.
 func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifier, string) {
 	b.Helper()
+	return benchVerifierWith(b, plansJSON, quotas, false)
+}
+
+// benchVerifierWith is benchVerifier, with telemetry on if tel.
+func benchVerifierWith(b *testing.B, plansJSON string, quotas, tel bool) (*verify.Verifier, string) {
+	b.Helper()
 	dir := b.TempDir()
 	st, err := sqlitestore.Open(filepath.Join(dir, "k.db"))
 	if err != nil {
@@ -89,7 +98,18 @@ func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifie
 			*sqlitestore.Store
 		}{ledger, st}, clock.Real{}, 0, discard)
 	}
-	return verify.New(st, h, plans, clock.Real{}, opts), c.Secret
+	var t *telemetry.Telemetry
+	if tel {
+		t = telemetry.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())), nil)
+	}
+	if opts.ObserveLatency, err = t.VerifyLatency(); err != nil {
+		b.Fatal(err)
+	}
+	v := verify.New(st, h, plans, clock.Real{}, opts)
+	if err := t.ObserveVerifier(v); err != nil {
+		b.Fatal(err)
+	}
+	return v, c.Secret
 }
 
 // warm verifies req once, so that the key (or its miss) is cached, and
@@ -249,4 +269,23 @@ func BenchmarkFloorParseAndHashParallel(b *testing.B) {
 			h.Sum(k)
 		}
 	})
+}
+
+// BenchmarkVerifyCachedTelemetry is BenchmarkVerifyCached with telemetry
+// off and on (internal/telemetry: the decision and cache counters
+// observed, the latency histogram recorded, on an SDK meter provider with
+// a manual reader), for the cost of telemetry on the hot path:
+//
+//	go test -run '^$' -bench 'VerifyCached' -benchmem ./internal/verify
+func BenchmarkVerifyCachedTelemetry(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			v, key := benchVerifierWith(b, benchPlans, false, on)
+			benchValid(b, v, verify.Request{Key: key, Scope: "generate", Units: 1})
+		})
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -40,6 +41,33 @@ const (
 	ReasonReferrerMissing    = "the key is restricted to allowed_referrers and the request carries no referrer: send the request's Referer in referrer"
 	ReasonReferrerNotAllowed = "referrer does not match the key's allowed_referrers"
 )
+
+// Codes lists every Code, in the order of Counts.Decisions.
+var Codes = [...]Code{Valid, NotFound, Revoked, Expired, Disabled, Forbidden, InsufficientPermissions, UsageExceeded, RateLimited}
+
+// codeIndex returns the index of c in Codes.
+func codeIndex(c Code) int {
+	switch c {
+	case Valid:
+		return 0
+	case NotFound:
+		return 1
+	case Revoked:
+		return 2
+	case Expired:
+		return 3
+	case Disabled:
+		return 4
+	case Forbidden:
+		return 5
+	case InsufficientPermissions:
+		return 6
+	case UsageExceeded:
+		return 7
+	default:
+		return 8 // RateLimited
+	}
+}
 
 // Request is what a gateway asks about one API request.
 type Request struct {
@@ -142,6 +170,9 @@ type Options struct {
 	Quota             Quota         // nil: no quota checks
 	ClientIPs         ClientIPs     // nil: client IPs are not recorded
 	Logger            *slog.Logger
+	// ObserveLatency, if set, is told how long each Verify took (the
+	// latency histogram of internal/telemetry); nil measures nothing.
+	ObserveLatency func(time.Duration)
 }
 
 func (o *Options) withDefaults() Options {
@@ -197,6 +228,51 @@ type Verifier struct {
 	syncMu   sync.Mutex // serialises polls
 	stateMu  sync.RWMutex
 	lastSync time.Time // start of the last successful poll
+
+	// Counters for Counts: plain atomics, so that counting costs the hot
+	// path no allocation and no call into a metrics library, which reads
+	// them when it collects (internal/telemetry).
+	decisions [len(Codes)]atomic.Uint64      // by codeIndex
+	failures  atomic.Uint64                  // Verify returned an error
+	lookups   [numCacheResults]atomic.Uint64 // by cache result
+}
+
+// The results of a cache lookup, for Counts.CacheResults.
+const (
+	CacheHit         = iota // a cached key, within its TTL
+	CacheNegativeHit        // a remembered miss
+	CacheMiss               // read from the store (absent, or past its TTL)
+	numCacheResults
+)
+
+// Counts is what a Verifier has counted since it was made.
+type Counts struct {
+	Decisions    [len(Codes)]uint64 // by the index of the code in Codes
+	Failures     uint64             // verifies that returned an error
+	CacheResults [numCacheResults]uint64
+}
+
+// Counts returns the counters of v.
+func (v *Verifier) Counts() Counts {
+	var c Counts
+	for i := range v.decisions {
+		c.Decisions[i] = v.decisions[i].Load()
+	}
+	c.Failures = v.failures.Load()
+	for i := range v.lookups {
+		c.CacheResults[i] = v.lookups[i].Load()
+	}
+	return c
+}
+
+// FeedLag returns how far behind the change feed v's cache may be: the
+// time since the last successful poll began. A revocation is seen by
+// verify within that time (plus the feed's overlap).
+func (v *Verifier) FeedLag() time.Duration {
+	v.stateMu.RLock()
+	last := v.lastSync
+	v.stateMu.RUnlock()
+	return v.clock.Now().Sub(last)
 }
 
 // New returns a Verifier. The feed is read from now on (less the overlap):
@@ -213,6 +289,23 @@ func New(st store.Store, h *apikey.Hasher, plans *plan.Catalog, clk clock.Clock,
 // be made (the datastore is unreachable and the key is not usable from the
 // cache); the caller must then refuse the request.
 func (v *Verifier) Verify(ctx context.Context, req Request) (Decision, error) {
+	var start time.Time
+	if v.opt.ObserveLatency != nil {
+		start = time.Now()
+	}
+	d, err := v.verify(ctx, req)
+	if err != nil {
+		v.failures.Add(1)
+	} else {
+		v.decisions[codeIndex(d.Code)].Add(1)
+	}
+	if v.opt.ObserveLatency != nil {
+		v.opt.ObserveLatency(time.Since(start))
+	}
+	return d, err
+}
+
+func (v *Verifier) verify(ctx context.Context, req Request) (Decision, error) {
 	var d Decision
 	if _, err := apikey.Parse(req.Key); err != nil {
 		d.Code = NotFound
@@ -308,8 +401,10 @@ func (v *Verifier) admit(d *Decision, e *entry, now time.Time, units int64) Code
 func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*entry, error) {
 	if e, ok := v.cache.Get(h); ok {
 		if now.Sub(e.loadedAt) < v.opt.TTL {
+			v.counts(CacheHit)
 			return e, nil
 		}
+		v.counts(CacheMiss)
 		fresh, err := v.load(ctx, h)
 		if err != nil {
 			if errs.Is(err, errs.Unavailable) && now.Sub(e.loadedAt) < v.opt.TTL+v.opt.MaxStale {
@@ -320,10 +415,14 @@ func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*e
 		return fresh, nil
 	}
 	if at, ok := v.miss.Get(h); ok && now.Sub(at) < v.opt.TTL {
+		v.counts(CacheNegativeHit)
 		return nil, nil
 	}
+	v.counts(CacheMiss)
 	return v.load(ctx, h)
 }
+
+func (v *Verifier) counts(cacheResult int) { v.lookups[cacheResult].Add(1) }
 
 // load reads the key with hash h once for all concurrent callers and
 // caches the result (or the miss).

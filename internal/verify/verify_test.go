@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
@@ -20,6 +22,7 @@ import (
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
+	"github.com/keyplane/keyplane/internal/telemetry"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -377,6 +380,28 @@ func TestCachedVerifyAllocations(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { v.Verify(context.Background(), req) }); n > 2 {
 		t.Errorf("a cached verify allocates %v times, want at most 2", n)
+	}
+}
+
+func TestCachedVerifyAllocationsWithTelemetryOn(t *testing.T) {
+	e := newEnv(t, nil)
+	k := e.create(t, keys.CreateRequest{})
+	tel := telemetry.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())), nil)
+	latency, err := tel.VerifyLatency()
+	if err != nil || latency == nil {
+		t.Fatalf("VerifyLatency = %v, %v; want a recorder", latency != nil, err)
+	}
+	v := e.verifier(&verify.Options{ObserveLatency: latency})
+	if err := tel.ObserveVerifier(v); err != nil {
+		t.Fatal(err)
+	}
+	req := verify.Request{Key: k.Secret, Scope: "generate"}
+	check(t, v, req, verify.Valid)
+	if race.Enabled {
+		return // the race detector makes sync.Pool drop items
+	}
+	if n := testing.AllocsPerRun(1000, func() { v.Verify(context.Background(), req) }); n > 2 {
+		t.Errorf("a cached verify with telemetry on allocates %v times, want at most 2", n)
 	}
 }
 

@@ -38,6 +38,7 @@ import (
 	"github.com/keyplane/keyplane/internal/store/firestorestore"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/sweep"
+	"github.com/keyplane/keyplane/internal/telemetry"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -56,6 +57,7 @@ type build struct {
 	firestore *gfirestore.Client // shared by every Firestore adapter
 	pubsub    *gpubsub.Client
 	hasher    *apikey.Hasher
+	tel       *telemetry.Telemetry // nil: telemetry off
 }
 
 // begin validates cfg, loads the plans and makes the data directory.
@@ -71,6 +73,24 @@ func begin(ctx context.Context, role string, cfg config.Config, log *slog.Logger
 	if b.app.Plans, b.err = plan.Load(cfg.PlansFile); b.err != nil {
 		return b
 	}
+	// Telemetry is opened first, so that Close shuts it down (flushing
+	// the last metrics and spans) after everything it observes.
+	service := "keyplane"
+	if role != "" {
+		service = role
+	}
+	tel, shutdown, err := telemetry.Setup(ctx, telemetry.Config{
+		Mode: cfg.Telemetry, MetricsAddr: cfg.MetricsAddr, Project: cfg.Project, Service: service, Out: os.Stdout,
+	}, log)
+	if b.err = err; err != nil {
+		return b
+	}
+	b.tel = tel
+	b.closeLater(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return shutdown(ctx)
+	})
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			b.err = fmt.Errorf("data directory: %w", err)
@@ -138,7 +158,7 @@ func (b *build) openQueue() error {
 		return err
 	}
 	b.app.queue = q // closed by Close before every other backend
-	return nil
+	return b.tel.ObserveQueue(q)
 }
 
 // openTopic opens the topic of spec named name: a Pub/Sub topic, or the
@@ -302,6 +322,8 @@ func (b *build) consumer() {
 		return
 	}
 	b.app.Consumer = meter.NewConsumer(b.app.Ledger, b.app.Store, b.clk, b.log)
+	b.app.Consumer.Tracer = b.tel.Tracer()
+	b.err = b.tel.ObserveConsumer(b.app.Consumer)
 }
 
 // keyHasher reads the pepper and builds the key hasher from it.
@@ -391,7 +413,14 @@ func (b *build) verifier(w clientips.Writer) {
 	a := b.app
 	quotas := verify.NewQuotas(a.Ledger, 0, b.log)
 	a.ClientIPs = clientips.New(w, b.clk, clientIPFlushInterval, b.log)
-	a.Verifier = verify.New(a.Store, b.hasher, a.Plans, b.clk, &verify.Options{Logger: b.log, Quota: quotas, ClientIPs: a.ClientIPs})
+	latency, err := b.tel.VerifyLatency()
+	if b.err = err; err != nil {
+		return
+	}
+	a.Verifier = verify.New(a.Store, b.hasher, a.Plans, b.clk, &verify.Options{Logger: b.log, Quota: quotas, ClientIPs: a.ClientIPs, ObserveLatency: latency})
+	if b.err = b.tel.ObserveVerifier(a.Verifier); b.err != nil {
+		return
+	}
 	b.srv.Verifier = a.Verifier
 	v, ips := a.Verifier, a.ClientIPs
 	a.jobs = append(a.jobs,
@@ -425,7 +454,10 @@ func (b *build) sweeper() {
 	a := b.app
 	a.Sweeper = &sweep.Sweeper{
 		Store: a.Store, Ledger: a.Ledger, Plans: a.Plans,
-		Notify: a.Notify, Keys: a.Keys, Clock: b.clk, Logger: b.log,
+		Notify: a.Notify, Keys: a.Keys, Clock: b.clk, Logger: b.log, Tracer: b.tel.Tracer(),
+	}
+	if b.err = b.tel.ObserveSweeper(a.Sweeper); b.err != nil {
+		return
 	}
 	if b.cfg.Store == config.StoreFirestore {
 		// Firestore reads are round trips, not CPU: more of them in

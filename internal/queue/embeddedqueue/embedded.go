@@ -175,6 +175,34 @@ func (q *Queue) notify(subs []string) {
 	}
 }
 
+// Depth returns how many messages each subscription holds (due, leased
+// or waiting for a retry), by subscription name; subscriptions holding
+// none are absent.
+func (q *Queue) Depth(ctx context.Context) (map[string]int64, error) {
+	if !q.enter() {
+		return nil, errClosed()
+	}
+	defer q.active.Done()
+	rows, err := q.db.QueryContext(ctx, `SELECT subscription, COUNT(*) FROM messages GROUP BY subscription`)
+	if err != nil {
+		return nil, translate(err, "embedded queue: depth")
+	}
+	defer rows.Close()
+	depth := map[string]int64{}
+	for rows.Next() {
+		var sub string
+		var n int64
+		if err := rows.Scan(&sub, &n); err != nil {
+			return nil, translate(err, "embedded queue: depth")
+		}
+		depth[sub] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "embedded queue: depth")
+	}
+	return depth, nil
+}
+
 // Topic returns the topic called name. Publishing to it reaches the
 // subscriptions declared on it so far.
 func (q *Queue) Topic(name string) *Topic { return &Topic{q: q, name: name} }

@@ -2,6 +2,7 @@ package embeddedqueue
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"path/filepath"
@@ -421,6 +422,28 @@ func TestClosedQueueRefusesWork(t *testing.T) {
 	}
 	if err := q.Subscription("events", "other", testPolicy, "").Receive(t.Context(), nil); !errs.Is(err, errs.Unavailable) {
 		t.Errorf("Receive of a Subscription declared after Close: got %v, want Unavailable", err)
+	}
+}
+
+func TestDepthCountsHeldMessagesBySubscription(t *testing.T) {
+	q := openQueue(t, ":memory:", Options{})
+	declare(t, q, "events", "a", testPolicy, "")
+	declare(t, q, "events", "b", testPolicy, "")
+	declare(t, q, "other", "c", testPolicy, "")
+	for range 3 {
+		publishOne(t, q.Topic("events"), "x")
+	}
+	publishOne(t, q.Topic("other"), "y")
+	got, err := q.Depth(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int64{"a": 3, "b": 3, "c": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Depth = %v, want %v", got, want)
+	}
+	q.Close()
+	if _, err := q.Depth(t.Context()); !errs.Is(err, errs.Unavailable) {
+		t.Errorf("Depth of a closed queue: %v, want Unavailable", err)
 	}
 }
 
