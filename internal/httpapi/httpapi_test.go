@@ -599,3 +599,27 @@ func testVerifyToken(t *testing.T, a *api) {
 		t.Errorf("GET /v1/keys/{id} with the gateway token = %d, want 403", got)
 	}
 }
+
+// TestOwnChangesVerifyAtOnceOverHTTP: in `keyplane serve` a verify right
+// after a change answers from the new state; it does not wait for the
+// verifier's next poll of the change feed.
+func TestOwnChangesVerifyAtOnceOverHTTP(t *testing.T) {
+	a := newAPI(t)
+	for _, tc := range []struct{ path, body, want string }{
+		{"/disable", `{"reason": "investigating"}`, "DISABLED"},
+		{"/revoke", `{}`, "REVOKED"},
+		{"/rotate", `{"grace_period": "0s"}`, "EXPIRED"},
+	} {
+		id, secret := a.create(`{"owner": "o"}`)
+		verifyBody := `{"key": "` + secret + `"}`
+		if r := a.do("POST", "/v1/verify", verifyBody); r.Body["code"] != "VALID" {
+			t.Fatalf("verify before %s = %d %s", tc.path, r.Status, r.Raw)
+		}
+		if r := a.do("POST", "/v1/keys/"+id+tc.path, tc.body); r.Status/100 != 2 {
+			t.Fatalf("POST %s = %d %s", tc.path, r.Status, r.Raw)
+		}
+		if r := a.do("POST", "/v1/verify", verifyBody); r.Body["code"] != tc.want {
+			t.Errorf("verify right after %s = %d %s, want %s", tc.path, r.Status, r.Raw, tc.want)
+		}
+	}
+}

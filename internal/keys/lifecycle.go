@@ -35,6 +35,9 @@ func (s *Service) updateChanged(ctx context.Context, id string, mutate func(*sto
 	case err != nil:
 		return nil, false, err
 	}
+	if s.Observer != nil {
+		s.Observer.KeyChanged(k)
+	}
 	return k, true, nil
 }
 

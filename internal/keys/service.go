@@ -52,6 +52,20 @@ type Service struct {
 	// enables (see Disable and Enable) and about the sweep's suspensions
 	// and lifts (see Suspend and Lift). Default: nobody is told.
 	Notifier Notifier
+	// Observer, if not nil, is told of every committed write to a key
+	// before the call that made it returns, so that a verifier in the
+	// same process answers from the new state at once (see KeyObserver).
+	// Default: nobody is told; other processes learn from the change feed.
+	Observer KeyObserver
+}
+
+// KeyObserver learns of a key's committed change in the process that made
+// it. Service calls KeyChanged after every write to a key is committed
+// (a no-op update writes nothing and calls nothing), with the key as
+// stored, before returning to its caller. KeyChanged must not block on
+// I/O or modify k.
+type KeyObserver interface {
+	KeyChanged(k *store.Key)
 }
 
 // Notifier tells a key's owner that the key changed state. Service calls

@@ -23,7 +23,10 @@
 // background poller cannot be trusted alone: a request that finds the last
 // successful poll older than SyncInterval polls first (once for all
 // concurrent requests). Hence the bound: a change reaches every verifier
-// within SyncInterval plus one feed query, under 2 s.
+// within SyncInterval plus one feed query, under 2 s. A change made in the
+// verifier's own process is applied at once: keys.Service calls
+// KeyChanged (its Observer) after the write commits, which applies the
+// record exactly as a poll would.
 //
 // A key that does not change is read from the datastore at most once per
 // TTL (10 min) per instance: entries older than that are re-read, as a

@@ -560,6 +560,12 @@ func (v *Verifier) apply(k *store.Key, now time.Time) {
 	}
 }
 
+// KeyChanged applies a change committed by this process (keys.Service
+// calls it, as its KeyObserver) the way a poll applies the feed's, so that
+// verify answers from the new state at once rather than after the next
+// poll. Other processes still learn of the change from the feed.
+func (v *Verifier) KeyChanged(k *store.Key) { v.apply(k, v.clock.Now()) }
+
 // Run polls the change feed every SyncInterval until ctx ends.
 func (v *Verifier) Run(ctx context.Context) {
 	t := time.NewTicker(v.opt.SyncInterval)

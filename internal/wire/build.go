@@ -443,6 +443,10 @@ func (b *build) keysService() {
 	if a.Notify != nil {
 		a.Keys.Notifier = notify.KeyEvents{Service: a.Notify}
 	}
+	if a.Verifier != nil {
+		// Both in one process (serve): its own changes verify at once.
+		a.Keys.Observer = a.Verifier
+	}
 	b.srv.Keys = a.Keys
 }
 
