@@ -66,18 +66,16 @@ type Options struct {
 	// Clock tells the time from which an event id's retention runs.
 	// Default: the wall clock.
 	Clock clock.Clock
-	// FailCommitHook is for tests: it is called before each commit of
-	// Count and AddDeadLetter and before the writes of AddClientIPs, and a
-	// non-nil error aborts the commit (the writes) and is returned.
-	// Default: none.
-	FailCommitHook func() error
 }
 
 // Ledger is a ledger.Ledger on Firestore. It is safe for concurrent use.
 type Ledger struct {
-	c          *firestore.Client
-	shards     int
-	clock      clock.Clock
+	c      *firestore.Client
+	shards int
+	clock  clock.Clock
+	// failCommit, set by this package's tests, is called before each
+	// commit of Count and AddDeadLetter and before the writes of
+	// AddClientIPs; a non-nil error aborts the commit and is returned.
 	failCommit func() error
 
 	commits, writes, counted atomic.Int64
@@ -88,7 +86,7 @@ var _ ledger.Ledger = (*Ledger)(nil)
 // NewFromClient returns a Ledger on c, a client of the Firestore database
 // that the process's other Firestore adapters may share.
 func NewFromClient(c *firestore.Client, opts Options) *Ledger {
-	l := &Ledger{c: c, shards: opts.Shards, clock: opts.Clock, failCommit: opts.FailCommitHook}
+	l := &Ledger{c: c, shards: opts.Shards, clock: opts.Clock}
 	if l.shards <= 0 {
 		l.shards = DefaultShards
 	}

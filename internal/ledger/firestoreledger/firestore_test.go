@@ -27,7 +27,8 @@ func TestConformance(t *testing.T) {
 	testenv.Firestore(t)
 	ledgertest.Run(t, func(t *testing.T) ledgertest.Harness {
 		var b ledgertest.Breaker
-		l := NewFromClient(testenv.FirestoreClient(t), Options{FailCommitHook: b.Hook})
+		l := NewFromClient(testenv.FirestoreClient(t), Options{})
+		l.failCommit = b.Hook
 		return ledgertest.Harness{Ledger: l, Break: b.Break, Repair: b.Repair}
 	})
 }
@@ -108,13 +109,14 @@ func TestCountSurvivesRacingDeliveries(t *testing.T) {
 		raced   int
 		hookErr error
 	)
-	l := NewFromClient(c, Options{FailCommitHook: func() error {
+	l := NewFromClient(c, Options{})
+	l.failCommit = func() error {
 		if raced < 4 {
 			_, hookErr = other.Count(context.Background(), evs[raced:raced+1], time.Hour)
 			raced++
 		}
 		return hookErr
-	}})
+	}
 	n, err := l.Count(t.Context(), evs, time.Hour)
 	if n != 6 || err != nil {
 		t.Errorf("Count racing 4 deliveries: got %d, %v; want 6, nil", n, err)

@@ -6,9 +6,9 @@
 // delivered, and a failed Count burns no id.
 //
 // Failure and expiry need the adapter's help, given through the Harness:
-// Break and Repair make commits fail (a Breaker's Hook is what adapters take
-// as their FailCommitHook option), Advance moves the ledger's clock. Tests
-// that need a hook the harness lacks are skipped, saying why. When a commit
+// Break and Repair make commits fail (the adapters' own tests install a
+// Breaker's Hook as their commit hook), Advance moves the ledger's clock.
+// Tests that need a hook the harness lacks are skipped, saying why. When a commit
 // fails part way through a Count, the suite expects the count Count returns
 // with its error to be what that call did count: an adapter knows it
 // exactly when its own hook failed the commit.

@@ -37,8 +37,8 @@ type Harness struct {
 }
 
 // Breaker fails commits on demand. Its Hook is what an adapter calls
-// before each commit (its FailCommitHook option); Break and Repair are the
-// Harness hooks. The zero value lets every commit through.
+// before each commit (the adapter's own tests install it); Break and
+// Repair are the Harness hooks. The zero value lets every commit through.
 type Breaker struct {
 	mu     sync.Mutex
 	broken bool

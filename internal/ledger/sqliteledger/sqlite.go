@@ -25,18 +25,16 @@ type Options struct {
 	// Clock tells the time from which an event id's retention runs and
 	// against which expired ids are deleted. Default: the wall clock.
 	Clock clock.Clock
-	// FailCommitHook is for tests: it is called before each commit, and a
-	// non-nil error rolls the transaction back and is returned. Default:
-	// none.
-	FailCommitHook func() error
 }
 
 // Ledger is a ledger.Ledger in one SQLite database file.
 type Ledger struct {
-	db         *sqlitedb.DB
-	w          *sql.DB // db.W, one connection: every write, serialised
-	r          *sql.DB // db.R, read-only connections
-	clock      clock.Clock
+	db    *sqlitedb.DB
+	w     *sql.DB // db.W, one connection: every write, serialised
+	r     *sql.DB // db.R, read-only connections
+	clock clock.Clock
+	// failCommit, set by this package's tests, is called before each
+	// commit; a non-nil error rolls the transaction back and is returned.
 	failCommit func() error
 	// The per-key reads the sweep makes for every key with usage,
 	// prepared once: parsing the SQL cost more than running it.
@@ -97,7 +95,7 @@ func OpenWith(path string, opts Options) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Ledger{db: db, w: db.W, r: db.R, clock: opts.Clock, failCommit: opts.FailCommitHook}
+	l := &Ledger{db: db, w: db.W, r: db.R, clock: opts.Clock}
 	if l.clock == nil {
 		l.clock = clock.Real{}
 	}
@@ -122,7 +120,7 @@ func (l *Ledger) Close() error {
 }
 
 // write runs fn in an IMMEDIATE transaction on the writer connection and
-// commits it if fn, and then the FailCommitHook, return nil. fn's error is
+// commits it if fn, and then failCommit (tests), return nil. fn's error is
 // returned as is.
 func (l *Ledger) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	return l.db.Write(ctx, func(tx *sql.Tx) error {

@@ -25,10 +25,11 @@ func open(t testing.TB, opts Options) *Ledger {
 func harness(t *testing.T, path string) ledgertest.Harness {
 	var b ledgertest.Breaker
 	c := clock.NewFake(time.Date(2031, time.January, 1, 0, 0, 0, 0, time.UTC))
-	l, err := OpenWith(path, Options{Clock: c, FailCommitHook: b.Hook})
+	l, err := OpenWith(path, Options{Clock: c})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
+	l.failCommit = b.Hook
 	return ledgertest.Harness{Ledger: l, Break: b.Break, Repair: b.Repair, Advance: c.Advance}
 }
 
