@@ -80,20 +80,14 @@ type Vault struct {
 var _ secrets.Vault = (*Vault)(nil)
 
 // Open opens the vault at path with a KeySize-byte master key, creating an
-// empty vault (and its directory, mode 0700) if the file does not exist. It fails with ErrWrongKey if the
-// file does not decrypt with masterKey, and fails if another Vault has the
-// file open. Close the Vault to release the file.
+// empty vault (and its directory, mode 0700) if the file does not exist.
+// It fails with ErrWrongKey if the file does not decrypt with masterKey,
+// and with ErrInUse if another Vault has the file open. Close the Vault
+// to release the file.
 func Open(path string, masterKey []byte) (*Vault, error) {
-	if len(masterKey) != KeySize {
-		return nil, fmt.Errorf("vault: master key is %d bytes, want %d", len(masterKey), KeySize)
-	}
-	block, err := aes.NewCipher(masterKey)
+	aead, err := newAEAD(masterKey)
 	if err != nil {
-		return nil, fmt.Errorf("vault: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("vault: %w", err)
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("vault: %w", err)
@@ -342,14 +336,8 @@ func (v *Vault) SecretVersions(_ context.Context, name string) ([][]byte, error)
 	return out, err
 }
 
-// ReadSecret returns the newest version of the deployment secret name from
-// the vault file at path, without taking the vault's lock and without
-// creating anything: for reading a secret while another process has the
-// vault open. The file is only ever replaced whole (by rename), so the
-// read sees one complete version of it. It fails with an errs.NotFound
-// error if the file or the secret does not exist, and with ErrWrongKey if
-// the file does not decrypt with masterKey.
-func ReadSecret(path string, masterKey []byte, name string) ([]byte, error) {
+// newAEAD returns the AES-GCM cipher of masterKey.
+func newAEAD(masterKey []byte) (cipher.AEAD, error) {
 	if len(masterKey) != KeySize {
 		return nil, fmt.Errorf("vault: master key is %d bytes, want %d", len(masterKey), KeySize)
 	}
@@ -360,6 +348,21 @@ func ReadSecret(path string, masterKey []byte, name string) ([]byte, error) {
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
 		return nil, fmt.Errorf("vault: %w", err)
+	}
+	return aead, nil
+}
+
+// ReadSecret returns the newest version of the deployment secret name from
+// the vault file at path, without taking the vault's lock and without
+// creating anything: for reading a secret while another process has the
+// vault open. The file is only ever replaced whole (by rename), so the
+// read sees one complete version of it. It fails with an errs.NotFound
+// error if the file or the secret does not exist, and with ErrWrongKey if
+// the file does not decrypt with masterKey.
+func ReadSecret(path string, masterKey []byte, name string) ([]byte, error) {
+	aead, err := newAEAD(masterKey)
+	if err != nil {
+		return nil, err
 	}
 	v := &Vault{path: path, aead: aead}
 	if err := v.load(false); err != nil {
