@@ -122,9 +122,13 @@ func (c *Consumer) Handle(ctx context.Context, m queue.Message) (err error) {
 	now := c.clock.Now()
 	switch m.Attributes[attrType] {
 	case typeClientIPs:
-		return c.handleClientIPs(ctx, m, now)
+		return handleRecord(ctx, c, m, now, typeClientIPs, func(msg clientIPsMessage) error {
+			return c.ledger.AddClientIPs(ctx, msg.Day, msg.IPs)
+		})
 	case typeKeyUses:
-		return c.handleKeyUses(ctx, m, now)
+		return handleRecord(ctx, c, m, now, typeKeyUses, func(msg keyUsesMessage) error {
+			return c.keys.MarkUsed(ctx, msg.Uses)
+		})
 	}
 	batch, err := usage.DecodeMessage(m.Data)
 	if err != nil {
@@ -253,38 +257,22 @@ func (p ClientIPPublisher) MarkUsed(ctx context.Context, uses map[string]time.Ti
 	return nil
 }
 
-// handleKeyUses writes a key_uses message to the store; one that does not
-// decode or that the store rejects is dead-lettered.
-func (c *Consumer) handleKeyUses(ctx context.Context, m queue.Message, now time.Time) error {
-	var msg keyUsesMessage
+// handleRecord decodes a message of type typ (client_ips, key_uses) into a
+// T and writes it with write. A message that does not decode, or that write
+// rejects as invalid, is dead-lettered; any other failure is returned, so
+// that the message is delivered again.
+func handleRecord[T any](ctx context.Context, c *Consumer, m queue.Message, now time.Time, typ string, write func(T) error) error {
+	var msg T
 	err := json.Unmarshal(m.Data, &msg)
 	if err == nil {
-		err = c.keys.MarkUsed(ctx, msg.Uses)
+		err = write(msg)
 		if err != nil && !errs.Is(err, errs.Invalid) {
-			return fmt.Errorf("recording key uses: %w", err)
+			return fmt.Errorf("recording a %s message: %w", typ, err)
 		}
 	}
 	if err != nil {
 		return c.deadLetter(ctx, ledger.DeadLetter{ID: "message:" + m.ID, Reason: ReasonInvalid,
-			Detail: "key_uses message: " + err.Error(), Payload: m.Data}, now)
-	}
-	return nil
-}
-
-// handleClientIPs writes a client_ips message to the ledger; one that does
-// not decode or that the ledger rejects is dead-lettered.
-func (c *Consumer) handleClientIPs(ctx context.Context, m queue.Message, now time.Time) error {
-	var msg clientIPsMessage
-	err := json.Unmarshal(m.Data, &msg)
-	if err == nil {
-		err = c.ledger.AddClientIPs(ctx, msg.Day, msg.IPs)
-		if err != nil && !errs.Is(err, errs.Invalid) {
-			return fmt.Errorf("recording client IPs: %w", err)
-		}
-	}
-	if err != nil {
-		return c.deadLetter(ctx, ledger.DeadLetter{ID: "message:" + m.ID, Reason: ReasonInvalid,
-			Detail: "client_ips message: " + err.Error(), Payload: m.Data}, now)
+			Detail: typ + " message: " + err.Error(), Payload: m.Data}, now)
 	}
 	return nil
 }
