@@ -263,9 +263,12 @@ func (r *Recorder) flushUses(ctx context.Context) error {
 	var batches []map[string]time.Time
 	for i := range r.shards {
 		sh := &r.shards[i]
+		// Only a map swapped out is read after the lock is released: an
+		// empty one left in place is Used's to write.
+		var taken map[string]*atomic.Int64
 		sh.mu.Lock()
-		taken := sh.used
-		if len(taken) > 0 {
+		if len(sh.used) > 0 {
+			taken = sh.used
 			sh.used = make(map[string]*atomic.Int64, len(taken))
 			r.usedKeys.Add(-int64(len(taken)))
 		}
