@@ -27,7 +27,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // readBody reads at most limit bytes of the request body: 413 above it.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	return readBodyInto(w, r, limit, nil)
+}
+
+// readBodyInto is readBody appending to buf, which it grows as needed.
+func readBodyInto(w http.ResponseWriter, r *http.Request, limit int64, buf []byte) ([]byte, error) {
+	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), buf)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -36,6 +41,23 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, errs.Wrap(errs.Invalid, err, "reading the request body failed")
 	}
 	return body, nil
+}
+
+// readAll is io.ReadAll appending to b.
+func readAll(rd io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // decode reads at most limit bytes of JSON into v, rejecting unknown

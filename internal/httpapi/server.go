@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/clock"
@@ -166,9 +167,12 @@ func (s *Server) wrap(rt Route) http.Handler {
 				return
 			}
 		}
-		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
-			writeError(w, r, s.logger(), errs.E(errs.Invalid, "the query string is malformed (%s): percent-encode reserved characters, like %%25 for %%", queryProblem(err)))
-			return
+		// An empty query is valid; parsing it would still allocate a map.
+		if r.URL.RawQuery != "" {
+			if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+				writeError(w, r, s.logger(), errs.E(errs.Invalid, "the query string is malformed (%s): percent-encode reserved characters, like %%25 for %%", queryProblem(err)))
+				return
+			}
 		}
 		if rt.limit == 0 && r.ContentLength > 0 {
 			writeError(w, r, s.logger(), errs.E(errs.Invalid, "%s %s takes no request body", rt.Method, rt.Path))
@@ -215,12 +219,20 @@ func cleanPath(path string) bool {
 	if path == "/" {
 		return true
 	}
-	for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+	if !strings.HasPrefix(path, "/") {
+		return false
+	}
+	// Segment by segment, without the slice strings.Split would allocate.
+	for rest := path[1:]; ; {
+		seg, tail, more := strings.Cut(rest, "/")
 		if seg == "" || seg == "." || seg == ".." {
 			return false
 		}
+		if !more {
+			return true
+		}
+		rest = tail
 	}
-	return strings.HasPrefix(path, "/")
 }
 
 // jsonFallback answers unknown paths and methods with a JSON error body
@@ -260,7 +272,9 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		buf.Begin()
 		defer buf.End() // after the entry, so that the last request out flushes it
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		sw := statusWriters.Get().(*statusWriter)
+		*sw = statusWriter{ResponseWriter: w, code: http.StatusOK}
+		defer func() { *sw = statusWriter{}; statusWriters.Put(sw) }()
 		next.ServeHTTP(sw, r)
 		lvl := slog.LevelInfo
 		if sw.code >= 500 {
@@ -290,6 +304,11 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		h.Handle(r.Context(), rec)
 	})
 }
+
+// statusWriters recycles the request log's ResponseWriter wrapper, which
+// no handler keeps past its return (net/http forbids using a
+// ResponseWriter after ServeHTTP returns).
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
 
 type statusWriter struct {
 	http.ResponseWriter

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
@@ -65,12 +66,41 @@ func decodeVerifyJSON(body []byte) (verifyRequest, error) {
 	return req, nil
 }
 
+// verifyBodies recycles the buffers verify requests are read into and
+// decisions encoded in; the ResponseWriter copies what it is given.
+var verifyBodies = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// jsonContentType is the Content-Type header value of JSON responses,
+// shared: net/http never modifies a header's values.
+var jsonContentType = []string{"application/json"}
+
+// contentLengths holds the Content-Length values of bodies up to 4 KiB,
+// which covers verify decisions, so that answering allocates no string.
+var contentLengths = func() [][]string {
+	vs := make([][]string, 4<<10+1)
+	for n := range vs {
+		vs[n] = []string{strconv.Itoa(n)}
+	}
+	return vs
+}()
+
+// contentLength returns the Content-Length header value for n bytes.
+func contentLength(n int) []string {
+	if n < len(contentLengths) {
+		return contentLengths[n]
+	}
+	return []string{strconv.Itoa(n)}
+}
+
 func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) error {
-	body, err := readBody(w, r, VerifyBodyLimit)
+	bp := verifyBodies.Get().(*[]byte)
+	defer verifyBodies.Put(bp)
+	body, err := readBodyInto(w, r, VerifyBodyLimit, (*bp)[:0])
 	if err != nil {
 		return err
 	}
-	req, err := decodeVerifyRequest(body)
+	*bp = body[:0]                        // keep a buffer that grew
+	req, err := decodeVerifyRequest(body) // copies what it keeps
 	if err != nil {
 		return err
 	}
@@ -81,10 +111,15 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) err
 	if d.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
 	}
-	buf := appendDecision(make([]byte, 0, 1024), d.Code, d.Reason, d.Key, d.Limits(), d.RetryAfter)
+	dp := verifyBodies.Get().(*[]byte)
+	defer verifyBodies.Put(dp)
+	buf := appendDecision((*dp)[:0], d.Code, d.Reason, d.Key, d.Limits(), d.RetryAfter)
 	buf = append(buf, '\n')
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+	*dp = buf[:0]
+	// Canonical keys set directly, with values net/http only reads.
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = contentLength(len(buf))
 	w.WriteHeader(http.StatusOK)
 	w.Write(buf)
 	return nil
