@@ -9,9 +9,8 @@ GO ?= go
 # Allocation guards assert testing.AllocsPerRun counts, which mean nothing
 # under -race (it makes sync.Pool drop items; see internal/race), so they
 # skip their assertions there and `make test` runs them a second time
-# without it. An allocation guard is a test whose name contains "Alloc":
-# today TestParseAllocatesNothing (internal/apikey) and
-# TestCachedVerifyAllocations (internal/verify); name new ones so. The pass
+# without it. An allocation guard is a test whose name contains "Alloc"
+# (the pass prints which ran); name new ones so. The pass
 # fails if no test matches, so renaming the guards cannot switch it off
 # silently; it prints the guards that passed, or on a failure the go test
 # output without the packages that have no guard.
