@@ -45,28 +45,15 @@ const (
 // Codes lists every Code, in the order of Counts.Decisions.
 var Codes = [...]Code{Valid, NotFound, Revoked, Expired, Disabled, Forbidden, InsufficientPermissions, UsageExceeded, RateLimited}
 
-// codeIndex returns the index of c in Codes.
+// codeIndex returns the index of c in Codes (a few comparisons of short
+// strings, no allocation).
 func codeIndex(c Code) int {
-	switch c {
-	case Valid:
-		return 0
-	case NotFound:
-		return 1
-	case Revoked:
-		return 2
-	case Expired:
-		return 3
-	case Disabled:
-		return 4
-	case Forbidden:
-		return 5
-	case InsufficientPermissions:
-		return 6
-	case UsageExceeded:
-		return 7
-	default:
-		return 8 // RateLimited
+	for i, k := range Codes {
+		if k == c {
+			return i
+		}
 	}
+	panic("verify: a decision with code " + string(c) + ", which is not in Codes")
 }
 
 // Request is what a gateway asks about one API request.
@@ -401,10 +388,10 @@ func (v *Verifier) admit(d *Decision, e *entry, now time.Time, units int64) Code
 func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*entry, error) {
 	if e, ok := v.cache.Get(h); ok {
 		if now.Sub(e.loadedAt) < v.opt.TTL {
-			v.counts(CacheHit)
+			v.countLookup(CacheHit)
 			return e, nil
 		}
-		v.counts(CacheMiss)
+		v.countLookup(CacheMiss)
 		fresh, err := v.load(ctx, h)
 		if err != nil {
 			if errs.Is(err, errs.Unavailable) && now.Sub(e.loadedAt) < v.opt.TTL+v.opt.MaxStale {
@@ -415,14 +402,14 @@ func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*e
 		return fresh, nil
 	}
 	if at, ok := v.miss.Get(h); ok && now.Sub(at) < v.opt.TTL {
-		v.counts(CacheNegativeHit)
+		v.countLookup(CacheNegativeHit)
 		return nil, nil
 	}
-	v.counts(CacheMiss)
+	v.countLookup(CacheMiss)
 	return v.load(ctx, h)
 }
 
-func (v *Verifier) counts(cacheResult int) { v.lookups[cacheResult].Add(1) }
+func (v *Verifier) countLookup(cacheResult int) { v.lookups[cacheResult].Add(1) }
 
 // load reads the key with hash h once for all concurrent callers and
 // caches the result (or the miss).
