@@ -23,10 +23,11 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/keyplane/keyplane/internal/webhook"
+	"github.com/keyplane/keyplane/pkg/client"
 )
 
-// The tests in this file run `keyplane serve` as a real process, built
-// from this package, and stop it with a real signal while usage flows.
+// The tests in this file run `keyplane serve` as a real process (this
+// test binary as keyplane's main, see TestMain), and stop it with a real signal while usage flows.
 
 const (
 	shutdownAdminToken = "shutdown-test-admin-token"
@@ -226,21 +227,24 @@ func (p *serveProcess) stop(t *testing.T, sig os.Signal, limit time.Duration) (c
 	return p.cmd.ProcessState.ExitCode(), time.Since(start)
 }
 
-// createKey provisions a key with the admin token and returns its id.
-func createKey(t *testing.T, base string) string {
+// admin is a pkg/client client of serve at base with the admin token.
+func admin(t *testing.T, base string) *client.Client {
 	t.Helper()
-	req, _ := http.NewRequest("POST", base+"/v1/keys", strings.NewReader(`{"owner": "acct_shutdown"}`))
-	req.Header.Set("Authorization", "Bearer "+shutdownAdminToken)
-	res, err := http.DefaultClient.Do(req)
+	c, err := client.New(base, shutdownAdminToken, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
-	var key struct{ ID string }
-	if err := json.NewDecoder(res.Body).Decode(&key); err != nil || res.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /v1/keys = %d (%v), want 201", res.StatusCode, err)
+	return c
+}
+
+// createKey provisions a key with the admin token and returns its id.
+func createKey(t *testing.T, base string) string {
+	t.Helper()
+	k, err := admin(t, base).CreateKey(t.Context(), client.CreateKeyRequest{Owner: "acct_shutdown"}, "")
+	if err != nil {
+		t.Fatalf("create a key: %v", err)
 	}
-	return key.ID
+	return k.ID
 }
 
 // postUsage posts a signed batch of one-request events with the given ids,
@@ -477,16 +481,9 @@ func checkCountedIDs(t *testing.T, dir, keyID string, accepted map[string]bool) 
 // API.
 func countedRequests(t *testing.T, base, keyID string, at time.Time) int64 {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/v1/keys/"+keyID+"/usage?window=day&at="+at.Format(time.RFC3339), nil)
-	req.Header.Set("Authorization", "Bearer "+shutdownAdminToken)
-	res, err := http.DefaultClient.Do(req)
+	u, err := admin(t, base).KeyUsage(t.Context(), keyID, "day", at)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var u struct{ Requests int64 }
-	if err := json.NewDecoder(res.Body).Decode(&u); err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("GET /v1/keys/{id}/usage = %d (%v), want 200", res.StatusCode, err)
+		t.Fatalf("read the key's usage: %v", err)
 	}
 	return u.Requests
 }
