@@ -410,6 +410,8 @@ func TestSawStartsABackgroundFlushAfterInterval(t *testing.T) {
 	wantCalls(t, l.takeCalls())
 }
 
+// TestRunFlushesWhenItsContextEnds: Run's last flush writes both the
+// sightings and the key uses.
 func TestRunFlushesWhenItsContextEnds(t *testing.T) {
 	l := newIPLedger(t)
 	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
@@ -420,9 +422,11 @@ func TestRunFlushesWhenItsContextEnds(t *testing.T) {
 		close(done)
 	}()
 	r.Saw("key-1", "192.0.2.1", 10, ipNow)
+	r.Used("key-1", ipNow)
 	cancel()
 	<-done
 	l.wantCount(t, "key-1", ipToday, 1)
+	wantUses(t, l.takeUses(), map[string]time.Time{"key-1": ipNow})
 }
 
 // heldWriter is a Writer whose writes wait until release is closed, and
@@ -659,21 +663,6 @@ func TestFailedKeyUsesFlushIsRetried(t *testing.T) {
 	l.down.Store(false)
 	flush(t, r)
 	wantUses(t, l.takeUses(), map[string]time.Time{"key-1": ipNow.Add(2 * time.Second), "key-2": ipNow.Add(time.Second)})
-}
-
-func TestRunFlushesKeyUsesWhenItsContextEnds(t *testing.T) {
-	l := newIPLedger(t)
-	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() {
-		r.Run(ctx)
-		close(done)
-	}()
-	r.Used("key-1", ipNow)
-	cancel()
-	<-done
-	wantUses(t, l.takeUses(), map[string]time.Time{"key-1": ipNow})
 }
 
 func TestKeyUsesAreExactUnderConcurrency(t *testing.T) {
