@@ -111,16 +111,24 @@ func TestTimeoutBoundsAHungRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	accepted := make(chan []net.Conn, 1)
+	go func() { // holds what it accepts open, unanswered, until ln closes
+		var conns []net.Conn
 		for {
 			c, err := ln.Accept()
 			if err != nil {
+				accepted <- conns
 				return
 			}
-			t.Cleanup(func() { c.Close() })
+			conns = append(conns, c)
 		}
 	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for _, c := range <-accepted {
+			c.Close()
+		}
+	})
 	c := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ContextTimeoutEnabled: true, MaxRetries: -1, ReadTimeout: -1, WriteTimeout: -1, Protocol: 2, DisableIdentity: true})
 	t.Cleanup(func() { c.Close() })
 	l := open(t, c, Options{Timeout: 50 * time.Millisecond})
