@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -144,5 +145,22 @@ func TestNewRefusesAClientWithoutContextTimeouts(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	if _, err := New(c, nil); !errs.Is(err, errs.Invalid) {
 		t.Errorf("err = %v, want Invalid", err)
+	}
+}
+
+func TestCountersExpireAndShareTheGroupsHashTag(t *testing.T) {
+	srv := testenv.Redis(t)
+	c := client(t, srv.Addr)
+	l := open(t, c, Options{Prefix: "p:"})
+	if _, err := l.Admit(context.Background(), limitertest.T0, one); err != nil {
+		t.Fatal(err)
+	}
+	key := "p:{owner}:" + strconv.FormatInt(limiter.Minute(limitertest.T0), 10) + ":k"
+	ttl, err := c.PTTL(context.Background(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl <= 0 || ttl > TTL {
+		t.Errorf("PTTL(%s) = %v, want in (0, %v]", key, ttl, TTL)
 	}
 }
