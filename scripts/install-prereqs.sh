@@ -6,6 +6,7 @@
 #   make, gcc        the test command, and cgo for go test -race
 #   curl, python3    scripts/with-emulators.sh (free ports, readiness)
 #   java             the Firestore and Pub/Sub emulators run on a JRE
+#   redis-server     the Redis limiter's tests start their own (internal/testenv)
 #   gcloud + the firestore and pubsub emulator components
 #
 # Go itself (1.26, from go.mod) is not installed here: it comes from go.dev
@@ -22,6 +23,7 @@ need gcc gcc libc6-dev
 need curl curl
 need python3 python3
 need java default-jre-headless
+need redis-server redis-server
 need gcloud google-cloud-cli
 # the emulator components, as Debian packages of the Cloud SDK's apt repository
 sdk_root=""
@@ -35,7 +37,7 @@ emulator_present cloud-firestore-emulator || missing+=(google-cloud-cli-firestor
 emulator_present pubsub-emulator || missing+=(google-cloud-cli-pubsub-emulator)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-prereqs: make, gcc, curl, python3, java, gcloud and both emulators are present"
+  echo "install-prereqs: make, gcc, curl, python3, java, redis-server, gcloud and both emulators are present"
   exit 0
 fi
 echo "install-prereqs: installing ${missing[*]} with apt-get" >&2
