@@ -9,6 +9,7 @@ import (
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/race"
 	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/verify"
 )
@@ -131,6 +132,23 @@ func TestOwnerChangesReachVerify(t *testing.T) {
 		if s.Scope == verify.ScopeOwner && s.Name == "requests_per_minute" && s.Feature == "" && (s.Limit != 10 || s.Source != "plan tier2") {
 			t.Errorf("after the tier change: %+v", s)
 		}
+	}
+}
+
+// A cached verify counted against the key's, the owner's and the
+// feature's limits allocates nothing more than one against the key's.
+func TestCachedVerifyWithOwnerAndFeatureAllocations(t *testing.T) {
+	e := newEnv(t, nil)
+	k := e.create(t, keys.CreateRequest{Owner: "proj_1", Plan: "tier2"})
+	v := e.verifier(nil)
+	req := verify.Request{Key: k.Secret, Feature: "pro-model"}
+	check(t, v, req, verify.Valid)
+	if race.Enabled {
+		return // the race detector makes sync.Pool drop items
+	}
+	e.clock.Advance(time.Minute) // a fresh window: tier2's limits admit the runs below
+	if n := testing.AllocsPerRun(3, func() { v.Verify(context.Background(), req) }); n > 0 {
+		t.Errorf("a cached verify with owner and feature limits allocates %v times, want 0", n)
 	}
 }
 

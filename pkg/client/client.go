@@ -86,6 +86,7 @@ type Limits map[string]int64
 type Restrictions struct {
 	AllowedIPs       []string `json:"allowed_ips,omitempty"`       // addresses or CIDR prefixes
 	AllowedReferrers []string `json:"allowed_referrers,omitempty"` // "example.com", "*.example.com", "example.com/path"
+	AllowedFeatures  []string `json:"allowed_features,omitempty"`  // the only features (models) the key may be verified for
 }
 
 // KeyStatus is a key's lifecycle state.
