@@ -1,4 +1,4 @@
-package httpapi
+package httpapi_test
 
 import (
 	"os"
@@ -91,7 +91,7 @@ func TestOwnerBadInputChangesNothing(t *testing.T) {
 		{`{"plan": "tier1", "limits": {"requests_per_hour": 5}}`, `unknown limit`},
 	} {
 		r := a.do("PATCH", "/v1/owners/proj_1", tc.body)
-		if r.Status != 400 || !strings.Contains(r.Raw, tc.want) {
+		if r.Status != 400 || !strings.Contains(errMessage(r), tc.want) {
 			t.Errorf("PATCH %s = %d %s, want 400 containing %q", tc.body, r.Status, r.Raw, tc.want)
 		}
 	}

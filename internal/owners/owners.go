@@ -2,8 +2,8 @@ package owners
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -164,10 +164,10 @@ func (s *Service) Update(ctx context.Context, actor, id string, req UpdateReques
 		}
 		details := map[string]string{"owner": id, "plan": next.Plan, "previous_plan": o.Plan}
 		if req.Limits != nil {
-			details["limits"] = fmt.Sprint(map[string]int64(next.Limits))
+			details["limits"] = jsonText(next.Limits)
 		}
 		if req.Features != nil {
-			details["features"] = fmt.Sprint(next.Features)
+			details["features"] = jsonText(next.Features)
 		}
 		now := s.now()
 		next.UpdatedAt = now
@@ -192,6 +192,13 @@ func (s *Service) Update(ctx context.Context, actor, id string, req UpdateReques
 		}
 	}
 	return updated, nil
+}
+
+// jsonText is v as JSON, for an audit detail (maps of names to numbers
+// always encode).
+func jsonText(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 var errNoChange = errors.New("owners: no change")
