@@ -625,17 +625,17 @@ func (v *Verifier) Sync(ctx context.Context) error {
 		// Owners' changes (plan, overrides) reach verify the same way.
 		cursor, after = since, ""
 		for {
-			os, err := v.store.ChangedOwners(context.WithoutCancel(ctx), cursor, after, 500)
+			changed, err := v.store.ChangedOwners(context.WithoutCancel(ctx), cursor, after, 500)
 			if err != nil {
 				return nil, err
 			}
-			for _, o := range os {
+			for _, o := range changed {
 				v.applyOwner(o, start)
 			}
-			if len(os) < 500 {
+			if len(changed) < 500 {
 				break
 			}
-			cursor, after = os[len(os)-1].UpdatedAt, os[len(os)-1].ID
+			cursor, after = changed[len(changed)-1].UpdatedAt, changed[len(changed)-1].ID
 		}
 		v.stateMu.Lock()
 		v.lastSync = start
