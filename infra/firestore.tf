@@ -84,6 +84,29 @@ resource "google_firestore_index" "audit_by_key" {
   }
 }
 
+# ChangedOwners (the verifiers' owner change feed), by (updated_at, id):
+# the id field, since owner document ids are an encoding that does not
+# sort like the ids.
+resource "google_firestore_index" "owners_by_update" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "owners"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "updated_at"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
 # Usage counters (internal/ledger/firestoreledger): the sweep's ActiveKeys and
 # the billing export across owners, then the export for one owner. Shard
 # documents of a key are grouped by key_id.
@@ -152,6 +175,10 @@ locals {
     "keys/restrictions"        = { ttl = false, exempt = true }
     "key_hashes/key_id"        = { ttl = false, exempt = true }
     "audit/details"            = { ttl = false, exempt = true }
+    "owners/plan"              = { ttl = false, exempt = true }
+    "owners/limits"            = { ttl = false, exempt = true }
+    "owners/features"          = { ttl = false, exempt = true }
+    "owners/created_at"        = { ttl = false, exempt = true }
     "idempotency/key"          = { ttl = false, exempt = true }
     "idempotency/status"       = { ttl = false, exempt = true }
     "idempotency/request_hash" = { ttl = false, exempt = true }

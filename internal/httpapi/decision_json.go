@@ -3,6 +3,7 @@ package httpapi
 import (
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -17,10 +18,10 @@ import (
 // (docs/benchmarks.md). TestAppendDecisionMatchesEncodingJSON keeps the two
 // encodings equal.
 //
-// It takes the decision's parts (d.Code, d.Reason, d.Key, d.Limits(), d.RetryAfter)
+// It takes the decision's parts (d.Code, d.Reason, d.Key, d.Limits(), d.Refused(), d.RetryAfter)
 // rather than the decision, whose limits only package verify can set, so
 // that the test can encode any limits.
-func appendDecision(b []byte, code verify.Code, message string, k *store.Key, ls []verify.LimitState, retryAfter time.Duration) []byte {
+func appendDecision(b []byte, code verify.Code, message string, k *store.Key, ls []verify.LimitState, refused int, retryAfter time.Duration) []byte {
 	b = append(b, `{"valid":`...)
 	b = strconv.AppendBool(b, code == verify.Valid)
 	b = append(b, `,"code":`...)
@@ -66,42 +67,24 @@ func appendDecision(b []byte, code verify.Code, message string, k *store.Key, ls
 			b = appendTime(b, *k.ExpiresAt)
 		}
 	}
-	if len(ls) > 0 {
-		// JSON objects from maps are sorted by key. On the stack, like
-		// the metadata's names.
-		var buf [verify.MaxLimits]int
-		order := buf[:0]
-		for i := range ls {
-			order = append(order, i)
+	b = appendLimits(b, "limits", ls, groupKey)
+	b = appendLimits(b, "owner_limits", ls, groupOwner)
+	for _, l := range ls {
+		if l.Feature != "" {
+			b = appendField(b, "feature", l.Feature)
+			b = appendLimits(b, "feature_limits", ls, groupFeature)
+			break
 		}
-		slices.SortFunc(order, func(x, y int) int {
-			switch {
-			case ls[x].Name < ls[y].Name:
-				return -1
-			case ls[x].Name > ls[y].Name:
-				return 1
-			}
-			return 0
-		})
-		b = append(b, `,"limits":{`...)
-		for n, i := range order {
-			l := ls[i]
-			if n > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, l.Name)
-			b = append(b, `:{"limit":`...)
-			b = strconv.AppendInt(b, l.Limit, 10)
-			if l.HasUsed {
-				b = append(b, `,"used":`...)
-				b = strconv.AppendInt(b, l.Used, 10)
-			}
-			b = append(b, `,"remaining":`...)
-			b = strconv.AppendInt(b, l.Remaining, 10)
-			b = append(b, `,"reset_at":`...)
-			b = appendTime(b, l.ResetAt)
-			b = append(b, '}')
-		}
+	}
+	if refused >= 0 && refused < len(ls) {
+		l := ls[refused]
+		b = append(b, `,"limit":{"scope":`...)
+		b = appendString(b, l.Scope)
+		b = appendField(b, "feature", l.Feature)
+		b = appendField(b, "name", l.Name)
+		b = append(b, ',')
+		b = appendLimitState(b, l)
+		b = appendField(b, "source", l.Source)
 		b = append(b, '}')
 	}
 	if retryAfter > 0 {
@@ -109,6 +92,70 @@ func appendDecision(b []byte, code verify.Code, message string, k *store.Key, ls
 		b = strconv.AppendInt(b, int64((retryAfter+time.Second-1)/time.Second), 10)
 	}
 	return append(b, '}')
+}
+
+// The groups of a decision's limits, each encoded as one JSON object by
+// limit name: the key's own (a state without a scope is the key's), its
+// owner's, and its owner's on the request's feature.
+const (
+	groupKey = iota
+	groupOwner
+	groupFeature
+)
+
+func inGroup(l *verify.LimitState, g int) bool {
+	switch g {
+	case groupKey:
+		return l.Scope != verify.ScopeOwner
+	case groupOwner:
+		return l.Scope == verify.ScopeOwner && l.Feature == ""
+	}
+	return l.Scope == verify.ScopeOwner && l.Feature != ""
+}
+
+// appendLimits appends ,"field":{name: state, …} for the limits of group
+// g, sorted by name as encoding/json sorts a map, or nothing if there are
+// none.
+func appendLimits(b []byte, field string, ls []verify.LimitState, g int) []byte {
+	// On the stack, like the metadata's names.
+	var buf [verify.MaxLimits]int
+	order := buf[:0]
+	for i := range ls {
+		if inGroup(&ls[i], g) {
+			order = append(order, i)
+		}
+	}
+	if len(order) == 0 {
+		return b
+	}
+	slices.SortFunc(order, func(x, y int) int { return strings.Compare(ls[x].Name, ls[y].Name) })
+	b = append(b, ',', '"')
+	b = append(b, field...)
+	b = append(b, '"', ':', '{')
+	for n, i := range order {
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, ls[i].Name)
+		b = append(b, ':', '{')
+		b = appendLimitState(b, ls[i])
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// appendLimitState appends "limit":…,"used":…,"remaining":…,"reset_at":….
+func appendLimitState(b []byte, l verify.LimitState) []byte {
+	b = append(b, `"limit":`...)
+	b = strconv.AppendInt(b, l.Limit, 10)
+	if l.HasUsed {
+		b = append(b, `,"used":`...)
+		b = strconv.AppendInt(b, l.Used, 10)
+	}
+	b = append(b, `,"remaining":`...)
+	b = strconv.AppendInt(b, l.Remaining, 10)
+	b = append(b, `,"reset_at":`...)
+	return appendTime(b, l.ResetAt)
 }
 
 // appendField appends ,"name":"value" unless value is empty (omitempty).

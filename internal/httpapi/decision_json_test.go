@@ -19,17 +19,33 @@ import (
 // byte for byte, being this struct as encoding/json renders it. It never
 // holds the secret.
 type decisionResponse struct {
-	Valid      bool                  `json:"valid"`
-	Code       verify.Code           `json:"code"`
-	Message    string                `json:"message,omitempty"`
-	KeyID      string                `json:"key_id,omitempty"`
-	Owner      string                `json:"owner,omitempty"`
-	Plan       string                `json:"plan,omitempty"`
-	Scopes     []string              `json:"scopes,omitempty"`
-	Metadata   map[string]string     `json:"metadata,omitempty"`
-	ExpiresAt  *time.Time            `json:"expires_at,omitempty"`
-	Limits     map[string]limitState `json:"limits,omitempty"`
-	RetryAfter int64                 `json:"retry_after,omitempty"` // seconds, with RATE_LIMITED
+	Valid         bool                  `json:"valid"`
+	Code          verify.Code           `json:"code"`
+	Message       string                `json:"message,omitempty"`
+	KeyID         string                `json:"key_id,omitempty"`
+	Owner         string                `json:"owner,omitempty"`
+	Plan          string                `json:"plan,omitempty"`
+	Scopes        []string              `json:"scopes,omitempty"`
+	Metadata      map[string]string     `json:"metadata,omitempty"`
+	ExpiresAt     *time.Time            `json:"expires_at,omitempty"`
+	Limits        map[string]limitState `json:"limits,omitempty"`
+	OwnerLimits   map[string]limitState `json:"owner_limits,omitempty"`
+	Feature       string                `json:"feature,omitempty"`
+	FeatureLimits map[string]limitState `json:"feature_limits,omitempty"`
+	Limit         *refusedLimit         `json:"limit,omitempty"`
+	RetryAfter    int64                 `json:"retry_after,omitempty"` // seconds, with RATE_LIMITED
+}
+
+// refusedLimit is the limit that refused a decision.
+type refusedLimit struct {
+	Scope     string    `json:"scope"`
+	Feature   string    `json:"feature,omitempty"`
+	Name      string    `json:"name"`
+	Limit     int64     `json:"limit"`
+	Used      *int64    `json:"used,omitempty"`
+	Remaining int64     `json:"remaining"`
+	ResetAt   time.Time `json:"reset_at"`
+	Source    string    `json:"source,omitempty"`
 }
 
 // decision is a verify decision's parts, as verifyKey hands them to
@@ -39,6 +55,7 @@ type decision struct {
 	message    string
 	key        *store.Key
 	limits     []verify.LimitState
+	refused    int // index in limits, or -1
 	retryAfter time.Duration
 }
 
@@ -47,15 +64,26 @@ func (d decision) response() decisionResponse {
 	if k := d.key; k != nil {
 		out.KeyID, out.Owner, out.Plan, out.Scopes, out.Metadata, out.ExpiresAt = k.ID, k.Owner, k.Plan, k.Scopes, k.Metadata, k.ExpiresAt
 	}
-	if len(d.limits) > 0 {
-		out.Limits = make(map[string]limitState, len(d.limits))
-		for _, l := range d.limits {
-			j := limitState{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
-			if l.HasUsed {
-				used := l.Used
-				j.Used = &used
-			}
-			out.Limits[l.Name] = j
+	for i, l := range d.limits {
+		j := limitState{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
+		if l.HasUsed {
+			used := l.Used
+			j.Used = &used
+		}
+		group := &out.Limits
+		switch {
+		case l.Scope == verify.ScopeOwner && l.Feature != "":
+			group, out.Feature = &out.FeatureLimits, l.Feature
+		case l.Scope == verify.ScopeOwner:
+			group = &out.OwnerLimits
+		}
+		if *group == nil {
+			*group = map[string]limitState{}
+		}
+		(*group)[l.Name] = j
+		if i == d.refused {
+			out.Limit = &refusedLimit{Scope: l.Scope, Feature: l.Feature, Name: l.Name, Limit: l.Limit, Used: j.Used,
+				Remaining: l.Remaining, ResetAt: l.ResetAt, Source: l.Source}
 		}
 	}
 	if d.retryAfter > 0 {
@@ -71,7 +99,7 @@ func matchesEncodingJSON(d decision) error {
 	if err != nil {
 		return err
 	}
-	if got := appendDecision(nil, d.code, d.message, d.key, d.limits, d.retryAfter); string(got) != string(want) {
+	if got := appendDecision(nil, d.code, d.message, d.key, d.limits, d.refused, d.retryAfter); string(got) != string(want) {
 		return fmt.Errorf("\n got %s\nwant %s", got, want)
 	}
 	return nil
@@ -100,7 +128,7 @@ var (
 // int64, zero reset times and times in other zones. Every part varies
 // independently, so a few thousand draws cover their combinations.
 func genDecision(r *rand.Rand) decision {
-	d := decision{code: codes[r.IntN(len(codes))]}
+	d := decision{code: codes[r.IntN(len(codes))], refused: -1}
 	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
 	if r.IntN(2) == 0 {
 		d.message = pick(awkward)
@@ -125,11 +153,26 @@ func genDecision(r *rand.Rand) decision {
 	names := append([]string(nil), limitNames...)
 	r.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 	for _, name := range names[:r.IntN(len(names)+1)] {
-		l := verify.LimitState{Name: name, Limit: genInt(r), Remaining: genInt(r), ResetAt: genTime(r)}
+		l := verify.LimitState{Scope: verify.ScopeKey, Source: pick([]string{"plan free", verify.SourceKeyOverride}),
+			Name: name, Limit: genInt(r), Remaining: genInt(r), ResetAt: genTime(r)}
 		if r.IntN(2) == 0 {
 			l.Used, l.HasUsed = genInt(r), true
 		}
 		d.limits = append(d.limits, l)
+	}
+	// The owner's and one feature's per-minute limits, in verify's order.
+	feature := pick(awkward[1:])
+	for _, f := range []string{"", feature} {
+		for _, name := range []string{"requests_per_minute", "units_per_minute"} {
+			if r.IntN(3) == 0 {
+				d.limits = append(d.limits, verify.LimitState{Scope: verify.ScopeOwner, Feature: f,
+					Source: pick([]string{"plan " + pick(awkward), verify.SourceOwnerOverride}),
+					Name:   name, Limit: genInt(r), Remaining: genInt(r), ResetAt: genTime(r)})
+			}
+		}
+	}
+	if len(d.limits) > 0 && r.IntN(2) == 0 {
+		d.refused = r.IntN(len(d.limits))
 	}
 	switch r.IntN(4) {
 	case 0:
@@ -176,19 +219,25 @@ func TestAppendDecisionMatchesEncodingJSON(t *testing.T) {
 	perMinute := verify.LimitState{Name: "requests_per_minute", Limit: 60, Remaining: 59, ResetAt: reset}
 	perDay := verify.LimitState{Name: "requests_per_day", Limit: 1500, Used: 12, HasUsed: true, Remaining: 1488, ResetAt: day}
 	unitsPerDay := verify.LimitState{Name: "units_per_day", Limit: 100, Used: 0, HasUsed: true, Remaining: 100, ResetAt: day}
+	ownerPerMinute := verify.LimitState{Scope: verify.ScopeOwner, Source: "plan tier1", Name: "requests_per_minute", Limit: 3, Remaining: 0, ResetAt: reset}
+	featurePerMinute := verify.LimitState{Scope: verify.ScopeOwner, Feature: "pro-model", Source: verify.SourceOwnerOverride, Name: "requests_per_minute", Limit: 1, Remaining: 0, ResetAt: reset}
 	for name, d := range map[string]decision{
-		"not found":   {code: verify.NotFound},
-		"valid, bare": {code: verify.Valid, key: &store.Key{ID: "key_x", Owner: "o", Plan: "free"}},
-		"valid, full": {code: verify.Valid, key: full},
+		"not found":   {code: verify.NotFound, refused: -1},
+		"valid, bare": {code: verify.Valid, key: &store.Key{ID: "key_x", Owner: "o", Plan: "free"}, refused: -1},
+		"valid, full": {code: verify.Valid, key: full, refused: -1},
+		"refused by the owner's feature limit": {code: verify.RateLimited, key: full, retryAfter: time.Second,
+			limits: []verify.LimitState{perMinute, ownerPerMinute, featurePerMinute}, refused: 2},
+		"refused by the owner's limit": {code: verify.RateLimited, key: full, retryAfter: time.Second,
+			limits: []verify.LimitState{perMinute, ownerPerMinute}, refused: 1},
 		// Limits in verify's order (per-minute last), which is not the
 		// order of their names: the encoding sorts them, as encoding/json
 		// sorts a map's keys.
-		"valid, limits": {code: verify.Valid, key: full, limits: []verify.LimitState{perDay, unitsPerDay, perMinute}},
+		"valid, limits": {code: verify.Valid, key: full, limits: []verify.LimitState{perDay, unitsPerDay, perMinute}, refused: -1},
 		"rate limited": {code: verify.RateLimited, key: full, retryAfter: 1500 * time.Millisecond,
-			limits: []verify.LimitState{perDay, {Name: "requests_per_minute", Limit: 60, Remaining: 0, ResetAt: reset}}},
+			limits: []verify.LimitState{perDay, {Name: "requests_per_minute", Limit: 60, Remaining: 0, ResetAt: reset}}, refused: 1},
 		"usage exceeded": {code: verify.UsageExceeded, key: full,
-			limits: []verify.LimitState{{Name: "requests_per_day", Limit: 1500, Used: 1500, HasUsed: true, Remaining: 0, ResetAt: day}, perMinute}},
-		"quota with no usage yet": {code: verify.Valid, key: full, limits: []verify.LimitState{unitsPerDay}},
+			limits: []verify.LimitState{{Name: "requests_per_day", Limit: 1500, Used: 1500, HasUsed: true, Remaining: 0, ResetAt: day}, perMinute}, refused: 0},
+		"quota with no usage yet": {code: verify.Valid, key: full, limits: []verify.LimitState{unitsPerDay}, refused: -1},
 	} {
 		if err := matchesEncodingJSON(d); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -253,11 +302,16 @@ func TestAppendDecisionAllocatesNothing(t *testing.T) {
 	}
 	var limits []verify.LimitState
 	for i, name := range limitNames {
-		limits = append(limits, verify.LimitState{Name: name, Limit: 100, Used: int64(i), HasUsed: i%2 == 0, Remaining: 50, ResetAt: exp})
+		limits = append(limits, verify.LimitState{Scope: verify.ScopeKey, Source: "plan pro", Name: name, Limit: 100, Used: int64(i), HasUsed: i%2 == 0, Remaining: 50, ResetAt: exp})
+	}
+	for _, f := range []string{"", "pro-model"} {
+		for _, name := range []string{"requests_per_minute", "units_per_minute"} {
+			limits = append(limits, verify.LimitState{Scope: verify.ScopeOwner, Feature: f, Source: verify.SourceOwnerOverride, Name: name, Limit: 10, Remaining: 0, ResetAt: exp})
+		}
 	}
 	buf := make([]byte, 0, 4096)
 	if n := testing.AllocsPerRun(100, func() {
-		buf = appendDecision(buf[:0], verify.RateLimited, "", k, limits, time.Second)
+		buf = appendDecision(buf[:0], verify.RateLimited, "", k, limits, len(limits)-1, time.Second)
 	}); n != 0 {
 		t.Errorf("appendDecision allocates %v times per decision, want 0", n)
 	}

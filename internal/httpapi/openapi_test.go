@@ -38,6 +38,9 @@ var clientTypes = map[string]func() any{
 	"listAudit":       func() any { return new(client.AuditList) },
 	"verifyKey":       func() any { return new(client.Decision) },
 	"getKeyUsage":     func() any { return new(client.Usage) },
+	"getOwner":        func() any { return new(client.Owner) },
+	"updateOwner":     func() any { return new(client.Owner) },
+	"listOwners":      func() any { return new(client.OwnerList) },
 	"revealSecret":    nil, // RevealSecret returns the string
 	"reportUsage":     nil, // the UsageReporter needs only the status
 	"listUsage":       nil,

@@ -61,7 +61,7 @@ func resource(k *store.Key, plans *plan.Catalog) keyResource {
 		Status: k.Status, StatusReason: k.StatusReason, DisabledUntil: k.DisabledUntil,
 		Prefix: k.Prefix, Last4: k.Last4, CreatedAt: k.CreatedAt, UpdatedAt: k.UpdatedAt,
 		ExpiresAt: k.ExpiresAt, Metadata: md, Limits: limits,
-		Restrictions: restrictionsResource{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers},
+		Restrictions: restrictionsResource{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers, AllowedFeatures: k.Restrictions.AllowedFeatures},
 		RotatedFrom:  nullable(k.RotatedFrom), RotatedTo: nullable(k.RotatedTo), LastUsedAt: k.LastUsedAt,
 	}
 }
@@ -79,6 +79,7 @@ type auditResource struct {
 type restrictionsResource struct {
 	AllowedIPs       []string `json:"allowed_ips,omitempty"`
 	AllowedReferrers []string `json:"allowed_referrers,omitempty"`
+	AllowedFeatures  []string `json:"allowed_features,omitempty"`
 }
 
 // keyList is the answer to GET /v1/keys: a page of keys, newest first.

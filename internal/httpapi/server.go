@@ -16,6 +16,7 @@ import (
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/logging"
 	"github.com/keyplane/keyplane/internal/notify"
+	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/sweep"
@@ -41,6 +42,7 @@ const (
 // composition root; all fields but Logger and Project are required.
 type Server struct {
 	Keys           *keys.Service
+	Owners         *owners.Service
 	Notify         *notify.Service // owner webhooks
 	Verifier       *verify.Verifier
 	Ledger         ledger.Ledger
@@ -91,6 +93,9 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "GET", "/v1/keys/{id}/usage", true, 0, s.keyUsage},
 		{FuncKeys, "GET", "/v1/usage", true, 0, s.listUsage},
 		{FuncKeys, "GET", "/v1/usage/dead-letters", true, 0, s.listDeadLetters},
+		{FuncKeys, "GET", "/v1/owners", true, 0, s.listOwners},
+		{FuncKeys, "GET", "/v1/owners/{owner}", true, 0, s.getOwner},
+		{FuncKeys, "PATCH", "/v1/owners/{owner}", true, ManagementBodyLimit, s.updateOwner},
 		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, ManagementBodyLimit, s.putWebhook},
 		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, 0, s.getWebhook},
 		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},

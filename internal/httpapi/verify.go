@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/ids"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -22,6 +23,7 @@ type verifyRequest struct {
 	IP       string `json:"ip"`
 	Referrer string `json:"referrer"`
 	Units    int64  `json:"units"`
+	Feature  string `json:"feature"`
 }
 
 // decodeVerifyRequest parses and validates a verify body.
@@ -44,8 +46,10 @@ func decodeVerifyRequest(body []byte) (verify.Request, error) {
 		return verify.Request{}, errs.E(errs.Invalid, "ip must be at most 64 characters")
 	case len(req.Referrer) > 2048:
 		return verify.Request{}, errs.E(errs.Invalid, "referrer must be at most 2048 characters")
+	case req.Feature != "" && !ids.ValidFeature(req.Feature):
+		return verify.Request{}, errs.E(errs.Invalid, "feature must be a feature name (%s) or absent", ids.FeatureSyntax)
 	}
-	return verify.Request{Key: req.Key, Scope: req.Scope, IP: req.IP, Referrer: req.Referrer, Units: req.Units}, nil
+	return verify.Request{Key: req.Key, Scope: req.Scope, IP: req.IP, Referrer: req.Referrer, Units: req.Units, Feature: req.Feature}, nil
 }
 
 // decodeVerifyJSON is the strict encoding/json decoding of a verify body:
@@ -113,7 +117,7 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) err
 	}
 	dp := verifyBodies.Get().(*[]byte)
 	defer verifyBodies.Put(dp)
-	buf := appendDecision((*dp)[:0], d.Code, d.Reason, d.Key, d.Limits(), d.RetryAfter)
+	buf := appendDecision((*dp)[:0], d.Code, d.Reason, d.Key, d.Limits(), d.Refused(), d.RetryAfter)
 	buf = append(buf, '\n')
 	*dp = buf[:0]
 	// Canonical keys set directly, with values net/http only reads.

@@ -5,7 +5,7 @@ import (
 )
 
 // scanVerifyRequest decodes the common shape of a verify body — one flat
-// object of the five known fields, strings without escapes, units a plain
+// object of the six known fields, strings without escapes, units a plain
 // integer — without reflection. It declines (ok false) anything else:
 // escapes, null, floats, unknown or differently cased names, invalid UTF-8,
 // trailing data, and decodeVerifyJSON (encoding/json, the reference
@@ -50,6 +50,8 @@ func scanVerifyRequest(b []byte) (req verifyRequest, ok bool) {
 				req.IP = v
 			case "referrer":
 				req.Referrer = v
+			case "feature":
+				req.Feature = v
 			default:
 				return req, false
 			}

@@ -1,5 +1,5 @@
-// Package ids owns the syntax of keyplane's identifiers: key ids and owner
-// ids. Every layer that checks one (the keys service, the usage webhook,
+// Package ids owns the syntax of keyplane's identifiers: key ids, owner
+// ids and feature names. Every layer that checks one (the keys service, the usage webhook,
 // notifications, the Go client) asks this package, so the rule has one
 // definition.
 package ids
@@ -10,6 +10,11 @@ import "github.com/keyplane/keyplane/internal/apikey"
 const (
 	KeyIDSyntax = "key_ followed by 16 letters and digits"
 	OwnerSyntax = "1-128 characters of A-Z a-z 0-9 _ . : @ -"
+	// FeatureSyntax is the syntax of a feature (a model, say
+	// "gemini-2.5-pro"): what plans limit per owner and usage is counted by.
+	FeatureSyntax = "1-64 characters of A-Z a-z 0-9 _ . : -, starting with a letter or digit"
+	// MaxFeatureLen is the longest feature name.
+	MaxFeatureLen = 64
 )
 
 const (
@@ -42,6 +47,19 @@ func ValidOwner(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; !alnum(c) && !isOwnerSymbol(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidFeature reports whether s is a well-formed feature name.
+func ValidFeature(s string) bool {
+	if len(s) == 0 || len(s) > MaxFeatureLen || !alnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && c != '_' && c != '.' && c != ':' && c != '-' {
 			return false
 		}
 	}

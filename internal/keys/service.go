@@ -298,6 +298,13 @@ func (s *Service) finish(ctx context.Context, actor, id string, tmpl *store.Key)
 		return nil, err
 	}
 	now := s.now()
+	// The owner exists once it has a key: its record (its tier: the plan
+	// of its first key) is stored first, so that no key is ever without
+	// one. A crash after this leaves an owner without keys, which is
+	// harmless: the next attempt finds it.
+	if _, _, err := s.Store.EnsureOwner(ctx, &store.Owner{ID: tmpl.Owner, Plan: tmpl.Plan, CreatedAt: now, UpdatedAt: now}); err != nil {
+		return nil, err
+	}
 	err := s.Store.CreatePending(ctx, store.Pending{KeyID: id, Owner: tmpl.Owner, Prefix: tmpl.Prefix, CreatedAt: now})
 	if err != nil && !errs.Is(err, errs.Exists) {
 		return nil, err
@@ -528,7 +535,8 @@ func (s *Service) Update(ctx context.Context, actor, id string, req UpdateReques
 var errNoChange = errors.New("keys: no change")
 
 func equalRestrictions(a, b store.Restrictions) bool {
-	return slices.Equal(a.AllowedIPs, b.AllowedIPs) && slices.Equal(a.AllowedReferrers, b.AllowedReferrers)
+	return slices.Equal(a.AllowedIPs, b.AllowedIPs) && slices.Equal(a.AllowedReferrers, b.AllowedReferrers) &&
+		slices.Equal(a.AllowedFeatures, b.AllowedFeatures)
 }
 
 func equalTimePtr(a, b *time.Time) bool {

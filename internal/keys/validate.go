@@ -104,7 +104,18 @@ func normalizeRestrictions(r store.Restrictions) (store.Restrictions, error) {
 	if err != nil {
 		return r, invalid("restrictions: %v", err)
 	}
-	return store.Restrictions{AllowedIPs: ips, AllowedReferrers: refs}, nil
+	if len(r.AllowedFeatures) > plan.MaxFeatures {
+		return r, invalid("restrictions: at most %d allowed_features, got %d", plan.MaxFeatures, len(r.AllowedFeatures))
+	}
+	var features []string
+	for _, f := range r.AllowedFeatures {
+		if !ids.ValidFeature(f) {
+			return r, invalid("restrictions: allowed_features: %q is not a feature name (%s)", f, ids.FeatureSyntax)
+		}
+		features = append(features, f)
+	}
+	slices.Sort(features)
+	return store.Restrictions{AllowedIPs: ips, AllowedReferrers: refs, AllowedFeatures: slices.Compact(features)}, nil
 }
 
 func validateExpiry(t *time.Time, now time.Time) (*time.Time, error) {

@@ -454,7 +454,7 @@ func TestMalformedMessagesAreDeadLetteredAndValidOnesCounted(t *testing.T) {
 				func(mid string) []byte {
 					e := good("feature-" + mid)
 					e.Feature = strings.Repeat("f", usage.MaxFeatureLen+1)
-					wants[e.ID] = want{meter.ReasonInvalid, "feature must be at most"}
+					wants[e.ID] = want{meter.ReasonInvalid, "feature must be a feature name"}
 					return batchJSON(t, []usage.Event{e})
 				},
 				// An event of a well-formed but unknown key.

@@ -1,6 +1,6 @@
 // Package notify owns owner notifications: where each owner wants to hear
 // about its keys (the webhook registry), the notifications themselves
-// (key.disabled, key.enabled, usage.threshold) and their delivery as
+// (key.disabled, key.enabled, usage.threshold, owner.plan_changed) and their delivery as
 // Standard Webhooks, signed with internal/webhook, retried on a schedule of
 // hours through the queue, and dead-lettered when the schedule runs out.
 // The sweep calls Service.Notify (usage thresholds), keys.Service calls it

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/keyplane/keyplane/internal/plan"
 )
 
 // Event types an owner can subscribe to.
@@ -14,11 +16,14 @@ const (
 	KeyDisabled    = "key.disabled"
 	KeyEnabled     = "key.enabled"
 	UsageThreshold = "usage.threshold"
+	// OwnerPlanChanged tells an owner that its plan (tier) or its
+	// overrides changed.
+	OwnerPlanChanged = "owner.plan_changed"
 )
 
 // EventTypes are every event type, in the order responses list them. An
 // owner who names no events is subscribed to all of them.
-var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold}
+var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold, OwnerPlanChanged}
 
 // EnvAllowPrivate is the environment variable that sets
 // Guard.AllowPrivate ("1" or "true"), for local development and tests.
@@ -250,6 +255,22 @@ func UsageThresholdEvent(d UsageThresholdData, at time.Time) Event {
 		ID:   eventID(UsageThreshold, d.KeyID, d.Limit, stamp(d.WindowStart), strconv.Itoa(d.Threshold)),
 		Time: at, Data: d,
 	}
+}
+
+// OwnerPlanData is the data of owner.plan_changed: the owner's plan and
+// overrides after the change, and its plan before.
+type OwnerPlanData struct {
+	Owner        string                 `json:"owner"`
+	Plan         string                 `json:"plan"`
+	PreviousPlan string                 `json:"previous_plan"`
+	Limits       plan.Limits            `json:"limits,omitempty"`
+	Features     map[string]plan.Limits `json:"features,omitempty"`
+}
+
+// OwnerPlanChangedEvent is the owner.plan_changed event of a change made
+// at at: one notification per owner and change time.
+func OwnerPlanChangedEvent(d OwnerPlanData, at time.Time) Event {
+	return Event{Type: OwnerPlanChanged, ID: eventID(OwnerPlanChanged, d.Owner, stamp(at)), Time: at, Data: d}
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

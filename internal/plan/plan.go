@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/keyplane/keyplane/internal/ids"
 )
 
 // Metrics that limits may name, the windows usage is counted in, and the
@@ -102,11 +104,21 @@ func (l Limits) With(o Limits) Limits {
 	return out
 }
 
-// Plan is what a key is entitled to.
+// Plan is what a key is entitled to and, as an owner's tier, what the
+// owner's keys share.
 type Plan struct {
 	Name   string   `json:"-"`
 	Scopes []string `json:"scopes"`
-	Limits Limits   `json:"limits"`
+	// Limits are each key's own.
+	Limits Limits `json:"limits"`
+	// OwnerLimits are shared by all the keys of an owner on this plan.
+	OwnerLimits Limits `json:"owner_limits,omitempty"`
+	// Features are the features (models) an owner on this plan may use,
+	// each with the limits the owner's keys share for it. If a plan names
+	// features, they are all it offers: verify refuses any other (as a
+	// model API refuses an unknown model). A plan without features
+	// offers every feature, none limited.
+	Features map[string]Limits `json:"features,omitempty"`
 	// Abuse are the rules the sweep disables a key of this plan by,
 	// beyond its quotas. Absent rules are off.
 	Abuse Abuse `json:"abuse,omitzero"`
@@ -179,6 +191,18 @@ func (a Abuse) clone() Abuse {
 	return a
 }
 
+// MaxFeatures is the most features one plan may name.
+const MaxFeatures = 100
+
+// OffersFeature reports whether an owner on p may use feature f.
+func (p *Plan) OffersFeature(f string) bool {
+	if len(p.Features) == 0 {
+		return true
+	}
+	_, ok := p.Features[f]
+	return ok
+}
+
 // Catalog is the set of plans a deployment offers.
 type Catalog struct {
 	plans       map[string]*Plan
@@ -238,7 +262,26 @@ func NewCatalog(f File) (*Catalog, error) {
 		if err := p.Limits.Validate(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}
-		cp := &Plan{Name: name, Scopes: slices.Clone(p.Scopes), Limits: Limits{}.With(p.Limits), Abuse: p.Abuse.clone()}
+		if err := p.OwnerLimits.Validate(); err != nil {
+			return nil, fmt.Errorf("plans: plan %q: owner_limits: %w", name, err)
+		}
+		cp := &Plan{Name: name, Scopes: slices.Clone(p.Scopes), Limits: Limits{}.With(p.Limits),
+			OwnerLimits: Limits{}.With(p.OwnerLimits), Abuse: p.Abuse.clone()}
+		if len(p.Features) > MaxFeatures {
+			return nil, fmt.Errorf("plans: plan %q: at most %d features, got %d", name, MaxFeatures, len(p.Features))
+		}
+		for _, f := range slices.Sorted(maps.Keys(p.Features)) {
+			if !ids.ValidFeature(f) {
+				return nil, fmt.Errorf("plans: plan %q: feature %q: a feature name is %s", name, f, ids.FeatureSyntax)
+			}
+			if err := p.Features[f].Validate(); err != nil {
+				return nil, fmt.Errorf("plans: plan %q: features.%s: %w", name, f, err)
+			}
+			if cp.Features == nil {
+				cp.Features = make(map[string]Limits, len(p.Features))
+			}
+			cp.Features[f] = Limits{}.With(p.Features[f])
+		}
 		if err := cp.Abuse.validate(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}

@@ -56,11 +56,40 @@ func TestInvalidPlansFileNamesTheProblem(t *testing.T) {
 		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"spike": {"floor": 5, "metric": "tokens"}}}}}`, `abuse.spike.metric must be one of`},
 		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"distinct_ips": {"max_per_day": 0}}}}}`, `abuse.distinct_ips.max_per_day must be between 1 and 1000`},
 		{`{"plans": {"tiny": {"scopes": ["g"], "abuse": {"velocity": {}}}}}`, `unknown field "velocity"`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "owner_limits": {"requests_per_minute": -3}}}}`, `owner_limits: limit requests_per_minute must be >= 0`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "owner_limits": {"calls_per_minute": 3}}}}`, `owner_limits: unknown limit "calls_per_minute"`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "features": {"pro model": {}}}}}`, `feature "pro model": a feature name is`},
+		{`{"plans": {"tiny": {"scopes": ["g"], "features": {"pro": {"requests_per_hour": 1}}}}}`, `features.pro: unknown limit "requests_per_hour"`},
 	} {
 		_, err := Parse([]byte(tc.body), false)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%s) = %v, want an error containing %q", tc.body, err, tc.want)
 		}
+	}
+}
+
+func TestOwnerLimitsAndFeatures(t *testing.T) {
+	for _, tc := range []struct{ name, body string }{
+		{"json", `{"plans": {"tier1": {"scopes": ["generate"], "owner_limits": {"requests_per_minute": 3},
+			"features": {"pro-model": {"requests_per_minute": 1, "units_per_minute": 250000, "requests_per_day": 100}, "flash": {}}}}}`},
+		{"yaml", "plans:\n  tier1:\n    scopes: [generate]\n    owner_limits: {requests_per_minute: 3}\n" +
+			"    features:\n      pro-model: {requests_per_minute: 1, units_per_minute: 250000, requests_per_day: 100}\n      flash: {}\n"},
+	} {
+		c, err := Parse([]byte(tc.body), tc.name == "yaml")
+		if err != nil {
+			t.Fatalf("%s: Parse = %v", tc.name, err)
+		}
+		p, _ := c.Get("tier1")
+		if p.OwnerLimits["requests_per_minute"] != 3 || p.Features["pro-model"]["units_per_minute"] != 250000 || len(p.Features) != 2 {
+			t.Errorf("%s: tier1 = %+v", tc.name, p)
+		}
+		if !p.OffersFeature("flash") || !p.OffersFeature("pro-model") || p.OffersFeature("ultra") {
+			t.Errorf("%s: a plan with features offers exactly those", tc.name)
+		}
+	}
+	// A plan without features (every plan before they existed) offers any.
+	if free, _ := Builtin().Get("free"); !free.OffersFeature("anything") || len(free.OwnerLimits) != 0 {
+		t.Errorf("builtin free: OffersFeature(anything) = false or owner limits %v", free.OwnerLimits)
 	}
 }
 

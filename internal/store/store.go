@@ -19,10 +19,13 @@ const (
 	Revoked  Status = "revoked"
 )
 
-// Restrictions limit where a key may be used from.
+// Restrictions limit where a key may be used from, and for what.
 type Restrictions struct {
 	AllowedIPs       []string `json:"allowed_ips,omitempty"`
 	AllowedReferrers []string `json:"allowed_referrers,omitempty"`
+	// AllowedFeatures, if not empty, are the only features (models) the
+	// key may be verified for.
+	AllowedFeatures []string `json:"allowed_features,omitempty"`
 }
 
 // Key is the stored record of an API key. It never holds the plaintext.
@@ -47,6 +50,26 @@ type Key struct {
 	RotatedFrom   string
 	RotatedTo     string
 	LastUsedAt    *time.Time
+}
+
+// Owner is the stored record of an owner (a project): the tier its keys
+// share limits in and its overrides of that tier. An owner exists once it
+// has a key: provisioning stores the record (EnsureOwner) before the key.
+type Owner struct {
+	ID   string
+	Plan string // the owner's tier: its plan's owner_limits and features apply
+	// Limits overrides the plan's owner_limits (shared by all the owner's
+	// keys); Features overrides the plan's per-feature limits, by feature.
+	Limits    plan.Limits
+	Features  map[string]plan.Limits
+	CreatedAt time.Time
+	UpdatedAt time.Time // set by every change; orders ChangedOwners
+}
+
+// ListOwnersQuery selects owners, by id ascending.
+type ListOwnersQuery struct {
+	PageSize  int    // 1..1000
+	PageToken string // from a previous page's next token
 }
 
 // Pending is a provisioning intent: written before a key's secret, so that
@@ -219,6 +242,26 @@ type Store interface {
 	// key are ignored. Invalid for more than MaxMarkUsed ids or a zero
 	// time (nothing is written then).
 	MarkUsed(ctx context.Context, uses map[string]time.Time) error
+
+	// EnsureOwner stores o if no owner with o.ID is stored, and returns
+	// the stored owner either way (created reports which). It is how an
+	// owner comes to exist: provisioning calls it before a key's intent.
+	EnsureOwner(ctx context.Context, o *Owner) (stored *Owner, created bool, err error)
+	// GetOwner returns the owner with id. NotFound if there is none.
+	GetOwner(ctx context.Context, id string) (*Owner, error)
+	// UpdateOwner reads owner id, calls mutate on it and, if mutate
+	// returns nil, writes the owner and the audit entry mutate returns (if
+	// not nil) atomically, as UpdateKey does for keys. mutate must not
+	// change ID or CreatedAt, and sets UpdatedAt. NotFound if there is no
+	// such owner.
+	UpdateOwner(ctx context.Context, id string, mutate func(*Owner) (*AuditEntry, error)) (*Owner, error)
+	// ListOwners returns one page of owners, by id ascending, and the
+	// token of the next page ("" on the last).
+	ListOwners(ctx context.Context, q ListOwnersQuery) ([]*Owner, string, error)
+	// ChangedOwners is the owners' change feed, as ChangedKeys is the
+	// keys': up to limit owners whose (UpdatedAt, ID) sorts after (since,
+	// afterID). limit is 1..1000.
+	ChangedOwners(ctx context.Context, since time.Time, afterID string, limit int) ([]*Owner, error)
 
 	// GetCheckpoint returns the checkpoint called name. NotFound if none;
 	// Invalid if name is not a ValidCheckpointName.

@@ -17,7 +17,7 @@ const (
 	MaxBody       = 1 << 20 // bytes of one webhook body
 	MaxBatch      = 1000
 	MaxIDLen      = 128
-	MaxFeatureLen = 64
+	MaxFeatureLen = ids.MaxFeatureLen
 	MaxAge        = 35 * 24 * time.Hour
 	MaxSkew       = 5 * time.Minute
 	// Retention is how long counted event ids are remembered: longer than
@@ -168,8 +168,8 @@ func (e Event) Problem(now time.Time) (field, msg string) {
 		return "units", "must be >= 0"
 	case e.Bytes < 0:
 		return "bytes", "must be >= 0"
-	case len(e.Feature) > MaxFeatureLen:
-		return "feature", fmt.Sprintf("must be at most %d characters", MaxFeatureLen)
+	case e.Feature != "" && !ids.ValidFeature(e.Feature):
+		return "feature", "must be a feature name (" + ids.FeatureSyntax + ") or absent"
 	}
 	return "", ""
 }

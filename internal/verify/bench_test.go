@@ -51,6 +51,14 @@ const benchQuotaPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"], "
 const benchIPPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
   "limits": {"requests_per_minute": 1000000000000}, "abuse": {"distinct_ips": {"max_per_day": 20}}}}}`
 
+// benchOwnerPlans adds limits shared by the owner's keys and per-feature
+// limits, checked but never reached: the decision counts the request in
+// the key's, the owner's and the feature's windows.
+const benchOwnerPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
+  "limits": {"requests_per_minute": 1000000000000, "units_per_minute": 1000000000000},
+  "owner_limits": {"requests_per_minute": 1000000000000, "units_per_minute": 1000000000000},
+  "features": {"pro-model": {"requests_per_minute": 1000000000000, "units_per_minute": 1000000000000}, "flash": {}}}}}`
+
 // benchVerifier returns a Verifier on a fresh SQLite store holding one
 // active key on plans' "bench" plan, and that key. With quotas, the
 // Verifier checks day and month quotas against a SQLite usage ledger, and
@@ -140,6 +148,15 @@ func benchValid(b *testing.B, v *verify.Verifier, req verify.Request) {
 func BenchmarkVerifyCached(b *testing.B) {
 	v, key := benchVerifier(b, benchPlans, false)
 	req := verify.Request{Key: key, Scope: "generate", Units: 1}
+	benchValid(b, v, req)
+}
+
+// BenchmarkVerifyCachedWithOwnerAndFeature is BenchmarkVerifyCached with
+// the owner's and the feature's per-minute limits too. Target: ≤ 1.5 µs,
+// 0 allocs per op.
+func BenchmarkVerifyCachedWithOwnerAndFeature(b *testing.B) {
+	v, key := benchVerifier(b, benchOwnerPlans, false)
+	req := verify.Request{Key: key, Scope: "generate", Units: 1, Feature: "pro-model"}
 	benchValid(b, v, req)
 }
 

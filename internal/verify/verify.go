@@ -40,6 +40,23 @@ const (
 	ReasonIPNotAllowed       = "ip is not an address in the key's allowed_ips"
 	ReasonReferrerMissing    = "the key is restricted to allowed_referrers and the request carries no referrer: send the request's Referer in referrer"
 	ReasonReferrerNotAllowed = "referrer does not match the key's allowed_referrers"
+	ReasonFeatureMissing     = "the key is restricted to allowed_features and the request names no feature: send the feature (model) in feature"
+	ReasonFeatureNotAllowed  = "feature is not in the key's allowed_features"
+	ReasonFeatureNotOffered  = "feature is not offered by the owner's plan"
+)
+
+// The scopes of a limit (LimitState.Scope): one key's own, or shared by
+// all the keys of an owner (for one feature when LimitState.Feature is set).
+const (
+	ScopeKey   = "key"
+	ScopeOwner = "owner"
+)
+
+// The sources of a limit's value (LimitState.Source), besides
+// "plan <name>": an override on the key or on the owner.
+const (
+	SourceKeyOverride   = "key override"
+	SourceOwnerOverride = "owner override"
 )
 
 // Codes lists every Code, in the order of Counts.Decisions.
@@ -63,10 +80,16 @@ type Request struct {
 	IP       string // the client's address; required if the key is IP-restricted
 	Referrer string // the request's Referer; required if the key is referrer-restricted
 	Units    int64  // cost against units_per_minute; >= 0
+	// Feature is the feature (model) the request uses; "" for none, which
+	// checks no feature restriction or limit.
+	Feature string
 }
 
 // LimitState is the state of one limit after the decision.
 type LimitState struct {
+	Scope     string // ScopeKey or ScopeOwner
+	Feature   string // for an owner's limit on one feature
+	Source    string // where the value comes from: "plan <name>", SourceKeyOverride or SourceOwnerOverride
 	Name      string
 	Limit     int64
 	Used      int64 // metered usage, for day and month quotas (HasUsed)
@@ -75,9 +98,9 @@ type LimitState struct {
 	ResetAt   time.Time
 }
 
-// MaxLimits is the number of limit names (3 metrics × 3 windows): the
-// most a decision reports.
-const MaxLimits = 9
+// MaxLimits is the most limits a decision reports: the key's (3 metrics ×
+// 3 windows) and the per-minute ones of its owner and of the feature.
+const MaxLimits = 16
 
 // Decision is the outcome of Verify. Key is shared with the cache and must
 // not be modified.
@@ -92,6 +115,7 @@ type Decision struct {
 	RetryAfter time.Duration
 	limits     [MaxLimits]LimitState
 	nLimits    int
+	refused    int // 1 + the index in limits of the limit that refused the request; 0 for none
 }
 
 // Valid reports whether the key may be used.
@@ -101,10 +125,27 @@ func (d *Decision) Valid() bool { return d.Code == Valid }
 // USAGE_EXCEEDED decisions).
 func (d *Decision) Limits() []LimitState { return d.limits[:d.nLimits] }
 
-func (d *Decision) addLimit(s LimitState) {
+// Refused returns the index in Limits of the limit that refused a
+// RATE_LIMITED or USAGE_EXCEEDED decision (which limit, whose, where its
+// value came from, when it resets), or -1.
+func (d *Decision) Refused() int { return d.refused - 1 }
+
+// addLimit adds s to the decision's limits and returns its index there
+// (-1 if they are full).
+func (d *Decision) addLimit(s LimitState) int {
 	if d.nLimits < MaxLimits {
 		d.limits[d.nLimits] = s
 		d.nLimits++
+		return d.nLimits - 1
+	}
+	return -1
+}
+
+// refuse records the limit at index i as the decision's refusal (the
+// first one wins).
+func (d *Decision) refuse(i int) {
+	if d.refused == 0 && i >= 0 {
+		d.refused = i + 1
 	}
 }
 
@@ -194,6 +235,7 @@ type entry struct {
 	restr     *restrict.Set
 	limits    plan.Limits // effective: plan limits with the key's overrides
 	rpm, upm  int64       // per-minute limits, -1 if none
+	planSrc   string      // "plan <name>": the source of the limits the key does not override
 	hasQuotas bool        // a day or month limit is set
 	ipLimit   int         // > 0: record client IPs, this many distinct per day at most
 	loadedAt  time.Time
@@ -208,9 +250,10 @@ type Verifier struct {
 	clock  clock.Clock
 	opt    Options
 
-	cache *lru.Cache[apikey.Hash, *entry]
-	miss  *lru.Cache[apikey.Hash, time.Time]
-	loads singleflight.Group
+	cache  *lru.Cache[apikey.Hash, *entry]
+	miss   *lru.Cache[apikey.Hash, time.Time]
+	owners *lru.Cache[string, *ownerEntry] // by owner id
+	loads  singleflight.Group
 
 	syncMu   sync.Mutex // serialises polls
 	stateMu  sync.RWMutex
@@ -268,8 +311,9 @@ func New(st store.Store, h *apikey.Hasher, plans *plan.Catalog, clk clock.Clock,
 	o := opts.withDefaults()
 	cache, _ := lru.New[apikey.Hash, *entry](o.CacheSize)
 	miss, _ := lru.New[apikey.Hash, time.Time](o.NegativeCacheSize)
+	owners, _ := lru.New[string, *ownerEntry](o.CacheSize)
 	now := clk.Now()
-	return &Verifier{store: st, hasher: h, plans: plans, clock: clk, opt: o, cache: cache, miss: miss, lastSync: now}
+	return &Verifier{store: st, hasher: h, plans: plans, clock: clk, opt: o, cache: cache, miss: miss, owners: owners, lastSync: now}
 }
 
 // Verify decides req. It returns an error only when no safe decision can
@@ -336,25 +380,53 @@ func (v *Verifier) verify(ctx context.Context, req Request) (Decision, error) {
 		if req.Referrer == "" {
 			d.Reason = ReasonReferrerMissing
 		}
+	case len(k.Restrictions.AllowedFeatures) > 0 && !hasScope(k.Restrictions.AllowedFeatures, req.Feature):
+		d.Code, d.Reason = Forbidden, ReasonFeatureNotAllowed
+		if req.Feature == "" {
+			d.Reason = ReasonFeatureMissing
+		}
 	case req.Scope != "" && !hasScope(k.Scopes, req.Scope):
 		d.Code = InsufficientPermissions
 	default:
+		o, err := v.ownerOf(ctx, k, now)
+		if err != nil {
+			return d, err
+		}
+		var f *featureEntry
+		if req.Feature != "" {
+			if f = o.features[req.Feature]; f == nil && o.closed {
+				d.Code, d.Reason = Forbidden, ReasonFeatureNotOffered
+				return d, nil
+			}
+		}
 		if e.ipLimit > 0 && req.IP != "" && v.opt.ClientIPs != nil {
 			v.opt.ClientIPs.Saw(k.ID, req.IP, e.ipLimit, now)
 		}
 		if v.opt.Quota != nil && e.hasQuotas {
 			qs, exceeded := v.opt.Quota.Check(ctx, k.ID, e.limits, now)
 			for _, s := range qs.States[:qs.N] {
-				d.addLimit(s)
+				s.Scope, s.Source = ScopeKey, e.source(s.Name)
+				i := d.addLimit(s)
+				if exceeded && s.Used >= s.Limit {
+					d.refuse(i)
+				}
 			}
 			if exceeded {
 				d.Code = UsageExceeded
 				return d, nil
 			}
 		}
-		d.Code = v.admit(&d, e, now, req.Units)
+		d.Code = v.admit(&d, e, o, f, now, req.Units)
 	}
 	return d, nil
+}
+
+// source returns where the value of the key's limit name comes from.
+func (e *entry) source(name string) string {
+	if _, ok := e.key.Limits[name]; ok {
+		return SourceKeyOverride
+	}
+	return e.planSrc
 }
 
 func hasScope(scopes []string, s string) bool {
@@ -366,15 +438,36 @@ func hasScope(scopes []string, s string) bool {
 	return false
 }
 
-// admit applies the per-minute limits.
-func (v *Verifier) admit(d *Decision, e *entry, now time.Time, units int64) Code {
-	ok, reqsLeft, unitsLeft := e.win.admit(now, units, e.rpm, e.upm)
-	reset := now.Truncate(time.Minute).Add(time.Minute)
-	if e.rpm >= 0 {
-		d.addLimit(LimitState{Name: "requests_per_minute", Limit: e.rpm, Remaining: max(reqsLeft, 0), ResetAt: reset})
+// admit applies the per-minute limits of the key, of its owner and of the
+// owner's feature f (nil for none), all or nothing.
+func (v *Verifier) admit(d *Decision, e *entry, o *ownerEntry, f *featureEntry, now time.Time, units int64) Code {
+	var ls [3]level
+	ls[0] = level{win: e.win, scope: ScopeKey, rpm: e.rpm, upm: e.upm, rpmSrc: e.source("requests_per_minute"), upmSrc: e.source("units_per_minute")}
+	n := 1
+	if o.perMinute.limited() {
+		ls[n] = o.perMinute
+		n++
 	}
-	if e.upm >= 0 {
-		d.addLimit(LimitState{Name: "units_per_minute", Limit: e.upm, Remaining: max(unitsLeft, 0), ResetAt: reset})
+	if f != nil && f.perMinute.limited() {
+		ls[n] = f.perMinute
+		n++
+	}
+	ok := admitAll(ls[:n], now, units)
+	reset := now.Truncate(time.Minute).Add(time.Minute)
+	for i := range ls[:n] {
+		l := &ls[i]
+		if l.rpm >= 0 {
+			j := d.addLimit(LimitState{Scope: l.scope, Feature: l.feature, Source: l.rpmSrc, Name: "requests_per_minute", Limit: l.rpm, Remaining: max(l.reqsLeft, 0), ResetAt: reset})
+			if !ok && l.refusedReqs {
+				d.refuse(j)
+			}
+		}
+		if l.upm >= 0 {
+			j := d.addLimit(LimitState{Scope: l.scope, Feature: l.feature, Source: l.upmSrc, Name: "units_per_minute", Limit: l.upm, Remaining: max(l.unitsLeft, 0), ResetAt: reset})
+			if !ok && l.refusedUnits {
+				d.refuse(j)
+			}
+		}
 	}
 	if !ok {
 		d.RetryAfter = reset.Sub(now)
@@ -443,7 +536,7 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 		}
 		win = old.win
 	}
-	e := &entry{key: k, loadedAt: now, win: win, rpm: -1, upm: -1}
+	e := &entry{key: k, loadedAt: now, win: win, rpm: -1, upm: -1, planSrc: "plan " + k.Plan}
 	e.limits = k.Limits
 	if p, ok := v.plans.Get(k.Plan); ok {
 		e.limits = p.Limits.With(k.Limits)
@@ -513,8 +606,9 @@ func (v *Verifier) Sync(ctx context.Context) error {
 		}
 		// Read every change stamped since the previous poll began, less
 		// the overlap: late commits and lagging writer clocks land there.
-		cursor, after := v.lastSync.Add(-v.opt.FeedOverlap), ""
+		since := v.lastSync.Add(-v.opt.FeedOverlap)
 		v.stateMu.RUnlock()
+		cursor, after := since, ""
 		for {
 			ks, err := v.store.ChangedKeys(context.WithoutCancel(ctx), cursor, after, 500)
 			if err != nil {
@@ -527,6 +621,21 @@ func (v *Verifier) Sync(ctx context.Context) error {
 				break
 			}
 			cursor, after = ks[len(ks)-1].UpdatedAt, ks[len(ks)-1].ID
+		}
+		// Owners' changes (plan, overrides) reach verify the same way.
+		cursor, after = since, ""
+		for {
+			changed, err := v.store.ChangedOwners(context.WithoutCancel(ctx), cursor, after, 500)
+			if err != nil {
+				return nil, err
+			}
+			for _, o := range changed {
+				v.applyOwner(o, start)
+			}
+			if len(changed) < 500 {
+				break
+			}
+			cursor, after = changed[len(changed)-1].UpdatedAt, changed[len(changed)-1].ID
 		}
 		v.stateMu.Lock()
 		v.lastSync = start

@@ -63,7 +63,11 @@ type env struct {
 var plansJSON = `{"plans": {
   "tiny": {"scopes": ["generate", "embed"], "limits": {"requests_per_minute": 3, "units_per_minute": 100}},
   "free": {"scopes": ["generate", "embed"], "limits": {"requests_per_minute": 1000}},
-  "watched": {"scopes": ["generate"], "limits": {}, "abuse": {"distinct_ips": {"max_per_day": 2}}}}}`
+  "watched": {"scopes": ["generate"], "limits": {}, "abuse": {"distinct_ips": {"max_per_day": 2}}},
+  "tier1": {"scopes": ["generate"], "limits": {"requests_per_minute": 100}, "owner_limits": {"requests_per_minute": 3},
+    "features": {"pro-model": {"requests_per_minute": 1, "units_per_minute": 1000}, "flash": {}}},
+  "tier2": {"scopes": ["generate"], "limits": {"requests_per_minute": 100}, "owner_limits": {"requests_per_minute": 10},
+    "features": {"pro-model": {"requests_per_minute": 5}, "flash": {}}}}}`
 
 func newEnv(t *testing.T, st store.Store) *env {
 	t.Helper()

@@ -27,6 +27,7 @@ import (
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/notify/firestorenotify"
 	"github.com/keyplane/keyplane/internal/notify/sqlitenotify"
+	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/queue/embeddedqueue"
@@ -448,6 +449,14 @@ func (b *build) keysService() {
 		a.Keys.Observer = a.Verifier
 	}
 	b.srv.Keys = a.Keys
+	a.Owners = &owners.Service{Store: a.Store, Plans: a.Plans, Clock: b.clk, Logger: b.log}
+	if a.Notify != nil {
+		a.Owners.Notifier = notify.OwnerEvents{Service: a.Notify}
+	}
+	if a.Verifier != nil {
+		a.Owners.Observer = a.Verifier
+	}
+	b.srv.Owners = a.Owners
 }
 
 // sweeper builds the sweep.

@@ -48,6 +48,7 @@ import (
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/notify"
+	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/queue/embeddedqueue"
@@ -70,6 +71,7 @@ type App struct {
 	Vault    secrets.Vault
 	Plans    *plan.Catalog
 	Keys     *keys.Service
+	Owners   *owners.Service
 	Verifier *verify.Verifier
 	Ledger   ledger.Ledger
 	Topic    queue.Topic // the usage topic

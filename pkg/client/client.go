@@ -86,6 +86,7 @@ type Limits map[string]int64
 type Restrictions struct {
 	AllowedIPs       []string `json:"allowed_ips,omitempty"`       // addresses or CIDR prefixes
 	AllowedReferrers []string `json:"allowed_referrers,omitempty"` // "example.com", "*.example.com", "example.com/path"
+	AllowedFeatures  []string `json:"allowed_features,omitempty"`  // the only features (models) the key may be verified for
 }
 
 // KeyStatus is a key's lifecycle state.
@@ -225,6 +226,9 @@ type VerifyRequest struct {
 	IP       string `json:"ip,omitempty"`       // the caller's address; required for IP-restricted keys
 	Referrer string `json:"referrer,omitempty"` // the request's Referer; required for referrer-restricted keys
 	Units    int64  `json:"units,omitempty"`    // cost against units_per_minute; >= 0
+	// Feature is the feature (model) the request uses, for the owner's
+	// per-feature limits and the key's allowed_features; "" for none.
+	Feature string `json:"feature,omitempty"`
 }
 
 // Code is the outcome of a verification.
@@ -251,6 +255,33 @@ type LimitState struct {
 	ResetAt   time.Time `json:"reset_at"`
 }
 
+// RefusedLimit names the limit that refused a request: whose it is
+// (Scope "key" or "owner", with Feature for an owner's per-feature
+// limit), which (Name, e.g. requests_per_minute), its state, and where its
+// value comes from (Source: "plan <name>", "owner override" or "key
+// override").
+type RefusedLimit struct {
+	Scope   string `json:"scope"`
+	Feature string `json:"feature,omitempty"`
+	Name    string `json:"name"`
+	LimitState
+	Source string `json:"source,omitempty"`
+}
+
+// Describe says which limit it is, in words: "the owner's
+// requests_per_minute limit for pro-model (1, plan free)".
+func (l *RefusedLimit) Describe() string {
+	s := "the " + l.Scope + "'s " + l.Name + " limit"
+	if l.Feature != "" {
+		s += " for " + l.Feature
+	}
+	s += " (" + strconv.FormatInt(l.Limit, 10)
+	if l.Source != "" {
+		s += ", " + l.Source
+	}
+	return s + ")"
+}
+
 // Decision is the outcome of Verify. Valid is true only for CodeValid.
 type Decision struct {
 	Valid bool `json:"valid"`
@@ -267,6 +298,14 @@ type Decision struct {
 	// Limits holds the key's limits by name (VALID, RATE_LIMITED and
 	// USAGE_EXCEEDED decisions).
 	Limits map[string]LimitState `json:"limits,omitempty"`
+	// OwnerLimits holds the limits the owner's keys share, and
+	// FeatureLimits the owner's limits on Feature, the request's feature.
+	OwnerLimits   map[string]LimitState `json:"owner_limits,omitempty"`
+	Feature       string                `json:"feature,omitempty"`
+	FeatureLimits map[string]LimitState `json:"feature_limits,omitempty"`
+	// Limit is the limit that refused a RATE_LIMITED or USAGE_EXCEEDED
+	// decision.
+	Limit *RefusedLimit `json:"limit,omitempty"`
 	// RetryAfterSeconds says when to try again, with RATE_LIMITED.
 	RetryAfterSeconds int64 `json:"retry_after,omitempty"`
 }

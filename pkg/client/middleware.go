@@ -39,6 +39,10 @@ type MiddlewareOptions struct {
 	// It must not be negative.
 	Units func(r *http.Request) int64
 
+	// Feature returns the feature (model) a request uses (e.g. the model
+	// in its path), for the owner's per-feature limits. Default: none.
+	Feature func(r *http.Request) string
+
 	// ClientIP returns the caller's address, checked against IP-restricted
 	// keys. Default: the host of r.RemoteAddr, which is the caller only
 	// when nothing proxies the requests.
@@ -156,6 +160,9 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if m.opt.Units != nil {
 		req.Units = m.opt.Units(r)
 	}
+	if m.opt.Feature != nil {
+		req.Feature = m.opt.Feature(r)
+	}
 	if m.opt.ClientIP != nil {
 		req.IP = m.opt.ClientIP(r)
 	} else {
@@ -272,8 +279,14 @@ func (m *middleware) refuse(w http.ResponseWriter, d *Decision, scope string) {
 		}
 	case CodeRateLimited:
 		status, msg = http.StatusTooManyRequests, "the API key's rate limit is reached; retry later"
+		if d.Limit != nil {
+			msg = d.Limit.Describe() + " is reached; retry later"
+		}
 	case CodeUsageExceeded:
 		status, msg = http.StatusTooManyRequests, "the API key's usage quota is used up until its window resets"
+		if d.Limit != nil {
+			msg = d.Limit.Describe() + " is used up until its window resets"
+		}
 	default:
 		// A code newer than this middleware: refuse rather than guess.
 		status, msg = http.StatusForbidden, "the API key may not be used for this request"
@@ -304,30 +317,51 @@ func (m *middleware) refuse(w http.ResponseWriter, d *Decision, scope string) {
 // single-policy form) from the most constrained of d's limits: the one with
 // the smallest fraction left, and of equals the one that resets last. It
 // returns that limit's seconds to reset if it is exhausted, else -1.
+//
+// A refused decision's headers are those of the limit that refused it
+// (d.Limit), and RateLimit-Policy names it: "owner.pro-model.requests_per_minute".
 func (m *middleware) rateLimitHeaders(h http.Header, d *Decision) (exhaustedReset int64) {
-	name, ok := mostConstrained(d.Limits)
-	if !ok {
-		return -1
+	var l LimitState
+	policy := ""
+	if d.Limit != nil {
+		l, policy = d.Limit.LimitState, d.Limit.Scope+"."
+		if d.Limit.Feature != "" {
+			policy += d.Limit.Feature + "."
+		}
+		policy += d.Limit.Name
+	} else {
+		var ok bool
+		if l, policy, ok = mostConstrained(d); !ok {
+			return -1
+		}
 	}
-	l := d.Limits[name]
 	reset := max(ceilSeconds(l.ResetAt.Sub(m.now())), 0)
 	h.Set("RateLimit-Limit", strconv.FormatInt(l.Limit, 10))
 	h.Set("RateLimit-Remaining", strconv.FormatInt(max(l.Remaining, 0), 10))
 	h.Set("RateLimit-Reset", strconv.FormatInt(reset, 10))
+	h.Set("RateLimit-Policy", strconv.Quote(policy)+";q="+strconv.FormatInt(l.Limit, 10))
 	if l.Remaining <= 0 {
 		return reset
 	}
 	return -1
 }
 
-func mostConstrained(limits map[string]LimitState) (string, bool) {
-	best, found := "", false
-	for _, name := range slices.Sorted(maps.Keys(limits)) {
-		if !found || tighter(limits[name], limits[best]) {
-			best, found = name, true
+// mostConstrained returns the tightest of d's limits (the key's, the
+// owner's, the feature's) and its policy name.
+func mostConstrained(d *Decision) (LimitState, string, bool) {
+	var best LimitState
+	bestName, found := "", false
+	for _, g := range []struct {
+		prefix string
+		limits map[string]LimitState
+	}{{"key.", d.Limits}, {"owner.", d.OwnerLimits}, {"owner." + d.Feature + ".", d.FeatureLimits}} {
+		for _, name := range slices.Sorted(maps.Keys(g.limits)) {
+			if l := g.limits[name]; !found || tighter(l, best) {
+				best, bestName, found = l, g.prefix+name, true
+			}
 		}
 	}
-	return best, found
+	return best, bestName, found
 }
 
 // tighter reports whether a has less of its limit left than b, comparing

@@ -509,13 +509,14 @@ func TestBatchesStayWithinTheWebhookLimits(t *testing.T) {
 		t.Errorf("batches of %v events, want [1000 1000 500]", sizes)
 	}
 
-	// 1000 events whose JSON is large (each "<" is escaped as \u003c): more
-	// than 1 MiB in all, so the batch is split by size.
+	// 1300 events whose JSON is large (each "<" of an id is escaped as
+	// \u003c): more than 1 MiB in all, so the batches are split, each
+	// body within 1 MiB.
 	before := len(f.received())
-	for i := range 1000 {
+	for i := range 1300 {
 		mustReport(t, r, UsageEvent{
 			ID: fmt.Sprintf("%04d", i) + strings.Repeat("<", 124), KeyID: testKeyID,
-			Feature: strings.Repeat("<", 64), Units: 1 << 40, Bytes: 1 << 40,
+			Feature: strings.Repeat("f", 64), Units: 1 << 40, Bytes: 1 << 40,
 		})
 	}
 	if err := r.Flush(context.Background()); err != nil {
@@ -528,8 +529,8 @@ func TestBatchesStayWithinTheWebhookLimits(t *testing.T) {
 			t.Errorf("a body of %d bytes, over 1 MiB", c.size)
 		}
 	}
-	if len(calls) < 2 || total != 1000 {
-		t.Errorf("%d bodies holding %d events, want at least 2 holding 1000", len(calls), total)
+	if len(calls) < 2 || total != 1300 {
+		t.Errorf("%d bodies holding %d events, want at least 2 holding 1300", len(calls), total)
 	}
 }
 

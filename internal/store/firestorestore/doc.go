@@ -17,19 +17,25 @@
 //	                           (20060102T150405.000000Z) so they sort by time
 //	checkpoints/{name}         a job's checkpoint (the sweep's): data (bytes),
 //	                           version, updated_at
+//	owners/{owner document id} the owner record: id, plan, limits, features,
+//	                           created_at, updated_at; the document id is the
+//	                           owner id, or "~" and its hex for an id Firestore
+//	                           does not accept ("." and "..") or one starting
+//	                           with "~", so queries order by the id field
 //
 // Activate is one transaction of Creates (key, hash lookup, audit entry) and
 // a Delete (intent): it writes all of them or, when the key id or hash is
-// taken, none. UpdateKey, CreatePending, SaveCheckpoint and the contended
-// paths of ReserveIdempotency run in transactions, which Firestore retries
-// on contention; a transaction still contended after its attempts returns
-// errs.Conflict. UpdateKey calls on the same key from one Store queue on an
-// in-process lock first, so only other processes contend in Firestore
-// (mutate must therefore not call UpdateKey); so do SaveCheckpoint calls on
-// the same checkpoint. SaveCheckpoint reads the version and writes in one
-// transaction, so of concurrent savers of one version exactly one wins and
-// the others get errs.Conflict. Times are truncated to the microsecond,
-// Firestore's precision, before they are written.
+// taken, none. UpdateKey, UpdateOwner, CreatePending, SaveCheckpoint and the
+// contended paths of ReserveIdempotency run in transactions, which
+// Firestore retries on contention; a transaction still contended after its
+// attempts returns errs.Conflict. UpdateKey calls on the same key from one
+// Store queue on an in-process lock first, so only other processes contend
+// in Firestore (mutate must therefore not call UpdateKey); so do UpdateOwner
+// calls on the same owner and SaveCheckpoint calls on the same checkpoint.
+// SaveCheckpoint reads the version and writes in one transaction, so of
+// concurrent savers of one version exactly one wins and the others get
+// errs.Conflict. Times are truncated to the microsecond, Firestore's
+// precision, before they are written.
 //
 // # Deployment
 //
@@ -39,9 +45,12 @@
 //	collection keys:  owner ASC, created_at DESC, __name__ DESC          (ListKeys with an owner)
 //	collection keys:  status ASC, disabled_until ASC, __name__ ASC       (DueSuspensions)
 //	collection audit: key_id ASC, time DESC, __name__ DESC               (ListAudit with a key id)
+//	collection owners: updated_at ASC, id ASC, __name__ ASC              (ChangedOwners)
 //
 // The other queries (keys and audit by time alone, pending_keys by
-// created_at) use the automatic single-field indexes.
+// created_at, owners by id) use the automatic single-field indexes.
+// EnsureOwner is a Create, which one of concurrent callers wins, then a
+// read of whichever owner is stored.
 //
 // DueSuspensions queries status == "disabled" AND disabled_until <= t. A
 // key that is not suspended stores disabled_until as null, which a range
@@ -59,7 +68,8 @@
 //
 // Single-field index exemptions that save write cost: keys.hash (looked up
 // through key_hashes), keys.metadata, keys.limits, keys.restrictions,
-// audit.details, key_hashes.key_id and every field of idempotency (nothing
+// audit.details, key_hashes.key_id, owners.plan, owners.limits,
+// owners.features, owners.created_at and every field of idempotency (nothing
 // queries them). The checkpoints collection holds a few documents, written
 // about once per sweep run, so its single-field indexes are left on.
 // keys.created_at and audit.time grow monotonically, which caps each

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -27,6 +28,7 @@ const (
 	idemColl    = "idempotency"
 	auditColl   = "audit"
 	ckptColl    = "checkpoints"
+	ownersColl  = "owners"
 )
 
 // txAttempts bounds the attempts of a contended transaction before it
@@ -45,6 +47,8 @@ type Store struct {
 	// ckptLocks do the same for SaveCheckpoint, so that this process's
 	// concurrent savers lose on the version check, not on contention.
 	ckptLocks firestoredb.Locks
+	// ownerLocks do the same for UpdateOwner.
+	ownerLocks firestoredb.Locks
 }
 
 var _ store.Store = (*Store)(nil)
@@ -112,6 +116,7 @@ type keyDoc struct {
 type restrictionsDoc struct {
 	AllowedIPs       []string `firestore:"allowed_ips"`
 	AllowedReferrers []string `firestore:"allowed_referrers"`
+	AllowedFeatures  []string `firestore:"allowed_features"`
 }
 
 func toKeyDoc(k *store.Key) *keyDoc {
@@ -120,8 +125,9 @@ func toKeyDoc(k *store.Key) *keyDoc {
 		StatusReason: k.StatusReason, DisabledUntil: tsPtr(k.DisabledUntil), Prefix: k.Prefix, Last4: k.Last4,
 		Hash: k.Hash.String(), CreatedAt: firestoredb.Time(k.CreatedAt), UpdatedAt: firestoredb.Time(k.UpdatedAt),
 		ExpiresAt: tsPtr(k.ExpiresAt), Metadata: k.Metadata, Limits: k.Limits,
-		Restrictions: restrictionsDoc{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers},
-		RotatedFrom:  k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedMicros: lastUsedMicros(k.LastUsedAt),
+		Restrictions: restrictionsDoc{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers,
+			AllowedFeatures: k.Restrictions.AllowedFeatures},
+		RotatedFrom: k.RotatedFrom, RotatedTo: k.RotatedTo, LastUsedMicros: lastUsedMicros(k.LastUsedAt),
 	}
 }
 
@@ -151,8 +157,9 @@ func fromKeyDoc(snap *firestore.DocumentSnapshot) (*store.Key, error) {
 		ID: snap.Ref.ID, Owner: d.Owner, Name: d.Name, Plan: d.Plan, Scopes: d.Scopes, Status: store.Status(d.Status),
 		StatusReason: d.StatusReason, DisabledUntil: d.DisabledUntil, Prefix: d.Prefix, Last4: d.Last4, Hash: h,
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, ExpiresAt: d.ExpiresAt, Metadata: d.Metadata, Limits: d.Limits,
-		Restrictions: store.Restrictions{AllowedIPs: d.Restrictions.AllowedIPs, AllowedReferrers: d.Restrictions.AllowedReferrers},
-		RotatedFrom:  d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: lastUsedTime(d.LastUsedMicros),
+		Restrictions: store.Restrictions{AllowedIPs: d.Restrictions.AllowedIPs, AllowedReferrers: d.Restrictions.AllowedReferrers,
+			AllowedFeatures: d.Restrictions.AllowedFeatures},
+		RotatedFrom: d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: lastUsedTime(d.LastUsedMicros),
 	}, nil
 }
 
@@ -819,4 +826,190 @@ func (s *Store) SaveCheckpoint(ctx context.Context, c store.Checkpoint, now time
 	}
 	c.Version, c.UpdatedAt = doc.Version, doc.UpdatedAt
 	return c, nil
+}
+
+// ownerDocID maps an owner id to its document id, by the rule of
+// firestorenotify's docID: an id Firestore accepts is used as it is; any
+// other ("." and "..", which owner ids may be, or empty, with '/',
+// __.*__, not UTF-8, too long) becomes "~" and its hex, which no owner id
+// can collide with: an id starting with '~' is encoded too. Document ids
+// therefore do not sort as owner ids do; the queries order by the "id"
+// field.
+func ownerDocID(id string) string {
+	if firestoredb.ValidID(id) && !strings.HasPrefix(id, "~") {
+		return id
+	}
+	return "~" + hex.EncodeToString([]byte(id))
+}
+
+func (s *Store) owner(id string) *firestore.DocumentRef {
+	return s.c.Collection(ownersColl).Doc(ownerDocID(id))
+}
+
+type ownerDoc struct {
+	ID        string                 `firestore:"id"`
+	Plan      string                 `firestore:"plan"`
+	Limits    plan.Limits            `firestore:"limits"`
+	Features  map[string]plan.Limits `firestore:"features"`
+	CreatedAt time.Time              `firestore:"created_at"`
+	UpdatedAt time.Time              `firestore:"updated_at"`
+}
+
+func toOwnerDoc(o *store.Owner) *ownerDoc {
+	return &ownerDoc{ID: o.ID, Plan: o.Plan, Limits: o.Limits, Features: o.Features,
+		CreatedAt: firestoredb.Time(o.CreatedAt), UpdatedAt: firestoredb.Time(o.UpdatedAt)}
+}
+
+func fromOwnerDoc(snap *firestore.DocumentSnapshot) (*store.Owner, error) {
+	var d ownerDoc
+	if err := snap.DataTo(&d); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "firestore: decode owner document "+snap.Ref.ID)
+	}
+	return &store.Owner{ID: d.ID, Plan: d.Plan, Limits: d.Limits, Features: d.Features,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}, nil
+}
+
+func fromOwnerDocs(snaps []*firestore.DocumentSnapshot) ([]*store.Owner, error) {
+	out := make([]*store.Owner, 0, len(snaps))
+	for _, snap := range snaps {
+		o, err := fromOwnerDoc(snap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// EnsureOwner creates o's document, which exactly one of concurrent
+// callers does, and reads the stored owner: the one it created, or the
+// one that was there.
+func (s *Store) EnsureOwner(ctx context.Context, o *store.Owner) (*store.Owner, bool, error) {
+	ref := s.owner(o.ID)
+	_, err := ref.Create(ctx, toOwnerDoc(o))
+	created := err == nil
+	if err != nil && status.Code(err) != codes.AlreadyExists {
+		return nil, false, translate(err, "firestore: create owner")
+	}
+	snap, err := ref.Get(ctx)
+	if err != nil {
+		return nil, false, translate(err, "firestore: read owner")
+	}
+	stored, err := fromOwnerDoc(snap)
+	if err != nil {
+		return nil, false, err
+	}
+	return stored, created, nil
+}
+
+// GetOwner returns the owner with id.
+func (s *Store) GetOwner(ctx context.Context, id string) (*store.Owner, error) {
+	snap, err := s.owner(id).Get(ctx)
+	if err != nil {
+		return nil, translate(err, "firestore: read owner")
+	}
+	return fromOwnerDoc(snap)
+}
+
+// UpdateOwner applies mutate to owner id in a transaction, as UpdateKey
+// does; mutate runs once per attempt.
+func (s *Store) UpdateOwner(ctx context.Context, id string, mutate func(*store.Owner) (*store.AuditEntry, error)) (*store.Owner, error) {
+	ref := s.owner(id)
+	mu := s.ownerLocks.For(ref.ID)
+	mu.Lock()
+	defer mu.Unlock()
+	var out *store.Owner
+	err := s.c.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if err != nil {
+			return err
+		}
+		o, err := fromOwnerDoc(snap)
+		if err != nil {
+			return err
+		}
+		orig := *o
+		audit, err := mutate(o)
+		if err != nil {
+			return &mutateError{err}
+		}
+		if o.ID != orig.ID || !o.CreatedAt.Equal(orig.CreatedAt) {
+			return errs.E(errs.Internal, "store: UpdateOwner's mutate changed the ID or CreatedAt of owner %s", id)
+		}
+		if err := tx.Set(ref, toOwnerDoc(o)); err != nil {
+			return err
+		}
+		if audit != nil {
+			a, err := withAuditID(*audit)
+			if err != nil {
+				return err
+			}
+			if err := tx.Create(s.audit(a.ID), toAuditDoc(a)); err != nil {
+				return err
+			}
+		}
+		out = o
+		return nil
+	}, firestore.MaxAttempts(txAttempts))
+	if me, ok := errors.AsType[*mutateError](err); ok {
+		return nil, me.err
+	}
+	if err != nil {
+		return nil, translate(err, "firestore: update owner")
+	}
+	return out, nil
+}
+
+// ListOwners returns one page of owners, by the "id" field ascending (its
+// automatic single-field index). Its tokens hold the last id and a zero
+// time.
+func (s *Store) ListOwners(ctx context.Context, q store.ListOwnersQuery) ([]*store.Owner, string, error) {
+	if q.PageSize < 1 || q.PageSize > 1000 {
+		return nil, "", errs.E(errs.Invalid, "page size must be 1-1000, got %d", q.PageSize)
+	}
+	fq := s.c.Collection(ownersColl).OrderBy("id", firestore.Asc)
+	if q.PageToken != "" {
+		_, id, err := pagetoken.Decode(q.PageToken, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		fq = fq.StartAfter(id)
+	}
+	snaps, err := fq.Limit(q.PageSize + 1).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, "", translate(err, "firestore: list owners")
+	}
+	more := len(snaps) > q.PageSize
+	if more {
+		snaps = snaps[:q.PageSize]
+	}
+	out, err := fromOwnerDocs(snaps)
+	if err != nil {
+		return nil, "", err
+	}
+	var next string
+	if more {
+		next = pagetoken.Encode(time.Time{}, out[len(out)-1].ID)
+	}
+	return out, next, nil
+}
+
+// ChangedOwners returns owners changed after (since, afterID), oldest
+// change first, by (updated_at, id): the fields, not the document id,
+// which is an encoding of the id that does not sort like it. It needs the
+// composite index on owners (updated_at, id) that doc.go lists.
+func (s *Store) ChangedOwners(ctx context.Context, since time.Time, afterID string, limit int) ([]*store.Owner, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	q := s.c.Collection(ownersColl).Where("updated_at", ">=", firestoredb.Time(since)).
+		OrderBy("updated_at", firestore.Asc).OrderBy("id", firestore.Asc)
+	if afterID != "" {
+		q = q.StartAfter(firestoredb.Time(since), afterID)
+	}
+	snaps, err := q.Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, translate(err, "firestore: read changed owners")
+	}
+	return fromOwnerDocs(snaps)
 }

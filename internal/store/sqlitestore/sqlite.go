@@ -92,6 +92,16 @@ CREATE TABLE checkpoints (
 	version    INTEGER NOT NULL,
 	updated_at INTEGER NOT NULL
 ) STRICT;
+`, `
+CREATE TABLE owners (
+	id         TEXT PRIMARY KEY,
+	plan       TEXT NOT NULL,
+	limits     TEXT NOT NULL,
+	features   TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX owners_by_update ON owners (updated_at, id);
 `}
 
 // Open opens the database file at path, creating it and migrating its
@@ -737,4 +747,188 @@ func (s *Store) SaveCheckpoint(ctx context.Context, c store.Checkpoint, now time
 	}
 	c.Version, c.UpdatedAt = c.Version+1, fromMicros(micros(now))
 	return c, nil
+}
+
+const (
+	ownerCols   = "id, plan, limits, features, created_at, updated_at"
+	selectOwner = "SELECT " + ownerCols + " FROM owners"
+)
+
+// ownerValues are o's column values, in the order of ownerCols.
+func ownerValues(o *store.Owner) ([]any, error) {
+	limits, err := jsonText(o.Limits)
+	if err != nil {
+		return nil, err
+	}
+	features, err := jsonText(o.Features)
+	if err != nil {
+		return nil, err
+	}
+	return []any{o.ID, o.Plan, limits, features, micros(o.CreatedAt), micros(o.UpdatedAt)}, nil
+}
+
+func scanOwner(r rowScanner) (*store.Owner, error) {
+	var (
+		o                store.Owner
+		limits, features string
+		created, updated int64
+	)
+	if err := r.Scan(&o.ID, &o.Plan, &limits, &features, &created, &updated); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(limits), &o.Limits); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "sqlite: decode owner "+o.ID)
+	}
+	if err := json.Unmarshal([]byte(features), &o.Features); err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "sqlite: decode owner "+o.ID)
+	}
+	o.CreatedAt, o.UpdatedAt = fromMicros(created), fromMicros(updated)
+	return &o, nil
+}
+
+// getOwner reads owner id; NotFound if there is none.
+func getOwner(ctx context.Context, q querier, id string) (*store.Owner, error) {
+	o, err := scanOwner(q.QueryRowContext(ctx, selectOwner+" WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errs.Wrap(errs.NotFound, err, "owner not found")
+	}
+	if err != nil {
+		return nil, translate(err, "sqlite: read owner")
+	}
+	return o, nil
+}
+
+// EnsureOwner inserts o unless its id is stored, and reads the stored
+// owner, in one IMMEDIATE transaction.
+func (s *Store) EnsureOwner(ctx context.Context, o *store.Owner) (*store.Owner, bool, error) {
+	vals, err := ownerValues(o)
+	if err != nil {
+		return nil, false, err
+	}
+	var (
+		stored  *store.Owner
+		created bool
+	)
+	err = s.db.Write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "INSERT INTO owners ("+ownerCols+") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", vals...)
+		if err != nil {
+			return translate(err, "sqlite: create owner")
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return translate(err, "sqlite: create owner")
+		}
+		created = n == 1
+		stored, err = getOwner(ctx, tx, o.ID)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return stored, created, nil
+}
+
+// GetOwner returns the owner with id.
+func (s *Store) GetOwner(ctx context.Context, id string) (*store.Owner, error) {
+	return getOwner(ctx, s.r, id)
+}
+
+// UpdateOwner applies mutate to owner id in one IMMEDIATE transaction, so
+// mutate is called once.
+func (s *Store) UpdateOwner(ctx context.Context, id string, mutate func(*store.Owner) (*store.AuditEntry, error)) (*store.Owner, error) {
+	var out *store.Owner
+	err := s.db.Write(ctx, func(tx *sql.Tx) error {
+		o, err := getOwner(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		orig := *o
+		audit, err := mutate(o)
+		if err != nil {
+			return err
+		}
+		if o.ID != orig.ID || !o.CreatedAt.Equal(orig.CreatedAt) {
+			return errs.E(errs.Internal, "store: UpdateOwner's mutate changed the ID or CreatedAt of owner %s", id)
+		}
+		vals, err := ownerValues(o)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE owners SET plan = ?, limits = ?, features = ?, created_at = ?, updated_at = ? WHERE id = ?`,
+			append(vals[1:], id)...); err != nil {
+			return translate(err, "sqlite: update owner")
+		}
+		if audit != nil {
+			if err := insertAudit(ctx, tx, *audit); err != nil {
+				return err
+			}
+		}
+		out = o
+		return nil
+	})
+	return out, err
+}
+
+// ListOwners returns one page of owners, by id ascending. Its tokens hold
+// the last id and a zero time.
+func (s *Store) ListOwners(ctx context.Context, q store.ListOwnersQuery) ([]*store.Owner, string, error) {
+	if err := checkPageSize(q.PageSize); err != nil {
+		return nil, "", err
+	}
+	var after string
+	if q.PageToken != "" {
+		_, id, err := pagetoken.Decode(q.PageToken, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		after = id
+	}
+	rows, err := s.r.QueryContext(ctx, selectOwner+" WHERE id > ? ORDER BY id LIMIT ?", after, q.PageSize+1)
+	if err != nil {
+		return nil, "", translate(err, "sqlite: list owners")
+	}
+	defer rows.Close()
+	var (
+		out  []*store.Owner
+		next string
+	)
+	for rows.Next() {
+		if len(out) == q.PageSize {
+			next = pagetoken.Encode(time.Time{}, out[len(out)-1].ID)
+			break
+		}
+		o, err := scanOwner(rows)
+		if err != nil {
+			return nil, "", translate(err, "sqlite: list owners")
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", translate(err, "sqlite: list owners")
+	}
+	return out, next, nil
+}
+
+// ChangedOwners returns owners changed after (since, afterID), oldest
+// change first, from the index owners_by_update.
+func (s *Store) ChangedOwners(ctx context.Context, since time.Time, afterID string, limit int) ([]*store.Owner, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	t := micros(since)
+	rows, err := s.r.QueryContext(ctx, selectOwner+` WHERE updated_at > ? OR (updated_at = ? AND id > ?)
+		ORDER BY updated_at, id LIMIT ?`, t, t, afterID, limit)
+	if err != nil {
+		return nil, translate(err, "sqlite: read changed owners")
+	}
+	defer rows.Close()
+	var out []*store.Owner
+	for rows.Next() {
+		o, err := scanOwner(rows)
+		if err != nil {
+			return nil, translate(err, "sqlite: read changed owners")
+		}
+		out = append(out, o)
+	}
+	return out, translate(rows.Err(), "sqlite: read changed owners")
 }

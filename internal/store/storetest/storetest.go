@@ -80,6 +80,16 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReleaseIdempotencyAllowsImmediateTakeover", testReleaseIdempotencyAllowsImmediateTakeover},
 		{"ReleaseIdempotencyIgnoresDoneAndUnknown", testReleaseIdempotencyIgnoresDoneAndUnknown},
 
+		{"EnsureOwnerKeepsTheFirstRecord", testEnsureOwnerKeepsTheFirstRecord},
+		{"OwnerRoundTripsEveryField", testOwnerRoundTripsEveryField},
+		{"UnknownOwnerIsNotFound", testUnknownOwnerIsNotFound},
+		{"UpdateOwnerWritesOwnerAndAuditAtomically", testUpdateOwnerWritesOwnerAndAuditAtomically},
+		{"UpdateOwnerMutateErrorWritesNothing", testUpdateOwnerMutateErrorWritesNothing},
+		{"UpdateOwnerRejectsImmutableFieldChange", testUpdateOwnerRejectsImmutableFieldChange},
+		{"ListOwnersByIDPagesWithoutGapsOrDuplicates", testListOwnersByIDPagesWithoutGapsOrDuplicates},
+		{"ListOwnersBadQueryIsInvalid", testListOwnersBadQueryIsInvalid},
+		{"ChangedOwnersFeedsEveryChangeInOrder", testChangedOwnersFeedsEveryChangeInOrder},
+
 		{"GetCheckpointMissingIsNotFound", testGetCheckpointMissingIsNotFound},
 		{"SaveCheckpointComparesVersion", testSaveCheckpointComparesVersion},
 		{"SaveCheckpointConcurrentOneWins", testSaveCheckpointConcurrentOneWins},
@@ -371,6 +381,7 @@ func testKeyRoundTripsEveryField(t *testing.T, s store.Store) {
 		Restrictions: store.Restrictions{
 			AllowedIPs:       []string{"10.0.0.0/8", "2001:db8::/32"},
 			AllowedReferrers: []string{"https://example.com/*"},
+			AllowedFeatures:  []string{"gpt-4.1", "embed:v2"},
 		},
 		RotatedFrom: "key-old",
 		RotatedTo:   "key-new",
@@ -1322,5 +1333,253 @@ func testMarkUsedBadArgumentsAreInvalidAndWriteNothing(t *testing.T, s store.Sto
 	wantKey(t, s, k)
 	if err := s.MarkUsed(t.Context(), nil); err != nil {
 		t.Errorf("MarkUsed(nil): got %v, want nil", err)
+	}
+}
+
+// newOwner returns a minimal valid owner: no override set.
+func newOwner(id string, created time.Time) *store.Owner {
+	return &store.Owner{ID: id, Plan: "free", CreatedAt: created, UpdatedAt: created}
+}
+
+func ensureOwner(t *testing.T, s store.Store, o *store.Owner) {
+	t.Helper()
+	got, created, err := s.EnsureOwner(t.Context(), o)
+	if err != nil {
+		t.Fatalf("EnsureOwner(%s): %v", o.ID, err)
+	}
+	if !created {
+		t.Fatalf("EnsureOwner(%s): got created = false for a new owner", o.ID)
+	}
+	if d := cmp.Diff(o, got, cmpOpts); d != "" {
+		t.Fatalf("EnsureOwner(%s) result (-want +got):\n%s", o.ID, d)
+	}
+}
+
+func wantOwner(t *testing.T, s store.Store, want *store.Owner) {
+	t.Helper()
+	got, err := s.GetOwner(t.Context(), want.ID)
+	if err != nil {
+		t.Fatalf("GetOwner(%s): %v", want.ID, err)
+	}
+	if d := cmp.Diff(want, got, cmpOpts); d != "" {
+		t.Errorf("GetOwner(%s) mismatch (-want +got):\n%s", want.ID, d)
+	}
+}
+
+func ownerIDs(os []*store.Owner) (out []string) {
+	for _, o := range os {
+		out = append(out, o.ID)
+	}
+	return out
+}
+
+func testEnsureOwnerKeepsTheFirstRecord(t *testing.T, s store.Store) {
+	first := newOwner("proj-1", base)
+	ensureOwner(t, s, first)
+	second := newOwner("proj-1", at(time.Hour))
+	second.Plan, second.Limits = "pro", plan.Limits{"requests_per_minute": 10}
+	got, created, err := s.EnsureOwner(t.Context(), second)
+	if err != nil {
+		t.Fatalf("EnsureOwner again: %v", err)
+	}
+	if created {
+		t.Errorf("EnsureOwner again: got created = true, want false")
+	}
+	if d := cmp.Diff(first, got, cmpOpts); d != "" {
+		t.Errorf("EnsureOwner again: got a record other than the first (-want +got):\n%s", d)
+	}
+	wantOwner(t, s, first)
+}
+
+func testOwnerRoundTripsEveryField(t *testing.T, s store.Store) {
+	full := &store.Owner{
+		ID:     "team.ml:prod@example.com_1-a",
+		Plan:   "enterprise",
+		Limits: plan.Limits{"requests_per_minute": 6000, "units_per_month": 1 << 40},
+		Features: map[string]plan.Limits{
+			"gpt-4.1":  {"requests_per_minute": 60, "tokens_per_day": 0},
+			"embed:v2": {"requests_per_day": 1 << 33},
+		},
+		CreatedAt: base,
+		UpdatedAt: at(time.Minute),
+	}
+	// "." and ".." are owner ids a backend with path-like ids must not
+	// take literally.
+	for _, o := range []*store.Owner{full, newOwner(".", at(time.Second)), newOwner("..", at(2*time.Second))} {
+		ensureOwner(t, s, o)
+		wantOwner(t, s, o)
+	}
+}
+
+func testUnknownOwnerIsNotFound(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ensureOwner(t, s, newOwner("proj-1", base))
+	for _, id := range []string{"proj-2", "", ".", "..", "proj-1/x/y"} {
+		_, err := s.GetOwner(ctx, id)
+		wantKind(t, fmt.Sprintf("GetOwner(%q)", id), err, errs.NotFound)
+		_, err = s.UpdateOwner(ctx, id, func(*store.Owner) (*store.AuditEntry, error) {
+			t.Errorf("UpdateOwner(%q) called mutate for an owner that does not exist", id)
+			return nil, nil
+		})
+		wantKind(t, fmt.Sprintf("UpdateOwner(%q)", id), err, errs.NotFound)
+	}
+}
+
+// upgrade moves an owner to the pro plan with an override, at t.
+func upgrade(t time.Time) func(*store.Owner) (*store.AuditEntry, error) {
+	return func(o *store.Owner) (*store.AuditEntry, error) {
+		o.Plan = "pro"
+		o.Limits = plan.Limits{"requests_per_minute": 1200}
+		o.Features = map[string]plan.Limits{"gpt-4.1": {"requests_per_minute": 100}}
+		o.UpdatedAt = t
+		return &store.AuditEntry{Time: t, Actor: "admin", Action: "owner.update",
+			Details: map[string]string{"owner": o.ID, "plan": "pro"}}, nil
+	}
+}
+
+func testUpdateOwnerWritesOwnerAndAuditAtomically(t *testing.T, s store.Store) {
+	o := newOwner("proj-1", base)
+	ensureOwner(t, s, o)
+	got, err := s.UpdateOwner(t.Context(), "proj-1", upgrade(at(time.Hour)))
+	if err != nil {
+		t.Fatalf("UpdateOwner: %v", err)
+	}
+	want := *o
+	wantAudit, _ := upgrade(at(time.Hour))(&want)
+	if d := cmp.Diff(&want, got, cmpOpts); d != "" {
+		t.Errorf("UpdateOwner result (-want +got):\n%s", d)
+	}
+	wantOwner(t, s, &want)
+	// An owner's audit entry has no KeyID: the unfiltered list holds it.
+	if d := cmp.Diff([]store.AuditEntry{*wantAudit}, auditOf(t, s, ""), cmpOpts, ignoreAuditID); d != "" {
+		t.Errorf("audit after UpdateOwner (-want +got):\n%s", d)
+	}
+}
+
+func testUpdateOwnerMutateErrorWritesNothing(t *testing.T, s store.Store) {
+	o := newOwner("proj-1", base)
+	ensureOwner(t, s, o)
+	errStop := errors.New("mutate refused")
+	_, err := s.UpdateOwner(t.Context(), "proj-1", func(o *store.Owner) (*store.AuditEntry, error) {
+		audit, _ := upgrade(at(time.Hour))(o)
+		return audit, fmt.Errorf("wrapped: %w", errStop)
+	})
+	if !errors.Is(err, errStop) {
+		t.Errorf("UpdateOwner: got error %v, want the one mutate returned", err)
+	}
+	wantOwner(t, s, o)
+	if got := auditOf(t, s, ""); len(got) != 0 {
+		t.Errorf("audit entries: got %d, want none", len(got))
+	}
+}
+
+func testUpdateOwnerRejectsImmutableFieldChange(t *testing.T, s store.Store) {
+	o := newOwner("proj-1", base)
+	ensureOwner(t, s, o)
+	changes := map[string]func(*store.Owner){
+		"ID":        func(o *store.Owner) { o.ID = "proj-2" },
+		"CreatedAt": func(o *store.Owner) { o.CreatedAt = at(time.Hour) },
+	}
+	for _, field := range slices.Sorted(maps.Keys(changes)) {
+		_, err := s.UpdateOwner(t.Context(), "proj-1", func(o *store.Owner) (*store.AuditEntry, error) {
+			changes[field](o)
+			o.Plan = "changed"
+			return nil, nil
+		})
+		wantKind(t, "UpdateOwner changing "+field, err, errs.Internal)
+	}
+	wantOwner(t, s, o)
+}
+
+// listOwners seeds owners whose ids use every character an owner id may
+// hold, in an order unrelated to their ids, and returns them by id.
+func listOwners(t *testing.T, s store.Store) []*store.Owner {
+	t.Helper()
+	var want []*store.Owner
+	for i, id := range []string{"proj_2", "a@b.c", "..", "proj-3", "proj:1", ".", "Proj", "proj", "a.b"} {
+		o := newOwner(id, at(time.Duration(-i)*time.Second))
+		ensureOwner(t, s, o)
+		want = append(want, o)
+	}
+	slices.SortFunc(want, func(a, b *store.Owner) int { return strings.Compare(a.ID, b.ID) })
+	return want
+}
+
+func testListOwnersByIDPagesWithoutGapsOrDuplicates(t *testing.T, s store.Store) {
+	want := listOwners(t, s)
+	for _, size := range []int{1, 2, 4, len(want), 1000} {
+		got := pages(t, size, len(want), func(token string) ([]*store.Owner, string, error) {
+			return s.ListOwners(t.Context(), store.ListOwnersQuery{PageSize: size, PageToken: token})
+		})
+		if d := cmp.Diff(want, got, cmpOpts); d != "" {
+			t.Errorf("pages of %d (-want +got):\n%s", size, d)
+		}
+	}
+	// A page that ends exactly at the last owner has no next token.
+	_, next, err := s.ListOwners(t.Context(), store.ListOwnersQuery{PageSize: len(want)})
+	if err != nil {
+		t.Fatalf("ListOwners: %v", err)
+	}
+	if next != "" {
+		t.Errorf("ListOwners(page of all %d): got next token %q, want none", len(want), next)
+	}
+}
+
+func testListOwnersBadQueryIsInvalid(t *testing.T, s store.Store) {
+	listOwners(t, s)
+	for _, tok := range badTokens {
+		_, _, err := s.ListOwners(t.Context(), store.ListOwnersQuery{PageSize: 2, PageToken: tok})
+		wantKind(t, fmt.Sprintf("ListOwners(token %q)", tok), err, errs.Invalid)
+	}
+	for _, size := range []int{-1, 0, 1001} {
+		_, _, err := s.ListOwners(t.Context(), store.ListOwnersQuery{PageSize: size})
+		wantKind(t, fmt.Sprintf("ListOwners(page size %d)", size), err, errs.Invalid)
+	}
+}
+
+func testChangedOwnersFeedsEveryChangeInOrder(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	// proj-b and proj-c change at the same time: the id breaks the tie.
+	for _, o := range []*store.Owner{newOwner("proj-c", at(time.Second)), newOwner("proj-a", base),
+		newOwner("proj-b", at(time.Second)), newOwner("proj-d", at(2*time.Second))} {
+		ensureOwner(t, s, o)
+	}
+	// A later change moves proj-a to the end of the feed.
+	if _, err := s.UpdateOwner(ctx, "proj-a", upgrade(at(time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	// Read the feed two at a time from the start, as a poller does.
+	var got []string
+	since, after := time.Time{}, ""
+	for range 10 {
+		os, err := s.ChangedOwners(ctx, since, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(os) == 0 {
+			break
+		}
+		got = append(got, ownerIDs(os)...)
+		last := os[len(os)-1]
+		since, after = last.UpdatedAt, last.ID
+	}
+	if d := cmp.Diff([]string{"proj-b", "proj-c", "proj-d", "proj-a"}, got); d != "" {
+		t.Errorf("feed order (-want +got):\n%s", d)
+	}
+	// After proj-b's position, proj-c (same time, later id) is still due.
+	os, err := s.ChangedOwners(ctx, at(time.Second), "proj-b", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"proj-c", "proj-d", "proj-a"}, ownerIDs(os)); d != "" {
+		t.Errorf("feed after (1s, proj-b) (-want +got):\n%s", d)
+	}
+	if os[2].Plan != "pro" {
+		t.Errorf("feed carries plan %q, want the changed record", os[2].Plan)
+	}
+	for _, limit := range []int{0, 1001} {
+		if _, err := s.ChangedOwners(ctx, base, "", limit); !errs.Is(err, errs.Invalid) {
+			t.Errorf("ChangedOwners(limit %d) = %v, want Invalid", limit, err)
+		}
 	}
 }
