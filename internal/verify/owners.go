@@ -104,7 +104,7 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 		v.opt.Logger.Warn("owner's plan is not in the plan catalog; only its own overrides apply", "owner", o.ID, "plan", o.Plan)
 		p = &plan.Plan{}
 	}
-	e.perMinute = perMinute(&wins.owner, ScopeOwner, "", p.OwnerLimits, o.Limits, planSrc)
+	e.perMinute = perMinute(&wins.owner, ScopeOwner, "", p.OwnerLimits, o.Limits, planSrc, SourceOwnerOverride)
 	e.closed = len(p.Features) > 0
 	names := slices.Sorted(maps.Keys(p.Features))
 	for f := range o.Features {
@@ -117,19 +117,20 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 	}
 	for _, f := range names {
 		fe := &featureEntry{limits: p.Features[f].With(o.Features[f])}
-		fe.perMinute = perMinute(wins.feature(f), ScopeOwner, f, p.Features[f], o.Features[f], planSrc)
+		fe.perMinute = perMinute(wins.feature(f), ScopeOwner, f, p.Features[f], o.Features[f], planSrc, SourceOwnerOverride)
 		e.features[f] = fe
 	}
 	v.owners.Add(o.ID, e)
 	return e
 }
 
-// perMinute returns the per-minute level of base limits with overrides.
-func perMinute(w *window, scope, feature string, base, overrides plan.Limits, planSrc string) level {
+// perMinute returns the per-minute level of base limits (a plan's, whose
+// source is planSrc) with overrides (whose source is overrideSrc).
+func perMinute(w *window, scope, feature string, base, overrides plan.Limits, planSrc, overrideSrc string) level {
 	l := level{win: w, scope: scope, feature: feature, rpm: -1, upm: -1}
 	pick := func(name string, limit *int64, src *string) {
 		if n, ok := overrides[name]; ok {
-			*limit, *src = n, SourceOwnerOverride
+			*limit, *src = n, overrideSrc
 		} else if n, ok := base[name]; ok {
 			*limit, *src = n, planSrc
 		}

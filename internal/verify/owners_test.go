@@ -92,9 +92,11 @@ func TestKeyLimitRefusalNamesItsSource(t *testing.T) {
 	if l.Scope != verify.ScopeKey || l.Source != verify.SourceKeyOverride || l.Limit != 1 {
 		t.Errorf("refused by %+v, want the key's own override", l)
 	}
-	l = refusal(t, check(t, v, verify.Request{Key: k.Secret, Units: 500}, verify.RateLimited))
-	if l.Name != "requests_per_minute" && (l.Name != "units_per_minute" || l.Source != "plan tiny") {
-		t.Errorf("refused by %+v", l)
+	// A limit the key does not override comes from its plan.
+	plain := e.create(t, keys.CreateRequest{Plan: "tiny"})
+	l = refusal(t, check(t, v, verify.Request{Key: plain.Secret, Units: 500}, verify.RateLimited))
+	if l.Scope != verify.ScopeKey || l.Name != "units_per_minute" || l.Source != "plan tiny" || l.Limit != 100 {
+		t.Errorf("refused by %+v, want the key's units_per_minute 100 from plan tiny", l)
 	}
 }
 

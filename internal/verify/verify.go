@@ -234,12 +234,11 @@ type entry struct {
 	key       *store.Key
 	restr     *restrict.Set
 	limits    plan.Limits // effective: plan limits with the key's overrides
-	rpm, upm  int64       // per-minute limits, -1 if none
+	perMinute level       // the key's per-minute limits, their sources and its window
 	planSrc   string      // "plan <name>": the source of the limits the key does not override
 	hasQuotas bool        // a day or month limit is set
 	ipLimit   int         // > 0: record client IPs, this many distinct per day at most
 	loadedAt  time.Time
-	win       *window
 }
 
 // Verifier makes verification decisions. It is safe for concurrent use.
@@ -442,7 +441,7 @@ func hasScope(scopes []string, s string) bool {
 // owner's feature f (nil for none), all or nothing.
 func (v *Verifier) admit(d *Decision, e *entry, o *ownerEntry, f *featureEntry, now time.Time, units int64) Code {
 	var ls [3]level
-	ls[0] = level{win: e.win, scope: ScopeKey, rpm: e.rpm, upm: e.upm, rpmSrc: e.source("requests_per_minute"), upmSrc: e.source("units_per_minute")}
+	ls[0] = e.perMinute
 	n := 1
 	if o.perMinute.limited() {
 		ls[n] = o.perMinute
@@ -534,11 +533,13 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 		if old.key.UpdatedAt.After(k.UpdatedAt) {
 			return old
 		}
-		win = old.win
+		win = old.perMinute.win
 	}
-	e := &entry{key: k, loadedAt: now, win: win, rpm: -1, upm: -1, planSrc: "plan " + k.Plan}
+	e := &entry{key: k, loadedAt: now, planSrc: "plan " + k.Plan}
 	e.limits = k.Limits
+	var planLimits plan.Limits
 	if p, ok := v.plans.Get(k.Plan); ok {
+		planLimits = p.Limits
 		e.limits = p.Limits.With(k.Limits)
 		// The distinct-IPs rule skips browser keys (referrer-restricted)
 		// and IP-restricted keys, as the sweep does (internal/sweep).
@@ -548,12 +549,7 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 	} else {
 		v.opt.Logger.Warn("key's plan is not in the plan catalog; only its own limits apply", "key_id", k.ID, "plan", k.Plan)
 	}
-	if n, ok := e.limits["requests_per_minute"]; ok {
-		e.rpm = n
-	}
-	if n, ok := e.limits["units_per_minute"]; ok {
-		e.upm = n
-	}
+	e.perMinute = perMinute(win, ScopeKey, "", planLimits, k.Limits, e.planSrc, SourceKeyOverride)
 	for name := range e.limits {
 		if _, w, err := plan.SplitLimitName(name); err == nil && w != plan.Minute {
 			e.hasQuotas = true
