@@ -17,10 +17,10 @@ import (
 type ownerEntry struct {
 	owner     *store.Owner
 	loadedAt  time.Time
-	planSrc   string      // "plan <name>": the source of a limit the owner does not override
-	limits    plan.Limits // the owner's own limits: its plan's owner_limits with its overrides
-	hasQuotas bool        // limits has a day or month limit
-	perMinute level       // the owner's own per-minute limits
+	planSrc   string                   // "plan <name>": the source of a limit the owner does not override
+	limits    plan.Limits              // the owner's own limits: its plan's owner_limits with its overrides
+	hasQuotas bool                     // limits has a day or month limit
+	perMinute level                    // the owner's own per-minute limits
 	features  map[string]*featureEntry // the features the owner's plan or overrides name
 	closed    bool                     // the plan names its features: no other is offered
 	wins      *ownerWindows
