@@ -173,6 +173,10 @@ type Quota interface {
 	// It must not block on I/O in steady state; ctx is the request's, and
 	// bounds any read it waits for.
 	Check(ctx context.Context, id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
+	// CheckOwner is Check for the usage of an owner (all its keys), or
+	// with a feature the owner's usage of that feature; the states carry
+	// the feature.
+	CheckOwner(ctx context.Context, owner, feature string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
 }
 
 // ClientIPs records the client IPs keys are used from, for the sweep's
@@ -405,19 +409,50 @@ func (v *Verifier) verify(ctx context.Context, req Request) (Decision, error) {
 			qs, exceeded := v.opt.Quota.Check(ctx, k.ID, e.limits, now)
 			for _, s := range qs.States[:qs.N] {
 				s.Scope, s.Source = ScopeKey, e.source(s.Name)
-				i := d.addLimit(s)
-				if exceeded && s.Used >= s.Limit {
-					d.refuse(i)
-				}
+				d.addQuota(s, exceeded)
 			}
 			if exceeded {
 				d.Code = UsageExceeded
 				return d, nil
 			}
 		}
+		if v.opt.Quota != nil && o.hasQuotas && v.ownerQuota(ctx, &d, o, "", o.limits, now) {
+			d.Code = UsageExceeded
+			return d, nil
+		}
+		if v.opt.Quota != nil && f != nil && f.hasQuotas && v.ownerQuota(ctx, &d, o, req.Feature, f.limits, now) {
+			d.Code = UsageExceeded
+			return d, nil
+		}
 		d.Code = v.admit(&d, e, o, f, now, req.Units)
 	}
 	return d, nil
+}
+
+// ownerQuota checks the owner's day and month quotas in limits (those on
+// feature, if not ""), adds their states to d and reports whether one
+// was reached.
+func (v *Verifier) ownerQuota(ctx context.Context, d *Decision, o *ownerEntry, feature string, limits plan.Limits, now time.Time) bool {
+	qs, exceeded := v.opt.Quota.CheckOwner(ctx, o.owner.ID, feature, limits, now)
+	for _, s := range qs.States[:qs.N] {
+		s.Scope, s.Source = ScopeOwner, o.source(feature, s.Name)
+		d.addQuota(s, exceeded)
+	}
+	return exceeded
+}
+
+// addQuota adds the state of a quota; if exceeded and it is reached, it
+// is the refusal, recorded even when the limits are full (in the last
+// slot).
+func (d *Decision) addQuota(s LimitState, exceeded bool) {
+	i := d.addLimit(s)
+	if exceeded && s.Used >= s.Limit && d.refused == 0 {
+		if i < 0 {
+			i = MaxLimits - 1
+			d.limits[i] = s
+		}
+		d.refuse(i)
+	}
 }
 
 // source returns where the value of the key's limit name comes from.
@@ -550,11 +585,7 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 		v.opt.Logger.Warn("key's plan is not in the plan catalog; only its own limits apply", "key_id", k.ID, "plan", k.Plan)
 	}
 	e.perMinute = perMinute(win, ScopeKey, "", planLimits, k.Limits, e.planSrc, SourceKeyOverride)
-	for name := range e.limits {
-		if _, w, err := plan.SplitLimitName(name); err == nil && w != plan.Minute {
-			e.hasQuotas = true
-		}
-	}
+	e.hasQuotas = hasQuota(e.limits)
 	// Stored restrictions were validated when written; a parse failure
 	// here means a corrupt record, which must not widen access.
 	restr, _, _, err := restrict.Parse(k.Restrictions.AllowedIPs, k.Restrictions.AllowedReferrers)
