@@ -105,6 +105,7 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 		p = &plan.Plan{}
 	}
 	e.perMinute = perMinute(&wins.owner, ScopeOwner, "", p.OwnerLimits, o.Limits, planSrc, SourceOwnerOverride)
+	e.perMinute.buckets(bucketOwner)
 	e.closed = len(p.Features) > 0
 	names := slices.Sorted(maps.Keys(p.Features))
 	for f := range o.Features {
@@ -118,6 +119,7 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 	for _, f := range names {
 		fe := &featureEntry{limits: p.Features[f].With(o.Features[f])}
 		fe.perMinute = perMinute(wins.feature(f), ScopeOwner, f, p.Features[f], o.Features[f], planSrc, SourceOwnerOverride)
+		fe.perMinute.buckets(bucketFeature + f)
 		e.features[f] = fe
 	}
 	v.owners.Add(o.ID, e)
