@@ -134,6 +134,7 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 	e.limits = p.OwnerLimits.With(o.Limits)
 	e.hasQuotas = hasQuota(e.limits)
 	e.perMinute = perMinute(&wins.owner, ScopeOwner, "", p.OwnerLimits, o.Limits, planSrc, SourceOwnerOverride)
+	e.perMinute.buckets(bucketOwner)
 	e.closed = len(p.Features) > 0
 	names := slices.Sorted(maps.Keys(p.Features))
 	for f := range o.Features {
@@ -148,6 +149,7 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 		fe := &featureEntry{limits: p.Features[f].With(o.Features[f])}
 		fe.hasQuotas = hasQuota(fe.limits)
 		fe.perMinute = perMinute(wins.feature(f), ScopeOwner, f, p.Features[f], o.Features[f], planSrc, SourceOwnerOverride)
+		fe.perMinute.buckets(bucketFeature + f)
 		e.features[f] = fe
 	}
 	v.owners.Add(o.ID, e)
