@@ -107,6 +107,27 @@ resource "google_firestore_index" "owners_by_update" {
   }
 }
 
+# Suspended owners (ListOwners with Suspended), for the sweep's lifts.
+resource "google_firestore_index" "owners_suspended" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "owners"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "suspended"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
 # Usage counters (internal/ledger/firestoreledger): the sweep's ActiveKeys and
 # the billing export across owners, then the export for one owner. Shard
 # documents of a key are grouped by key_id.
@@ -230,6 +251,7 @@ locals {
     "owners/plan"              = { ttl = false, exempt = true }
     "owners/limits"            = { ttl = false, exempt = true }
     "owners/features"          = { ttl = false, exempt = true }
+    "owners/suspension"        = { ttl = false, exempt = true }
     "owners/created_at"        = { ttl = false, exempt = true }
     "idempotency/key"          = { ttl = false, exempt = true }
     "idempotency/status"       = { ttl = false, exempt = true }

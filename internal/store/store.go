@@ -60,16 +60,32 @@ type Owner struct {
 	Plan string // the owner's tier: its plan's owner_limits and features apply
 	// Limits overrides the plan's owner_limits (shared by all the owner's
 	// keys); Features overrides the plan's per-feature limits, by feature.
-	Limits    plan.Limits
-	Features  map[string]plan.Limits
-	CreatedAt time.Time
-	UpdatedAt time.Time // set by every change; orders ChangedOwners
+	Limits   plan.Limits
+	Features map[string]plan.Limits
+	// Suspension, if not nil, is the sweep's suspension of the owner over
+	// a quota: every key of the owner is refused until it is lifted.
+	Suspension *OwnerSuspension
+	CreatedAt  time.Time
+	UpdatedAt  time.Time // set by every change; orders ChangedOwners
+}
+
+// OwnerSuspension records why and until when an owner is suspended: the
+// quota it went over (the owner's own, or the owner's on one feature),
+// the usage the sweep saw, and the end of the quota's window.
+type OwnerSuspension struct {
+	Limit   string // e.g. "requests_per_day"
+	Feature string // "" for the owner's own quota
+	Used    int64
+	Max     int64
+	Until   time.Time // the end of the window: lifted by the first sweep after it
+	At      time.Time // when the sweep suspended the owner
 }
 
 // ListOwnersQuery selects owners, by id ascending.
 type ListOwnersQuery struct {
 	PageSize  int    // 1..1000
 	PageToken string // from a previous page's next token
+	Suspended bool   // only owners with a Suspension
 }
 
 // Pending is a provisioning intent: written before a key's secret, so that

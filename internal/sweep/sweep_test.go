@@ -35,7 +35,9 @@ const plansJSON = `{"plans": {
   "tiny":    {"scopes": ["generate"], "limits": {"requests_per_day": 10, "units_per_month": 1000}},
   "roomy":   {"scopes": ["generate"], "limits": {"requests_per_day": 1000000}},
   "spiky":   {"scopes": ["generate"], "limits": {}, "abuse": {"spike": {"floor": 100, "factor": 10}}},
-  "watched": {"scopes": ["generate"], "limits": {}, "abuse": {"distinct_ips": {"max_per_day": 2}}}}}`
+  "watched": {"scopes": ["generate"], "limits": {}, "abuse": {"distinct_ips": {"max_per_day": 2}}},
+  "team":    {"scopes": ["generate"], "limits": {}, "owner_limits": {"requests_per_day": 10},
+              "features": {"pro-model": {"requests_per_month": 5}, "flash": {}}}}}`
 
 type env struct {
 	t       *testing.T

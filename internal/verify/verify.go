@@ -437,6 +437,14 @@ func (v *Verifier) verify(ctx context.Context, req Request) (Decision, error) {
 				return d, nil
 			}
 		}
+		if sp := o.owner.Suspension; sp != nil && now.Before(sp.Until) && (sp.Feature == "" || sp.Feature == req.Feature) {
+			// The sweep suspended the owner (over its own quota: every
+			// request; over a feature's: that feature's requests).
+			d.addQuota(LimitState{Scope: ScopeOwner, Feature: sp.Feature, Source: o.source(sp.Feature, sp.Limit), Name: sp.Limit,
+				Limit: sp.Max, Used: sp.Used, HasUsed: true, ResetAt: sp.Until}, true)
+			d.Code = UsageExceeded
+			return d, nil
+		}
 		if v.opt.Quota != nil && o.hasQuotas && v.ownerQuota(ctx, &d, o, "", o.limits, now) {
 			d.Code = UsageExceeded
 			return d, nil

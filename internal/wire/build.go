@@ -509,7 +509,7 @@ func (b *build) sweeper() {
 	a := b.app
 	a.Sweeper = &sweep.Sweeper{
 		Store: a.Store, Ledger: a.Ledger, Plans: a.Plans,
-		Notify: a.Notify, Keys: a.Keys, Clock: b.clk, Logger: b.log, Tracer: b.tel.Tracer(),
+		Notify: a.Notify, Keys: a.Keys, Owners: a.Owners, Clock: b.clk, Logger: b.log, Tracer: b.tel.Tracer(),
 	}
 	if b.err = b.tel.ObserveSweeper(a.Sweeper); b.err != nil {
 		return
