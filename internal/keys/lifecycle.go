@@ -65,6 +65,9 @@ func validateReason(reason string) error {
 	if reservedReason(reason) {
 		return invalid("reason %q is reserved for the sweep; describe the manual change in other words (default \"manual\")", reason)
 	}
+	if reason == ReasonLeaked {
+		return invalid("reason %q is reserved for leak reports: report the key with POST /v1/leaks, or describe the manual change in other words", reason)
+	}
 	return validateText("reason", reason, MaxReasonLen)
 }
 
