@@ -28,9 +28,6 @@ const (
 	HeaderSignature = "Github-Public-Key-Signature"
 )
 
-// GitHubKeysURL is where GitHub publishes its secret scanning public keys.
-const GitHubKeysURL = "https://api.github.com/meta/public_keys/secret_scanning"
-
 // Defaults of Keyring.
 const (
 	// DefaultMinRefresh is the least time between two fetches of the key
@@ -47,7 +44,7 @@ const (
 )
 
 // KeySource returns the published key list: the JSON GitHub serves at
-// GitHubKeysURL, {"public_keys": [{"key_identifier", "key", "is_current"}]}.
+// https://api.github.com/meta/public_keys/secret_scanning, {"public_keys": [{"key_identifier", "key", "is_current"}]}.
 type KeySource interface {
 	FetchKeys(ctx context.Context) ([]byte, error)
 }
@@ -66,7 +63,7 @@ func (f FileKeys) FetchKeys(context.Context) ([]byte, error) {
 	return b, nil
 }
 
-// HTTPKeys fetches the key list from URL (GitHubKeysURL in production).
+// HTTPKeys fetches the key list from URL (https://api.github.com/meta/public_keys/secret_scanning in production).
 type HTTPKeys struct {
 	URL    string
 	Client *http.Client // default: a client with a 10 s timeout

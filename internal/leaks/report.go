@@ -86,7 +86,8 @@ func Parse(body []byte, strictness Strictness) ([]Entry, error) {
 		}
 	}
 	if bad > 0 {
-		e := errs.E(errs.Invalid, "%d of the report's %d entries are invalid; nothing was done", bad, len(raw))
+		e := errs.E(errs.Invalid, "%d of the report's %d entries are invalid, the first: %s %s; nothing was done",
+			bad, len(raw), problems[0].Field, problems[0].Message)
 		e.Details = problems
 		return nil, e
 	}

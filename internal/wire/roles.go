@@ -32,7 +32,7 @@ var (
 )
 
 // Keys builds the Keys function: the key management routes, the usage
-// queries and the owners' webhook settings.
+// queries, the owners' webhook settings and the leak reports.
 func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
 	b := begin(ctx, httpapi.FuncKeys, cfg, log)
 	b.openStore()
@@ -43,6 +43,7 @@ func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error
 	b.keyHasher()
 	b.authenticate()
 	b.keysService()
+	b.leaksService() // leak reports: POST /v1/leaks, and GitHub's, signed, on POST /v1/leaks/github
 	b.routes(httpapi.FuncKeys)
 	return b.done()
 }
@@ -140,6 +141,7 @@ func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, e
 	b.verifyAuth()
 	b.verifier(localRecords{b.app.Ledger, b.app.Store})
 	b.keysService()
+	b.leaksService()
 	b.sweeper()
 	b.consumeUsage()
 	b.deliverNotifications()
