@@ -68,6 +68,11 @@ const (
 	FuncVerify       = "Verify"
 	FuncUsageWebhook = "UsageWebhook"
 	FuncSweep        = "Sweep"
+	// FuncLeakReports serves GitHub's secret scanning reports alone: GitHub
+	// cannot pass Cloud Run's IAM check, so this function is public and
+	// authenticated by GitHub's signature, and the Keys function stays
+	// behind IAM.
+	FuncLeakReports = "LeakReports"
 )
 
 // Route is one entry of the routing table.
@@ -102,7 +107,7 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, ManagementBodyLimit, s.putWebhook},
 		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, 0, s.getWebhook},
 		{FuncKeys, "POST", "/v1/leaks", true, LeaksBodyLimit, s.postLeaks},
-		{FuncKeys, "POST", "/v1/leaks/github", false, LeaksBodyLimit, s.postGitHubLeaks}, // signed by GitHub instead
+		{FuncLeakReports, "POST", "/v1/leaks/github", false, LeaksBodyLimit, s.postGitHubLeaks}, // signed by GitHub instead
 		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},
 		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
 		{FuncSweep, "POST", "/v1/sweep", true, ManagementBodyLimit, s.runSweep},
