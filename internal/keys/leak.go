@@ -10,8 +10,9 @@ import (
 )
 
 // ReasonLeaked is the reason of a key disabled or revoked because it was
-// reported leaked (Leaked). Disable and Revoke refuse it, so a key with it
-// was stopped by a leak report and by nothing else.
+// reported leaked (Leaked). Disable refuses it, so a disabled key with it
+// was stopped by a leak report, whose owner was told (key.leaked); an
+// operator may revoke with it (a revoked key is final either way).
 const ReasonLeaked = "leaked"
 
 // LeakAction is what Leaked does to a key reported leaked.

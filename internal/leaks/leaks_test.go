@@ -253,11 +253,14 @@ func TestRevokePolicyRevokesAndDestroysTheSecret(t *testing.T) {
 	}
 }
 
-func TestLeakedReasonIsReservedForReports(t *testing.T) {
+func TestLeakedReasonIsReservedForReportsOnDisable(t *testing.T) {
 	e := newLeakEnv(t, nil, keys.LeakDisable)
 	id, _ := e.create(t, "acct_1")
 	if _, err := e.keys.Disable(context.Background(), "ops", id, keys.ReasonLeaked); !errs.Is(err, errs.Invalid) {
 		t.Fatalf("a manual disable with reason leaked: %v, want Invalid", err)
+	}
+	if _, err := e.keys.Revoke(context.Background(), "ops", id, keys.ReasonLeaked); err != nil {
+		t.Fatalf("a manual revoke with reason leaked: %v, want it allowed (revocation is final)", err)
 	}
 }
 
