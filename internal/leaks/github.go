@@ -220,7 +220,7 @@ func (k *Keyring) Verify(ctx context.Context, keyID, signature string, body []by
 	}
 	sum := sha256.Sum256(body)
 	if !ecdsa.VerifyASN1(pub, sum[:], sig) {
-		return errs.E(errs.Unauthenticated, "the %s does not verify over the body with key %s", HeaderSignature, HeaderKeyID)
+		return errs.E(errs.Unauthenticated, "the %s does not verify over the body with the key %s names", HeaderSignature, HeaderKeyID)
 	}
 	return nil
 }

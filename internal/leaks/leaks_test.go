@@ -63,6 +63,11 @@ type leakEnv struct {
 
 func newLeakEnv(t *testing.T, st store.Store, action keys.LeakAction) *leakEnv {
 	t.Helper()
+	return newLeakEnvTB(t, st, action)
+}
+
+func newLeakEnvTB(t testing.TB, st store.Store, action keys.LeakAction) *leakEnv {
+	t.Helper()
 	dir := t.TempDir()
 	if st == nil {
 		s, err := sqlitestore.Open(filepath.Join(dir, "k.db"))
