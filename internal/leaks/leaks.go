@@ -35,8 +35,10 @@ type Stopper interface {
 	Leaked(ctx context.Context, id string, action keys.LeakAction, leak keys.Leak) (*store.Key, bool, error)
 }
 
-// handleBudget bounds handling one report, detached from the caller.
-const handleBudget = 2 * time.Minute
+// handleBudget bounds handling one report, detached from the caller:
+// inside the functions' 60 s request timeout (infra/main.tf), far above
+// what a full report takes (docs/benchmarks.md, "Leak reports").
+const handleBudget = 45 * time.Second
 
 // DefaultWorkers is how many tokens of one report are looked up and acted
 // on at once.
