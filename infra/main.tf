@@ -131,6 +131,32 @@ locals {
       env                        = {}
     }
 
+    # GitHub's secret scanning partner program reports leaked keys here
+    # (POST /v1/leaks/github). Public at the Cloud Run layer because GitHub
+    # cannot present a Google ID token: its ECDSA signature over each
+    # report is the authentication. It looks keys up by their peppered
+    # hash, disables or revokes the reported ones with their audit entries
+    # (datastore.user), disables or destroys their secret versions (never
+    # reads one), and publishes key.leaked notifications. The Keys function
+    # stays behind IAM; operators report leaks there (POST /v1/leaks).
+    leak-reports = {
+      entry_point                = "LeakReports"
+      description                = "keyplane GitHub secret scanning reports: /v1/leaks/github"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 20
+      min_instances              = 0
+      max_instances              = 5
+      timeout_seconds            = 60
+      invokers                   = ["allUsers"]
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = ["key_secret_leak_stopper"]
+      owner_webhook_secret_roles = []
+      named_secrets              = ["pepper"]
+      publishes_to               = ["notifications"]
+      env                        = {}
+    }
+
     # The usage consumer: Pub/Sub pushes usage-events here (pubsub.tf); it
     # counts each event id once and records dead letters in Firestore.
     # Deployed HTTP-triggered: the subscription is ours, so are its

@@ -28,6 +28,16 @@ const (
 	defaultSecretPrefix = "keyplane-"
 )
 
+// Leak policies (KEYPLANE_LEAK_POLICY).
+const (
+	LeakDisable = "disable"
+	LeakRevoke  = "revoke"
+)
+
+// DefaultGitHubScanningKeysURL is where GitHub publishes its secret
+// scanning public keys.
+const DefaultGitHubScanningKeysURL = "https://api.github.com/meta/public_keys/secret_scanning"
+
 // Config is every setting, with the environment variable that sets it.
 type Config struct {
 	// Store is the datastore: "sqlite" (embedded default) or "firestore"
@@ -108,6 +118,22 @@ type Config struct {
 	// (the default), stdout, prometheus, or gcp (Cloud Monitoring and
 	// Cloud Trace; infra/functions.tf sets it for the deployed functions).
 	Telemetry string
+	// LeakPolicy is what is done to a key reported leaked, by GitHub secret
+	// scanning (POST /v1/leaks/github) or anyone else (POST /v1/leaks):
+	// "disable" (the default: disabled with reason leaked, an operator can
+	// enable it again after a false report) or "revoke" (for good, its
+	// secret destroyed) (KEYPLANE_LEAK_POLICY).
+	LeakPolicy string
+	// GitHubScanningKeys is a file holding GitHub's secret scanning public
+	// keys in the format GitHub publishes them, for local use and tests
+	// (KEYPLANE_GITHUB_SCANNING_KEYS). Default: fetched from
+	// GitHubScanningKeysURL.
+	GitHubScanningKeys string
+	// GitHubScanningKeysURL is where GitHub's secret scanning public keys
+	// are fetched from when GitHubScanningKeys is not set
+	// (KEYPLANE_GITHUB_SCANNING_KEYS_URL, default
+	// https://api.github.com/meta/public_keys/secret_scanning).
+	GitHubScanningKeysURL string
 	// MetricsAddr is the listen address of the Prometheus endpoint, with
 	// KEYPLANE_TELEMETRY=prometheus (KEYPLANE_METRICS_ADDR, default
 	// 127.0.0.1:9464).
@@ -145,6 +171,7 @@ func Embedded() Config {
 		FirestoreDatabase: "(default)", SweepInterval: time.Minute,
 		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
 		Telemetry: "off", MetricsAddr: "127.0.0.1:9464",
+		LeakPolicy: LeakDisable, GitHubScanningKeysURL: DefaultGitHubScanningKeysURL,
 		RedisTimeout: 50 * time.Millisecond,
 	}
 }
@@ -204,6 +231,9 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	str(&c.SecretPrefix, "KEYPLANE_SECRET_PREFIX")
 	str(&c.Telemetry, "KEYPLANE_TELEMETRY")
 	str(&c.MetricsAddr, "KEYPLANE_METRICS_ADDR")
+	str(&c.LeakPolicy, "KEYPLANE_LEAK_POLICY")
+	str(&c.GitHubScanningKeys, "KEYPLANE_GITHUB_SCANNING_KEYS")
+	str(&c.GitHubScanningKeysURL, "KEYPLANE_GITHUB_SCANNING_KEYS_URL")
 	str(&c.RedisAddr, "KEYPLANE_REDIS_ADDR")
 	str(&c.RedisAuth, "KEYPLANE_REDIS_AUTH")
 	str(&c.RedisCA, "KEYPLANE_REDIS_CA")
@@ -347,6 +377,18 @@ func (c Config) Validate() error {
 	if c.Telemetry == "prometheus" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
 			problems = append(problems, fmt.Sprintf("KEYPLANE_METRICS_ADDR must be host:port, like 127.0.0.1:9464; got %q", c.MetricsAddr))
+		}
+	}
+	switch c.LeakPolicy {
+	case LeakDisable, LeakRevoke:
+	case "quarantine":
+		problems = append(problems, "KEYPLANE_LEAK_POLICY=quarantine is not implemented yet; use disable (the default) or revoke")
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_LEAK_POLICY must be %s or %s, got %q", LeakDisable, LeakRevoke, c.LeakPolicy))
+	}
+	if c.GitHubScanningKeys == "" {
+		if u, err := url.Parse(c.GitHubScanningKeysURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			problems = append(problems, fmt.Sprintf("KEYPLANE_GITHUB_SCANNING_KEYS_URL must be an https:// URL; got %q", c.GitHubScanningKeysURL))
 		}
 	}
 	problems = append(problems, c.redisProblems()...)

@@ -148,6 +148,39 @@ func TestTelemetrySettings(t *testing.T) {
 	}
 }
 
+func TestLeakSettings(t *testing.T) {
+	for _, tc := range []struct {
+		env     map[string]string
+		policy  string
+		wantErr string // part of Validate's error, "" for none
+	}{
+		{map[string]string{}, LeakDisable, ""},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "revoke"}, LeakRevoke, ""},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "quarantine"}, "quarantine", "not implemented"},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "delete"}, "delete", "KEYPLANE_LEAK_POLICY must be"},
+		{map[string]string{"KEYPLANE_GITHUB_SCANNING_KEYS_URL": "http://example.com/keys"}, LeakDisable, "KEYPLANE_GITHUB_SCANNING_KEYS_URL"},
+		{map[string]string{"KEYPLANE_GITHUB_SCANNING_KEYS_URL": "http://example.com/keys", "KEYPLANE_GITHUB_SCANNING_KEYS": "keys.json"}, LeakDisable, ""},
+	} {
+		c, err := FromEnv(Embedded(), env(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.LeakPolicy != tc.policy {
+			t.Errorf("%v: LeakPolicy %q, want %q", tc.env, c.LeakPolicy, tc.policy)
+		}
+		err = c.Validate()
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tc.env, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: got error %v, want one containing %q", tc.env, err, tc.wantErr)
+		}
+	}
+	if c := Embedded(); c.GitHubScanningKeysURL != "https://api.github.com/meta/public_keys/secret_scanning" {
+		t.Errorf("default keys URL %q", c.GitHubScanningKeysURL)
+	}
+}
+
 // testCA returns the PEM of a certificate, to stand for Memorystore's
 // server CA.
 func testCA(t *testing.T) string {

@@ -13,6 +13,7 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/leaks"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/logging"
 	"github.com/keyplane/keyplane/internal/notify"
@@ -47,6 +48,8 @@ type Server struct {
 	Verifier       *verify.Verifier
 	Ledger         ledger.Ledger
 	Sweeper        *sweep.Sweeper
+	Leaks          *leaks.Service // leak reports
+	GitHubKeys     *leaks.Keyring // checks GitHub's signature on POST /v1/leaks/github
 	UsageTopic     queue.Topic
 	WebhookSecrets []webhook.Secret // usage webhook signing secrets (several during a rotation)
 	Clock          clock.Clock      // default clock.Real
@@ -65,6 +68,11 @@ const (
 	FuncVerify       = "Verify"
 	FuncUsageWebhook = "UsageWebhook"
 	FuncSweep        = "Sweep"
+	// FuncLeakReports serves GitHub's secret scanning reports alone: GitHub
+	// cannot pass Cloud Run's IAM check, so this function is public and
+	// authenticated by GitHub's signature, and the Keys function stays
+	// behind IAM.
+	FuncLeakReports = "LeakReports"
 )
 
 // Route is one entry of the routing table.
@@ -98,6 +106,8 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "PATCH", "/v1/owners/{owner}", true, ManagementBodyLimit, s.updateOwner},
 		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, ManagementBodyLimit, s.putWebhook},
 		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, 0, s.getWebhook},
+		{FuncKeys, "POST", "/v1/leaks", true, LeaksBodyLimit, s.postLeaks},
+		{FuncLeakReports, "POST", "/v1/leaks/github", false, LeaksBodyLimit, s.postGitHubLeaks}, // signed by GitHub instead
 		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},
 		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
 		{FuncSweep, "POST", "/v1/sweep", true, ManagementBodyLimit, s.runSweep},

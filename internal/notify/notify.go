@@ -16,6 +16,10 @@ const (
 	KeyDisabled    = "key.disabled"
 	KeyEnabled     = "key.enabled"
 	UsageThreshold = "usage.threshold"
+	// KeyLeaked tells an owner that one of its keys was reported leaked
+	// (by GitHub secret scanning or another scanner) and was disabled or
+	// revoked for it.
+	KeyLeaked = "key.leaked"
 	// OwnerPlanChanged tells an owner that its plan (tier) or its
 	// overrides changed.
 	OwnerPlanChanged = "owner.plan_changed"
@@ -28,7 +32,7 @@ const (
 
 // EventTypes are every event type, in the order responses list them. An
 // owner who names no events is subscribed to all of them.
-var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold, OwnerPlanChanged, OwnerSuspended, OwnerReinstated}
+var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold, OwnerPlanChanged, OwnerSuspended, OwnerReinstated, KeyLeaked}
 
 // EnvAllowPrivate is the environment variable that sets
 // Guard.AllowPrivate ("1" or "true"), for local development and tests.
@@ -216,9 +220,9 @@ type Event struct {
 type KeyStatusData struct {
 	KeyID  string `json:"key_id"`
 	Owner  string `json:"owner"`
-	Status string `json:"status"` // "disabled" or "active"
+	Status string `json:"status"` // "disabled" or "active"; "revoked" in key.leaked
 	// Reason is the machine-readable reason: quota_exceeded, an abuse
-	// rule's name, window_reset, manual.
+	// rule's name, window_reset, manual, leaked.
 	Reason string `json:"reason"`
 	// DisabledUntil is when a quota suspension ends (key.disabled only).
 	DisabledUntil *time.Time `json:"disabled_until,omitempty"`

@@ -22,6 +22,7 @@ import (
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/leaks"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
@@ -499,6 +500,26 @@ func (b *build) keysService() {
 		a.Owners.Observer = a.Verifier
 	}
 	b.srv.Owners = a.Owners
+}
+
+// leaksService builds the intake of leak reports (POST /v1/leaks and
+// POST /v1/leaks/github): the policy from the configuration, and GitHub's
+// secret scanning keys from the configured file or GitHub's URL.
+func (b *build) leaksService() {
+	if b.err != nil {
+		return
+	}
+	a := b.app
+	action := keys.LeakDisable
+	if b.cfg.LeakPolicy == config.LeakRevoke {
+		action = keys.LeakRevoke
+	}
+	b.srv.Leaks = &leaks.Service{Lookup: a.Store, Keys: a.Keys, Hasher: b.hasher, Action: action, Logger: b.log}
+	var src leaks.KeySource = leaks.HTTPKeys{URL: b.cfg.GitHubScanningKeysURL}
+	if b.cfg.GitHubScanningKeys != "" {
+		src = leaks.FileKeys{Path: b.cfg.GitHubScanningKeys}
+	}
+	b.srv.GitHubKeys = &leaks.Keyring{Source: src, Clock: b.clk, Logger: b.log}
 }
 
 // sweeper builds the sweep.
