@@ -90,6 +90,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListOwnersBadQueryIsInvalid", testListOwnersBadQueryIsInvalid},
 		{"ChangedOwnersFeedsEveryChangeInOrder", testChangedOwnersFeedsEveryChangeInOrder},
 
+		{"CreateTokenRoundTripsEveryFieldAndAudits", testCreateTokenRoundTripsEveryFieldAndAudits},
+		{"CreateTokenDuplicateIsExistsAndWritesNothing", testCreateTokenDuplicateIsExistsAndWritesNothing},
+		{"UnknownTokenIsNotFound", testUnknownTokenIsNotFound},
+		{"ListTokensNewestFirstFilteredAndPaged", testListTokensNewestFirstFilteredAndPaged},
+		{"ListTokensBadQueryIsInvalid", testListTokensBadQueryIsInvalid},
+		{"RevokeTokenOnceKeepsFirstTime", testRevokeTokenOnceKeepsFirstTime},
+
 		{"GetCheckpointMissingIsNotFound", testGetCheckpointMissingIsNotFound},
 		{"SaveCheckpointComparesVersion", testSaveCheckpointComparesVersion},
 		{"SaveCheckpointConcurrentOneWins", testSaveCheckpointConcurrentOneWins},
