@@ -105,3 +105,11 @@ func parseSet(names []string) (s Set, unknown []string) {
 
 // String lists the names in s, comma-separated.
 func (s Set) String() string { return strings.Join(s.Names(), ",") }
+
+// Set returns the set holding p alone.
+func (p Permission) Set() Set {
+	if p == None || p >= numPermissions {
+		return 0
+	}
+	return 1 << p
+}
