@@ -184,6 +184,58 @@ resource "google_firestore_index" "usage_counters_by_owner" {
   }
 }
 
+# Owner counters (internal/ledger/firestoreledger): an owner's usage series
+# (OwnerSeries), and the owners with usage in a window (ActiveOwners, for the
+# sweep's owner quotas and the billing export). Shard documents of an owner
+# are grouped by owner.
+resource "google_firestore_index" "usage_owner_counters_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_owner_counters"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "window"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "start"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "usage_owner_counters_by_window" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_owner_counters"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "window"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "start"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
 locals {
   # Single-field settings. ttl: a TTL policy (Firestore deletes the
   # document within about a day after that time). exempt: no single-field
@@ -224,15 +276,23 @@ locals {
     "usage_events/key_id"    = { ttl = false, exempt = true }
     "usage_events/time"      = { ttl = false, exempt = true }
     # Counters are rewritten by every increment; start only ever grows.
-    "usage_counters/requests"    = { ttl = false, exempt = true }
-    "usage_counters/units"       = { ttl = false, exempt = true }
-    "usage_counters/bytes"       = { ttl = false, exempt = true }
-    "usage_counters/shard"       = { ttl = false, exempt = true }
-    "usage_counters/start"       = { ttl = false, exempt = true }
-    "usage_dead_letters/id"      = { ttl = false, exempt = true }
-    "usage_dead_letters/reason"  = { ttl = false, exempt = true }
-    "usage_dead_letters/detail"  = { ttl = false, exempt = true }
-    "usage_dead_letters/payload" = { ttl = false, exempt = true }
+    "usage_counters/requests" = { ttl = false, exempt = true }
+    "usage_counters/units"    = { ttl = false, exempt = true }
+    "usage_counters/bytes"    = { ttl = false, exempt = true }
+    "usage_counters/shard"    = { ttl = false, exempt = true }
+    "usage_counters/start"    = { ttl = false, exempt = true }
+    # Owner counters likewise; features is a map rewritten by every increment
+    # (each of its fields would be indexed).
+    "usage_owner_counters/requests" = { ttl = false, exempt = true }
+    "usage_owner_counters/units"    = { ttl = false, exempt = true }
+    "usage_owner_counters/bytes"    = { ttl = false, exempt = true }
+    "usage_owner_counters/shard"    = { ttl = false, exempt = true }
+    "usage_owner_counters/start"    = { ttl = false, exempt = true }
+    "usage_owner_counters/features" = { ttl = false, exempt = true }
+    "usage_dead_letters/id"         = { ttl = false, exempt = true }
+    "usage_dead_letters/reason"     = { ttl = false, exempt = true }
+    "usage_dead_letters/detail"     = { ttl = false, exempt = true }
+    "usage_dead_letters/payload"    = { ttl = false, exempt = true }
     # Client IPs per key and UTC day expire after ledger.ClientIPRetention
     # (8 days). ips is an array: indexed, it would get an array-contains
     # entry per IP; day only ever grows.

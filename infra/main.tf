@@ -6,6 +6,7 @@
 #   firestore.tf   the database, its composite indexes, TTL policies and index exemptions
 #   pubsub.tf      usage and notification topics, dead letters, the push subscriptions
 #   scheduler.tf   the Cloud Scheduler job that runs the sweep
+#   redis.tf       the shared limiter (Memorystore, opt-in) and Verify's VPC connector
 #
 # The function set is the map local.functions below: adding a function is
 # one entry (its entry point must be registered in register.go; the Go test
@@ -104,7 +105,9 @@ locals {
       owner_webhook_secret_roles = []
       named_secrets              = ["pepper", "admin-token", "verify-token"]
       publishes_to               = ["usage"]
-      env                        = {}
+      # The shared limiter's address, TLS and CA (redis.tf); empty when
+      # var.shared_limiter is off.
+      env = local.shared_limiter_env
     }
 
     # The signed usage webhook: checks the Standard Webhooks signature and

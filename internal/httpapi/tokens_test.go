@@ -219,3 +219,16 @@ func TestTokenCannotMintMoreThanItHolds(t *testing.T) {
 		t.Errorf("an unknown permission = %d %s, want 400 listing the valid ones", r.Status, r.Raw)
 	}
 }
+
+func TestOwnerScopedTokenReadsOnlyItsOwnersSeries(t *testing.T) {
+	a := newAPI(t)
+	a.create(`{"owner": "mine"}`)
+	a.create(`{"owner": "theirs"}`)
+	_, scoped := a.mintToken(`{"name": "mine", "permissions": ["usage:read"], "owner": "mine"}`)
+	if r := a.as(scoped, "GET", "/v1/usage?owner=theirs&bucket=day", ""); r.Status != 404 {
+		t.Errorf("another owner's series with a scoped token = %d %s, want 404", r.Status, r.Raw)
+	}
+	if r := a.as(scoped, "GET", "/v1/usage?owner=mine&bucket=day", ""); r.Status != 200 {
+		t.Errorf("its own owner's series with a scoped token = %d %s, want 200", r.Status, r.Raw)
+	}
+}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	gfirestore "cloud.google.com/go/firestore"
 	gpubsub "cloud.google.com/go/pubsub/v2"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keyplane/keyplane/internal/apikey"
@@ -23,6 +25,8 @@ import (
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
+	"github.com/keyplane/keyplane/internal/limiter"
+	"github.com/keyplane/keyplane/internal/limiter/redislimiter"
 	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/notify/firestorenotify"
@@ -422,7 +426,13 @@ func (b *build) verifier(w clientips.Writer) {
 	if b.err = err; err != nil {
 		return
 	}
-	a.Verifier = verify.New(a.Store, b.hasher, a.Plans, b.clk, &verify.Options{Logger: b.log, Quota: quotas, ClientIPs: a.ClientIPs, ObserveLatency: latency})
+	shared, err := b.sharedLimiter()
+	if b.err = err; err != nil {
+		return
+	}
+	a.Verifier = verify.New(a.Store, b.hasher, a.Plans, b.clk, &verify.Options{
+		Logger: b.log, Quota: quotas, ClientIPs: a.ClientIPs, ObserveLatency: latency, Limiter: shared,
+	})
 	if b.err = b.tel.ObserveVerifier(a.Verifier); b.err != nil {
 		return
 	}
@@ -433,6 +443,38 @@ func (b *build) verifier(w clientips.Writer) {
 		loop(func(ctx context.Context) error { ips.Run(ctx); return nil }), // its last flush when ctx ends
 		loop(func(ctx context.Context) error { <-ctx.Done(); quotas.Stop(); return nil }),
 	)
+}
+
+// sharedLimiter returns the Redis limiter of cfg.RedisAddr, with one
+// client for the instance, or nil (per-minute limits counted in process)
+// if it is not set. An unreachable Redis is not an error here: verify
+// counts on the instance until it answers (see verify.Options.Limiter).
+func (b *build) sharedLimiter() (limiter.Limiter, error) {
+	cfg := b.cfg
+	if cfg.RedisAddr == "" {
+		return nil, nil
+	}
+	opt := &redis.Options{
+		Addr: cfg.RedisAddr, Password: cfg.RedisAuth,
+		// The Admit's own timeout bounds each call, and a failed call is
+		// decided on the instance at once rather than retried.
+		ContextTimeoutEnabled: true, MaxRetries: -1,
+	}
+	if cfg.RedisTLS {
+		roots, err := cfg.RedisRoots()
+		if err != nil {
+			return nil, err
+		}
+		opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	}
+	c := redis.NewClient(opt)
+	b.closeLater(c.Close)
+	l, err := redislimiter.New(c, &redislimiter.Options{Timeout: cfg.RedisTimeout, Clock: b.clk})
+	if err != nil {
+		return nil, err
+	}
+	b.log.Info("per-minute limits are counted in the shared Redis", "redis_addr", cfg.RedisAddr, "tls", cfg.RedisTLS)
+	return l, nil
 }
 
 // keysService builds the service that owns every key state transition.
