@@ -78,7 +78,7 @@ type Route struct {
 	Path     string // net/http pattern path, e.g. /v1/keys/{id}
 	Auth     bool   // requires the bearer token
 	// Perm is the permission a caller needs (tokens.None when Auth is
-	// false). Routes an owner-scoped token may call are in ownerScoped.
+	// false). How an owner-scoped token is kept to its owner: ownerScoped.
 	Perm   tokens.Permission
 	limit  int64 // request body limit
 	handle func(w http.ResponseWriter, r *http.Request, actor string) error

@@ -60,7 +60,7 @@ func TestSpecDocumentsEveryStatusOfEveryRoute(t *testing.T) {
 			// scoped to an owner where the route acts across owners.
 			want = append(want, http.StatusUnauthorized, http.StatusForbidden, http.StatusServiceUnavailable)
 		}
-		if sc := ownerScoped[name]; sc == scopeKey || sc == scopeOwner || ownerFiltered[name] {
+		if sc := ownerScoped(name); sc == scopeKey || sc == scopeOwner || ownerFiltered[name] {
 			// An owner-scoped token naming another owner's resource.
 			want = append(want, http.StatusNotFound)
 		}
