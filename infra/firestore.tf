@@ -41,6 +41,28 @@ resource "google_firestore_index" "keys_by_owner" {
   }
 }
 
+# ListTokens with an owner (GET /v1/tokens?owner=…, and every list by a
+# token scoped to an owner), newest first.
+resource "google_firestore_index" "tokens_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "tokens"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+}
+
 # DueSuspensions (the sweep): disabled keys whose suspension has ended,
 # by (disabled_until, id).
 resource "google_firestore_index" "keys_by_suspension" {
@@ -242,11 +264,20 @@ locals {
   # keeps monotonically growing timestamps from capping write throughput.
   # No TTL on keys.expires_at: an expired key is kept and verifies as EXPIRED.
   firestore_fields = {
-    "keys/hash"                = { ttl = false, exempt = true } # looked up through key_hashes
-    "keys/metadata"            = { ttl = false, exempt = true }
-    "keys/limits"              = { ttl = false, exempt = true }
-    "keys/restrictions"        = { ttl = false, exempt = true }
-    "key_hashes/key_id"        = { ttl = false, exempt = true }
+    "keys/hash"         = { ttl = false, exempt = true } # looked up through key_hashes
+    "keys/metadata"     = { ttl = false, exempt = true }
+    "keys/limits"       = { ttl = false, exempt = true }
+    "keys/restrictions" = { ttl = false, exempt = true }
+    "key_hashes/key_id" = { ttl = false, exempt = true }
+    # Caller tokens: looked up through token_hashes, listed by created_at
+    # and (owner, created_at); nothing queries the other fields.
+    "tokens/hash"              = { ttl = false, exempt = true }
+    "tokens/name"              = { ttl = false, exempt = true }
+    "tokens/permissions"       = { ttl = false, exempt = true }
+    "tokens/created_by"        = { ttl = false, exempt = true }
+    "tokens/expires_at"        = { ttl = false, exempt = true }
+    "tokens/revoked_at"        = { ttl = false, exempt = true }
+    "token_hashes/token_id"    = { ttl = false, exempt = true }
     "audit/details"            = { ttl = false, exempt = true }
     "owners/plan"              = { ttl = false, exempt = true }
     "owners/limits"            = { ttl = false, exempt = true }

@@ -41,6 +41,9 @@ var clientTypes = map[string]func() any{
 	"getOwner":          func() any { return new(client.Owner) },
 	"updateOwner":       func() any { return new(client.Owner) },
 	"listOwners":        func() any { return new(client.OwnerList) },
+	"createToken":       func() any { return new(client.TokenWithSecret) },
+	"listTokens":        func() any { return new(client.TokenList) },
+	"revokeToken":       func() any { return new(client.Token) },
 	"revealSecret":      nil, // RevealSecret returns the string
 	"reportUsage":       nil, // the UsageReporter needs only the status
 	"listUsage":         nil,

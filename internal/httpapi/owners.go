@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
@@ -109,8 +110,20 @@ func (s *Server) listOwners(w http.ResponseWriter, r *http.Request, _ string) er
 	if err != nil {
 		return err
 	}
-	os, next, err := s.Owners.List(r.Context(), store.ListOwnersQuery{PageSize: size, PageToken: token})
-	if err != nil {
+	var (
+		os   []*store.Owner
+		next string
+	)
+	if caller := callerOf(r); caller.Owner != "" {
+		// A scoped token's list is its owner, if it has keys.
+		o, err := s.Owners.Get(r.Context(), caller.Owner)
+		if err != nil && !errs.Is(err, errs.NotFound) {
+			return err
+		}
+		if o != nil && token == "" {
+			os = []*store.Owner{o}
+		}
+	} else if os, next, err = s.Owners.List(r.Context(), store.ListOwnersQuery{PageSize: size, PageToken: token}); err != nil {
 		return err
 	}
 	out := make([]ownerResource, len(os))

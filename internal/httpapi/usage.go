@@ -116,6 +116,10 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) err
 	if owner != "" && !ids.ValidOwner(owner) {
 		return errs.E(errs.Invalid, "owner must be "+ids.OwnerSyntax)
 	}
+	owner, err := callerOf(r).OwnerFilter(owner)
+	if err != nil {
+		return err
+	}
 	win, start, end, err := s.windowQuery(r, plan.Month)
 	if err != nil {
 		return err

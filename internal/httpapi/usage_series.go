@@ -120,6 +120,9 @@ func (s *Server) usageSeries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if _, err := callerOf(r).OwnerFilter(sq.owner); err != nil {
+		return err // another owner's series, asked with a token scoped to one owner
+	}
 	var starts []time.Time
 	for t := sq.start; t.Before(sq.end); _, t = sq.bucket.Bounds(t) {
 		starts = append(starts, t)

@@ -131,6 +131,28 @@ type Idempotency struct {
 	ExpiresAt   time.Time // the record may be deleted after this (Firestore TTL)
 }
 
+// Token is the stored record of a caller token: a credential with named
+// permissions, optionally scoped to one owner. It never holds the
+// plaintext, only its keyed hash.
+type Token struct {
+	ID          string // "tok_…"
+	Name        string
+	Permissions []string // permission names, sorted
+	Owner       string   // "" for every owner
+	Hash        apikey.Hash
+	CreatedBy   string // the actor that minted it
+	CreatedAt   time.Time
+	ExpiresAt   *time.Time
+	RevokedAt   *time.Time
+}
+
+// ListTokensQuery selects tokens, newest first.
+type ListTokensQuery struct {
+	Owner     string // "" for all (scoped and unscoped) tokens
+	PageSize  int    // 1..1000
+	PageToken string // from a previous page's next token
+}
+
 // MaxMarkUsed is the most keys one MarkUsed call takes.
 const MaxMarkUsed = 1000
 
@@ -278,6 +300,25 @@ type Store interface {
 	// keys': up to limit owners whose (UpdatedAt, ID) sorts after (since,
 	// afterID). limit is 1..1000.
 	ChangedOwners(ctx context.Context, since time.Time, afterID string, limit int) ([]*Owner, error)
+
+	// CreateToken atomically stores t, its hash lookup and the audit
+	// entry. Exists if a token with t.ID or t.Hash is stored (nothing is
+	// written then).
+	CreateToken(ctx context.Context, t *Token, audit AuditEntry) error
+	// GetToken returns the token with id. NotFound if there is none.
+	GetToken(ctx context.Context, id string) (*Token, error)
+	// LookupTokenHash returns the token whose hash is h, revoked or
+	// expired ones included. NotFound if none.
+	LookupTokenHash(ctx context.Context, h apikey.Hash) (*Token, error)
+	// ListTokens returns one page of tokens, newest first (CreatedAt, then
+	// ID, descending), and the token of the next page ("" on the last).
+	// With q.Owner set, only the tokens scoped to that owner.
+	ListTokens(ctx context.Context, q ListTokensQuery) ([]*Token, string, error)
+	// RevokeToken sets the RevokedAt of token id to at and writes the audit
+	// entry, atomically, and returns the token. A token already revoked is
+	// returned as stored (its first RevokedAt kept) and nothing is written.
+	// NotFound if there is no such token.
+	RevokeToken(ctx context.Context, id string, at time.Time, audit AuditEntry) (*Token, error)
 
 	// GetCheckpoint returns the checkpoint called name. NotFound if none;
 	// Invalid if name is not a ValidCheckpointName.

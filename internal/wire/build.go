@@ -45,6 +45,7 @@ import (
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/telemetry"
+	"github.com/keyplane/keyplane/internal/tokens"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -346,18 +347,21 @@ func (b *build) keyHasher() {
 	}
 }
 
-// authenticate admits the admin tokens and, if configured, Google-signed
-// ID tokens of the given service accounts.
+// authenticate admits the admin tokens, caller tokens and, if configured,
+// Google-signed ID tokens of the given service accounts.
 func (b *build) authenticate() {
 	if b.err != nil {
 		return
 	}
-	tokens, generated, err := adminTokens(b.ctx, b.cfg, b.app.Vault, b.embeddedVault())
+	admin, generated, err := adminTokens(b.ctx, b.cfg, b.app.Vault, b.embeddedVault())
 	if b.err = err; err != nil {
 		return
 	}
 	b.app.GeneratedAdminToken = generated
-	b.srv.Auth = httpapi.NewTokenAuth(tokens...)
+	b.srv.Auth = httpapi.NewTokenAuth(admin...)
+	// Caller tokens, minted through POST /v1/tokens, are hashed with the
+	// keys' pepper and cached per instance (tokens.DefaultCacheTTL).
+	b.srv.Tokens = &tokens.Service{Store: b.app.Store, Hasher: b.hasher, Clock: b.clk}
 	if len(b.cfg.IDTokenServiceAccounts) > 0 {
 		id, err := httpapi.NewIDTokenAuth(b.ctx, b.cfg.IDTokenServiceAccounts, b.cfg.IDTokenAudiences)
 		if b.err = err; err != nil {

@@ -24,6 +24,11 @@
 //	                           owner id, or "~" and its hex for an id Firestore
 //	                           does not accept ("." and "..") or one starting
 //	                           with "~", so queries order by the id field
+//	tokens/{token id}          a caller token: name, permissions, owner, hash
+//	                           (hex), created_by, created_at, expires_at,
+//	                           revoked_at; never the secret
+//	token_hashes/{hex hash}    {token_id}: the hash → token lookup, created
+//	                           with the token in one transaction
 //
 // Activate is one transaction of Creates (key, hash lookup, audit entry) and
 // a Delete (intent): it writes all of them or, when the key id or hash is
@@ -49,6 +54,7 @@
 //	collection audit: key_id ASC, time DESC, __name__ DESC               (ListAudit with a key id)
 //	collection owners: updated_at ASC, id ASC, __name__ ASC              (ChangedOwners)
 //	collection owners: suspended ASC, id ASC, __name__ ASC               (ListOwners of suspended owners)
+//	collection tokens: owner ASC, created_at DESC, __name__ DESC         (ListTokens with an owner)
 //
 // The other queries (keys and audit by time alone, pending_keys by
 // created_at, owners by id) use the automatic single-field indexes.
@@ -71,7 +77,8 @@
 //
 // Single-field index exemptions that save write cost: keys.hash (looked up
 // through key_hashes), keys.metadata, keys.limits, keys.restrictions,
-// audit.details, key_hashes.key_id, owners.plan, owners.limits,
+// audit.details, key_hashes.key_id, every tokens field but owner and
+// created_at, token_hashes.token_id, owners.plan, owners.limits,
 // owners.features, owners.suspension, owners.created_at and every field of idempotency (nothing
 // queries them). The checkpoints collection holds a few documents, written
 // about once per sweep run, so its single-field indexes are left on.

@@ -103,6 +103,20 @@ CREATE TABLE owners (
 ) STRICT;
 CREATE INDEX owners_by_update ON owners (updated_at, id);
 `, `
+CREATE TABLE tokens (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	permissions TEXT NOT NULL,
+	owner       TEXT NOT NULL,
+	hash        BLOB NOT NULL UNIQUE,
+	created_by  TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER,
+	revoked_at  INTEGER
+) STRICT;
+CREATE INDEX tokens_by_age ON tokens (created_at DESC, id DESC);
+CREATE INDEX tokens_by_owner ON tokens (owner, created_at DESC, id DESC);
+`, `
 ALTER TABLE owners ADD COLUMN suspension TEXT;
 CREATE INDEX owners_suspended ON owners (id) WHERE suspension IS NOT NULL;
 `}

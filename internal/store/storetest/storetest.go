@@ -91,6 +91,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListOwnersSuspendedListsOnlySuspendedOwners", testListOwnersSuspendedListsOnlySuspendedOwners},
 		{"ChangedOwnersFeedsEveryChangeInOrder", testChangedOwnersFeedsEveryChangeInOrder},
 
+		{"CreateTokenRoundTripsEveryFieldAndAudits", testCreateTokenRoundTripsEveryFieldAndAudits},
+		{"CreateTokenDuplicateIsExistsAndWritesNothing", testCreateTokenDuplicateIsExistsAndWritesNothing},
+		{"UnknownTokenIsNotFound", testUnknownTokenIsNotFound},
+		{"ListTokensNewestFirstFilteredAndPaged", testListTokensNewestFirstFilteredAndPaged},
+		{"ListTokensBadQueryIsInvalid", testListTokensBadQueryIsInvalid},
+		{"RevokeTokenOnceKeepsFirstTime", testRevokeTokenOnceKeepsFirstTime},
+
 		{"GetCheckpointMissingIsNotFound", testGetCheckpointMissingIsNotFound},
 		{"SaveCheckpointComparesVersion", testSaveCheckpointComparesVersion},
 		{"SaveCheckpointConcurrentOneWins", testSaveCheckpointConcurrentOneWins},
