@@ -226,6 +226,16 @@ func (c *Catalog) Get(name string) (*Plan, bool) {
 // or "" if there is none.
 func (c *Catalog) Default() string { return c.defaultPlan }
 
+// Priced reports whether any plan of c sets a price.
+func (c *Catalog) Priced() bool {
+	for _, p := range c.plans {
+		if p.Priced() {
+			return true
+		}
+	}
+	return false
+}
+
 // Names returns the plan names, sorted.
 func (c *Catalog) Names() []string { return slices.Sorted(maps.Keys(c.plans)) }
 
