@@ -127,11 +127,16 @@ func (s *Server) Handler(functions ...string) http.Handler {
 	for _, f := range functions {
 		want[f] = true
 	}
+	var verify http.Handler // POST /v1/verify, if served
 	for _, rt := range s.Routes() {
 		if len(functions) > 0 && !want[rt.Function] {
 			continue
 		}
-		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+		h := s.wrap(rt)
+		if rt.Method == "POST" && rt.Path == "/v1/verify" {
+			verify = h
+		}
+		mux.Handle(rt.Method+" "+rt.Path, h)
 	}
 	routed := s.jsonFallback(mux)
 	return s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -142,6 +147,13 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		}
 		if !cleanPath(r.URL.Path) {
 			writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s: paths have no empty, . or .. segments", r.Method, r.URL.Path))
+			return
+		}
+		// Verify answers every request of a customer's API: it skips the
+		// mux's match, which would pick the same handler for this exact,
+		// unescaped path (r.Pattern, unused by it, stays empty).
+		if verify != nil && r.Method == "POST" && r.URL.Path == "/v1/verify" && r.URL.RawPath == "" {
+			verify.ServeHTTP(w, r)
 			return
 		}
 		routed.ServeHTTP(w, r)
