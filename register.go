@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyplane/keyplane/functions/delivernotification"
 	"github.com/keyplane/keyplane/functions/keys"
+	"github.com/keyplane/keyplane/functions/leakreports"
 	"github.com/keyplane/keyplane/functions/recordusage"
 	"github.com/keyplane/keyplane/functions/sweep"
 	"github.com/keyplane/keyplane/functions/usagewebhook"
@@ -21,6 +22,7 @@ func init() {
 	functions.HTTP("Verify", verify.Handle)
 	functions.HTTP("UsageWebhook", usagewebhook.Handle)
 	functions.HTTP("Sweep", sweep.Handle)
+	functions.HTTP("LeakReports", leakreports.Handle)
 	functions.CloudEvent("RecordUsage", recordusage.Handle)
 	functions.CloudEvent("DeliverNotification", delivernotification.Handle)
 }

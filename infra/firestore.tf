@@ -41,6 +41,28 @@ resource "google_firestore_index" "keys_by_owner" {
   }
 }
 
+# ListTokens with an owner (GET /v1/tokens?owner=…, and every list by a
+# token scoped to an owner), newest first.
+resource "google_firestore_index" "tokens_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "tokens"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "DESCENDING"
+  }
+}
+
 # DueSuspensions (the sweep): disabled keys whose suspension has ended,
 # by (disabled_until, id).
 resource "google_firestore_index" "keys_by_suspension" {
@@ -95,6 +117,27 @@ resource "google_firestore_index" "owners_by_update" {
 
   fields {
     field_path = "updated_at"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
+# Suspended owners (ListOwners with Suspended), for the sweep's lifts.
+resource "google_firestore_index" "owners_suspended" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "owners"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "suspended"
     order      = "ASCENDING"
   }
   fields {
@@ -162,6 +205,58 @@ resource "google_firestore_index" "usage_counters_by_owner" {
   }
 }
 
+# Owner counters (internal/ledger/firestoreledger): an owner's usage series
+# (OwnerSeries), and the owners with usage in a window (ActiveOwners, for the
+# sweep's owner quotas and the billing export). Shard documents of an owner
+# are grouped by owner.
+resource "google_firestore_index" "usage_owner_counters_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_owner_counters"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "window"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "start"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "usage_owner_counters_by_window" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_owner_counters"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "window"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "start"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
 locals {
   # Single-field settings. ttl: a TTL policy (Firestore deletes the
   # document within about a day after that time). exempt: no single-field
@@ -169,15 +264,25 @@ locals {
   # keeps monotonically growing timestamps from capping write throughput.
   # No TTL on keys.expires_at: an expired key is kept and verifies as EXPIRED.
   firestore_fields = {
-    "keys/hash"                = { ttl = false, exempt = true } # looked up through key_hashes
-    "keys/metadata"            = { ttl = false, exempt = true }
-    "keys/limits"              = { ttl = false, exempt = true }
-    "keys/restrictions"        = { ttl = false, exempt = true }
-    "key_hashes/key_id"        = { ttl = false, exempt = true }
+    "keys/hash"         = { ttl = false, exempt = true } # looked up through key_hashes
+    "keys/metadata"     = { ttl = false, exempt = true }
+    "keys/limits"       = { ttl = false, exempt = true }
+    "keys/restrictions" = { ttl = false, exempt = true }
+    "key_hashes/key_id" = { ttl = false, exempt = true }
+    # Caller tokens: looked up through token_hashes, listed by created_at
+    # and (owner, created_at); nothing queries the other fields.
+    "tokens/hash"              = { ttl = false, exempt = true }
+    "tokens/name"              = { ttl = false, exempt = true }
+    "tokens/permissions"       = { ttl = false, exempt = true }
+    "tokens/created_by"        = { ttl = false, exempt = true }
+    "tokens/expires_at"        = { ttl = false, exempt = true }
+    "tokens/revoked_at"        = { ttl = false, exempt = true }
+    "token_hashes/token_id"    = { ttl = false, exempt = true }
     "audit/details"            = { ttl = false, exempt = true }
     "owners/plan"              = { ttl = false, exempt = true }
     "owners/limits"            = { ttl = false, exempt = true }
     "owners/features"          = { ttl = false, exempt = true }
+    "owners/suspension"        = { ttl = false, exempt = true }
     "owners/created_at"        = { ttl = false, exempt = true }
     "idempotency/key"          = { ttl = false, exempt = true }
     "idempotency/status"       = { ttl = false, exempt = true }
@@ -193,15 +298,23 @@ locals {
     "usage_events/key_id"    = { ttl = false, exempt = true }
     "usage_events/time"      = { ttl = false, exempt = true }
     # Counters are rewritten by every increment; start only ever grows.
-    "usage_counters/requests"    = { ttl = false, exempt = true }
-    "usage_counters/units"       = { ttl = false, exempt = true }
-    "usage_counters/bytes"       = { ttl = false, exempt = true }
-    "usage_counters/shard"       = { ttl = false, exempt = true }
-    "usage_counters/start"       = { ttl = false, exempt = true }
-    "usage_dead_letters/id"      = { ttl = false, exempt = true }
-    "usage_dead_letters/reason"  = { ttl = false, exempt = true }
-    "usage_dead_letters/detail"  = { ttl = false, exempt = true }
-    "usage_dead_letters/payload" = { ttl = false, exempt = true }
+    "usage_counters/requests" = { ttl = false, exempt = true }
+    "usage_counters/units"    = { ttl = false, exempt = true }
+    "usage_counters/bytes"    = { ttl = false, exempt = true }
+    "usage_counters/shard"    = { ttl = false, exempt = true }
+    "usage_counters/start"    = { ttl = false, exempt = true }
+    # Owner counters likewise; features is a map rewritten by every increment
+    # (each of its fields would be indexed).
+    "usage_owner_counters/requests" = { ttl = false, exempt = true }
+    "usage_owner_counters/units"    = { ttl = false, exempt = true }
+    "usage_owner_counters/bytes"    = { ttl = false, exempt = true }
+    "usage_owner_counters/shard"    = { ttl = false, exempt = true }
+    "usage_owner_counters/start"    = { ttl = false, exempt = true }
+    "usage_owner_counters/features" = { ttl = false, exempt = true }
+    "usage_dead_letters/id"         = { ttl = false, exempt = true }
+    "usage_dead_letters/reason"     = { ttl = false, exempt = true }
+    "usage_dead_letters/detail"     = { ttl = false, exempt = true }
+    "usage_dead_letters/payload"    = { ttl = false, exempt = true }
     # Client IPs per key and UTC day expire after ledger.ClientIPRetention
     # (8 days). ips is an array: indexed, it would get an array-contains
     # entry per IP; day only ever grows.

@@ -103,6 +103,21 @@ resource "google_cloudfunctions2_function" "fn" {
 
     environment_variables = merge(local.common_env, local.plans_env, each.value.env)
 
+    # Verify reaches the shared limiter's private address through the VPC
+    # connector, for private ranges only (redis.tf).
+    vpc_connector                 = each.key == "verify" && local.shared_limiter ? google_vpc_access_connector.limiter[0].id : null
+    vpc_connector_egress_settings = each.key == "verify" && local.shared_limiter ? "PRIVATE_RANGES_ONLY" : null
+
+    dynamic "secret_environment_variables" {
+      for_each = each.key == "verify" && local.shared_limiter ? [1] : []
+      content {
+        key        = "KEYPLANE_REDIS_AUTH"
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.redis_auth[0].secret_id
+        version    = "latest"
+      }
+    }
+
     dynamic "secret_volumes" {
       for_each = local.plans_enabled ? [1] : []
       content {
@@ -128,6 +143,8 @@ resource "google_cloudfunctions2_function" "fn" {
     google_secret_manager_secret_version.admin_token,
     google_secret_manager_secret_version.webhook_secret,
     google_secret_manager_secret_version.plans,
+    google_secret_manager_secret_iam_member.verify_redis_auth,
+    google_secret_manager_secret_version.redis_auth,
   ]
 }
 

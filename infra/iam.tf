@@ -10,6 +10,9 @@
 #   verify          datastore.viewer; reads the pepper and the admin token;
 #                   cannot read any key's secret
 #   usage-webhook   publishes to the usage topic; reads the webhook secret
+#   leak-reports    datastore.user; disables or destroys key secret versions
+#                   (conditioned on "<prefix>key-"), never reads them;
+#                   publishes to the notifications topic; reads the pepper
 #   record-usage    datastore.user
 #   deliver-notify  datastore.user; reads owner webhook secrets (conditioned
 #                   on "<prefix>owner-webhook-"); publishes to the
@@ -135,6 +138,22 @@ locals {
       condition   = "key_secrets"
       permissions = [
         "secretmanager.secrets.delete",
+        "secretmanager.versions.disable",
+        "secretmanager.versions.enable",
+        "secretmanager.versions.get",
+      ]
+    }
+
+    # The leak reports: SetKeySecretEnabled when a leaked key is disabled,
+    # DestroyKeySecret when it is revoked (keys.Service.Leaked). It can
+    # never read a key's plaintext.
+    key_secret_leak_stopper = {
+      role_id     = "KeySecretLeakStopper"
+      title       = "keyplane key secret leak stopper"
+      description = "Disable or destroy the versions of leaked keyplane key secrets without reading them."
+      condition   = "key_secrets"
+      permissions = [
+        "secretmanager.versions.destroy",
         "secretmanager.versions.disable",
         "secretmanager.versions.enable",
         "secretmanager.versions.get",

@@ -61,8 +61,9 @@ var requiredEnv = []string{
 // permissions internal/secrets/secretmanagervault/doc.go lists for them. A function
 // not named here must have no key-secret role.
 var keySecretMethods = map[string][]string{
-	"keys":  {"CreateKeySecret", "KeySecret", "SetKeySecretEnabled", "DestroyKeySecret", "DeleteKeySecret"},
-	"sweep": {"SetKeySecretEnabled", "DeleteKeySecret"},
+	"keys":         {"CreateKeySecret", "KeySecret", "SetKeySecretEnabled", "DestroyKeySecret", "DeleteKeySecret"},
+	"sweep":        {"SetKeySecretEnabled", "DeleteKeySecret"},
+	"leak-reports": {"SetKeySecretEnabled", "DestroyKeySecret"},
 }
 
 // ownerWebhookSecretMethods are the secrets.Vault methods each function

@@ -6,6 +6,7 @@
 #   firestore.tf   the database, its composite indexes, TTL policies and index exemptions
 #   pubsub.tf      usage and notification topics, dead letters, the push subscriptions
 #   scheduler.tf   the Cloud Scheduler job that runs the sweep
+#   redis.tf       the shared limiter (Memorystore, opt-in) and Verify's VPC connector
 #
 # The function set is the map local.functions below: adding a function is
 # one entry (its entry point must be registered in register.go; the Go test
@@ -104,7 +105,9 @@ locals {
       owner_webhook_secret_roles = []
       named_secrets              = ["pepper", "admin-token", "verify-token"]
       publishes_to               = ["usage"]
-      env                        = {}
+      # The shared limiter's address, TLS and CA (redis.tf); empty when
+      # var.shared_limiter is off.
+      env = local.shared_limiter_env
     }
 
     # The signed usage webhook: checks the Standard Webhooks signature and
@@ -125,6 +128,32 @@ locals {
       owner_webhook_secret_roles = []
       named_secrets              = ["webhook-secret"]
       publishes_to               = ["usage"]
+      env                        = {}
+    }
+
+    # GitHub's secret scanning partner program reports leaked keys here
+    # (POST /v1/leaks/github). Public at the Cloud Run layer because GitHub
+    # cannot present a Google ID token: its ECDSA signature over each
+    # report is the authentication. It looks keys up by their peppered
+    # hash, disables or revokes the reported ones with their audit entries
+    # (datastore.user), disables or destroys their secret versions (never
+    # reads one), and publishes key.leaked notifications. The Keys function
+    # stays behind IAM; operators report leaks there (POST /v1/leaks).
+    leak-reports = {
+      entry_point                = "LeakReports"
+      description                = "keyplane GitHub secret scanning reports: /v1/leaks/github"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 20
+      min_instances              = 0
+      max_instances              = 5
+      timeout_seconds            = 60
+      invokers                   = ["allUsers"]
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = ["key_secret_leak_stopper"]
+      owner_webhook_secret_roles = []
+      named_secrets              = ["pepper"]
+      publishes_to               = ["notifications"]
       env                        = {}
     }
 

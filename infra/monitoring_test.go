@@ -29,6 +29,7 @@ func TestDashboardChartsEveryMetric(t *testing.T) {
 	for _, name := range []string{
 		telemetry.NameDecisions, telemetry.NameDuration, telemetry.NameCache, telemetry.NameFeedLag,
 		telemetry.NameEvents, telemetry.NameDeadLetters, telemetry.NameQueueDepth, telemetry.NameSweep,
+		telemetry.NameLimiterFallbacks,
 	} {
 		if !strings.Contains(string(src), `metric.type=\"workload.googleapis.com/`+name+`\"`) {
 			t.Errorf("dashboard.json charts no %s", name)

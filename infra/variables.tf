@@ -102,3 +102,38 @@ variable "plans_file" {
   type        = string
   default     = null
 }
+
+variable "shared_limiter" {
+  description = <<-EOT
+    Count per-minute limits (key, owner, feature) in a Memorystore for Redis
+    instance shared by every Verify instance, so that they are exact across
+    instances (redis.tf; docs/architecture.md, "Per-minute limits across
+    instances"). Default false: each instance counts on its own, and a key
+    can be admitted up to N x its limit with N instances.
+  EOT
+  type        = bool
+  default     = false
+}
+
+variable "shared_limiter_network" {
+  description = "VPC network (name or self link) of the Memorystore instance and of the Serverless VPC Access connector Verify reaches it through. With shared_limiter only."
+  type        = string
+  default     = "default"
+}
+
+variable "shared_limiter_connector_cidr" {
+  description = "Unused /28 range of shared_limiter_network for the Serverless VPC Access connector. With shared_limiter only."
+  type        = string
+  default     = "10.8.0.0/28"
+
+  validation {
+    condition     = can(regex("^\\d+\\.\\d+\\.\\d+\\.\\d+/28$", var.shared_limiter_connector_cidr))
+    error_message = "shared_limiter_connector_cidr must be an IPv4 /28, like 10.8.0.0/28."
+  }
+}
+
+variable "shared_limiter_memory_gb" {
+  description = "Memory of the Memorystore instance. Counters are ~100 bytes per bucket per minute kept for 2 minutes: 1 GB holds millions of active buckets."
+  type        = number
+  default     = 1
+}

@@ -16,13 +16,14 @@ import (
 
 // reportUsage sends one signed usage event, as a gateway would.
 func reportUsage(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlags("report-usage", "report-usage --key-id key_… [--requests 1] [--units 0] [--bytes 0] [--id evt_…] [--url http://127.0.0.1:8080]")
+	fs := newFlags("report-usage", "report-usage --key-id key_… [--requests 1] [--units 0] [--bytes 0] [--feature pro-model] [--id evt_…] [--url http://127.0.0.1:8080]")
 	url := fs.String("url", "http://127.0.0.1:8080", "keyplane's base URL")
 	keyID := fs.String("key-id", "", "the key the usage is for (required)")
 	id := fs.String("id", "", "event id (default: a new random id; reuse one to see it counted once)")
 	requests := fs.Int64("requests", 1, "requests")
 	units := fs.Int64("units", 0, "units, e.g. tokens")
 	size := fs.Int64("bytes", 0, "bytes")
+	feature := fs.String("feature", "", "the feature (model) the usage is of; none if empty")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -36,10 +37,14 @@ func reportUsage(ctx context.Context, args []string, getenv func(string) string,
 	if *id == "" {
 		*id = "evt_" + apikey.RandomString(20)
 	}
-	body, _ := json.Marshal(map[string]any{"events": []map[string]any{{
+	event := map[string]any{
 		"id": *id, "key_id": *keyID, "time": time.Now().UTC().Format(time.RFC3339),
 		"requests": *requests, "units": *units, "bytes": *size,
-	}}})
+	}
+	if *feature != "" {
+		event["feature"] = *feature
+	}
+	body, _ := json.Marshal(map[string]any{"events": []map[string]any{event}})
 	req, err := http.NewRequestWithContext(ctx, "POST", *url+"/v1/usage", bytes.NewReader(body))
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,16 @@ const (
 	QueuePubSub         = "pubsub"
 	defaultSecretPrefix = "keyplane-"
 )
+
+// Leak policies (KEYPLANE_LEAK_POLICY).
+const (
+	LeakDisable = "disable"
+	LeakRevoke  = "revoke"
+)
+
+// DefaultGitHubScanningKeysURL is where GitHub publishes its secret
+// scanning public keys.
+const DefaultGitHubScanningKeysURL = "https://api.github.com/meta/public_keys/secret_scanning"
 
 // Config is every setting, with the environment variable that sets it.
 type Config struct {
@@ -107,10 +118,48 @@ type Config struct {
 	// (the default), stdout, prometheus, or gcp (Cloud Monitoring and
 	// Cloud Trace; infra/functions.tf sets it for the deployed functions).
 	Telemetry string
+	// LeakPolicy is what is done to a key reported leaked, by GitHub secret
+	// scanning (POST /v1/leaks/github) or anyone else (POST /v1/leaks):
+	// "disable" (the default: disabled with reason leaked, an operator can
+	// enable it again after a false report) or "revoke" (for good, its
+	// secret destroyed) (KEYPLANE_LEAK_POLICY).
+	LeakPolicy string
+	// GitHubScanningKeys is a file holding GitHub's secret scanning public
+	// keys in the format GitHub publishes them, for local use and tests
+	// (KEYPLANE_GITHUB_SCANNING_KEYS). Default: fetched from
+	// GitHubScanningKeysURL.
+	GitHubScanningKeys string
+	// GitHubScanningKeysURL is where GitHub's secret scanning public keys
+	// are fetched from when GitHubScanningKeys is not set
+	// (KEYPLANE_GITHUB_SCANNING_KEYS_URL, default
+	// https://api.github.com/meta/public_keys/secret_scanning).
+	GitHubScanningKeysURL string
 	// MetricsAddr is the listen address of the Prometheus endpoint, with
 	// KEYPLANE_TELEMETRY=prometheus (KEYPLANE_METRICS_ADDR, default
 	// 127.0.0.1:9464).
 	MetricsAddr string
+	// RedisAddr is the host:port of a shared Redis (Memorystore in
+	// production) that counts the per-minute limits of keys, owners and
+	// features across instances (KEYPLANE_REDIS_ADDR). Default "": each
+	// instance counts them itself (docs/architecture.md, "Per-minute
+	// limits across instances").
+	RedisAddr string
+	// RedisAuth is Redis's AUTH string: Memorystore's, with auth enabled
+	// (KEYPLANE_REDIS_AUTH; infra/ passes it from Secret Manager).
+	// Default: none.
+	RedisAuth string
+	// RedisTLS connects to Redis over TLS: Memorystore with in-transit
+	// encryption, on port 6378 (KEYPLANE_REDIS_TLS=1 or true; default
+	// false).
+	RedisTLS bool
+	// RedisCA is the PEM of the certificate authorities the Redis server's
+	// certificate must chain to: Memorystore's server CA
+	// (KEYPLANE_REDIS_CA). Default, with RedisTLS: the system's roots.
+	RedisCA string
+	// RedisTimeout bounds each verify's call to Redis; past it, and for a
+	// second after any failure, verify counts on the instance instead
+	// (KEYPLANE_REDIS_TIMEOUT, default 50ms, at most 1s).
+	RedisTimeout time.Duration
 }
 
 // Embedded returns the defaults of `keyplane serve`: everything on local
@@ -122,6 +171,8 @@ func Embedded() Config {
 		FirestoreDatabase: "(default)", SweepInterval: time.Minute,
 		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
 		Telemetry: "off", MetricsAddr: "127.0.0.1:9464",
+		LeakPolicy: LeakDisable, GitHubScanningKeysURL: DefaultGitHubScanningKeysURL,
+		RedisTimeout: 50 * time.Millisecond,
 	}
 }
 
@@ -180,6 +231,28 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	str(&c.SecretPrefix, "KEYPLANE_SECRET_PREFIX")
 	str(&c.Telemetry, "KEYPLANE_TELEMETRY")
 	str(&c.MetricsAddr, "KEYPLANE_METRICS_ADDR")
+	str(&c.LeakPolicy, "KEYPLANE_LEAK_POLICY")
+	str(&c.GitHubScanningKeys, "KEYPLANE_GITHUB_SCANNING_KEYS")
+	str(&c.GitHubScanningKeysURL, "KEYPLANE_GITHUB_SCANNING_KEYS_URL")
+	str(&c.RedisAddr, "KEYPLANE_REDIS_ADDR")
+	str(&c.RedisAuth, "KEYPLANE_REDIS_AUTH")
+	str(&c.RedisCA, "KEYPLANE_REDIS_CA")
+	switch v := getenv("KEYPLANE_REDIS_TLS"); strings.ToLower(v) {
+	case "":
+	case "1", "true":
+		c.RedisTLS = true
+	case "0", "false":
+		c.RedisTLS = false
+	default:
+		return c, fmt.Errorf("KEYPLANE_REDIS_TLS must be 1 or true (or 0 or false); got %q", v)
+	}
+	if v := getenv("KEYPLANE_REDIS_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("KEYPLANE_REDIS_TIMEOUT must be a duration like 50ms; got %q", v)
+		}
+		c.RedisTimeout = d
+	}
 	if v := getenv("KEYPLANE_VAULT_KEY"); v != "" {
 		k, err := hex.DecodeString(v)
 		if err != nil || len(k) != 32 {
@@ -306,6 +379,19 @@ func (c Config) Validate() error {
 			problems = append(problems, fmt.Sprintf("KEYPLANE_METRICS_ADDR must be host:port, like 127.0.0.1:9464; got %q", c.MetricsAddr))
 		}
 	}
+	switch c.LeakPolicy {
+	case LeakDisable, LeakRevoke:
+	case "quarantine":
+		problems = append(problems, "KEYPLANE_LEAK_POLICY=quarantine is not implemented yet; use disable (the default) or revoke")
+	default:
+		problems = append(problems, fmt.Sprintf("KEYPLANE_LEAK_POLICY must be %s or %s, got %q", LeakDisable, LeakRevoke, c.LeakPolicy))
+	}
+	if c.GitHubScanningKeys == "" {
+		if u, err := url.Parse(c.GitHubScanningKeysURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			problems = append(problems, fmt.Sprintf("KEYPLANE_GITHUB_SCANNING_KEYS_URL must be an https:// URL; got %q", c.GitHubScanningKeysURL))
+		}
+	}
+	problems = append(problems, c.redisProblems()...)
 	if len(c.IDTokenAudiences) > 0 && len(c.IDTokenServiceAccounts) == 0 {
 		problems = append(problems, "KEYPLANE_ID_TOKEN_AUDIENCES is set but KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS is not: no ID token would be accepted")
 	}
@@ -313,4 +399,43 @@ func (c Config) Validate() error {
 		return fmt.Errorf("configuration: %s", strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// redisProblems checks the shared limiter's settings.
+func (c Config) redisProblems() []string {
+	var problems []string
+	if c.RedisAddr == "" {
+		if c.RedisAuth != "" || c.RedisTLS || c.RedisCA != "" {
+			problems = append(problems, "KEYPLANE_REDIS_AUTH, KEYPLANE_REDIS_TLS and KEYPLANE_REDIS_CA need KEYPLANE_REDIS_ADDR: without it the per-minute limits are counted in process")
+		}
+		return problems
+	}
+	if host, port, err := net.SplitHostPort(c.RedisAddr); err != nil || host == "" || port == "" {
+		problems = append(problems, fmt.Sprintf("KEYPLANE_REDIS_ADDR must be host:port, like 10.0.0.3:6379; got %q", c.RedisAddr))
+	}
+	if c.RedisCA != "" {
+		if !c.RedisTLS {
+			problems = append(problems, "KEYPLANE_REDIS_CA is set but KEYPLANE_REDIS_TLS is not: set KEYPLANE_REDIS_TLS=1 to connect over TLS")
+		}
+		if _, err := c.RedisRoots(); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if c.RedisTimeout <= 0 || c.RedisTimeout > time.Second {
+		problems = append(problems, fmt.Sprintf("KEYPLANE_REDIS_TIMEOUT must be more than 0 and at most 1s (verify waits that long per request); got %s", c.RedisTimeout))
+	}
+	return problems
+}
+
+// RedisRoots returns the certificate pool of RedisCA; nil (the system's
+// roots) if it is empty.
+func (c Config) RedisRoots() (*x509.CertPool, error) {
+	if c.RedisCA == "" {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(c.RedisCA)) {
+		return nil, fmt.Errorf("KEYPLANE_REDIS_CA must be PEM certificates (Memorystore's server CA: gcloud redis instances describe --format='value(serverCaCerts[0].cert)')")
+	}
+	return pool, nil
 }

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -142,5 +145,87 @@ func TestTelemetrySettings(t *testing.T) {
 		if tc.problem == "" && err != nil || tc.problem != "" && (err == nil || !strings.Contains(err.Error(), tc.problem)) {
 			t.Errorf("%v: error %v, want %q", tc.env, err, tc.problem)
 		}
+	}
+}
+
+func TestLeakSettings(t *testing.T) {
+	for _, tc := range []struct {
+		env     map[string]string
+		policy  string
+		wantErr string // part of Validate's error, "" for none
+	}{
+		{map[string]string{}, LeakDisable, ""},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "revoke"}, LeakRevoke, ""},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "quarantine"}, "quarantine", "not implemented"},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "delete"}, "delete", "KEYPLANE_LEAK_POLICY must be"},
+		{map[string]string{"KEYPLANE_GITHUB_SCANNING_KEYS_URL": "http://example.com/keys"}, LeakDisable, "KEYPLANE_GITHUB_SCANNING_KEYS_URL"},
+		{map[string]string{"KEYPLANE_GITHUB_SCANNING_KEYS_URL": "http://example.com/keys", "KEYPLANE_GITHUB_SCANNING_KEYS": "keys.json"}, LeakDisable, ""},
+	} {
+		c, err := FromEnv(Embedded(), env(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.LeakPolicy != tc.policy {
+			t.Errorf("%v: LeakPolicy %q, want %q", tc.env, c.LeakPolicy, tc.policy)
+		}
+		err = c.Validate()
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tc.env, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: got error %v, want one containing %q", tc.env, err, tc.wantErr)
+		}
+	}
+	if c := Embedded(); c.GitHubScanningKeysURL != "https://api.github.com/meta/public_keys/secret_scanning" {
+		t.Errorf("default keys URL %q", c.GitHubScanningKeysURL)
+	}
+}
+
+// testCA returns the PEM of a certificate, to stand for Memorystore's
+// server CA.
+func testCA(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
+}
+
+func TestRedisSettings(t *testing.T) {
+	ca := testCA(t)
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		wantErr string // a variable the error names; "" for none
+	}{
+		{"off by default", nil, ""},
+		{"address", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3:6379"}, ""},
+		{"memorystore with auth and TLS", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3:6378", "KEYPLANE_REDIS_AUTH": "s3cret",
+			"KEYPLANE_REDIS_TLS": "true", "KEYPLANE_REDIS_CA": ca, "KEYPLANE_REDIS_TIMEOUT": "100ms"}, ""},
+		{"TLS with the system roots", map[string]string{"KEYPLANE_REDIS_ADDR": "redis.example.com:6380", "KEYPLANE_REDIS_TLS": "1"}, ""},
+		{"no port", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3"}, "KEYPLANE_REDIS_ADDR"},
+		{"no host", map[string]string{"KEYPLANE_REDIS_ADDR": ":6379"}, "KEYPLANE_REDIS_ADDR"},
+		{"auth without an address", map[string]string{"KEYPLANE_REDIS_AUTH": "s3cret"}, "KEYPLANE_REDIS_ADDR"},
+		{"TLS not a boolean", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3:6378", "KEYPLANE_REDIS_TLS": "yes"}, "KEYPLANE_REDIS_TLS"},
+		{"CA without TLS", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3:6378", "KEYPLANE_REDIS_CA": ca}, "KEYPLANE_REDIS_TLS"},
+		{"CA not PEM", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3:6378", "KEYPLANE_REDIS_TLS": "1", "KEYPLANE_REDIS_CA": "not a cert"}, "KEYPLANE_REDIS_CA"},
+		{"timeout not a duration", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3:6379", "KEYPLANE_REDIS_TIMEOUT": "50"}, "KEYPLANE_REDIS_TIMEOUT"},
+		{"timeout too long", map[string]string{"KEYPLANE_REDIS_ADDR": "10.0.0.3:6379", "KEYPLANE_REDIS_TIMEOUT": "5s"}, "KEYPLANE_REDIS_TIMEOUT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := FromEnv(Cloud(), env(tc.env))
+			if err == nil {
+				c.Project = "proj"
+				err = c.Validate()
+			}
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("got %v, want no error", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("got %v, want an error naming %s", err, tc.wantErr)
+			}
+			if tc.wantErr == "" && c.RedisAddr != tc.env["KEYPLANE_REDIS_ADDR"] {
+				t.Errorf("RedisAddr = %q, want %q", c.RedisAddr, tc.env["KEYPLANE_REDIS_ADDR"])
+			}
+		})
 	}
 }

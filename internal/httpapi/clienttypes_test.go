@@ -100,6 +100,9 @@ func TestClientTypesMatchTheServersAnswers(t *testing.T) {
 		{"limit state", reflect.TypeFor[limitState](), reflect.TypeFor[client.LimitState](), nil},
 		{"key usage", reflect.TypeFor[keyUsageResource](), reflect.TypeFor[client.Usage](), nil},
 		{"restrictions", reflect.TypeFor[restrictionsResource](), reflect.TypeFor[client.Restrictions](), nil},
+		{"token with secret", reflect.TypeFor[tokenResource](), reflect.TypeFor[client.TokenWithSecret](), nil},
+		{"token", reflect.TypeFor[tokenResource](), reflect.TypeFor[client.Token](), []string{".token"}},
+		{"token list", reflect.TypeFor[tokenList](), reflect.TypeFor[client.TokenList](), []string{".tokens[].token"}},
 		{"error detail", reflect.TypeFor[fieldError](), reflect.TypeFor[client.ErrorDetail](), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,6 +52,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add("POST", "/v1/verify", "", []byte(`{"key": "kp_test_`+strings.Repeat("x", 40)+`", "ip": "::ffff:1.2.3.4", "units": 9223372036854775807}`))
 	f.Add("GET", "/v1/keys/"+id+"/usage", "at=9999-12-31T23:59:59Z", []byte(nil))
 	f.Add("GET", "/v1/usage", "format=csv&at=1970-01-01T00:00:00Z&window=month", []byte(nil))
+	f.Add("GET", "/v1/usage", "owner=acct_1&bucket=minute&group_by=feature&start=1970-01-01T00:00:00Z&end=1970-01-02T00:00:00Z", []byte(nil))
 
 	f.Fuzz(func(t *testing.T, method, path, query string, body []byte) {
 		if strings.HasPrefix(path, "/v1/owners/") && method == "PUT" {

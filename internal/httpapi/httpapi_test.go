@@ -579,7 +579,7 @@ func testVerifyToken(t *testing.T, a *api) {
 	if got, raw := call("POST", "/v1/verify", `{"key": "`+secret+`"}`); got != 200 {
 		t.Errorf("verify with the gateway token = %d %s, want 200", got, raw)
 	}
-	// Every other authenticated route: 403 saying what the token may do,
+	// Every other authenticated route: 403 naming the permission it lacks,
 	// not 401, which would send the operator looking for a typo.
 	for _, rt := range (&httpapi.Server{}).Routes() {
 		if !rt.Auth || rt.Function == httpapi.FuncVerify {
@@ -591,8 +591,8 @@ func testVerifyToken(t *testing.T, a *api) {
 			body = `{}`
 		}
 		got, raw := call(rt.Method, path, body)
-		if got != 403 || !strings.Contains(raw, "this token may only call POST /v1/verify") {
-			t.Errorf("%s %s with the gateway token = %d %s, want 403 saying it may only call POST /v1/verify", rt.Method, path, got, raw)
+		if want := "lacks the " + rt.Perm.String() + " permission"; got != 403 || !strings.Contains(raw, want) {
+			t.Errorf("%s %s with the gateway token = %d %s, want 403 saying it %s", rt.Method, path, got, raw, want)
 		}
 	}
 	if got, _ := call("GET", "/v1/keys/"+id, ""); got != 403 {

@@ -14,6 +14,14 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, actor string)
 	if err := decode(w, r, ManagementBodyLimit, &req, false); err != nil {
 		return err
 	}
+	if caller := callerOf(r); caller.Owner != "" {
+		if req.Owner == "" {
+			req.Owner = caller.Owner
+		}
+		if req.Owner != caller.Owner {
+			return errs.E(errs.PermissionDenied, "this token is scoped to owner %s: it can create keys for that owner only", caller.Owner)
+		}
+	}
 	c, err := s.Keys.Create(r.Context(), actor, req, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		return err
@@ -46,7 +54,11 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ string) erro
 	if err != nil {
 		return err
 	}
-	q := store.ListKeysQuery{Owner: r.URL.Query().Get("owner"), PageSize: size, PageToken: token}
+	owner, err := callerOf(r).OwnerFilter(r.URL.Query().Get("owner"))
+	if err != nil {
+		return err
+	}
+	q := store.ListKeysQuery{Owner: owner, PageSize: size, PageToken: token}
 	if v := r.URL.Query().Get("unused_since"); v != "" {
 		t, perr := time.Parse(time.RFC3339, v)
 		if perr != nil {
@@ -150,7 +162,22 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, _ string) err
 	if err != nil {
 		return err
 	}
-	es, next, err := s.Keys.Audit(r.Context(), store.AuditQuery{KeyID: r.URL.Query().Get("key_id"), PageSize: size, PageToken: token})
+	keyID := r.URL.Query().Get("key_id")
+	if caller := callerOf(r); caller.Owner != "" {
+		// Audit entries name keys, not owners: a scoped token reads one
+		// key's entries at a time.
+		if keyID == "" {
+			return errs.E(errs.Invalid, "a token scoped to owner %s must name key_id, one of that owner's keys", caller.Owner)
+		}
+		k, err := s.Keys.Get(r.Context(), keyID)
+		if err != nil {
+			return err
+		}
+		if k.Owner != caller.Owner {
+			return errs.E(errs.NotFound, "key %q not found", keyID)
+		}
+	}
+	es, next, err := s.Keys.Audit(r.Context(), store.AuditQuery{KeyID: keyID, PageSize: size, PageToken: token})
 	if err != nil {
 		return err
 	}

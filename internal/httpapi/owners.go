@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
@@ -20,8 +21,20 @@ type ownerResource struct {
 	Limits    plan.Limits            `json:"limits"`   // overrides of the plan's owner_limits
 	Features  map[string]plan.Limits `json:"features"` // overrides of the plan's features
 	Effective effectiveLimits        `json:"effective"`
-	CreatedAt time.Time              `json:"created_at"`
-	UpdatedAt time.Time              `json:"updated_at"`
+	// Suspension is the sweep's suspension of the owner over a quota,
+	// while it lasts.
+	Suspension *suspensionResource `json:"suspension,omitempty"`
+	CreatedAt  time.Time           `json:"created_at"`
+	UpdatedAt  time.Time           `json:"updated_at"`
+}
+
+type suspensionResource struct {
+	Limit   string    `json:"limit"`
+	Feature string    `json:"feature,omitempty"`
+	Used    int64     `json:"used"`
+	Max     int64     `json:"max"`
+	Until   time.Time `json:"until"`
+	Since   time.Time `json:"since"`
 }
 
 type effectiveLimits struct {
@@ -66,6 +79,9 @@ func ownerResourceOf(o *store.Owner, plans *plan.Catalog) ownerResource {
 	}
 	r := ownerResource{Owner: o.ID, Plan: o.Plan, Limits: o.Limits, Features: o.Features, Effective: eff,
 		CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
+	if sp := o.Suspension; sp != nil {
+		r.Suspension = &suspensionResource{Limit: sp.Limit, Feature: sp.Feature, Used: sp.Used, Max: sp.Max, Until: sp.Until, Since: sp.At}
+	}
 	if r.Limits == nil {
 		r.Limits = plan.Limits{}
 	}
@@ -94,8 +110,20 @@ func (s *Server) listOwners(w http.ResponseWriter, r *http.Request, _ string) er
 	if err != nil {
 		return err
 	}
-	os, next, err := s.Owners.List(r.Context(), store.ListOwnersQuery{PageSize: size, PageToken: token})
-	if err != nil {
+	var (
+		os   []*store.Owner
+		next string
+	)
+	if caller := callerOf(r); caller.Owner != "" {
+		// A scoped token's list is its owner, if it has keys.
+		o, err := s.Owners.Get(r.Context(), caller.Owner)
+		if err != nil && !errs.Is(err, errs.NotFound) {
+			return err
+		}
+		if o != nil && token == "" {
+			os = []*store.Owner{o}
+		}
+	} else if os, next, err = s.Owners.List(r.Context(), store.ListOwnersQuery{PageSize: size, PageToken: token}); err != nil {
 		return err
 	}
 	out := make([]ownerResource, len(os))

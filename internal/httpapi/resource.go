@@ -147,6 +147,32 @@ type usageList struct {
 	NextPageToken string      `json:"next_page_token"` // "" on the last page
 }
 
+// usageSeriesResource is the answer to a usage series query: an owner's
+// usage per bucket, as series grouped by key, by feature or not at all.
+type usageSeriesResource struct {
+	Owner   string           `json:"owner"`
+	Bucket  plan.Window      `json:"bucket"`
+	GroupBy string           `json:"group_by,omitempty"`
+	Start   time.Time        `json:"start"`
+	End     time.Time        `json:"end"`
+	Series  []seriesResource `json:"series"`
+}
+
+// seriesResource is one series: what it groups ({"feature": "pro-model"},
+// {"key_id": "key_…"} or {}) and a point per bucket of the range.
+type seriesResource struct {
+	Group  map[string]string `json:"group"`
+	Points []pointResource   `json:"points"`
+}
+
+// pointResource is the usage of one bucket.
+type pointResource struct {
+	Start    time.Time `json:"start"`
+	Requests int64     `json:"requests"`
+	Units    int64     `json:"units"`
+	Bytes    int64     `json:"bytes"`
+}
+
 // deadLetterResource is usage that will not be counted, and why.
 type deadLetterResource struct {
 	ID      string    `json:"id"`

@@ -13,6 +13,7 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/leaks"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/logging"
 	"github.com/keyplane/keyplane/internal/notify"
@@ -20,6 +21,7 @@ import (
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/sweep"
+	"github.com/keyplane/keyplane/internal/tokens"
 	"github.com/keyplane/keyplane/internal/verify"
 	"github.com/keyplane/keyplane/internal/webhook"
 )
@@ -47,16 +49,21 @@ type Server struct {
 	Verifier       *verify.Verifier
 	Ledger         ledger.Ledger
 	Sweeper        *sweep.Sweeper
+	Leaks          *leaks.Service // leak reports
+	GitHubKeys     *leaks.Keyring // checks GitHub's signature on POST /v1/leaks/github
 	UsageTopic     queue.Topic
 	WebhookSecrets []webhook.Secret // usage webhook signing secrets (several during a rotation)
 	Clock          clock.Clock      // default clock.Real
 	Plans          *plan.Catalog
 	Auth           Authenticator
-	// VerifyAuth, if set, also admits callers of the Verify routes (and
-	// only those): gateways get a token that cannot manage keys.
+	// VerifyAuth, if set, also admits callers with the verify permission
+	// only: gateways get a token that cannot manage keys.
 	VerifyAuth Authenticator
-	Logger     *slog.Logger // default slog.Default()
-	Project    string       // Google Cloud project, for trace correlation in logs
+	// Tokens, if set, admits caller tokens (tokens.Service) and serves the
+	// /v1/tokens routes.
+	Tokens  *tokens.Service
+	Logger  *slog.Logger // default slog.Default()
+	Project string       // Google Cloud project, for trace correlation in logs
 }
 
 // Function names: each route belongs to the Cloud Function that serves it.
@@ -65,6 +72,11 @@ const (
 	FuncVerify       = "Verify"
 	FuncUsageWebhook = "UsageWebhook"
 	FuncSweep        = "Sweep"
+	// FuncLeakReports serves GitHub's secret scanning reports alone: GitHub
+	// cannot pass Cloud Run's IAM check, so this function is public and
+	// authenticated by GitHub's signature, and the Keys function stays
+	// behind IAM.
+	FuncLeakReports = "LeakReports"
 )
 
 // Route is one entry of the routing table.
@@ -73,35 +85,43 @@ type Route struct {
 	Method   string
 	Path     string // net/http pattern path, e.g. /v1/keys/{id}
 	Auth     bool   // requires the bearer token
-	limit    int64  // request body limit
-	handle   func(w http.ResponseWriter, r *http.Request, actor string) error
+	// Perm is the permission a caller needs (tokens.None when Auth is
+	// false). How an owner-scoped token is kept to its owner: ownerScoped.
+	Perm   tokens.Permission
+	limit  int64 // request body limit
+	handle func(w http.ResponseWriter, r *http.Request, actor string) error
 }
 
 // Routes returns the routing table.
 func (s *Server) Routes() []Route {
 	return []Route{
-		{FuncKeys, "POST", "/v1/keys", true, ManagementBodyLimit, s.createKey},
-		{FuncKeys, "GET", "/v1/keys", true, 0, s.listKeys},
-		{FuncKeys, "GET", "/v1/keys/{id}", true, 0, s.getKey},
-		{FuncKeys, "PATCH", "/v1/keys/{id}", true, ManagementBodyLimit, s.updateKey},
-		{FuncKeys, "POST", "/v1/keys/{id}/disable", true, ManagementBodyLimit, s.disableKey},
-		{FuncKeys, "POST", "/v1/keys/{id}/enable", true, ManagementBodyLimit, s.enableKey},
-		{FuncKeys, "POST", "/v1/keys/{id}/revoke", true, ManagementBodyLimit, s.revokeKey},
-		{FuncKeys, "POST", "/v1/keys/{id}/rotate", true, ManagementBodyLimit, s.rotateKey},
-		{FuncKeys, "GET", "/v1/keys/{id}/secret", true, 0, s.revealKey},
-		{FuncKeys, "GET", "/v1/audit", true, 0, s.listAudit},
-		{FuncKeys, "GET", "/v1/keys/{id}/usage", true, 0, s.keyUsage},
-		{FuncKeys, "GET", "/v1/usage", true, 0, s.listUsage},
-		{FuncKeys, "GET", "/v1/usage/dead-letters", true, 0, s.listDeadLetters},
-		{FuncKeys, "GET", "/v1/owners", true, 0, s.listOwners},
-		{FuncKeys, "GET", "/v1/owners/{owner}", true, 0, s.getOwner},
-		{FuncKeys, "PATCH", "/v1/owners/{owner}", true, ManagementBodyLimit, s.updateOwner},
-		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, ManagementBodyLimit, s.putWebhook},
-		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, 0, s.getWebhook},
-		{FuncUsageWebhook, "POST", "/v1/usage", false, UsageBodyLimit, s.postUsage},
-		{FuncVerify, "POST", "/v1/verify", true, VerifyBodyLimit, s.verifyKey},
-		{FuncSweep, "POST", "/v1/sweep", true, ManagementBodyLimit, s.runSweep},
-		{"", "GET", "/healthz", false, 0, s.healthz},
+		{FuncKeys, "POST", "/v1/keys", true, tokens.KeysCreate, ManagementBodyLimit, s.createKey},
+		{FuncKeys, "GET", "/v1/keys", true, tokens.KeysRead, 0, s.listKeys},
+		{FuncKeys, "GET", "/v1/keys/{id}", true, tokens.KeysRead, 0, s.getKey},
+		{FuncKeys, "PATCH", "/v1/keys/{id}", true, tokens.KeysUpdate, ManagementBodyLimit, s.updateKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/disable", true, tokens.KeysDisable, ManagementBodyLimit, s.disableKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/enable", true, tokens.KeysDisable, ManagementBodyLimit, s.enableKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/revoke", true, tokens.KeysRevoke, ManagementBodyLimit, s.revokeKey},
+		{FuncKeys, "POST", "/v1/keys/{id}/rotate", true, tokens.KeysRotate, ManagementBodyLimit, s.rotateKey},
+		{FuncKeys, "GET", "/v1/keys/{id}/secret", true, tokens.KeysReveal, 0, s.revealKey},
+		{FuncKeys, "GET", "/v1/audit", true, tokens.AuditRead, 0, s.listAudit},
+		{FuncKeys, "GET", "/v1/keys/{id}/usage", true, tokens.UsageRead, 0, s.keyUsage},
+		{FuncKeys, "GET", "/v1/usage", true, tokens.UsageRead, 0, s.listUsage},
+		{FuncKeys, "GET", "/v1/usage/dead-letters", true, tokens.UsageRead, 0, s.listDeadLetters},
+		{FuncKeys, "GET", "/v1/owners", true, tokens.OwnersRead, 0, s.listOwners},
+		{FuncKeys, "GET", "/v1/owners/{owner}", true, tokens.OwnersRead, 0, s.getOwner},
+		{FuncKeys, "PATCH", "/v1/owners/{owner}", true, tokens.OwnersWrite, ManagementBodyLimit, s.updateOwner},
+		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, tokens.OwnersWrite, ManagementBodyLimit, s.putWebhook},
+		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, tokens.OwnersRead, 0, s.getWebhook},
+		{FuncKeys, "POST", "/v1/leaks", true, tokens.KeysRevoke, LeaksBodyLimit, s.postLeaks},
+		{FuncLeakReports, "POST", "/v1/leaks/github", false, tokens.None, LeaksBodyLimit, s.postGitHubLeaks}, // signed by GitHub instead
+		{FuncUsageWebhook, "POST", "/v1/usage", false, tokens.None, UsageBodyLimit, s.postUsage},
+		{FuncVerify, "POST", "/v1/verify", true, tokens.Verify, VerifyBodyLimit, s.verifyKey},
+		{FuncKeys, "POST", "/v1/tokens", true, tokens.TokensManage, ManagementBodyLimit, s.createToken},
+		{FuncKeys, "GET", "/v1/tokens", true, tokens.TokensManage, 0, s.listTokens},
+		{FuncKeys, "POST", "/v1/tokens/{id}/revoke", true, tokens.TokensManage, ManagementBodyLimit, s.revokeToken},
+		{FuncSweep, "POST", "/v1/sweep", true, tokens.SweepRun, ManagementBodyLimit, s.runSweep},
+		{"", "GET", "/healthz", false, tokens.None, 0, s.healthz},
 	}
 }
 
@@ -165,22 +185,8 @@ func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		actor := ""
 		if rt.Auth {
-			auth := s.Auth
-			if rt.Function == FuncVerify && s.VerifyAuth != nil {
-				auth = anyOf{s.VerifyAuth, s.Auth}
-			}
-			var err error
-			if actor, err = auth.Authenticate(r); err != nil {
-				if rt.Function != FuncVerify && s.VerifyAuth != nil {
-					if _, verr := s.VerifyAuth.Authenticate(r); verr == nil {
-						// Known, but not for this route: 403, not 401.
-						writeError(w, r, s.logger(), errs.E(errs.PermissionDenied,
-							"this token may only call POST /v1/verify; %s %s needs the admin token", rt.Method, rt.Path))
-						return
-					}
-				}
-				w.Header().Set("WWW-Authenticate", `Bearer realm="keyplane"`)
-				writeError(w, r, s.logger(), err)
+			var ok bool
+			if r, actor, ok = s.authorize(w, r, rt); !ok {
 				return
 			}
 		}

@@ -27,10 +27,16 @@ func codesByStatus() map[int][]string {
 	return out
 }
 
+// ownerFiltered are the lists whose owner filter a scoped token may not
+// point at another owner (tokens.Caller.OwnerFilter), and the audit list,
+// which a scoped token reads for one of its keys.
+var ownerFiltered = map[string]bool{"GET /v1/keys": true, "GET /v1/usage": true, "GET /v1/tokens": true, "GET /v1/audit": true}
+
 // TestSpecDocumentsEveryStatusOfEveryRoute holds docs/openapi.yaml to what
 // the routing table implies each route can answer, whatever its handler
-// does: 401 and 503 (the ID-token check's certificate fetch) where a
-// credential is required, 400 and 413 where a body is read, 400 where a
+// does: 401, 403 and 503 (the ID-token check's certificate fetch, a
+// caller token's lookup) where a credential is required, 404 where an
+// owner-scoped token can name another owner's resource, 400 and 413 where a body is read, 400 where a
 // body is refused, 500 wherever a handler can fail. It also holds every
 // documented error status to the codes the server sends with it, and the
 // ErrorCode schema to the codes the server has.
@@ -50,7 +56,13 @@ func TestSpecDocumentsEveryStatusOfEveryRoute(t *testing.T) {
 			want = append(want, http.StatusRequestEntityTooLarge)
 		}
 		if rt.Auth {
-			want = append(want, http.StatusUnauthorized, http.StatusServiceUnavailable)
+			// 403: a credential without the route's permission, or
+			// scoped to an owner where the route acts across owners.
+			want = append(want, http.StatusUnauthorized, http.StatusForbidden, http.StatusServiceUnavailable)
+		}
+		if sc := ownerScoped(name); sc == scopeKey || sc == scopeOwner || ownerFiltered[name] {
+			// An owner-scoped token naming another owner's resource.
+			want = append(want, http.StatusNotFound)
 		}
 		if rt.Function != "" {
 			want = append(want, http.StatusInternalServerError)

@@ -24,10 +24,14 @@ type sweepReport struct {
 	Reenabled  []sweepReenable  `json:"reenabled"`
 	Thresholds []sweepThreshold `json:"thresholds"`
 	Unchanged  int              `json:"unchanged"`
-	Recovered  int              `json:"recovered"`
-	Reaped     int              `json:"reaped"`
-	StartedAt  time.Time        `json:"started_at"`
-	FinishedAt time.Time        `json:"finished_at"`
+	// Owners judged against their own and per-feature quotas.
+	OwnersScanned   int                  `json:"owners_scanned"`
+	OwnersSuspended []sweep.OwnerSuspend `json:"owners_suspended"`
+	OwnersLifted    []sweep.OwnerLift    `json:"owners_lifted"`
+	Recovered       int                  `json:"recovered"`
+	Reaped          int                  `json:"reaped"`
+	StartedAt       time.Time            `json:"started_at"`
+	FinishedAt      time.Time            `json:"finished_at"`
 }
 
 // sweepDisable is a key the sweep disabled, with the evidence.
@@ -68,6 +72,7 @@ func reportResource(r *sweep.Report) sweepReport {
 		Reenabled:  make([]sweepReenable, len(r.Reenabled)),
 		Thresholds: make([]sweepThreshold, len(r.Thresholds)),
 		Unchanged:  r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
+		OwnersScanned: r.OwnersScanned, OwnersSuspended: r.OwnersSuspended, OwnersLifted: r.OwnersLifted,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
 	for i, d := range r.Disabled {

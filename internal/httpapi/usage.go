@@ -2,12 +2,15 @@ package httpapi
 
 import (
 	"encoding/csv"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ids"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/usage"
@@ -101,12 +104,21 @@ func (s *Server) keyUsage(w http.ResponseWriter, r *http.Request, _ string) erro
 }
 
 // listUsage is the billing export: per-key totals of one window, as a JSON
-// page or, with format=csv, every page streamed as CSV.
+// page or, with format=csv, every page streamed as CSV, followed there by
+// each owner's totals and their split by feature. With any of bucket,
+// group_by, start or end it answers with usage series (usageSeries).
 func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) error {
+	if isSeries(r) {
+		return s.usageSeries(w, r)
+	}
 	q := r.URL.Query()
 	owner := q.Get("owner")
 	if owner != "" && !ids.ValidOwner(owner) {
 		return errs.E(errs.Invalid, "owner must be "+ids.OwnerSyntax)
+	}
+	owner, err := callerOf(r).OwnerFilter(owner)
+	if err != nil {
+		return err
 	}
 	win, start, end, err := s.windowQuery(r, plan.Month)
 	if err != nil {
@@ -134,6 +146,11 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) err
 	return errs.E(errs.Invalid, "format must be json or csv")
 }
 
+// usageCSV streams the billing export as CSV: a row per key (level key),
+// then per owner a row of its totals (level owner) and one per feature it
+// reported (level feature; usage without a feature is the owner row minus
+// them). The level and feature columns come last, so readers of the
+// per-key columns are unaffected.
 func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, win plan.Window, start, end time.Time) error {
 	// Read the first page before answering, so an error is still a clean
 	// error response; later failures can only cut the stream short.
@@ -144,17 +161,50 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, 
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="usage-`+string(win)+`-`+start.Format("2006-01-02")+`.csv"`)
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"key_id", "owner", "window", "start", "end", "requests", "units", "bytes"})
+	cw.Write([]string{"key_id", "owner", "window", "start", "end", "requests", "units", "bytes", "level", "feature"})
+	row := func(keyID, owner, level, feature string, t ledger.Totals) {
+		cw.Write([]string{keyID, owner, string(win), start.Format(time.RFC3339), end.Format(time.RFC3339),
+			strconv.FormatInt(t.Requests, 10), strconv.FormatInt(t.Units, 10), strconv.FormatInt(t.Bytes, 10), level, feature})
+	}
+	cut := func(err error) {
+		s.logger().ErrorContext(r.Context(), "usage export cut short", "error", err)
+		cw.Flush()
+	}
 	for {
 		for _, t := range rows {
-			cw.Write([]string{t.KeyID, t.Owner, string(win), start.Format(time.RFC3339), end.Format(time.RFC3339),
-				strconv.FormatInt(t.Requests, 10), strconv.FormatInt(t.Units, 10), strconv.FormatInt(t.Bytes, 10)})
+			row(t.KeyID, t.Owner, "key", "", t.Totals)
 		}
 		if next == "" {
 			break
 		}
 		if rows, next, err = s.Ledger.OwnerTotals(r.Context(), owner, win, start, 1000, next); err != nil {
-			s.logger().ErrorContext(r.Context(), "usage export cut short", "error", err)
+			cut(err)
+			return nil
+		}
+	}
+	owners, token := []string{owner}, ""
+	for {
+		if owner == "" {
+			if owners, token, err = s.Ledger.ActiveOwners(r.Context(), win, start, 1000, token); err != nil {
+				cut(err)
+				return nil
+			}
+		}
+		for _, o := range owners {
+			u, err := s.Ledger.OwnerUsage(r.Context(), o, win, start)
+			if err != nil {
+				cut(err)
+				return nil
+			}
+			if u.Totals == (ledger.Totals{}) && len(u.Features) == 0 {
+				continue
+			}
+			row("", o, "owner", "", u.Totals)
+			for _, f := range slices.Sorted(maps.Keys(u.Features)) {
+				row("", o, "feature", f, u.Features[f])
+			}
+		}
+		if token == "" {
 			break
 		}
 	}

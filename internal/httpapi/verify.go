@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ids"
+	"github.com/keyplane/keyplane/internal/limiter"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -40,6 +41,9 @@ func decodeVerifyRequest(body []byte) (verify.Request, error) {
 		return verify.Request{}, errs.E(errs.Invalid, "key is required")
 	case req.Units < 0:
 		return verify.Request{}, errs.E(errs.Invalid, "units must be >= 0")
+	case req.Units > limiter.MaxValue:
+		// The shared limiter's counters hold integers up to 2^53 exactly.
+		return verify.Request{}, errs.E(errs.Invalid, "units must be at most 9007199254740992 (2^53)")
 	case len(req.Scope) > 64:
 		return verify.Request{}, errs.E(errs.Invalid, "scope must be at most 64 characters")
 	case len(req.IP) > 64:
@@ -111,6 +115,9 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) err
 	d, err := s.Verifier.Verify(r.Context(), req)
 	if err != nil {
 		return err
+	}
+	if d.Key != nil && !callerOf(r).Sees(d.Key.Owner) {
+		d = verify.Decision{Code: verify.NotFound} // another owner's key: as if it did not exist
 	}
 	if d.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))

@@ -101,6 +101,11 @@ func (s *Service) Disable(ctx context.Context, actor, id, reason string) (*store
 	if err := validateReason(reason); err != nil {
 		return nil, err
 	}
+	if reason == ReasonLeaked {
+		// A key disabled for a leak is one a report stopped, whose owner
+		// was told key.leaked (see Leaked).
+		return nil, invalid("reason %q is reserved for leak reports: report the key with POST /v1/leaks, or describe the manual disable in other words", reason)
+	}
 	if reason == "" {
 		reason = "manual"
 	}

@@ -54,6 +54,27 @@ type KeyTotals struct {
 	Totals
 }
 
+// Usage is an owner's totals in one window, and the part of them that
+// events naming a feature reported, by feature. Usage reported without a
+// feature is Totals minus the sum of Features.
+type Usage struct {
+	Totals
+	Features map[string]Totals // nil when no event named a feature
+}
+
+// Point is an owner's usage in the window starting at Start.
+type Point struct {
+	Start time.Time
+	Usage
+}
+
+// KeyPoint is one key's totals in the window starting at Start.
+type KeyPoint struct {
+	KeyID string
+	Start time.Time
+	Totals
+}
+
 // DeadLetter records a message or event that will never be counted, and
 // why.
 type DeadLetter struct {
@@ -69,7 +90,9 @@ type DeadLetter struct {
 // retries), Internal.
 type Ledger interface {
 	// Count adds each event that was not counted before to the minute,
-	// hour, day and month (UTC) counters of its key, and remembers its id
+	// hour, day and month (UTC) counters of its key and, when the event
+	// has an owner, of its owner (and there of its feature, if it names
+	// one), and remembers its id
 	// until retention has passed. An event and its counter increments are
 	// written atomically: if Count fails, an event it did not count is not
 	// marked counted (a failed write never burns an id), and a retry counts
@@ -87,6 +110,22 @@ type Ledger interface {
 	// ActiveKeys returns one page of ids of keys with usage in the window,
 	// ordered by key id (for the sweep: it reads only keys with usage).
 	ActiveKeys(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error)
+	// OwnerUsage returns owner's usage in the window of kind w containing
+	// start (zero if nothing was counted).
+	OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (Usage, error)
+	// OwnerSeries returns owner's usage in each window of kind w that
+	// starts in [from, to) and has usage, ordered by start. The range may
+	// span at most MaxSeriesWindows windows (CheckSeries).
+	OwnerSeries(ctx context.Context, owner string, w plan.Window, from, to time.Time) ([]Point, error)
+	// KeySeries returns the totals of each of owner's keys in each window
+	// of kind w that starts in [from, to) and in which the key has usage,
+	// ordered by start and then key id: at most limit points (1 to
+	// MaxSeriesPoints), and whether there are more. The range is bounded
+	// as OwnerSeries's is.
+	KeySeries(ctx context.Context, owner string, w plan.Window, from, to time.Time, limit int) (points []KeyPoint, more bool, err error)
+	// ActiveOwners returns one page of the owners with usage in the
+	// window, ordered by owner id (for the sweep's owner quotas).
+	ActiveOwners(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error)
 	// AddDeadLetter records a dead letter, its payload cut to 64 KiB.
 	// Recording the same ID twice keeps the first.
 	AddDeadLetter(ctx context.Context, d DeadLetter) error
@@ -113,6 +152,63 @@ const (
 	MaxClientIPKeys    = 1000 // keys per call
 	MaxClientIPsPerKey = 1000 // IPs per key per call
 )
+
+// MaxSeriesWindows bounds how many windows of each kind one series query
+// spans: a day of minutes, a month of hours, a year of days, ten years of
+// months (like the bucket limits of OpenAI's usage API, a little wider).
+var MaxSeriesWindows = map[plan.Window]int{
+	plan.Minute: 1440,
+	plan.Hour:   744,
+	plan.Day:    366,
+	plan.Month:  120,
+}
+
+// MaxSeriesPoints bounds the points of one KeySeries call.
+const MaxSeriesPoints = 50_000
+
+// CheckSeries checks the range of a series query: from before to, both at
+// window starts of kind w (other times are errors, so that no window is
+// half in the range), and at most MaxSeriesWindows[w] windows apart.
+// Errors are errs.Invalid and say what to fix.
+func CheckSeries(w plan.Window, from, to time.Time) error {
+	if err := CheckWindow(w); err != nil {
+		return err
+	}
+	if s, _ := w.Bounds(from); !s.Equal(from) {
+		return errs.E(errs.Invalid, "start %s is not the start of a %s", from.UTC().Format(time.RFC3339), w)
+	}
+	if s, _ := w.Bounds(to); !s.Equal(to) {
+		return errs.E(errs.Invalid, "end %s is not the start of a %s", to.UTC().Format(time.RFC3339), w)
+	}
+	if !from.Before(to) {
+		return errs.E(errs.Invalid, "start must be before end")
+	}
+	n, max := 0, MaxSeriesWindows[w]
+	for t := from; t.Before(to); _, t = w.Bounds(t) {
+		if n++; n > max {
+			return errs.E(errs.Invalid, "a series of %s buckets spans at most %d of them; narrow start and end or use a coarser bucket", w, max)
+		}
+	}
+	return nil
+}
+
+// CheckSeriesLimit checks the limit of a KeySeries call.
+func CheckSeriesLimit(n int) error {
+	if n < 1 || n > MaxSeriesPoints {
+		return errs.E(errs.Invalid, "series limit must be 1-%d, got %d", MaxSeriesPoints, n)
+	}
+	return nil
+}
+
+// AddFeature adds t to the totals of feature f in u.
+func (u *Usage) AddFeature(f string, t Totals) {
+	if u.Features == nil {
+		u.Features = map[string]Totals{}
+	}
+	ft := u.Features[f]
+	ft.Add(t)
+	u.Features[f] = ft
+}
 
 // MaxPageSize bounds the page size of the ledger's listing calls.
 const MaxPageSize = 1000

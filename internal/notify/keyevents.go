@@ -70,3 +70,15 @@ func (e KeyEvents) KeySwept(ctx context.Context, k *store.Key, evidence map[stri
 	_, _, err := e.Service.Notify(ctx, k.Owner, Event{Type: typ, ID: id, Time: k.UpdatedAt, Data: d})
 	return err
 }
+
+// KeyLeaked enqueues key.leaked for k, which was just disabled or revoked
+// because it was reported leaked (keys.Service.Leaked). The evidence (the
+// reporter, and where the key was found: url, source) is sent as it is:
+// the owner needs it to find and remove the leaked copy. The event id is
+// the change's, "leak|<key id>|<status>|<updated_at>", so a repeated
+// report of one change tells the owner once.
+func (e KeyEvents) KeyLeaked(ctx context.Context, k *store.Key, evidence map[string]any) error {
+	d := KeyStatusData{KeyID: k.ID, Owner: k.Owner, Status: string(k.Status), Reason: k.StatusReason, Evidence: evidence}
+	id := eventID("leak", k.ID, string(k.Status), stamp(k.UpdatedAt))
+	return e.notify(ctx, k, "", Event{Type: KeyLeaked, ID: id, Time: k.UpdatedAt, Data: d})
+}

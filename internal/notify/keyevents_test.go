@@ -66,3 +66,34 @@ func TestKeyEventsForAnOwnerWithoutWebhookSendNothing(t *testing.T) {
 		t.Errorf("published %d messages for an owner without a webhook, want 0", len(msgs))
 	}
 }
+
+// TestKeyLeakedTellsWhereTheKeyWasFoundOnce: key.leaked carries the
+// report's evidence (so the owner can remove the copy), and one change
+// reported twice is one notification.
+func TestKeyLeakedTellsWhereTheKeyWasFoundOnce(t *testing.T) {
+	e := newEnv(t)
+	r := newReceiver(t, e.clk)
+	e.subscribe(t, "acct_1", r)
+	ke := notify.KeyEvents{Service: e.svc}
+	changed := base.Add(-time.Minute)
+	k := &store.Key{ID: "key_1", Owner: "acct_1", Status: store.Disabled, StatusReason: "leaked", UpdatedAt: changed}
+	ev := map[string]any{"reporter": "github", "url": "https://github.com/o/r/blob/1/.env", "source": "content"}
+	for range 2 {
+		if err := ke.KeyLeaked(t.Context(), k, ev); err != nil {
+			t.Fatalf("KeyLeaked: %v", err)
+		}
+	}
+	d := e.delivery(t, e.topic.takeOne(t).Attributes["notification_id"])
+	var body map[string]any
+	if err := json.Unmarshal(d.Payload, &body); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"type": "key.leaked", "timestamp": changed.Format(time.RFC3339),
+		"data": map[string]any{"key_id": "key_1", "owner": "acct_1", "status": "disabled", "reason": "leaked",
+			"evidence": map[string]any{"reporter": "github", "url": "https://github.com/o/r/blob/1/.env", "source": "content"}},
+	}
+	if diff := cmp.Diff(want, body); diff != "" {
+		t.Errorf("key.leaked payload (-want +got):\n%s", diff)
+	}
+}

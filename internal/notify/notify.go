@@ -16,14 +16,23 @@ const (
 	KeyDisabled    = "key.disabled"
 	KeyEnabled     = "key.enabled"
 	UsageThreshold = "usage.threshold"
+	// KeyLeaked tells an owner that one of its keys was reported leaked
+	// (by GitHub secret scanning or another scanner) and was disabled or
+	// revoked for it.
+	KeyLeaked = "key.leaked"
 	// OwnerPlanChanged tells an owner that its plan (tier) or its
 	// overrides changed.
 	OwnerPlanChanged = "owner.plan_changed"
+	// OwnerSuspended tells an owner that the sweep suspended it over a
+	// quota: every key of the owner is refused until Until.
+	OwnerSuspended = "owner.suspended"
+	// OwnerReinstated tells an owner that its suspension was lifted.
+	OwnerReinstated = "owner.reinstated"
 )
 
 // EventTypes are every event type, in the order responses list them. An
 // owner who names no events is subscribed to all of them.
-var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold, OwnerPlanChanged}
+var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold, OwnerPlanChanged, OwnerSuspended, OwnerReinstated, KeyLeaked}
 
 // EnvAllowPrivate is the environment variable that sets
 // Guard.AllowPrivate ("1" or "true"), for local development and tests.
@@ -211,9 +220,9 @@ type Event struct {
 type KeyStatusData struct {
 	KeyID  string `json:"key_id"`
 	Owner  string `json:"owner"`
-	Status string `json:"status"` // "disabled" or "active"
+	Status string `json:"status"` // "disabled" or "active"; "revoked" in key.leaked
 	// Reason is the machine-readable reason: quota_exceeded, an abuse
-	// rule's name, window_reset, manual.
+	// rule's name, window_reset, manual, leaked.
 	Reason string `json:"reason"`
 	// DisabledUntil is when a quota suspension ends (key.disabled only).
 	DisabledUntil *time.Time `json:"disabled_until,omitempty"`
@@ -271,6 +280,29 @@ type OwnerPlanData struct {
 // at at: one notification per owner and change time.
 func OwnerPlanChangedEvent(d OwnerPlanData, at time.Time) Event {
 	return Event{Type: OwnerPlanChanged, ID: eventID(OwnerPlanChanged, d.Owner, stamp(at)), Time: at, Data: d}
+}
+
+// OwnerSuspensionData is the data of owner.suspended and
+// owner.reinstated: the quota the owner went over, and until when.
+type OwnerSuspensionData struct {
+	Owner   string    `json:"owner"`
+	Reason  string    `json:"reason"` // quota_exceeded; window_reset or limit_raised when reinstated
+	Limit   string    `json:"limit"`
+	Feature string    `json:"feature,omitempty"`
+	Used    int64     `json:"used"`
+	Max     int64     `json:"max"`
+	Until   time.Time `json:"until"`
+}
+
+// OwnerSuspensionEvent is the owner.suspended (or, with reinstated,
+// owner.reinstated) event of one suspension: one notification per owner,
+// limit, feature and end of window, however often it is emitted.
+func OwnerSuspensionEvent(d OwnerSuspensionData, reinstated bool, at time.Time) Event {
+	typ := OwnerSuspended
+	if reinstated {
+		typ = OwnerReinstated
+	}
+	return Event{Type: typ, ID: eventID(typ, d.Owner, d.Limit, d.Feature, stamp(d.Until)), Time: at, Data: d}
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

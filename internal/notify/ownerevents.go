@@ -20,3 +20,16 @@ func (e OwnerEvents) OwnerChanged(ctx context.Context, o *store.Owner, previous 
 	_, _, err := e.Service.Notify(ctx, o.ID, OwnerPlanChangedEvent(d, o.UpdatedAt))
 	return err
 }
+
+// OwnerSuspension enqueues owner.suspended for o's suspension sp or, if
+// reinstated is a reason (window_reset, limit_raised), owner.reinstated:
+// the event's id names the suspension, so telling it again sends nothing
+// new.
+func (e OwnerEvents) OwnerSuspension(ctx context.Context, o *store.Owner, sp store.OwnerSuspension, reinstated string) error {
+	d := OwnerSuspensionData{Owner: o.ID, Reason: "quota_exceeded", Limit: sp.Limit, Feature: sp.Feature, Used: sp.Used, Max: sp.Max, Until: sp.Until}
+	if reinstated != "" {
+		d.Reason = reinstated
+	}
+	_, _, err := e.Service.Notify(ctx, o.ID, OwnerSuspensionEvent(d, reinstated != "", o.UpdatedAt))
+	return err
+}

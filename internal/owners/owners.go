@@ -33,10 +33,13 @@ type Service struct {
 	Observer Observer
 }
 
-// Notifier tells an owner that its plan or overrides changed; previous is
-// the plan before the change. An error is logged: the change stands.
+// Notifier tells an owner that its plan or overrides changed (previous
+// is the plan before the change), and that it was suspended or
+// reinstated (reinstated is "" for a suspension, else the reason it was
+// lifted). An error is logged: the change stands.
 type Notifier interface {
 	OwnerChanged(ctx context.Context, o *store.Owner, previousPlan string) error
+	OwnerSuspension(ctx context.Context, o *store.Owner, sp store.OwnerSuspension, reinstated string) error
 }
 
 // Observer learns of an owner's committed change in the process that made
@@ -180,17 +183,7 @@ func (s *Service) Update(ctx context.Context, actor, id string, req UpdateReques
 	if err != nil {
 		return nil, err
 	}
-	if s.Observer != nil {
-		s.Observer.OwnerChanged(updated)
-	}
-	if s.Notifier != nil {
-		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := s.Notifier.OwnerChanged(nctx, updated, previous); err != nil {
-			s.logger().ErrorContext(ctx, "the owner changed but its notification was not queued; the owner will not be told",
-				"owner", id, "event", "owner.plan_changed", "error", err)
-		}
-	}
+	s.committed(ctx, updated, func(ctx context.Context) error { return s.Notifier.OwnerChanged(ctx, updated, previous) })
 	return updated, nil
 }
 

@@ -60,16 +60,32 @@ type Owner struct {
 	Plan string // the owner's tier: its plan's owner_limits and features apply
 	// Limits overrides the plan's owner_limits (shared by all the owner's
 	// keys); Features overrides the plan's per-feature limits, by feature.
-	Limits    plan.Limits
-	Features  map[string]plan.Limits
-	CreatedAt time.Time
-	UpdatedAt time.Time // set by every change; orders ChangedOwners
+	Limits   plan.Limits
+	Features map[string]plan.Limits
+	// Suspension, if not nil, is the sweep's suspension of the owner over
+	// a quota: every key of the owner is refused until it is lifted.
+	Suspension *OwnerSuspension
+	CreatedAt  time.Time
+	UpdatedAt  time.Time // set by every change; orders ChangedOwners
+}
+
+// OwnerSuspension records why and until when an owner is suspended: the
+// quota it went over (the owner's own, or the owner's on one feature),
+// the usage the sweep saw, and the end of the quota's window.
+type OwnerSuspension struct {
+	Limit   string // e.g. "requests_per_day"
+	Feature string // "" for the owner's own quota
+	Used    int64
+	Max     int64
+	Until   time.Time // the end of the window: lifted by the first sweep after it
+	At      time.Time // when the sweep suspended the owner
 }
 
 // ListOwnersQuery selects owners, by id ascending.
 type ListOwnersQuery struct {
 	PageSize  int    // 1..1000
 	PageToken string // from a previous page's next token
+	Suspended bool   // only owners with a Suspension
 }
 
 // Pending is a provisioning intent: written before a key's secret, so that
@@ -113,6 +129,28 @@ type Idempotency struct {
 	Status      int       // when done: the HTTP status of the response
 	CreatedAt   time.Time
 	ExpiresAt   time.Time // the record may be deleted after this (Firestore TTL)
+}
+
+// Token is the stored record of a caller token: a credential with named
+// permissions, optionally scoped to one owner. It never holds the
+// plaintext, only its keyed hash.
+type Token struct {
+	ID          string // "tok_…"
+	Name        string
+	Permissions []string // permission names, sorted
+	Owner       string   // "" for every owner
+	Hash        apikey.Hash
+	CreatedBy   string // the actor that minted it
+	CreatedAt   time.Time
+	ExpiresAt   *time.Time
+	RevokedAt   *time.Time
+}
+
+// ListTokensQuery selects tokens, newest first.
+type ListTokensQuery struct {
+	Owner     string // "" for all (scoped and unscoped) tokens
+	PageSize  int    // 1..1000
+	PageToken string // from a previous page's next token
 }
 
 // MaxMarkUsed is the most keys one MarkUsed call takes.
@@ -262,6 +300,25 @@ type Store interface {
 	// keys': up to limit owners whose (UpdatedAt, ID) sorts after (since,
 	// afterID). limit is 1..1000.
 	ChangedOwners(ctx context.Context, since time.Time, afterID string, limit int) ([]*Owner, error)
+
+	// CreateToken atomically stores t, its hash lookup and the audit
+	// entry. Exists if a token with t.ID or t.Hash is stored (nothing is
+	// written then).
+	CreateToken(ctx context.Context, t *Token, audit AuditEntry) error
+	// GetToken returns the token with id. NotFound if there is none.
+	GetToken(ctx context.Context, id string) (*Token, error)
+	// LookupTokenHash returns the token whose hash is h, revoked or
+	// expired ones included. NotFound if none.
+	LookupTokenHash(ctx context.Context, h apikey.Hash) (*Token, error)
+	// ListTokens returns one page of tokens, newest first (CreatedAt, then
+	// ID, descending), and the token of the next page ("" on the last).
+	// With q.Owner set, only the tokens scoped to that owner.
+	ListTokens(ctx context.Context, q ListTokensQuery) ([]*Token, string, error)
+	// RevokeToken sets the RevokedAt of token id to at and writes the audit
+	// entry, atomically, and returns the token. A token already revoked is
+	// returned as stored (its first RevokedAt kept) and nothing is written.
+	// NotFound if there is no such token.
+	RevokeToken(ctx context.Context, id string, at time.Time, audit AuditEntry) (*Token, error)
 
 	// GetCheckpoint returns the checkpoint called name. NotFound if none;
 	// Invalid if name is not a ValidCheckpointName.

@@ -49,6 +49,28 @@
 //     IPv6 privacy addresses (each address counts). Builtin: free 20,
 //     pro 200, enterprise off.
 //
+// Owners (with Sweeper.Owners set) are judged too, by their plan's
+// owner_limits and per-feature limits with the owner's overrides:
+//
+//   - an owner whose usage today or this month (all its keys, or all its
+//     keys on one feature) is over a day or month quota is suspended until
+//     the window ends (owners.Service.Suspend: one write of the owner and
+//     its owner.suspend audit entry, then owner.suspended, told once). A
+//     suspension over the owner's own quota refuses every request of its
+//     keys; one over a feature's quota, that feature's requests. Verify
+//     enforces the same quotas per request from the ledger; the
+//     suspension makes it durable, visible on GET /v1/owners/{owner}, and
+//     told to the owner.
+//   - a suspension is lifted (owner.lift, owner.reinstated) by the first
+//     run after its window ends (window_reset), or earlier once the
+//     owner's current limits no longer refuse its usage (limit_raised:
+//     an operator raised them). While it lasts, each run tells the owner
+//     again, which the notification's id makes a no-op unless the first
+//     was lost to a crash.
+//
+// Owners with usage today and suspended owners are read whole each run
+// (they are few next to keys), not checkpointed.
+//
 // The abuse rules are judged before the quotas: a leaked key over its
 // quota stays disabled when the window resets. Each decision carries its
 // evidence (limit, window, used, max, until; the baseline for a spike,

@@ -20,6 +20,7 @@ import (
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/notify"
+	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/pagetoken"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
@@ -53,6 +54,10 @@ type Sweeper struct {
 	// owner is its to decide) and reaps abandoned provisioning intents in
 	// each run.
 	Keys *keys.Service
+	// Owners, if set, has owners over their day and month quotas
+	// suspended and their suspensions lifted (sweepOwners); nil judges
+	// keys only.
+	Owners *owners.Service
 	// Notify tells owners about quota thresholds; nil tells no one.
 	Notify *notify.Service
 	Clock  clock.Clock  // default clock.Real
@@ -148,11 +153,16 @@ type Report struct {
 	// Unchanged counts the scanned keys this process judged before and
 	// found nothing changed for (their usage today, record and hour), so
 	// did not read or judge again.
-	Unchanged  int       `json:"unchanged"`
-	Recovered  int       `json:"recovered"` // earlier sweep changes whose effects this run made sure of
-	Reaped     int       `json:"reaped"`    // abandoned provisioning intents removed
-	StartedAt  time.Time `json:"started_at"`
-	FinishedAt time.Time `json:"finished_at"`
+	Unchanged int `json:"unchanged"`
+	// OwnersScanned counts the owners with usage today judged against
+	// their quotas; OwnersSuspended and OwnersLifted are what came of it.
+	OwnersScanned   int            `json:"owners_scanned"`
+	OwnersSuspended []OwnerSuspend `json:"owners_suspended"`
+	OwnersLifted    []OwnerLift    `json:"owners_lifted"`
+	Recovered       int            `json:"recovered"` // earlier sweep changes whose effects this run made sure of
+	Reaped          int            `json:"reaped"`    // abandoned provisioning intents removed
+	StartedAt       time.Time      `json:"started_at"`
+	FinishedAt      time.Time      `json:"finished_at"`
 }
 
 // Reenable is a quota suspension lifted because its window ended.
@@ -218,7 +228,8 @@ func (s *Sweeper) markDone(id string) { s.seen(id); s.done.Add(id, struct{}{}) }
 // what it finished stands, and the next run continues from its checkpoint.
 func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error) {
 	now := s.now()
-	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{}}
+	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{},
+		OwnersSuspended: []OwnerSuspend{}, OwnersLifted: []OwnerLift{}}
 	if s.Keys == nil {
 		return rep, errs.E(errs.Internal, "sweep: Sweeper.Keys is required: it makes the changes the sweep decides on")
 	}
@@ -276,6 +287,11 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error)
 			if cp, err = s.saveProgress(ctx, cp, prog); err != nil {
 				return rep, err
 			}
+		}
+	}
+	if s.Owners != nil {
+		if err := s.sweepOwners(ctx, now, deadline, opts.DryRun, &rep); err != nil {
+			return rep, err
 		}
 	}
 	if opts.DryRun {

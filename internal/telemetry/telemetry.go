@@ -40,14 +40,17 @@ const (
 
 // The metric names.
 const (
-	NameDecisions   = "keyplane.verify.decisions"   // counter, by code (UNAVAILABLE: Verify failed)
-	NameDuration    = "keyplane.verify.duration"    // histogram, seconds
-	NameCache       = "keyplane.verify.cache"       // counter, by result: hit, negative_hit, miss
-	NameFeedLag     = "keyplane.verify.feed_lag"    // gauge, seconds since the last successful change-feed poll began
-	NameEvents      = "keyplane.meter.events"       // counter: usage events counted
-	NameDeadLetters = "keyplane.meter.dead_letters" // counter: usage dead letters recorded
-	NameQueueDepth  = "keyplane.queue.depth"        // gauge, by subscription: messages held by the embedded queue
-	NameSweep       = "keyplane.sweep.actions"      // counter, by kind: disabled, reenabled, threshold, reaped
+	NameDecisions = "keyplane.verify.decisions" // counter, by code (UNAVAILABLE: Verify failed)
+	NameDuration  = "keyplane.verify.duration"  // histogram, seconds
+	NameCache     = "keyplane.verify.cache"     // counter, by result: hit, negative_hit, miss
+	NameFeedLag   = "keyplane.verify.feed_lag"  // gauge, seconds since the last successful change-feed poll began
+	// NameLimiterFallbacks counts verifies whose per-minute limits were
+	// decided on the instance because the shared limiter (Redis) failed.
+	NameLimiterFallbacks = "keyplane.verify.limiter_fallbacks"
+	NameEvents           = "keyplane.meter.events"       // counter: usage events counted
+	NameDeadLetters      = "keyplane.meter.dead_letters" // counter: usage dead letters recorded
+	NameQueueDepth       = "keyplane.queue.depth"        // gauge, by subscription: messages held by the embedded queue
+	NameSweep            = "keyplane.sweep.actions"      // counter, by kind: disabled, reenabled, threshold, reaped
 )
 
 // Config is what Setup needs.
@@ -223,8 +226,8 @@ func attrs(key string, values ...string) []metric.ObserveOption {
 	return opts
 }
 
-// ObserveVerifier reports v's decisions by code, its cache results and
-// its feed lag.
+// ObserveVerifier reports v's decisions by code, its cache results, its
+// feed lag and its shared-limiter fallbacks.
 func (t *Telemetry) ObserveVerifier(v *verify.Verifier) error {
 	if !t.On() {
 		return nil
@@ -239,6 +242,11 @@ func (t *Telemetry) ObserveVerifier(v *verify.Verifier) error {
 	}
 	lag, err := t.meter.Float64ObservableGauge(NameFeedLag, metric.WithUnit("s"),
 		metric.WithDescription("Time since the last successful poll of the key change feed began: how stale a revocation can be"))
+	if err != nil {
+		return err
+	}
+	fallbacks, err := t.meter.Int64ObservableCounter(NameLimiterFallbacks,
+		metric.WithDescription("Verifies whose per-minute limits were decided on this instance alone because the shared limiter (Redis) failed"))
 	if err != nil {
 		return err
 	}
@@ -258,8 +266,9 @@ func (t *Telemetry) ObserveVerifier(v *verify.Verifier) error {
 			o.ObserveInt64(cache, int64(n), byResult[i])
 		}
 		o.ObserveFloat64(lag, v.FeedLag().Seconds())
+		o.ObserveInt64(fallbacks, int64(c.LimiterFallbacks))
 		return nil
-	}, decisions, cache, lag)
+	}, decisions, cache, lag, fallbacks)
 	t.regs = append(t.regs, reg)
 	return err
 }

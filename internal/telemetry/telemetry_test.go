@@ -128,6 +128,11 @@ func TestVerifyDecisionsAndLatencyAreExported(t *testing.T) {
 	if !ok || len(lag.DataPoints) != 1 || lag.DataPoints[0].Value < 0 || lag.DataPoints[0].Value > 60 {
 		t.Errorf("feed lag = %#v, want one gauge point in [0, 60] s", got[telemetry.NameFeedLag].Data)
 	}
+	// No shared limiter: nothing falls back, and the counter says so.
+	fb, ok := got[telemetry.NameLimiterFallbacks].Data.(metricdata.Sum[int64])
+	if !ok || len(fb.DataPoints) != 1 || fb.DataPoints[0].Value != 0 {
+		t.Errorf("limiter fallbacks = %#v, want one counter point of 0", got[telemetry.NameLimiterFallbacks].Data)
+	}
 }
 
 func TestOffRecordsNothingAndTakesNoHook(t *testing.T) {

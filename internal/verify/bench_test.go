@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/keyplane/keyplane/internal/apikey"
@@ -15,10 +16,13 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
+	"github.com/keyplane/keyplane/internal/limiter"
+	"github.com/keyplane/keyplane/internal/limiter/redislimiter"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/telemetry"
+	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -65,11 +69,12 @@ const benchOwnerPlans = `{"plans": {"bench": {"scopes": ["generate", "embed"],
 // records client IPs into it.
 func benchVerifier(b *testing.B, plansJSON string, quotas bool) (*verify.Verifier, string) {
 	b.Helper()
-	return benchVerifierWith(b, plansJSON, quotas, false)
+	return benchVerifierWith(b, plansJSON, quotas, false, nil)
 }
 
-// benchVerifierWith is benchVerifier, with telemetry on if tel.
-func benchVerifierWith(b *testing.B, plansJSON string, quotas, tel bool) (*verify.Verifier, string) {
+// benchVerifierWith is benchVerifier, with telemetry on if tel, and
+// counting per-minute limits on lim if not nil.
+func benchVerifierWith(b *testing.B, plansJSON string, quotas, tel bool, lim limiter.Limiter) (*verify.Verifier, string) {
 	b.Helper()
 	dir := b.TempDir()
 	st, err := sqlitestore.Open(filepath.Join(dir, "k.db"))
@@ -93,7 +98,7 @@ func benchVerifierWith(b *testing.B, plansJSON string, quotas, tel bool) (*verif
 	if err != nil {
 		b.Fatal(err)
 	}
-	opts := &verify.Options{Logger: discard}
+	opts := &verify.Options{Logger: discard, Limiter: lim}
 	if quotas {
 		ledger, err := sqliteledger.Open(filepath.Join(dir, "usage.db"))
 		if err != nil {
@@ -301,8 +306,78 @@ func BenchmarkVerifyCachedTelemetry(b *testing.B) {
 			name = "on"
 		}
 		b.Run(name, func(b *testing.B) {
-			v, key := benchVerifierWith(b, benchPlans, false, on)
+			v, key := benchVerifierWith(b, benchPlans, false, on, nil)
 			benchValid(b, v, verify.Request{Key: key, Scope: "generate", Units: 1})
+		})
+	}
+}
+
+// BenchmarkVerifyCachedSharedLimiter is BenchmarkVerifyCachedWithOwnerAndFeature
+// (key, owner and feature per-minute limits: six buckets) with the
+// per-minute limits counted in process and in a local redis-server over
+// loopback (redislimiter, as with KEYPLANE_REDIS_ADDR), in the same run,
+// for the ratio in docs/benchmarks.md:
+//
+//	go test -run '^$' -bench 'VerifyCachedSharedLimiter' -benchmem -count 5 ./internal/verify
+func BenchmarkVerifyCachedSharedLimiter(b *testing.B) {
+	srv := testenv.Redis(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	b.Cleanup(func() { c.Close() })
+	shared, err := redislimiter.New(c, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, lim := range []struct {
+		name string
+		l    limiter.Limiter
+	}{{"in-process", nil}, {"redis", shared}} {
+		b.Run(lim.name, func(b *testing.B) {
+			v, key := benchVerifierWith(b, benchOwnerPlans, false, false, lim.l)
+			benchValid(b, v, verify.Request{Key: key, Scope: "generate", Units: 1, Feature: "pro-model"})
+			if n := v.Counts().LimiterFallbacks; n != 0 {
+				b.Fatalf("%d fallbacks: Redis did not answer every verify", n)
+			}
+		})
+	}
+}
+
+// BenchmarkVerifyCachedSharedLimiterParallel is BenchmarkVerifyCachedSharedLimiter
+// from 8 × GOMAXPROCS goroutines at once, as an instance serving many
+// concurrent requests does: what Redis costs in throughput rather than in
+// latency. All verify one key, so they contend on the same buckets.
+//
+//	go test -run '^$' -bench 'VerifyCachedSharedLimiterParallel' -benchmem -count 5 ./internal/verify
+func BenchmarkVerifyCachedSharedLimiterParallel(b *testing.B) {
+	srv := testenv.Redis(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	b.Cleanup(func() { c.Close() })
+	shared, err := redislimiter.New(c, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, lim := range []struct {
+		name string
+		l    limiter.Limiter
+	}{{"in-process", nil}, {"redis", shared}} {
+		b.Run(lim.name, func(b *testing.B) {
+			v, key := benchVerifierWith(b, benchOwnerPlans, false, false, lim.l)
+			req := verify.Request{Key: key, Scope: "generate", Units: 1, Feature: "pro-model"}
+			warm(b, v, req, verify.Valid)
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					if d, err := v.Verify(ctx, req); err != nil || d.Code != verify.Valid {
+						b.Errorf("Verify = %s, %v", d.Code, err)
+						return
+					}
+				}
+			})
+			if n := v.Counts().LimiterFallbacks; n != 0 {
+				b.Fatalf("%d fallbacks: Redis did not answer every verify", n)
+			}
 		})
 	}
 }

@@ -40,4 +40,14 @@
 // a paying customer's API for a short datastore blip is worse than letting
 // a key disabled during that blip work a little longer; after MaxStale
 // every verify fails closed.
+//
+// # Per-minute limits
+//
+// A request counts against the key's, its owner's and the owner's
+// feature's per-minute limits, all or nothing. By default they are counted
+// in this process (exact on one instance). With Options.Limiter (Redis)
+// they are counted there, one Admit per verify in the owner's group, exact
+// across instances; the request is also counted here, so that while the
+// shared limiter fails the verify falls back to these counts and each
+// instance admits at most each limit per minute (limiter.go).
 package verify

@@ -17,6 +17,9 @@ import (
 type ownerEntry struct {
 	owner     *store.Owner
 	loadedAt  time.Time
+	planSrc   string                   // "plan <name>": the source of a limit the owner does not override
+	limits    plan.Limits              // the owner's own limits: its plan's owner_limits with its overrides
+	hasQuotas bool                     // limits has a day or month limit
 	perMinute level                    // the owner's own per-minute limits
 	features  map[string]*featureEntry // the features the owner's plan or overrides name
 	closed    bool                     // the plan names its features: no other is offered
@@ -26,7 +29,31 @@ type ownerEntry struct {
 // featureEntry is an owner's limits on one feature.
 type featureEntry struct {
 	limits    plan.Limits
+	hasQuotas bool // limits has a day or month limit
 	perMinute level
+}
+
+// hasQuota reports whether limits has a day or month limit.
+func hasQuota(limits plan.Limits) bool {
+	for name := range limits {
+		if _, w, err := plan.SplitLimitName(name); err == nil && w != plan.Minute {
+			return true
+		}
+	}
+	return false
+}
+
+// source returns where the value of the owner's limit name (on feature,
+// if not "") comes from.
+func (o *ownerEntry) source(feature, name string) string {
+	overrides := o.owner.Limits
+	if feature != "" {
+		overrides = o.owner.Features[feature]
+	}
+	if _, ok := overrides[name]; ok {
+		return SourceOwnerOverride
+	}
+	return o.planSrc
 }
 
 // ownerWindows are an owner's per-minute counts, shared by every version
@@ -97,14 +124,17 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 		}
 		wins = old.wins
 	}
-	e := &ownerEntry{owner: o, loadedAt: now, wins: wins}
 	planSrc := "plan " + o.Plan
+	e := &ownerEntry{owner: o, loadedAt: now, wins: wins, planSrc: planSrc}
 	p, ok := v.plans.Get(o.Plan)
 	if !ok {
 		v.opt.Logger.Warn("owner's plan is not in the plan catalog; only its own overrides apply", "owner", o.ID, "plan", o.Plan)
 		p = &plan.Plan{}
 	}
+	e.limits = p.OwnerLimits.With(o.Limits)
+	e.hasQuotas = hasQuota(e.limits)
 	e.perMinute = perMinute(&wins.owner, ScopeOwner, "", p.OwnerLimits, o.Limits, planSrc, SourceOwnerOverride)
+	e.perMinute.buckets(bucketOwner)
 	e.closed = len(p.Features) > 0
 	names := slices.Sorted(maps.Keys(p.Features))
 	for f := range o.Features {
@@ -117,7 +147,9 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 	}
 	for _, f := range names {
 		fe := &featureEntry{limits: p.Features[f].With(o.Features[f])}
+		fe.hasQuotas = hasQuota(fe.limits)
 		fe.perMinute = perMinute(wins.feature(f), ScopeOwner, f, p.Features[f], o.Features[f], planSrc, SourceOwnerOverride)
+		fe.perMinute.buckets(bucketFeature + f)
 		e.features[f] = fe
 	}
 	v.owners.Add(o.ID, e)

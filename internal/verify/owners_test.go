@@ -2,15 +2,21 @@ package verify_test
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/ledger"
+	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/race"
 	"github.com/keyplane/keyplane/internal/store"
+	"github.com/keyplane/keyplane/internal/usage"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -182,4 +188,87 @@ func TestOwnerLimitIsExactUnderConcurrency(t *testing.T) {
 	if admitted != 3 {
 		t.Errorf("%d of 40 concurrent verifies admitted, want exactly the owner's 3", admitted)
 	}
+}
+
+// An owner's day and month quotas, and those of its features, are
+// enforced at verify from the ledger's owner counters: every key of the
+// owner is refused once the owner's usage reaches them, and the refusal
+// names the owner scope, the feature and the source.
+func TestOwnerAndFeatureQuotas(t *testing.T) {
+	e := newEnv(t, nil)
+	a := e.create(t, keys.CreateRequest{Owner: "proj_q", Plan: "daily"})
+	b := e.create(t, keys.CreateRequest{Owner: "proj_q", Plan: "daily"})
+	other := e.create(t, keys.CreateRequest{Owner: "proj_r", Plan: "daily"})
+	l, err := sqliteledger.Open(filepath.Join(t.TempDir(), "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	quotas := verify.NewQuotas(l, time.Nanosecond, slog.New(slog.DiscardHandler))
+	t.Cleanup(quotas.Stop)
+	v := e.verifier(&verify.Options{Quota: quotas})
+	seq := 0
+	meter := func(keyID, feature string, requests, units int64) {
+		t.Helper()
+		seq++
+		ev := ledger.Counted{Event: usage.Event{ID: fmt.Sprint("evt-", seq), KeyID: keyID, Time: e.clock.Now(),
+			Requests: requests, Units: units, Feature: feature}, Owner: "proj_q"}
+		if n, err := l.Count(context.Background(), []ledger.Counted{ev}, usage.Retention); n != 1 || err != nil {
+			t.Fatalf("Count: %d, %v", n, err)
+		}
+	}
+	// settle lets the quotas' background refresh land: each try moves
+	// the clock past the staleness.
+	settle := func(key string, feature string, want verify.Code) verify.Decision {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			e.clock.Advance(time.Millisecond)
+			d, err := v.Verify(context.Background(), verify.Request{Key: key, Feature: feature})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Code == want || time.Now().After(deadline) {
+				if d.Code != want {
+					t.Fatalf("Verify(feature %q) = %s, want %s (limits %+v)", feature, d.Code, want, d.Limits())
+				}
+				return d
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	meter(a.Key.ID, "pro-model", 1, 60)
+	settle(b.Secret, "pro-model", verify.Valid)
+	meter(b.Key.ID, "pro-model", 1, 40) // the owner's pro-model units reach 100 this month
+	d := settle(a.Secret, "pro-model", verify.UsageExceeded)
+	if l := refusal(t, d); l.Scope != verify.ScopeOwner || l.Feature != "pro-model" || l.Name != "units_per_month" ||
+		l.Limit != 100 || l.Used != 100 || l.Remaining != 0 || l.Source != "plan daily" || !l.ResetAt.Equal(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("refused by %+v, want the owner's pro-model units_per_month 100 from plan daily, reset on December 1", l)
+	}
+	settle(b.Secret, "flash", verify.Valid)         // another feature
+	settle(other.Secret, "pro-model", verify.Valid) // another owner
+
+	meter(a.Key.ID, "flash", 3, 0) // 5 requests today: the owner's requests_per_day
+	d = settle(b.Secret, "flash", verify.UsageExceeded)
+	if l := refusal(t, d); l.Scope != verify.ScopeOwner || l.Feature != "" || l.Name != "requests_per_day" || l.Limit != 5 || l.Used != 5 {
+		t.Errorf("refused by %+v, want the owner's requests_per_day 5", l)
+	}
+	settle(b.Secret, "", verify.UsageExceeded) // every key, with or without a feature
+	// An override raises the owner's quota; the refusal is lifted.
+	svc := &owners.Service{Store: e.store, Plans: e.plans, Clock: e.clock, Observer: v}
+	if _, err := svc.Update(context.Background(), "test", "proj_q", owners.UpdateRequest{Limits: &plan.Limits{"requests_per_day": 6}}); err != nil {
+		t.Fatal(err)
+	}
+	d = settle(b.Secret, "flash", verify.Valid)
+	for _, s := range d.Limits() {
+		if s.Scope == verify.ScopeOwner && s.Name == "requests_per_day" && (s.Limit != 6 || s.Source != verify.SourceOwnerOverride || s.Remaining != 1) {
+			t.Errorf("after the override: %+v", s)
+		}
+	}
+	// A new day starts the owner's day quota at zero.
+	meter(a.Key.ID, "", 1, 0)
+	settle(a.Secret, "", verify.UsageExceeded)
+	e.clock.Advance(24 * time.Hour)
+	settle(a.Secret, "", verify.Valid)
 }

@@ -14,8 +14,9 @@ import (
 )
 
 // Quotas is verify's view of metered usage against day and month quotas
-// (Quota). It keeps each key's current day and month totals in a
-// bounded cache and refreshes an entry in the background once it is older
+// (Quota): a key's, its owner's and its owner's on one feature. It keeps
+// each key's and each owner's current day and month usage in bounded
+// caches and refreshes an entry in the background once it is older
 // than Staleness, so a verify never waits on the ledger except for the
 // first request of a key with quotas. A verify therefore sees usage at most
 // Staleness plus one ledger read old, on top of the metering pipeline's own
@@ -43,8 +44,9 @@ type Quotas struct {
 	staleness time.Duration
 	log       *slog.Logger
 
-	cache *lru.Cache[string, *quotaEntry]
-	loads singleflight.Group
+	cache  *lru.Cache[string, *quotaEntry] // by key id
+	owners *lru.Cache[string, *quotaEntry] // by owner id
+	loads  singleflight.Group
 
 	refreshMu sync.Mutex     // guards stopped and the Add of refreshes
 	stopped   bool           // Stop was called: no refresh starts
@@ -57,8 +59,8 @@ const quotaReadTimeout = 5 * time.Second
 type quotaEntry struct {
 	mu         sync.Mutex
 	dayStart   time.Time
-	day        ledger.Totals
-	month      ledger.Totals
+	day        ledger.Usage // a key's has no Features
+	month      ledger.Usage
 	monthAt    time.Time
 	fetchedAt  time.Time
 	refreshing bool // a background refresh is running
@@ -71,6 +73,24 @@ type QuotaReader interface {
 	// Totals returns key id's totals in the window of kind w starting at
 	// start (zero if nothing was counted).
 	Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error)
+	// OwnerUsage returns owner's usage, and its split by feature, in the
+	// window of kind w starting at start.
+	OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (ledger.Usage, error)
+}
+
+// subject is whose usage a quota entry holds: a key's or an owner's.
+type subject struct {
+	id    string
+	owner bool
+}
+
+// flightKey is the subject's key in the single-flight group, which keys
+// and owners share: no key id starts with a NUL.
+func (s subject) flightKey() string {
+	if s.owner {
+		return "\x00" + s.id
+	}
+	return s.id
 }
 
 // NewQuotas returns a Quotas refreshing entries older than staleness
@@ -80,7 +100,8 @@ func NewQuotas(l QuotaReader, staleness time.Duration, log *slog.Logger) *Quotas
 		staleness = 5 * time.Second
 	}
 	cache, _ := lru.New[string, *quotaEntry](100_000)
-	return &Quotas{ledger: l, staleness: staleness, log: log, cache: cache}
+	owners, _ := lru.New[string, *quotaEntry](100_000)
+	return &Quotas{ledger: l, staleness: staleness, log: log, cache: cache, owners: owners}
 }
 
 // quotaLimits are the day and month limits, named once so that a check
@@ -102,6 +123,17 @@ var quotaLimits = func() (out []struct {
 
 // Check implements Quota.
 func (q *Quotas) Check(ctx context.Context, id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool) {
+	return q.check(ctx, subject{id: id}, "", limits, now)
+}
+
+// CheckOwner implements Quota.
+func (q *Quotas) CheckOwner(ctx context.Context, owner, feature string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool) {
+	return q.check(ctx, subject{id: owner, owner: true}, feature, limits, now)
+}
+
+// check compares the subject's usage (its part of feature, if not "")
+// with the day and month limits in limits.
+func (q *Quotas) check(ctx context.Context, s subject, feature string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool) {
 	found := false
 	for _, ql := range quotaLimits {
 		if _, ok := limits[ql.name]; ok {
@@ -112,7 +144,7 @@ func (q *Quotas) Check(ctx context.Context, id string, limits plan.Limits, now t
 	if !found {
 		return states, false
 	}
-	day, month, ok := q.totals(ctx, id, now)
+	day, month, ok := q.totals(ctx, s, feature, now)
 	if !ok {
 		return states, false
 	}
@@ -128,7 +160,7 @@ func (q *Quotas) Check(ctx context.Context, id string, limits plan.Limits, now t
 			t, end = month, monthEnd
 		}
 		used := t.Get(ql.metric)
-		states.Add(LimitState{Name: ql.name, Limit: limit, Used: used, HasUsed: true, Remaining: max(limit-used, 0), ResetAt: end})
+		states.Add(LimitState{Feature: feature, Name: ql.name, Limit: limit, Used: used, HasUsed: true, Remaining: max(limit-used, 0), ResetAt: end})
 		if used >= limit {
 			exceeded = true
 		}
@@ -136,19 +168,30 @@ func (q *Quotas) Check(ctx context.Context, id string, limits plan.Limits, now t
 	return states, exceeded
 }
 
-// totals returns the key's totals in the day and month containing now.
-func (q *Quotas) totals(ctx context.Context, id string, now time.Time) (day, month ledger.Totals, ok bool) {
+// totals returns the subject's totals (its part of feature, if not "") in
+// the day and month containing now.
+func (q *Quotas) totals(ctx context.Context, s subject, feature string, now time.Time) (day, month ledger.Totals, ok bool) {
 	dayStart, _ := plan.Day.Bounds(now)
 	monthStart, _ := plan.Month.Bounds(now)
-	e, cached := q.cache.Get(id)
+	cache := q.cache
+	if s.owner {
+		cache = q.owners
+	}
+	e, cached := cache.Get(s.id)
 	if !cached {
 		var err error
-		if e, err = q.readThrough(ctx, id, now); err != nil {
+		if e, err = q.readThrough(ctx, s, now); err != nil {
 			if ctx.Err() == nil {
-				q.log.WarnContext(ctx, "reading usage for quotas; not enforcing them for this request", "key_id", id, "error", err)
+				q.log.WarnContext(ctx, "reading usage for quotas; not enforcing them for this request", "id", s.id, "owner", s.owner, "error", err)
 			}
 			return day, month, false
 		}
+	}
+	part := func(u ledger.Usage) ledger.Totals {
+		if feature == "" {
+			return u.Totals
+		}
+		return u.Features[feature]
 	}
 	e.mu.Lock()
 	stale := now.Sub(e.fetchedAt) >= q.staleness && !e.refreshing
@@ -156,22 +199,22 @@ func (q *Quotas) totals(ctx context.Context, id string, now time.Time) (day, mon
 		e.refreshing = true
 	}
 	if e.dayStart.Equal(dayStart) {
-		day = e.day // a new day starts at zero until the refresh lands
+		day = part(e.day) // a new day starts at zero until the refresh lands
 	}
 	if e.monthAt.Equal(monthStart) {
-		month = e.month
+		month = part(e.month)
 	}
 	e.mu.Unlock()
 	if stale {
-		q.refresh(ctx, e, id, now)
+		q.refresh(ctx, e, s, now)
 	}
 	return day, month, true
 }
 
 // readThrough reads the totals of a key that has no cache entry, for a
 // request that waits for them until its ctx ends.
-func (q *Quotas) readThrough(ctx context.Context, id string, now time.Time) (*quotaEntry, error) {
-	ch := q.loads.DoChan(id, func() (any, error) { return q.read(context.WithoutCancel(ctx), id, now) })
+func (q *Quotas) readThrough(ctx context.Context, s subject, now time.Time) (*quotaEntry, error) {
+	ch := q.loads.DoChan(s.flightKey(), func() (any, error) { return q.read(context.WithoutCancel(ctx), s, now) })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -185,7 +228,7 @@ func (q *Quotas) readThrough(ctx context.Context, id string, now time.Time) (*qu
 
 // refresh rereads e's totals in the background, on ctx without its
 // cancellation, unless Stop was called.
-func (q *Quotas) refresh(ctx context.Context, e *quotaEntry, id string, now time.Time) {
+func (q *Quotas) refresh(ctx context.Context, e *quotaEntry, s subject, now time.Time) {
 	q.refreshMu.Lock()
 	if q.stopped {
 		q.refreshMu.Unlock()
@@ -199,7 +242,7 @@ func (q *Quotas) refresh(ctx context.Context, e *quotaEntry, id string, now time
 	ctx = context.WithoutCancel(ctx)
 	go func() {
 		defer q.refreshes.Done()
-		q.loads.Do(id, func() (any, error) { return q.read(ctx, id, now) })
+		q.loads.Do(s.flightKey(), func() (any, error) { return q.read(ctx, s, now) })
 		e.mu.Lock()
 		e.refreshing = false
 		e.mu.Unlock()
@@ -216,22 +259,26 @@ func (q *Quotas) Stop() {
 	q.refreshes.Wait()
 }
 
-// read reads a key's totals for at most quotaReadTimeout and caches them.
-// It is called through q.loads, once at a time per key.
-func (q *Quotas) read(ctx context.Context, id string, now time.Time) (*quotaEntry, error) {
+// read reads a subject's usage for at most quotaReadTimeout and caches
+// it. It is called through q.loads, once at a time per subject.
+func (q *Quotas) read(ctx context.Context, s subject, now time.Time) (*quotaEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, quotaReadTimeout)
 	defer cancel()
 	dayStart, _ := plan.Day.Bounds(now)
 	monthStart, _ := plan.Month.Bounds(now)
-	day, err := q.ledger.Totals(ctx, id, plan.Day, dayStart)
+	day, err := q.usage(ctx, s, plan.Day, dayStart)
 	if err != nil {
 		return nil, err
 	}
-	month, err := q.ledger.Totals(ctx, id, plan.Month, monthStart)
+	month, err := q.usage(ctx, s, plan.Month, monthStart)
 	if err != nil {
 		return nil, err
 	}
-	e, ok := q.cache.Peek(id)
+	cache := q.cache
+	if s.owner {
+		cache = q.owners
+	}
+	e, ok := cache.Peek(s.id)
 	if !ok {
 		e = &quotaEntry{}
 	}
@@ -239,7 +286,16 @@ func (q *Quotas) read(ctx context.Context, id string, now time.Time) (*quotaEntr
 	e.dayStart, e.day, e.monthAt, e.month, e.fetchedAt = dayStart, day, monthStart, month, now
 	e.mu.Unlock()
 	if !ok {
-		q.cache.Add(id, e)
+		cache.Add(s.id, e)
 	}
 	return e, nil
+}
+
+// usage reads the subject's usage in one window.
+func (q *Quotas) usage(ctx context.Context, s subject, w plan.Window, start time.Time) (ledger.Usage, error) {
+	if s.owner {
+		return q.ledger.OwnerUsage(ctx, s.id, w, start)
+	}
+	t, err := q.ledger.Totals(ctx, s.id, w, start)
+	return ledger.Usage{Totals: t}, err
 }

@@ -33,19 +33,35 @@ type readCountingLedger struct {
 }
 
 func (l *readCountingLedger) Totals(ctx context.Context, keyID string, w plan.Window, start time.Time) (ledger.Totals, error) {
+	if err := l.read(ctx); err != nil {
+		return ledger.Totals{}, err
+	}
+	return l.Ledger.Totals(ctx, keyID, w, start)
+}
+
+func (l *readCountingLedger) OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (ledger.Usage, error) {
+	if err := l.read(ctx); err != nil {
+		return ledger.Usage{}, err
+	}
+	return l.Ledger.OwnerUsage(ctx, owner, w, start)
+}
+
+// read counts a read, holds it while the gate is set, and fails it while
+// the ledger is down.
+func (l *readCountingLedger) read(ctx context.Context) error {
 	l.reads.Add(1)
 	if l.gate != nil {
 		l.started <- struct{}{}
 		select {
 		case <-l.gate:
 		case <-ctx.Done():
-			return ledger.Totals{}, errs.Wrap(errs.Unavailable, ctx.Err(), "the ledger read was cut short")
+			return errs.Wrap(errs.Unavailable, ctx.Err(), "the ledger read was cut short")
 		}
 	}
 	if l.down.Load() {
-		return ledger.Totals{}, errs.E(errs.Unavailable, "the ledger is unreachable")
+		return errs.E(errs.Unavailable, "the ledger is unreachable")
 	}
-	return l.Ledger.Totals(ctx, keyID, w, start)
+	return nil
 }
 
 // hold makes later reads wait until the returned func is called.
@@ -354,6 +370,11 @@ func (r *gatedReader) Totals(ctx context.Context, _ string, _ plan.Window, _ tim
 	case <-ctx.Done():
 		return ledger.Totals{}, ctx.Err()
 	}
+}
+
+func (r *gatedReader) OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (ledger.Usage, error) {
+	t, err := r.Totals(ctx, owner, w, start)
+	return ledger.Usage{Totals: t}, err
 }
 
 // TestStopWaitsForRefreshes: Stop returns only once the background

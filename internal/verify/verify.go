@@ -13,6 +13,7 @@ import (
 	"github.com/keyplane/keyplane/internal/apikey"
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
+	"github.com/keyplane/keyplane/internal/limiter"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/restrict"
 	"github.com/keyplane/keyplane/internal/store"
@@ -79,7 +80,10 @@ type Request struct {
 	Scope    string // "" skips the scope check
 	IP       string // the client's address; required if the key is IP-restricted
 	Referrer string // the request's Referer; required if the key is referrer-restricted
-	Units    int64  // cost against units_per_minute; >= 0
+	// Units is the cost against units_per_minute; >= 0. More than
+	// limiter.MaxValue (2^53) counts as limiter.MaxValue (the HTTP API
+	// refuses it).
+	Units int64
 	// Feature is the feature (model) the request uses; "" for none, which
 	// checks no feature restriction or limit.
 	Feature string
@@ -173,6 +177,10 @@ type Quota interface {
 	// It must not block on I/O in steady state; ctx is the request's, and
 	// bounds any read it waits for.
 	Check(ctx context.Context, id string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
+	// CheckOwner is Check for the usage of an owner (all its keys), or
+	// with a feature the owner's usage of that feature; the states carry
+	// the feature.
+	CheckOwner(ctx context.Context, owner, feature string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
 }
 
 // ClientIPs records the client IPs keys are used from, for the sweep's
@@ -197,7 +205,15 @@ type Options struct {
 	MaxStale          time.Duration // how long cached keys verify without a successful poll (5 min)
 	Quota             Quota         // nil: no quota checks
 	ClientIPs         ClientIPs     // nil: client IPs are not recorded
-	Logger            *slog.Logger
+	// Limiter, if set, counts the per-minute limits of keys, owners and
+	// features across instances (redislimiter: Redis, Memorystore in
+	// production), one Admit per verify in the group of the key's owner.
+	// While it fails, verify falls back to this process's own counts,
+	// which bound what each instance admits (Counts.LimiterFallbacks
+	// counts those verifies). nil: the per-minute limits are counted in
+	// this process only.
+	Limiter limiter.Limiter
+	Logger  *slog.Logger
 	// ObserveLatency, if set, is told how long each Verify took (the
 	// latency histogram of internal/telemetry); nil measures nothing.
 	ObserveLatency func(time.Duration)
@@ -264,6 +280,10 @@ type Verifier struct {
 	decisions [len(Codes)]atomic.Uint64      // by codeIndex
 	failures  atomic.Uint64                  // Verify returned an error
 	lookups   [numCacheResults]atomic.Uint64 // by cache result
+	fallbacks atomic.Uint64                  // per-minute limits decided without the shared limiter
+	// sharedDown is set while the shared limiter fails, so that a run of
+	// fallbacks is logged once.
+	sharedDown atomic.Bool
 }
 
 // The results of a cache lookup, for Counts.CacheResults.
@@ -279,6 +299,10 @@ type Counts struct {
 	Decisions    [len(Codes)]uint64 // by the index of the code in Codes
 	Failures     uint64             // verifies that returned an error
 	CacheResults [numCacheResults]uint64
+	// LimiterFallbacks counts the verifies whose per-minute limits were
+	// decided on this instance's counts because the shared limiter
+	// (Options.Limiter) failed.
+	LimiterFallbacks uint64
 }
 
 // Counts returns the counters of v.
@@ -291,6 +315,7 @@ func (v *Verifier) Counts() Counts {
 	for i := range v.lookups {
 		c.CacheResults[i] = v.lookups[i].Load()
 	}
+	c.LimiterFallbacks = v.fallbacks.Load()
 	return c
 }
 
@@ -405,19 +430,58 @@ func (v *Verifier) verify(ctx context.Context, req Request) (Decision, error) {
 			qs, exceeded := v.opt.Quota.Check(ctx, k.ID, e.limits, now)
 			for _, s := range qs.States[:qs.N] {
 				s.Scope, s.Source = ScopeKey, e.source(s.Name)
-				i := d.addLimit(s)
-				if exceeded && s.Used >= s.Limit {
-					d.refuse(i)
-				}
+				d.addQuota(s, exceeded)
 			}
 			if exceeded {
 				d.Code = UsageExceeded
 				return d, nil
 			}
 		}
-		d.Code = v.admit(&d, e, o, f, now, req.Units)
+		if sp := o.owner.Suspension; sp != nil && now.Before(sp.Until) && (sp.Feature == "" || sp.Feature == req.Feature) {
+			// The sweep suspended the owner (over its own quota: every
+			// request; over a feature's: that feature's requests).
+			d.addQuota(LimitState{Scope: ScopeOwner, Feature: sp.Feature, Source: o.source(sp.Feature, sp.Limit), Name: sp.Limit,
+				Limit: sp.Max, Used: sp.Used, HasUsed: true, ResetAt: sp.Until}, true)
+			d.Code = UsageExceeded
+			return d, nil
+		}
+		if v.opt.Quota != nil && o.hasQuotas && v.ownerQuota(ctx, &d, o, "", o.limits, now) {
+			d.Code = UsageExceeded
+			return d, nil
+		}
+		if v.opt.Quota != nil && f != nil && f.hasQuotas && v.ownerQuota(ctx, &d, o, req.Feature, f.limits, now) {
+			d.Code = UsageExceeded
+			return d, nil
+		}
+		d.Code = v.admit(ctx, &d, e, o, f, now, req.Units)
 	}
 	return d, nil
+}
+
+// ownerQuota checks the owner's day and month quotas in limits (those on
+// feature, if not ""), adds their states to d and reports whether one
+// was reached.
+func (v *Verifier) ownerQuota(ctx context.Context, d *Decision, o *ownerEntry, feature string, limits plan.Limits, now time.Time) bool {
+	qs, exceeded := v.opt.Quota.CheckOwner(ctx, o.owner.ID, feature, limits, now)
+	for _, s := range qs.States[:qs.N] {
+		s.Scope, s.Source = ScopeOwner, o.source(feature, s.Name)
+		d.addQuota(s, exceeded)
+	}
+	return exceeded
+}
+
+// addQuota adds the state of a quota; if exceeded and it is reached, it
+// is the refusal, recorded even when the limits are full (in the last
+// slot).
+func (d *Decision) addQuota(s LimitState, exceeded bool) {
+	i := d.addLimit(s)
+	if exceeded && s.Used >= s.Limit && d.refused == 0 {
+		if i < 0 {
+			i = MaxLimits - 1
+			d.limits[i] = s
+		}
+		d.refuse(i)
+	}
 }
 
 // source returns where the value of the key's limit name comes from.
@@ -439,7 +503,7 @@ func hasScope(scopes []string, s string) bool {
 
 // admit applies the per-minute limits of the key, of its owner and of the
 // owner's feature f (nil for none), all or nothing.
-func (v *Verifier) admit(d *Decision, e *entry, o *ownerEntry, f *featureEntry, now time.Time, units int64) Code {
+func (v *Verifier) admit(ctx context.Context, d *Decision, e *entry, o *ownerEntry, f *featureEntry, now time.Time, units int64) Code {
 	var ls [3]level
 	ls[0] = e.perMinute
 	n := 1
@@ -451,7 +515,7 @@ func (v *Verifier) admit(d *Decision, e *entry, o *ownerEntry, f *featureEntry, 
 		ls[n] = f.perMinute
 		n++
 	}
-	ok := admitAll(ls[:n], now, units)
+	ok := v.admitLevels(ctx, ls[:n], e.key.Owner, now, units)
 	reset := now.Truncate(time.Minute).Add(time.Minute)
 	for i := range ls[:n] {
 		l := &ls[i]
@@ -550,11 +614,8 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 		v.opt.Logger.Warn("key's plan is not in the plan catalog; only its own limits apply", "key_id", k.ID, "plan", k.Plan)
 	}
 	e.perMinute = perMinute(win, ScopeKey, "", planLimits, k.Limits, e.planSrc, SourceKeyOverride)
-	for name := range e.limits {
-		if _, w, err := plan.SplitLimitName(name); err == nil && w != plan.Minute {
-			e.hasQuotas = true
-		}
-	}
+	e.perMinute.buckets(bucketKey + k.ID)
+	e.hasQuotas = hasQuota(e.limits)
 	// Stored restrictions were validated when written; a parse failure
 	// here means a corrupt record, which must not widen access.
 	restr, _, _, err := restrict.Parse(k.Restrictions.AllowedIPs, k.Restrictions.AllowedReferrers)

@@ -67,7 +67,9 @@ var plansJSON = `{"plans": {
   "tier1": {"scopes": ["generate"], "limits": {"requests_per_minute": 100}, "owner_limits": {"requests_per_minute": 3},
     "features": {"pro-model": {"requests_per_minute": 1, "units_per_minute": 1000}, "flash": {}}},
   "tier2": {"scopes": ["generate"], "limits": {"requests_per_minute": 100}, "owner_limits": {"requests_per_minute": 10},
-    "features": {"pro-model": {"requests_per_minute": 5}, "flash": {}}}}}`
+    "features": {"pro-model": {"requests_per_minute": 5}, "flash": {}}},
+  "daily": {"scopes": ["generate"], "limits": {}, "owner_limits": {"requests_per_day": 5},
+    "features": {"pro-model": {"units_per_month": 100}, "flash": {}}}}}`
 
 func newEnv(t *testing.T, st store.Store) *env {
 	t.Helper()

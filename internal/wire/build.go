@@ -2,6 +2,7 @@ package wire
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	gfirestore "cloud.google.com/go/firestore"
 	gpubsub "cloud.google.com/go/pubsub/v2"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keyplane/keyplane/internal/apikey"
@@ -20,9 +22,12 @@ import (
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/leaks"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/firestoreledger"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
+	"github.com/keyplane/keyplane/internal/limiter"
+	"github.com/keyplane/keyplane/internal/limiter/redislimiter"
 	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/notify/firestorenotify"
@@ -40,6 +45,7 @@ import (
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/telemetry"
+	"github.com/keyplane/keyplane/internal/tokens"
 	"github.com/keyplane/keyplane/internal/verify"
 )
 
@@ -341,18 +347,21 @@ func (b *build) keyHasher() {
 	}
 }
 
-// authenticate admits the admin tokens and, if configured, Google-signed
-// ID tokens of the given service accounts.
+// authenticate admits the admin tokens, caller tokens and, if configured,
+// Google-signed ID tokens of the given service accounts.
 func (b *build) authenticate() {
 	if b.err != nil {
 		return
 	}
-	tokens, generated, err := adminTokens(b.ctx, b.cfg, b.app.Vault, b.embeddedVault())
+	admin, generated, err := adminTokens(b.ctx, b.cfg, b.app.Vault, b.embeddedVault())
 	if b.err = err; err != nil {
 		return
 	}
 	b.app.GeneratedAdminToken = generated
-	b.srv.Auth = httpapi.NewTokenAuth(tokens...)
+	b.srv.Auth = httpapi.NewTokenAuth(admin...)
+	// Caller tokens, minted through POST /v1/tokens, are hashed with the
+	// keys' pepper and cached per instance (tokens.DefaultCacheTTL).
+	b.srv.Tokens = &tokens.Service{Store: b.app.Store, Hasher: b.hasher, Clock: b.clk}
 	if len(b.cfg.IDTokenServiceAccounts) > 0 {
 		id, err := httpapi.NewIDTokenAuth(b.ctx, b.cfg.IDTokenServiceAccounts, b.cfg.IDTokenAudiences)
 		if b.err = err; err != nil {
@@ -418,7 +427,13 @@ func (b *build) verifier(w clientips.Writer) {
 	if b.err = err; err != nil {
 		return
 	}
-	a.Verifier = verify.New(a.Store, b.hasher, a.Plans, b.clk, &verify.Options{Logger: b.log, Quota: quotas, ClientIPs: a.ClientIPs, ObserveLatency: latency})
+	shared, err := b.sharedLimiter()
+	if b.err = err; err != nil {
+		return
+	}
+	a.Verifier = verify.New(a.Store, b.hasher, a.Plans, b.clk, &verify.Options{
+		Logger: b.log, Quota: quotas, ClientIPs: a.ClientIPs, ObserveLatency: latency, Limiter: shared,
+	})
 	if b.err = b.tel.ObserveVerifier(a.Verifier); b.err != nil {
 		return
 	}
@@ -429,6 +444,38 @@ func (b *build) verifier(w clientips.Writer) {
 		loop(func(ctx context.Context) error { ips.Run(ctx); return nil }), // its last flush when ctx ends
 		loop(func(ctx context.Context) error { <-ctx.Done(); quotas.Stop(); return nil }),
 	)
+}
+
+// sharedLimiter returns the Redis limiter of cfg.RedisAddr, with one
+// client for the instance, or nil (per-minute limits counted in process)
+// if it is not set. An unreachable Redis is not an error here: verify
+// counts on the instance until it answers (see verify.Options.Limiter).
+func (b *build) sharedLimiter() (limiter.Limiter, error) {
+	cfg := b.cfg
+	if cfg.RedisAddr == "" {
+		return nil, nil
+	}
+	opt := &redis.Options{
+		Addr: cfg.RedisAddr, Password: cfg.RedisAuth,
+		// The Admit's own timeout bounds each call, and a failed call is
+		// decided on the instance at once rather than retried.
+		ContextTimeoutEnabled: true, MaxRetries: -1,
+	}
+	if cfg.RedisTLS {
+		roots, err := cfg.RedisRoots()
+		if err != nil {
+			return nil, err
+		}
+		opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	}
+	c := redis.NewClient(opt)
+	b.closeLater(c.Close)
+	l, err := redislimiter.New(c, &redislimiter.Options{Timeout: cfg.RedisTimeout, Clock: b.clk})
+	if err != nil {
+		return nil, err
+	}
+	b.log.Info("per-minute limits are counted in the shared Redis", "redis_addr", cfg.RedisAddr, "tls", cfg.RedisTLS)
+	return l, nil
 }
 
 // keysService builds the service that owns every key state transition.
@@ -459,6 +506,26 @@ func (b *build) keysService() {
 	b.srv.Owners = a.Owners
 }
 
+// leaksService builds the intake of leak reports (POST /v1/leaks and
+// POST /v1/leaks/github): the policy from the configuration, and GitHub's
+// secret scanning keys from the configured file or GitHub's URL.
+func (b *build) leaksService() {
+	if b.err != nil {
+		return
+	}
+	a := b.app
+	action := keys.LeakDisable
+	if b.cfg.LeakPolicy == config.LeakRevoke {
+		action = keys.LeakRevoke
+	}
+	b.srv.Leaks = &leaks.Service{Lookup: a.Store, Keys: a.Keys, Hasher: b.hasher, Action: action, Logger: b.log}
+	var src leaks.KeySource = leaks.HTTPKeys{URL: b.cfg.GitHubScanningKeysURL}
+	if b.cfg.GitHubScanningKeys != "" {
+		src = leaks.FileKeys{Path: b.cfg.GitHubScanningKeys}
+	}
+	b.srv.GitHubKeys = &leaks.Keyring{Source: src, Clock: b.clk, Logger: b.log}
+}
+
 // sweeper builds the sweep.
 func (b *build) sweeper() {
 	if b.err != nil {
@@ -467,7 +534,7 @@ func (b *build) sweeper() {
 	a := b.app
 	a.Sweeper = &sweep.Sweeper{
 		Store: a.Store, Ledger: a.Ledger, Plans: a.Plans,
-		Notify: a.Notify, Keys: a.Keys, Clock: b.clk, Logger: b.log, Tracer: b.tel.Tracer(),
+		Notify: a.Notify, Keys: a.Keys, Owners: a.Owners, Clock: b.clk, Logger: b.log, Tracer: b.tel.Tracer(),
 	}
 	if b.err = b.tel.ObserveSweeper(a.Sweeper); b.err != nil {
 		return

@@ -26,13 +26,15 @@ var (
 	_ Builder = Verify
 	_ Builder = UsageWebhook
 	_ Builder = Sweep
+	_ Builder = LeakReports
 	_ Builder = RecordUsage
 	_ Builder = DeliverNotification
 	_ Builder = ServeAll
 )
 
 // Keys builds the Keys function: the key management routes, the usage
-// queries and the owners' webhook settings.
+// queries, the owners' webhook settings and leak reports from operators
+// and other scanners (POST /v1/leaks).
 func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
 	b := begin(ctx, httpapi.FuncKeys, cfg, log)
 	b.openStore()
@@ -43,6 +45,7 @@ func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error
 	b.keyHasher()
 	b.authenticate()
 	b.keysService()
+	b.leaksService() // POST /v1/leaks
 	b.routes(httpapi.FuncKeys)
 	return b.done()
 }
@@ -95,6 +98,24 @@ func Sweep(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 	return b.done()
 }
 
+// LeakReports builds the LeakReports function: POST /v1/leaks/github,
+// where GitHub's secret scanning partner program reports leaked keys,
+// signed by GitHub. It stops the reported keys through the key service
+// (store, key secret versions) and notifies their owners; it serves no
+// route that takes a bearer token.
+func LeakReports(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, httpapi.FuncLeakReports, cfg, log)
+	b.openStore()
+	b.openVault() // the pepper, key secret versions
+	b.openNotifications()
+	b.notifyService()
+	b.keyHasher()
+	b.keysService()
+	b.leaksService()
+	b.routes(httpapi.FuncLeakReports)
+	return b.done()
+}
+
 // RecordUsage builds the RecordUsage function's usage consumer, which
 // counts the usage topic's messages into the ledger (and writes the key
 // uses verify publishes to the store).
@@ -140,6 +161,7 @@ func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, e
 	b.verifyAuth()
 	b.verifier(localRecords{b.app.Ledger, b.app.Store})
 	b.keysService()
+	b.leaksService()
 	b.sweeper()
 	b.consumeUsage()
 	b.deliverNotifications()

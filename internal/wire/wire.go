@@ -6,7 +6,8 @@
 //
 // There is one Builder per role, each reading top to bottom as the list of
 // what that role opens (roles.go): Keys, Verify, UsageWebhook, Sweep,
-// RecordUsage and DeliverNotification, one per Cloud Function, open only
+// LeakReports, RecordUsage and DeliverNotification, one per Cloud
+// Function, open only
 // what their function uses, so that its service account needs no
 // permission beyond its job (UsageWebhook never reads the pepper, Verify
 // never writes to Firestore, DeliverNotification reads only the

@@ -16,6 +16,16 @@
 //	    of its up to Shards shard documents; a missing shard is zero. The
 //	    id is unambiguous although key ids may contain '_': its last three
 //	    parts have fixed forms.
+//	usage_owner_counters/{owner id in hex}_{window}_{window start, Unix seconds}_{shard}
+//	    owner, window, start, shard, requests, units, bytes (an owner's
+//	    totals in the window), features (a map of feature name to
+//	    {requests, units, bytes}: the part of them of events that named
+//	    the feature). Every field is added to with firestore.Increment, so
+//	    the features of concurrent commits merge. A document holds about
+//	    10,000 features within Firestore's 1 MiB, far more than a plan
+//	    offers (plan.MaxFeatures); an owner reporting more distinct
+//	    feature names than that in one window fails its commits
+//	    (errs.Internal, dead-lettered after the queue's retries).
 //	usage_dead_letters/{hex SHA-256 of the dead letter id}
 //	    id, time, reason, detail, payload (bytes, at most 64 KiB). The
 //	    first record of an id is kept.
@@ -28,12 +38,14 @@
 //
 // # Exactly once
 //
-// Count drops repeated ids, sorts the events by key and time, and cuts
-// them into chunks of at most 450 writes: a Create of each event's document
-// plus one increment per (key, window, window start) the chunk touches,
-// with the chunk's events pre-aggregated into it. Each chunk picks one random shard
-// per key, so it adds to at most four counter documents per key (minute,
-// hour, day, month) unless its events span windows. A chunk is committed in one
+// Count drops repeated ids, sorts the events by owner, key and time, and
+// cuts them into chunks of at most 450 writes: a Create of each event's
+// document plus one increment per (key, window, window start) and per
+// (owner, window, window start) the chunk touches, with the chunk's events
+// pre-aggregated into it. A key's events that fit in one chunk are not
+// split between two. Each chunk picks one random shard per key and per
+// owner, so it adds to at most four counter documents per key and four per
+// owner (minute, hour, day, month) unless its events span windows. A chunk is committed in one
 // transaction of writes only (RunTransaction with Create and Set-merge of
 // increments, no reads), which Firestore applies whole or not at all: if
 // any event document exists the commit fails with ALREADY_EXISTS and none
@@ -69,10 +81,13 @@
 // # Cost
 //
 // Writes per counted event: 1 + (counter increments in the chunk) / (events
-// in the chunk). A webhook batch of 1,000 events of 20 keys in one minute
-// is 3 commits and 1,088 writes: 1.088 writes per event (Stats reports
-// them; TestCountPreAggregatesCounterWrites checks the bound). The worst
-// case, every event of a different key, is 5 writes per event.
+// in the chunk). A webhook batch of 1,000 events of one owner's 20 keys and
+// 5 features in one minute is 3 commits and 1,092 writes: 1,000 Creates, 80
+// key increments and 12 owner increments (features ride in the owner's
+// documents), 1.092 writes per event (Stats reports them;
+// TestCountPreAggregatesCounterWrites checks the bound of 1.1). The worst
+// case, every event of a different key and owner, is 9 writes per event;
+// events of different keys of one owner cost 5 plus 4 per chunk.
 // Each commit is two RPCs (BeginTransaction, Commit). A redelivered batch
 // costs a failed commit, one document read per event of the chunk, and a
 // commit of what remains. Totals reads Shards documents by id; OwnerTotals
@@ -100,7 +115,9 @@
 // the queries without them):
 //
 //	collection usage_counters: window ASC, start ASC, key_id ASC, __name__ ASC          (ActiveKeys, OwnerTotals without an owner)
-//	collection usage_counters: owner ASC, window ASC, start ASC, key_id ASC, __name__ ASC (OwnerTotals with an owner)
+//	collection usage_counters: owner ASC, window ASC, start ASC, key_id ASC, __name__ ASC (OwnerTotals with an owner, KeySeries)
+//	collection usage_owner_counters: owner ASC, window ASC, start ASC, __name__ ASC      (OwnerSeries)
+//	collection usage_owner_counters: window ASC, start ASC, owner ASC, __name__ ASC      (ActiveOwners)
 //
 // ListDeadLetters uses the automatic single-field index on
 // usage_dead_letters.time (descending).
@@ -119,6 +136,7 @@
 //
 //	usage_events:       id, key_id, time, expire_at
 //	usage_counters:     requests, units, bytes (rewritten by every increment), shard, start
+//	usage_owner_counters: requests, units, bytes, features, shard, start
 //	usage_dead_letters: id, reason, detail, payload
 //	usage_client_ips:   key_id, day, expire_at, ips (an array field would
 //	                    otherwise get an array-contains index entry per IP)

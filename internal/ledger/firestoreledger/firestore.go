@@ -30,6 +30,7 @@ import (
 const (
 	eventsColl      = "usage_events"
 	countersColl    = "usage_counters"
+	ownersColl      = "usage_owner_counters"
 	deadLettersColl = "usage_dead_letters"
 	clientIPsColl   = "usage_client_ips"
 )
@@ -169,6 +170,46 @@ func (l *Ledger) counterShard(c counter, shard int) *firestore.DocumentRef {
 	return l.c.Collection(countersColl).Doc(fmt.Sprintf("%s_%s_%d_%d", c.key, c.w, c.start.Unix(), shard))
 }
 
+// ownerCounter names one owner counter: an owner's window of kind w
+// starting at start.
+type ownerCounter struct {
+	owner string
+	w     plan.Window
+	start time.Time
+}
+
+// ownerShard is the document of one shard of an owner counter. Owner ids
+// may hold characters a document id may not, so the id spells the owner
+// in hex: unambiguous, and its last three parts have fixed forms.
+func (l *Ledger) ownerShard(c ownerCounter, shard int) *firestore.DocumentRef {
+	return l.c.Collection(ownersColl).Doc(fmt.Sprintf("%x_%s_%d_%d", c.owner, c.w, c.start.Unix(), shard))
+}
+
+type totalsDoc struct {
+	Requests int64 `firestore:"requests"`
+	Units    int64 `firestore:"units"`
+	Bytes    int64 `firestore:"bytes"`
+}
+
+type ownerDoc struct {
+	Owner    string               `firestore:"owner"`
+	Window   string               `firestore:"window"`
+	Start    time.Time            `firestore:"start"`
+	Shard    int                  `firestore:"shard"`
+	Requests int64                `firestore:"requests"`
+	Units    int64                `firestore:"units"`
+	Bytes    int64                `firestore:"bytes"`
+	Features map[string]totalsDoc `firestore:"features"`
+}
+
+// addTo adds the document's totals to u.
+func (d *ownerDoc) addTo(u *ledger.Usage) {
+	u.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+	for f, t := range d.Features {
+		u.AddFeature(f, ledger.Totals{Requests: t.Requests, Units: t.Units, Bytes: t.Bytes})
+	}
+}
+
 type eventDoc struct {
 	ID       string    `firestore:"id"`
 	KeyID    string    `firestore:"key_id"`
@@ -219,55 +260,116 @@ type increment struct {
 	ledger.Totals
 }
 
+// ownerIncrement is what one commit adds to one shard of one owner
+// counter: its totals and those of each feature.
+type ownerIncrement struct {
+	ownerCounter
+	shard int
+	ledger.Totals
+	features map[string]*ledger.Totals
+}
+
 // chunk is the events of one commit and the increments they add up to.
 type chunk struct {
 	events []ledger.Counted
 	incs   []*increment
+	oincs  []*ownerIncrement
 }
 
-func (c *chunk) writes() int { return len(c.events) + len(c.incs) }
+func (c *chunk) writes() int { return len(c.events) + len(c.incs) + len(c.oincs) }
 
-// chunks splits events (sorted by key, so that a key's events share
-// increments) into chunks of at most maxWrites writes: one Create per
-// event and one increment per counter the chunk touches. Each chunk adds
-// to one shard, chosen at random, of all of a key's counters.
+// addTo adds e's amounts to t, saturating.
+func addTo(t *ledger.Totals, e ledger.Counted) {
+	t.Requests = addSat(t.Requests, e.Requests)
+	t.Units = addSat(t.Units, e.Units)
+	t.Bytes = addSat(t.Bytes, e.Bytes)
+}
+
+// chunks splits events (sorted by owner and key, so that an owner's and a
+// key's events share increments) into chunks of at most maxWrites writes:
+// one Create per event and one increment per key counter and owner
+// counter the chunk touches. A key whose events fit in one chunk is not
+// split between two. Each chunk adds to one shard, chosen at random, of
+// all of a key's counters, and likewise of an owner's.
 func (l *Ledger) chunks(events []ledger.Counted) []*chunk {
 	var (
 		out    []*chunk
 		cur    *chunk
 		incs   map[counter]*increment
-		shards map[string]int
+		oincs  map[ownerCounter]*ownerIncrement
+		shards map[string]int // "k" + key id, "o" + owner
 	)
-	for _, e := range events {
+	shard := func(id string) int {
+		s, ok := shards[id]
+		if !ok {
+			s = rand.IntN(l.shards)
+			shards[id] = s
+		}
+		return s
+	}
+	for i, e := range events {
+		// A key's events (its run) start a new chunk when they would
+		// not fit in the current one but fit in a new one, so that
+		// its counters are not written by two commits.
+		if i == 0 || e.KeyID != events[i-1].KeyID {
+			run := 1
+			for run < len(events)-i && events[i+run].KeyID == e.KeyID {
+				run++
+			}
+			if need := run + 2*len(plan.Windows); cur != nil && cur.writes()+need > maxWrites && need <= maxWrites {
+				cur = nil
+			}
+		}
 		cs := make([]counter, len(plan.Windows))
+		ocs := make([]ownerCounter, len(plan.Windows))
 		need := 1
 		for i, w := range plan.Windows {
 			cs[i] = counter{e.KeyID, w, windowStart(w, e.Time)}
 			if _, ok := incs[cs[i]]; !ok {
 				need++
 			}
+			ocs[i] = ownerCounter{e.Owner, w, cs[i].start}
+			if _, ok := oincs[ocs[i]]; !ok && e.Owner != "" {
+				need++
+			}
 		}
 		if cur == nil || cur.writes()+need > maxWrites {
 			cur = &chunk{}
 			out = append(out, cur)
-			incs, shards = map[counter]*increment{}, map[string]int{}
+			incs, oincs, shards = map[counter]*increment{}, map[ownerCounter]*ownerIncrement{}, map[string]int{}
 		}
 		cur.events = append(cur.events, e)
-		shard, ok := shards[e.KeyID]
-		if !ok {
-			shard = rand.IntN(l.shards)
-			shards[e.KeyID] = shard
-		}
 		for _, c := range cs {
 			inc := incs[c]
 			if inc == nil {
-				inc = &increment{counter: c, owner: e.Owner, shard: shard}
+				inc = &increment{counter: c, owner: e.Owner, shard: shard("k" + e.KeyID)}
 				incs[c] = inc
 				cur.incs = append(cur.incs, inc)
 			}
-			inc.Requests = addSat(inc.Requests, e.Requests)
-			inc.Units = addSat(inc.Units, e.Units)
-			inc.Bytes = addSat(inc.Bytes, e.Bytes)
+			addTo(&inc.Totals, e)
+		}
+		if e.Owner == "" {
+			continue
+		}
+		for _, c := range ocs {
+			inc := oincs[c]
+			if inc == nil {
+				inc = &ownerIncrement{ownerCounter: c, shard: shard("o" + e.Owner)}
+				oincs[c] = inc
+				cur.oincs = append(cur.oincs, inc)
+			}
+			addTo(&inc.Totals, e)
+			if e.Feature != "" {
+				if inc.features == nil {
+					inc.features = map[string]*ledger.Totals{}
+				}
+				ft := inc.features[e.Feature]
+				if ft == nil {
+					ft = &ledger.Totals{}
+					inc.features[e.Feature] = ft
+				}
+				addTo(ft, e)
+			}
 		}
 	}
 	return out
@@ -297,6 +399,31 @@ func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) erro
 				"bytes":    firestore.Increment(inc.Bytes),
 			}, firestore.MergeAll)
 			if err != nil {
+				return err
+			}
+		}
+		for _, inc := range ch.oincs {
+			doc := map[string]any{
+				"owner":    inc.owner,
+				"window":   string(inc.w),
+				"start":    inc.start,
+				"shard":    inc.shard,
+				"requests": firestore.Increment(inc.Requests),
+				"units":    firestore.Increment(inc.Units),
+				"bytes":    firestore.Increment(inc.Bytes),
+			}
+			if len(inc.features) > 0 {
+				fs := make(map[string]any, len(inc.features))
+				for f, t := range inc.features {
+					fs[f] = map[string]any{
+						"requests": firestore.Increment(t.Requests),
+						"units":    firestore.Increment(t.Units),
+						"bytes":    firestore.Increment(t.Bytes),
+					}
+				}
+				doc["features"] = fs
+			}
+			if err := tx.Set(l.ownerShard(inc.ownerCounter, inc.shard), doc, firestore.MergeAll); err != nil {
 				return err
 			}
 		}
@@ -357,7 +484,7 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 		}
 	}
 	slices.SortStableFunc(todo, func(a, b ledger.Counted) int {
-		return cmp.Or(cmp.Compare(a.KeyID, b.KeyID), a.Time.Compare(b.Time))
+		return cmp.Or(cmp.Compare(a.Owner, b.Owner), cmp.Compare(a.KeyID, b.KeyID), a.Time.Compare(b.Time))
 	})
 
 	counted := 0
@@ -504,6 +631,152 @@ func (l *Ledger) ActiveKeys(ctx context.Context, w plan.Window, start time.Time,
 		ids[i] = kt.KeyID
 	}
 	return ids, next, nil
+}
+
+// OwnerUsage returns owner's usage in the window of kind w containing
+// start: the sum of its owner counter's shards, read by id in one call.
+func (l *Ledger) OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (ledger.Usage, error) {
+	if err := ledger.CheckWindow(w); err != nil {
+		return ledger.Usage{}, err
+	}
+	if owner == "" {
+		return ledger.Usage{}, nil // events without an owner have no owner counters
+	}
+	c := ownerCounter{owner, w, windowStart(w, start)}
+	refs := make([]*firestore.DocumentRef, l.shards)
+	for i := range refs {
+		refs[i] = l.ownerShard(c, i)
+	}
+	snaps, err := l.c.GetAll(ctx, refs)
+	if err != nil {
+		return ledger.Usage{}, translate(err, "firestore: read owner usage counters")
+	}
+	var u ledger.Usage
+	for _, snap := range snaps {
+		if !snap.Exists() {
+			continue
+		}
+		var d ownerDoc
+		if err := snap.DataTo(&d); err != nil {
+			return ledger.Usage{}, errs.Wrap(errs.Internal, err, "firestore: decode owner usage counter "+snap.Ref.ID)
+		}
+		d.addTo(&u)
+	}
+	return u, nil
+}
+
+// OwnerSeries returns owner's usage in each window of kind w starting in
+// [from, to) that has usage, ordered by start: one query of the owner
+// counter shards in the range, summed per window.
+func (l *Ledger) OwnerSeries(ctx context.Context, owner string, w plan.Window, from, to time.Time) ([]ledger.Point, error) {
+	if err := ledger.CheckSeries(w, from, to); err != nil {
+		return nil, err
+	}
+	snaps, err := l.c.Collection(ownersColl).
+		Where("owner", "==", owner).Where("window", "==", string(w)).
+		Where("start", ">=", firestoredb.Time(from)).Where("start", "<", firestoredb.Time(to)).
+		OrderBy("start", firestore.Asc).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, translate(err, "firestore: list owner usage counters")
+	}
+	var out []ledger.Point
+	for _, snap := range snaps {
+		var d ownerDoc
+		if err := snap.DataTo(&d); err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "firestore: decode owner usage counter "+snap.Ref.ID)
+		}
+		if len(out) == 0 || !out[len(out)-1].Start.Equal(d.Start) {
+			out = append(out, ledger.Point{Start: d.Start.UTC()})
+		}
+		d.addTo(&out[len(out)-1].Usage)
+	}
+	return out, nil
+}
+
+// KeySeries returns the totals of owner's keys in each window of kind w
+// starting in [from, to), ordered by start and key id, at most limit: one
+// query of the key counter shards in the range, summed per key and
+// window. It reads at most limit×Shards+1 documents: more than that many
+// shards hold more than limit points.
+func (l *Ledger) KeySeries(ctx context.Context, owner string, w plan.Window, from, to time.Time, limit int) ([]ledger.KeyPoint, bool, error) {
+	if err := ledger.CheckSeries(w, from, to); err != nil {
+		return nil, false, err
+	}
+	if err := ledger.CheckSeriesLimit(limit); err != nil {
+		return nil, false, err
+	}
+	maxDocs := limit*l.shards + 1
+	snaps, err := l.c.Collection(countersColl).Select("key_id", "start", "requests", "units", "bytes").
+		Where("owner", "==", owner).Where("window", "==", string(w)).
+		Where("start", ">=", firestoredb.Time(from)).Where("start", "<", firestoredb.Time(to)).
+		OrderBy("start", firestore.Asc).OrderBy("key_id", firestore.Asc).
+		Limit(maxDocs).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, false, translate(err, "firestore: list usage counters")
+	}
+	var out []ledger.KeyPoint
+	for _, snap := range snaps {
+		var d counterDoc
+		if err := snap.DataTo(&d); err != nil {
+			return nil, false, errs.Wrap(errs.Internal, err, "firestore: decode usage counter "+snap.Ref.ID)
+		}
+		if n := len(out); n == 0 || out[n-1].KeyID != d.KeyID || !out[n-1].Start.Equal(d.Start) {
+			out = append(out, ledger.KeyPoint{KeyID: d.KeyID, Start: d.Start.UTC()})
+		}
+		out[len(out)-1].Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+	}
+	if len(out) > limit || len(snaps) == maxDocs {
+		return out[:min(limit, len(out))], true, nil
+	}
+	return out, false, nil
+}
+
+// ActiveOwners returns one page of the owners with usage in the window of
+// kind w containing start, ordered by owner id. It queries the owner
+// counter shards ordered by (owner, document id), as many as the owners
+// still needed could have, and skips each owner's other shards.
+func (l *Ledger) ActiveOwners(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error) {
+	if err := ledger.CheckWindow(w); err != nil {
+		return nil, "", err
+	}
+	if err := ledger.CheckPageSize(pageSize); err != nil {
+		return nil, "", err
+	}
+	q := l.c.Collection(ownersColl).Select("owner").
+		Where("window", "==", string(w)).Where("start", "==", windowStart(w, start))
+	if pageToken != "" {
+		_, after, err := pagetoken.Decode(pageToken, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		q = q.Where("owner", ">", after)
+	}
+	q = q.OrderBy("owner", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	var out []string
+	for {
+		limit := (pageSize + 1 - len(out)) * l.shards
+		snaps, err := q.Limit(limit).Documents(ctx).GetAll()
+		if err != nil {
+			return nil, "", translate(err, "firestore: list owners with usage")
+		}
+		for _, snap := range snaps {
+			var d ownerDoc
+			if err := snap.DataTo(&d); err != nil {
+				return nil, "", errs.Wrap(errs.Internal, err, "firestore: decode owner usage counter "+snap.Ref.ID)
+			}
+			if len(out) > 0 && out[len(out)-1] == d.Owner {
+				continue
+			}
+			if len(out) == pageSize {
+				return out, pagetoken.Encode(time.Time{}, out[len(out)-1]), nil
+			}
+			out = append(out, d.Owner)
+		}
+		if len(snaps) < limit {
+			return out, "", nil
+		}
+		q = q.StartAfter(snaps[len(snaps)-1])
+	}
 }
 
 // AddDeadLetter records d unless a dead letter with its ID exists, in which

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+	gocmp "github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -131,13 +132,17 @@ func TestCountSurvivesRacingDeliveries(t *testing.T) {
 }
 
 // TestCountPreAggregatesCounterWrites checks the write budget: a webhook
-// batch of 1,000 events of 20 keys in one minute costs about one write per
-// event, in commits of at most 450 writes.
+// batch of 1,000 events of one owner's 20 keys and 5 features in one
+// minute costs at most 1.1 writes per event, in commits of at most 450
+// writes.
 func TestCountPreAggregatesCounterWrites(t *testing.T) {
 	l := NewFromClient(testenv.FirestoreClient(t), Options{})
 	var evs []ledger.Counted
 	for k := range 20 {
-		evs = append(evs, events(fmt.Sprint("evt-", k), fmt.Sprintf("key-%02d", k), 50)...)
+		for i, e := range events(fmt.Sprint("evt-", k), fmt.Sprintf("key-%02d", k), 50) {
+			e.Feature = fmt.Sprint("model-", i%5)
+			evs = append(evs, e)
+		}
 	}
 	if n, err := l.Count(t.Context(), evs, time.Hour); n != len(evs) || err != nil {
 		t.Fatalf("Count: got %d, %v; want %d, nil", n, err, len(evs))
@@ -146,12 +151,17 @@ func TestCountPreAggregatesCounterWrites(t *testing.T) {
 	if s.Counted != 1000 || s.Commits != 3 {
 		t.Errorf("Stats: got %+v, want 1000 counted in 3 commits", s)
 	}
-	// 1,000 Creates, 4 increments per key (minute, hour, day, month), and
-	// 4 more for each of the (at most 2) keys split between chunks.
-	if max := int64(1000 + 4*20 + 4*2); s.Writes > max {
+	// 1,000 Creates, 4 increments per key (minute, hour, day, month),
+	// no key split between chunks, and 4 owner increments (holding the
+	// features) per chunk.
+	if max := int64(1000 + 4*20 + 4*3); s.Writes > max {
 		t.Errorf("writes: got %d, want at most %d", s.Writes, max)
 	}
 	t.Logf("%d writes for %d events: %.3f writes/event", s.Writes, s.Counted, float64(s.Writes)/float64(s.Counted))
+	u, err := l.OwnerUsage(t.Context(), "owner-1", plan.Minute, at)
+	if err != nil || u.Requests != 1000 || len(u.Features) != 5 || u.Features["model-3"].Requests != 200 {
+		t.Errorf("OwnerUsage: got %+v, %v; want 1000 requests, 200 of each of 5 features", u, err)
+	}
 }
 
 // TestCountSpreadsCommitsOverShards checks that a key's commits land on
@@ -191,6 +201,7 @@ func TestDocumentLayout(t *testing.T) {
 	now := time.Date(2031, time.March, 1, 0, 0, 0, 0, time.UTC)
 	l := NewFromClient(c, Options{Clock: fakeClock{now}})
 	e := events("evt", "key_with_underscores", 1)[0]
+	e.Feature = "pro.model"
 	if n, err := l.Count(t.Context(), []ledger.Counted{e}, time.Hour); n != 1 || err != nil {
 		t.Fatalf("Count: got %d, %v; want 1, nil", n, err)
 	}
@@ -229,6 +240,28 @@ func TestDocumentLayout(t *testing.T) {
 		}
 		if m[2] != fmt.Sprint(start.Unix()) {
 			t.Errorf("counter %s: start in the id is %s, want %d", d.Ref.ID, m[2], start.Unix())
+		}
+	}
+	docs, err = c.Collection("usage_owner_counters").Documents(t.Context()).GetAll()
+	if err != nil {
+		t.Fatalf("read owner counters: %v", err)
+	}
+	if len(docs) != len(plan.Windows) {
+		t.Fatalf("owner counter documents: got %d, want %d", len(docs), len(plan.Windows))
+	}
+	ownerRE := regexp.MustCompile(`^6f776e65722d31_(minute|hour|day|month)_(\d+)_([0-7])$`) // "owner-1" in hex
+	for _, d := range docs {
+		m := ownerRE.FindStringSubmatch(d.Ref.ID)
+		if m == nil {
+			t.Errorf("owner counter document id %q does not match %s", d.Ref.ID, ownerRE)
+			continue
+		}
+		start, _ := plan.Window(m[1]).Bounds(at)
+		want := map[string]any{"owner": "owner-1", "window": m[1], "start": start, "shard": int64(m[3][0] - '0'),
+			"requests": int64(1), "units": int64(10), "bytes": int64(100),
+			"features": map[string]any{"pro.model": map[string]any{"requests": int64(1), "units": int64(10), "bytes": int64(100)}}}
+		if diff := gocmp.Diff(want, d.Data()); diff != "" {
+			t.Errorf("owner counter %s mismatch (-want +got):\n%s", d.Ref.ID, diff)
 		}
 	}
 }

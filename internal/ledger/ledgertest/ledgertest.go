@@ -95,6 +95,11 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 
 		{"OwnerTotalsSumsShardsAndPages", testOwnerTotalsSumsShardsAndPages},
 		{"ActiveKeysListsOnlyKeysWithUsageInWindow", testActiveKeysListsOnlyKeysWithUsageInWindow},
+		{"OwnerUsageSplitsByFeature", testOwnerUsageSplitsByFeature},
+		{"SeriesListWindowsWithUsageInRange", testSeriesListWindowsWithUsageInRange},
+		{"KeySeriesStopsAtLimit", testKeySeriesStopsAtLimit},
+		{"ActiveOwnersListsOnlyOwnersWithUsageInWindow", testActiveOwnersListsOnlyOwnersWithUsageInWindow},
+		{"BadSeriesQueryIsInvalid", testBadSeriesQueryIsInvalid},
 
 		{"DeadLettersRecordedOnceNewestFirst", testDeadLettersRecordedOnceNewestFirst},
 		{"DeadLetterPayloadIsCutTo64KiB", testDeadLetterPayloadIsCutTo64KiB},
@@ -207,14 +212,24 @@ type window struct {
 	start int64 // Unix seconds
 }
 
-// model is the totals a correct ledger holds, with each key's owner.
+// ownerWindow names one owner counter: an owner's window of kind w
+// starting at start.
+type ownerWindow struct {
+	owner string
+	w     plan.Window
+	start int64 // Unix seconds
+}
+
+// model is the totals a correct ledger holds, with each key's owner, and
+// each owner's usage.
 type model struct {
 	totals map[window]ledger.Totals
 	owners map[string]string
+	usage  map[ownerWindow]ledger.Usage
 }
 
 func newModel() *model {
-	return &model{totals: map[window]ledger.Totals{}, owners: map[string]string{}}
+	return &model{totals: map[window]ledger.Totals{}, owners: map[string]string{}, usage: map[ownerWindow]ledger.Usage{}}
 }
 
 func (m *model) add(events ...ledger.Counted) {
@@ -226,6 +241,16 @@ func (m *model) add(events ...ledger.Counted) {
 			tot := m.totals[k]
 			tot.Add(amounts(e))
 			m.totals[k] = tot
+			if e.Owner == "" {
+				continue
+			}
+			ow := ownerWindow{e.Owner, w, start.Unix()}
+			u := m.usage[ow]
+			u.Add(amounts(e))
+			if e.Feature != "" {
+				u.AddFeature(e.Feature, amounts(e))
+			}
+			m.usage[ow] = u
 		}
 	}
 }
@@ -267,6 +292,17 @@ func (m *model) check(t *testing.T, l ledger.Ledger) {
 		if kt.Owner != "" {
 			lists[list{k.w, k.start, kt.Owner}] = append(lists[list{k.w, k.start, kt.Owner}], kt)
 		}
+	}
+	for ow, want := range m.usage {
+		start := time.Unix(ow.start, 0).UTC()
+		run(func() {
+			got, err := l.OwnerUsage(t.Context(), ow.owner, ow.w, start)
+			if err != nil {
+				t.Errorf("OwnerUsage(%s, %s, %s): %v", ow.owner, ow.w, start.Format(time.RFC3339), err)
+			} else if d := gocmp.Diff(want, got, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("OwnerUsage(%s, %s, %s) mismatch (-want +got):\n%s", ow.owner, ow.w, start.Format(time.RFC3339), d)
+			}
+		})
 	}
 	for q, want := range lists {
 		slices.SortFunc(want, func(a, b ledger.KeyTotals) int { return cmp.Compare(a.KeyID, b.KeyID) })
@@ -517,8 +553,10 @@ func testStreamDeliveredThreeTimesInRandomOrderIsExact(t *testing.T, h Harness) 
 		// 16 minutes 97 minutes apart around the end of January: several
 		// minutes, two days, two months.
 		at := monthEnd.Add(time.Duration(rng.IntN(16)-8)*97*time.Minute + time.Duration(rng.IntN(30))*time.Second)
-		events = append(events, ev(fmt.Sprintf("evt-%04d", i), fmt.Sprintf("key-%02d", k), fmt.Sprintf("owner-%d", k%3),
-			at, 1+rng.Int64N(3), rng.Int64N(10_000), rng.Int64N(1<<20)))
+		e := ev(fmt.Sprintf("evt-%04d", i), fmt.Sprintf("key-%02d", k), fmt.Sprintf("owner-%d", k%3),
+			at, 1+rng.Int64N(3), rng.Int64N(10_000), rng.Int64N(1<<20))
+		e.Feature = features[rng.IntN(len(features))]
+		events = append(events, e)
 	}
 	var deliveries []ledger.Counted
 	for range copies {
@@ -560,6 +598,10 @@ func testStreamDeliveredThreeTimesInRandomOrderIsExact(t *testing.T, h Harness) 
 	m.add(events...)
 	m.check(t, l)
 }
+
+// features are the features events of the suite name: "" is an event that
+// names none.
+var features = []string{"", "flash", "pro-model", "embed.v2", "tts:hd"}
 
 func testFailedCountDoesNotBurnIDs(t *testing.T, h Harness) {
 	if h.Break == nil || h.Repair == nil {
@@ -745,6 +787,240 @@ func testActiveKeysListsOnlyKeysWithUsageInWindow(t *testing.T, h Harness) {
 			}
 		}
 	}
+}
+
+func testOwnerUsageSplitsByFeature(t *testing.T, h Harness) {
+	l := h.Ledger
+	at := time.Date(2031, time.March, 4, 10, 20, 5, 0, time.UTC)
+	var events []ledger.Counted
+	add := func(key, owner, feature string, requests, units int64) {
+		e := ev(fmt.Sprintf("evt-%d", len(events)), key, owner, at, requests, units, 10)
+		e.Feature = feature
+		events = append(events, e)
+	}
+	add("key-a", "owner-1", "pro-model", 1, 100)
+	add("key-b", "owner-1", "pro-model", 2, 200)
+	add("key-a", "owner-1", "flash", 1, 5)
+	add("key-b", "owner-1", "", 3, 0)
+	add("key-c", "owner-2", "pro-model", 7, 70)
+	add("key-z", "", "pro-model", 9, 90) // no owner: key counters only
+	countWant(t, l, events, len(events))
+	countWant(t, l, events, 0)
+
+	want := ledger.Usage{
+		Totals: ledger.Totals{Requests: 7, Units: 305, Bytes: 40},
+		Features: map[string]ledger.Totals{
+			"pro-model": {Requests: 3, Units: 300, Bytes: 20},
+			"flash":     {Requests: 1, Units: 5, Bytes: 10},
+		},
+	}
+	for _, w := range plan.Windows {
+		start, _ := w.Bounds(at)
+		got, err := l.OwnerUsage(t.Context(), "owner-1", w, start)
+		if err != nil {
+			t.Fatalf("OwnerUsage(owner-1, %s): %v", w, err)
+		}
+		if d := gocmp.Diff(want, got); d != "" {
+			t.Errorf("OwnerUsage(owner-1, %s) mismatch (-want +got):\n%s", w, d)
+		}
+		if got, err := l.OwnerUsage(t.Context(), "", w, start); err != nil || got.Requests != 0 || len(got.Features) != 0 {
+			t.Errorf("OwnerUsage(\"\", %s): got %+v, %v; want nothing: events without an owner have no owner counters", w, got, err)
+		}
+	}
+	m := newModel()
+	m.add(events...)
+	m.check(t, l)
+	next, _ := plan.Day.Bounds(at.AddDate(0, 0, 1))
+	if got, err := l.OwnerUsage(t.Context(), "owner-1", plan.Day, next); err != nil || got.Requests != 0 || got.Features != nil {
+		t.Errorf("OwnerUsage(owner-1, the next day): got %+v, %v; want zero", got, err)
+	}
+}
+
+func testSeriesListWindowsWithUsageInRange(t *testing.T, h Harness) {
+	l := h.Ledger
+	base := time.Date(2031, time.March, 4, 10, 0, 0, 0, time.UTC)
+	var events []ledger.Counted
+	add := func(key, owner, feature string, at time.Duration, units int64) {
+		e := ev(fmt.Sprintf("evt-%d", len(events)), key, owner, base.Add(at), 1, units, 0)
+		e.Feature = feature
+		events = append(events, e)
+	}
+	add("key-a", "owner-1", "pro-model", 0, 10)
+	add("key-b", "owner-1", "flash", 30*time.Second, 20)
+	add("key-a", "owner-1", "pro-model", 2*time.Minute, 30)
+	add("key-a", "owner-1", "", 59*time.Minute, 40)
+	add("key-b", "owner-1", "flash", time.Hour, 50) // past an end of base+1h
+	add("key-c", "owner-2", "pro-model", time.Minute, 60)
+	countWant(t, l, events, len(events))
+
+	u := func(requests, units int64, fs ...any) ledger.Usage {
+		out := ledger.Usage{Totals: ledger.Totals{Requests: requests, Units: units}}
+		for i := 0; i < len(fs); i += 3 {
+			out.AddFeature(fs[i].(string), ledger.Totals{Requests: int64(fs[i+1].(int)), Units: int64(fs[i+2].(int))})
+		}
+		return out
+	}
+	got, err := l.OwnerSeries(t.Context(), "owner-1", plan.Minute, base, base.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ledger.Point{
+		{Start: base, Usage: u(2, 30, "pro-model", 1, 10, "flash", 1, 20)},
+		{Start: base.Add(2 * time.Minute), Usage: u(1, 30, "pro-model", 1, 30)},
+		{Start: base.Add(59 * time.Minute), Usage: u(1, 40)},
+	}
+	if d := gocmp.Diff(want, got, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("OwnerSeries(owner-1, minute, 10:00-11:00) mismatch (-want +got):\n%s", d)
+	}
+	got, err = l.OwnerSeries(t.Context(), "owner-1", plan.Hour, base.Add(-time.Hour), base.Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []ledger.Point{
+		{Start: base, Usage: u(4, 100, "pro-model", 2, 40, "flash", 1, 20)},
+		{Start: base.Add(time.Hour), Usage: u(1, 50, "flash", 1, 50)},
+	}
+	if d := gocmp.Diff(want, got, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("OwnerSeries(owner-1, hour, 09:00-12:00) mismatch (-want +got):\n%s", d)
+	}
+	if got, err := l.OwnerSeries(t.Context(), "owner-3", plan.Hour, base, base.Add(time.Hour)); err != nil || len(got) != 0 {
+		t.Errorf("OwnerSeries(an owner without usage): got %v, %v; want nothing", got, err)
+	}
+
+	keys, more, err := l.KeySeries(t.Context(), "owner-1", plan.Minute, base, base.Add(time.Hour), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKeys := []ledger.KeyPoint{
+		{KeyID: "key-a", Start: base, Totals: ledger.Totals{Requests: 1, Units: 10}},
+		{KeyID: "key-b", Start: base, Totals: ledger.Totals{Requests: 1, Units: 20}},
+		{KeyID: "key-a", Start: base.Add(2 * time.Minute), Totals: ledger.Totals{Requests: 1, Units: 30}},
+		{KeyID: "key-a", Start: base.Add(59 * time.Minute), Totals: ledger.Totals{Requests: 1, Units: 40}},
+	}
+	if d := gocmp.Diff(wantKeys, keys); d != "" || more {
+		t.Errorf("KeySeries(owner-1, minute, 10:00-11:00): more %v, mismatch (-want +got):\n%s", more, d)
+	}
+}
+
+func testKeySeriesStopsAtLimit(t *testing.T, h Harness) {
+	l := h.Ledger
+	base := time.Date(2031, time.March, 4, 10, 0, 0, 0, time.UTC)
+	var events []ledger.Counted
+	for i := range 12 {
+		// Three events of each key in each minute, so that shards differ.
+		for j := range 3 {
+			events = append(events, ev(fmt.Sprintf("evt-%d-%d", i, j), fmt.Sprintf("key-%d", i%4), "owner-1",
+				base.Add(time.Duration(i/4)*time.Minute+time.Duration(j)*time.Second), 1, 1, 0))
+		}
+	}
+	for _, e := range events {
+		countWant(t, l, []ledger.Counted{e}, 1) // one commit each: several shards per key and minute
+	}
+	for _, tc := range []struct {
+		limit    int
+		wantMore bool
+	}{{1, true}, {11, true}, {12, false}, {13, false}} {
+		got, more, err := l.KeySeries(t.Context(), "owner-1", plan.Minute, base, base.Add(time.Hour), tc.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := min(tc.limit, 12); len(got) != want || more != tc.wantMore {
+			t.Errorf("KeySeries(limit %d): got %d points, more %v; want %d, %v", tc.limit, len(got), more, want, tc.wantMore)
+		}
+		for i, p := range got {
+			if p.Requests != 3 || p.KeyID != fmt.Sprintf("key-%d", i%4) || !p.Start.Equal(base.Add(time.Duration(i/4)*time.Minute)) {
+				t.Errorf("KeySeries(limit %d)[%d]: got %+v, want key-%d at minute %d with 3 requests", tc.limit, i, p, i%4, i/4)
+			}
+		}
+	}
+}
+
+func testActiveOwnersListsOnlyOwnersWithUsageInWindow(t *testing.T, h Harness) {
+	l := h.Ledger
+	day1 := time.Date(2031, time.March, 4, 10, 0, 0, 0, time.UTC)
+	day2 := day1.AddDate(0, 0, 1)
+	var events []ledger.Counted
+	add := func(owner string, at time.Time) {
+		events = append(events, ev(fmt.Sprintf("evt-%d", len(events)), "key-"+owner, owner, at, 1, 0, 0))
+	}
+	for _, owner := range []string{"acct_f", "acct_a", "acct_e", "acct_c"} {
+		add(owner, day1)
+		add(owner, day1.Add(time.Hour))
+	}
+	add("acct_b", day2)
+	add("", day2) // no owner
+	for i := range 3 {
+		// acct_c's usage of day 2 in separate commits: several shards.
+		events = append(events, ev(fmt.Sprintf("evt-c-%d", i), "key-acct_c", "acct_c", day2, 1, 0, 0))
+	}
+	for _, e := range events {
+		countWant(t, l, []ledger.Counted{e}, 1)
+	}
+	tests := []struct {
+		w    plan.Window
+		at   time.Time
+		want []string
+	}{
+		{plan.Day, day1, []string{"acct_a", "acct_c", "acct_e", "acct_f"}},
+		{plan.Day, day2, []string{"acct_b", "acct_c"}},
+		{plan.Day, day2.AddDate(0, 0, 1), nil},
+		{plan.Month, day1, []string{"acct_a", "acct_b", "acct_c", "acct_e", "acct_f"}},
+		{plan.Hour, day1.Add(time.Hour), []string{"acct_a", "acct_c", "acct_e", "acct_f"}},
+	}
+	for _, tc := range tests {
+		start, _ := tc.w.Bounds(tc.at)
+		for _, size := range []int{1, 2, 1000} {
+			got := pages(t, fmt.Sprintf("ActiveOwners(%s, %s, size %d)", tc.w, start.Format(time.RFC3339), size), size,
+				func(token string) ([]string, string, error) {
+					return l.ActiveOwners(t.Context(), tc.w, start, size, token)
+				})
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("ActiveOwners(%s, %v, size %d): got %v, want %v", tc.w, start.Format(time.RFC3339), size, got, tc.want)
+			}
+		}
+	}
+}
+
+func testBadSeriesQueryIsInvalid(t *testing.T, h Harness) {
+	l := h.Ledger
+	ctx := t.Context()
+	day := time.Date(2031, time.March, 4, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name     string
+		w        plan.Window
+		from, to time.Time
+	}{
+		{"unknown window", "week", day, day.AddDate(0, 0, 7)},
+		{"start inside a window", plan.Hour, day.Add(time.Minute), day.Add(2 * time.Hour)},
+		{"end inside a window", plan.Day, day, day.Add(36 * time.Hour)},
+		{"empty range", plan.Day, day, day},
+		{"end before start", plan.Day, day, day.AddDate(0, 0, -1)},
+		{"a day and a minute of minutes", plan.Minute, day, day.Add(24*time.Hour + time.Minute)},
+		{"a year and a day of days", plan.Day, day, day.AddDate(1, 0, 2)},
+	}
+	for _, tc := range tests {
+		_, err := l.OwnerSeries(ctx, "owner-1", tc.w, tc.from, tc.to)
+		wantKind(t, "OwnerSeries("+tc.name+")", err, errs.Invalid)
+		_, _, err = l.KeySeries(ctx, "owner-1", tc.w, tc.from, tc.to, 10)
+		wantKind(t, "KeySeries("+tc.name+")", err, errs.Invalid)
+	}
+	if _, err := l.OwnerSeries(ctx, "owner-1", plan.Minute, day, day.Add(24*time.Hour)); err != nil {
+		t.Errorf("OwnerSeries over exactly a day of minutes: %v", err)
+	}
+	for _, limit := range []int{0, -1, ledger.MaxSeriesPoints + 1} {
+		_, _, err := l.KeySeries(ctx, "owner-1", plan.Hour, day, day.Add(time.Hour), limit)
+		wantKind(t, fmt.Sprintf("KeySeries(limit %d)", limit), err, errs.Invalid)
+	}
+	for _, size := range []int{0, 1001} {
+		_, _, err := l.ActiveOwners(ctx, plan.Day, day, size, "")
+		wantKind(t, fmt.Sprintf("ActiveOwners(page size %d)", size), err, errs.Invalid)
+	}
+	for _, tok := range badTokens {
+		_, _, err := l.ActiveOwners(ctx, plan.Day, day, 2, tok)
+		wantKind(t, fmt.Sprintf("ActiveOwners(token %q)", tok), err, errs.Invalid)
+	}
+	_, err := l.OwnerUsage(ctx, "owner-1", "week", day)
+	wantKind(t, "OwnerUsage(window week)", err, errs.Invalid)
 }
 
 func testDeadLettersRecordedOnceNewestFirst(t *testing.T, h Harness) {

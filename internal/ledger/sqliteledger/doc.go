@@ -17,6 +17,10 @@
 //	    pre-aggregated totals per key and UTC minute, hour, day and month
 //	    window; indexed by (win, start, key_id) for ActiveKeys and by
 //	    (owner, win, start, key_id) for OwnerTotals
+//	usage_owner_counters ((owner, win, start, feature) PRIMARY KEY, requests, units, bytes)
+//	    pre-aggregated totals per owner and window (feature "") and the
+//	    part of them of each feature; indexed by (win, start, feature,
+//	    owner) for ActiveOwners
 //	usage_dead_letters (id PRIMARY KEY, time, reason, detail, payload)
 //	    indexed by (time DESC, id DESC)
 //	usage_client_ips ((key_id, day, ip) PRIMARY KEY)
@@ -26,8 +30,8 @@
 // # Exactly once
 //
 // Count is one transaction: INSERT … ON CONFLICT (id) DO NOTHING for each
-// event, then one UPSERT per (key, window, start) adding the amounts of the
-// events whose insert took. Either both the ids and the increments commit
+// event, then one UPSERT per (key, window, start) and per (owner, window,
+// start, feature) adding the amounts of the events whose insert took. Either both the ids and the increments commit
 // or neither does, so a failed Count burns no id, and the single writer
 // makes concurrent Counts of overlapping events exact. Each Count first
 // deletes up to 2n+100 expired event rows (n events in the call), which

@@ -82,6 +82,18 @@ CREATE TABLE usage_client_ips (
 	PRIMARY KEY (key_id, day, ip)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX usage_client_ips_by_day ON usage_client_ips (day);
+`, `
+CREATE TABLE usage_owner_counters (
+	owner    TEXT NOT NULL,
+	win      TEXT NOT NULL,
+	start    INTEGER NOT NULL,
+	feature  TEXT NOT NULL,
+	requests INTEGER NOT NULL,
+	units    INTEGER NOT NULL,
+	bytes    INTEGER NOT NULL,
+	PRIMARY KEY (owner, win, start, feature)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_owner_counters_by_window ON usage_owner_counters (win, start, feature, owner);
 `}
 
 // Open opens the ledger database file at path with the default options,
@@ -184,9 +196,23 @@ func values(n, k int) string {
 
 const saturatingSum = `CASE WHEN %[1]s > 9223372036854775807 - excluded.%[1]s THEN 9223372036854775807 ELSE %[1]s + excluded.%[1]s END`
 
-var upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, requests, units, bytes) VALUES %s
-	ON CONFLICT (key_id, win, start) DO UPDATE SET requests = ` + fmt.Sprintf(saturatingSum, "requests") +
-	`, units = ` + fmt.Sprintf(saturatingSum, "units") + `, bytes = ` + fmt.Sprintf(saturatingSum, "bytes")
+var (
+	addSums = `requests = ` + fmt.Sprintf(saturatingSum, "requests") +
+		`, units = ` + fmt.Sprintf(saturatingSum, "units") + `, bytes = ` + fmt.Sprintf(saturatingSum, "bytes")
+	upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, requests, units, bytes) VALUES %s
+	ON CONFLICT (key_id, win, start) DO UPDATE SET ` + addSums
+	upsertOwnerCounters = `INSERT INTO usage_owner_counters (owner, win, start, feature, requests, units, bytes) VALUES %s
+	ON CONFLICT (owner, win, start, feature) DO UPDATE SET ` + addSums
+)
+
+// ownerCounter names one row of usage_owner_counters: an owner's totals in
+// a window (feature "") or the part of them of one feature.
+type ownerCounter struct {
+	owner   string
+	w       plan.Window
+	start   int64 // Unix microseconds
+	feature string
+}
 
 // Count counts the events not counted before, in one IMMEDIATE
 // transaction: it deletes a bounded number of expired event rows, inserts
@@ -222,9 +248,22 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 			}
 		}
 		var (
-			order []counter
-			sums  = map[counter]*pending{}
+			order  []counter
+			sums   = map[counter]*pending{}
+			oorder []ownerCounter
+			osums  = map[ownerCounter]*ledger.Totals{}
 		)
+		addOwner := func(c ownerCounter, e ledger.Counted) {
+			t := osums[c]
+			if t == nil {
+				t = &ledger.Totals{}
+				osums[c] = t
+				oorder = append(oorder, c)
+			}
+			t.Requests = addSat(t.Requests, e.Requests)
+			t.Units = addSat(t.Units, e.Units)
+			t.Bytes = addSat(t.Bytes, e.Bytes)
+		}
 		for _, e := range events {
 			if !inserted[e.ID] {
 				continue // counted before, or earlier in this call
@@ -243,6 +282,12 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 				p.Requests = addSat(p.Requests, e.Requests)
 				p.Units = addSat(p.Units, e.Units)
 				p.Bytes = addSat(p.Bytes, e.Bytes)
+				if e.Owner != "" {
+					addOwner(ownerCounter{e.Owner, w, c.start, ""}, e)
+					if e.Feature != "" {
+						addOwner(ownerCounter{e.Owner, w, c.start, e.Feature}, e)
+					}
+				}
 			}
 		}
 		for chunk := range slices.Chunk(order, rowsPerStatement) {
@@ -253,6 +298,16 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 			}
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertCounters, values(len(chunk), 7)), args...); err != nil {
 				return translate(err, "sqlite: add to usage counters")
+			}
+		}
+		for chunk := range slices.Chunk(oorder, rowsPerStatement) {
+			args := make([]any, 0, 7*len(chunk))
+			for _, c := range chunk {
+				t := osums[c]
+				args = append(args, c.owner, string(c.w), c.start, c.feature, t.Requests, t.Units, t.Bytes)
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertOwnerCounters, values(len(chunk), 7)), args...); err != nil {
+				return translate(err, "sqlite: add to owner usage counters")
 			}
 		}
 		return nil
@@ -381,6 +436,139 @@ func (l *Ledger) ActiveKeys(ctx context.Context, w plan.Window, start time.Time,
 		return nil, "", err
 	}
 	return out, next, nil
+}
+
+// OwnerUsage returns owner's usage in the window of kind w containing
+// start: its total row and its feature rows.
+func (l *Ledger) OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (ledger.Usage, error) {
+	if err := ledger.CheckWindow(w); err != nil {
+		return ledger.Usage{}, err
+	}
+	s := windowStart(w, start)
+	points, err := l.ownerPoints(ctx, owner, w, s, s+1)
+	if err != nil || len(points) == 0 {
+		return ledger.Usage{}, err
+	}
+	return points[0].Usage, nil
+}
+
+// OwnerSeries returns owner's usage in each window of kind w starting in
+// [from, to) that has usage, ordered by start.
+func (l *Ledger) OwnerSeries(ctx context.Context, owner string, w plan.Window, from, to time.Time) ([]ledger.Point, error) {
+	if err := ledger.CheckSeries(w, from, to); err != nil {
+		return nil, err
+	}
+	return l.ownerPoints(ctx, owner, w, micros(from), micros(to))
+}
+
+// ownerPoints reads the owner counter rows of windows starting in [from,
+// to) (Unix microseconds), the total row of each window first.
+func (l *Ledger) ownerPoints(ctx context.Context, owner string, w plan.Window, from, to int64) ([]ledger.Point, error) {
+	rows, err := l.r.QueryContext(ctx, `SELECT start, feature, requests, units, bytes FROM usage_owner_counters
+		WHERE owner = ? AND win = ? AND start >= ? AND start < ? ORDER BY start, feature`, owner, string(w), from, to)
+	if err != nil {
+		return nil, translate(err, "sqlite: read owner usage counters")
+	}
+	defer rows.Close()
+	var out []ledger.Point
+	for rows.Next() {
+		var (
+			start   int64
+			feature string
+			t       ledger.Totals
+		)
+		if err := rows.Scan(&start, &feature, &t.Requests, &t.Units, &t.Bytes); err != nil {
+			return nil, translate(err, "sqlite: read owner usage counters")
+		}
+		if len(out) == 0 || !out[len(out)-1].Start.Equal(fromMicros(start)) {
+			out = append(out, ledger.Point{Start: fromMicros(start)})
+		}
+		p := &out[len(out)-1]
+		if feature == "" {
+			p.Totals = t
+		} else {
+			p.AddFeature(feature, t)
+		}
+	}
+	return out, translate(rows.Err(), "sqlite: read owner usage counters")
+}
+
+// KeySeries returns the totals of owner's keys in each window of kind w
+// starting in [from, to), ordered by start and key id, at most limit.
+func (l *Ledger) KeySeries(ctx context.Context, owner string, w plan.Window, from, to time.Time, limit int) ([]ledger.KeyPoint, bool, error) {
+	if err := ledger.CheckSeries(w, from, to); err != nil {
+		return nil, false, err
+	}
+	if err := ledger.CheckSeriesLimit(limit); err != nil {
+		return nil, false, err
+	}
+	rows, err := l.r.QueryContext(ctx, `SELECT key_id, start, requests, units, bytes FROM usage_counters
+		WHERE owner = ? AND win = ? AND start >= ? AND start < ? ORDER BY start, key_id LIMIT ?`,
+		owner, string(w), micros(from), micros(to), limit+1)
+	if err != nil {
+		return nil, false, translate(err, "sqlite: read usage counters")
+	}
+	defer rows.Close()
+	var out []ledger.KeyPoint
+	for rows.Next() {
+		var (
+			p     ledger.KeyPoint
+			start int64
+		)
+		if err := rows.Scan(&p.KeyID, &start, &p.Requests, &p.Units, &p.Bytes); err != nil {
+			return nil, false, translate(err, "sqlite: read usage counters")
+		}
+		p.Start = fromMicros(start)
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, translate(err, "sqlite: read usage counters")
+	}
+	if len(out) > limit {
+		return out[:limit], true, nil
+	}
+	return out, false, nil
+}
+
+// ActiveOwners returns one page of the owners with usage in the window of
+// kind w containing start, ordered by owner id.
+func (l *Ledger) ActiveOwners(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error) {
+	if err := ledger.CheckWindow(w); err != nil {
+		return nil, "", err
+	}
+	if err := ledger.CheckPageSize(pageSize); err != nil {
+		return nil, "", err
+	}
+	var after string
+	if pageToken != "" {
+		var err error
+		if _, after, err = pagetoken.Decode(pageToken, nil); err != nil {
+			return nil, "", err
+		}
+	}
+	rows, err := l.r.QueryContext(ctx, `SELECT owner FROM usage_owner_counters
+		WHERE win = ? AND start = ? AND feature = '' AND owner > ? ORDER BY owner LIMIT ?`,
+		string(w), windowStart(w, start), after, pageSize+1)
+	if err != nil {
+		return nil, "", translate(err, "sqlite: list owners with usage")
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var o string
+		if err := rows.Scan(&o); err != nil {
+			return nil, "", translate(err, "sqlite: list owners with usage")
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", translate(err, "sqlite: list owners with usage")
+	}
+	if len(out) > pageSize {
+		out = out[:pageSize]
+		return out, pagetoken.Encode(time.Time{}, out[len(out)-1]), nil
+	}
+	return out, "", nil
 }
 
 // maxPayload is the most of a dead letter's payload that is kept.

@@ -18,10 +18,17 @@
 //	checkpoints/{name}         a job's checkpoint (the sweep's): data (bytes),
 //	                           version, updated_at
 //	owners/{owner document id} the owner record: id, plan, limits, features,
+//	                           suspended (bool), suspension (a map: limit,
+//	                           feature, used, max, until, at),
 //	                           created_at, updated_at; the document id is the
 //	                           owner id, or "~" and its hex for an id Firestore
 //	                           does not accept ("." and "..") or one starting
 //	                           with "~", so queries order by the id field
+//	tokens/{token id}          a caller token: name, permissions, owner, hash
+//	                           (hex), created_by, created_at, expires_at,
+//	                           revoked_at; never the secret
+//	token_hashes/{hex hash}    {token_id}: the hash → token lookup, created
+//	                           with the token in one transaction
 //
 // Activate is one transaction of Creates (key, hash lookup, audit entry) and
 // a Delete (intent): it writes all of them or, when the key id or hash is
@@ -46,6 +53,8 @@
 //	collection keys:  status ASC, disabled_until ASC, __name__ ASC       (DueSuspensions)
 //	collection audit: key_id ASC, time DESC, __name__ DESC               (ListAudit with a key id)
 //	collection owners: updated_at ASC, id ASC, __name__ ASC              (ChangedOwners)
+//	collection owners: suspended ASC, id ASC, __name__ ASC               (ListOwners of suspended owners)
+//	collection tokens: owner ASC, created_at DESC, __name__ DESC         (ListTokens with an owner)
 //
 // The other queries (keys and audit by time alone, pending_keys by
 // created_at, owners by id) use the automatic single-field indexes.
@@ -68,8 +77,9 @@
 //
 // Single-field index exemptions that save write cost: keys.hash (looked up
 // through key_hashes), keys.metadata, keys.limits, keys.restrictions,
-// audit.details, key_hashes.key_id, owners.plan, owners.limits,
-// owners.features, owners.created_at and every field of idempotency (nothing
+// audit.details, key_hashes.key_id, every tokens field but owner and
+// created_at, token_hashes.token_id, owners.plan, owners.limits,
+// owners.features, owners.suspension, owners.created_at and every field of idempotency (nothing
 // queries them). The checkpoints collection holds a few documents, written
 // about once per sweep run, so its single-field indexes are left on.
 // keys.created_at and audit.time grow monotonically, which caps each

@@ -847,17 +847,34 @@ func (s *Store) owner(id string) *firestore.DocumentRef {
 }
 
 type ownerDoc struct {
-	ID        string                 `firestore:"id"`
-	Plan      string                 `firestore:"plan"`
-	Limits    plan.Limits            `firestore:"limits"`
-	Features  map[string]plan.Limits `firestore:"features"`
-	CreatedAt time.Time              `firestore:"created_at"`
-	UpdatedAt time.Time              `firestore:"updated_at"`
+	ID         string                 `firestore:"id"`
+	Plan       string                 `firestore:"plan"`
+	Limits     plan.Limits            `firestore:"limits"`
+	Features   map[string]plan.Limits `firestore:"features"`
+	Suspended  bool                   `firestore:"suspended"` // Suspension is set: ListOwners(Suspended) queries it
+	Suspension *suspensionDoc         `firestore:"suspension"`
+	CreatedAt  time.Time              `firestore:"created_at"`
+	UpdatedAt  time.Time              `firestore:"updated_at"`
+}
+
+type suspensionDoc struct {
+	Limit   string    `firestore:"limit"`
+	Feature string    `firestore:"feature"`
+	Used    int64     `firestore:"used"`
+	Max     int64     `firestore:"max"`
+	Until   time.Time `firestore:"until"`
+	At      time.Time `firestore:"at"`
 }
 
 func toOwnerDoc(o *store.Owner) *ownerDoc {
-	return &ownerDoc{ID: o.ID, Plan: o.Plan, Limits: o.Limits, Features: o.Features,
+	d := &ownerDoc{ID: o.ID, Plan: o.Plan, Limits: o.Limits, Features: o.Features,
 		CreatedAt: firestoredb.Time(o.CreatedAt), UpdatedAt: firestoredb.Time(o.UpdatedAt)}
+	if sp := o.Suspension; sp != nil {
+		d.Suspended = true
+		d.Suspension = &suspensionDoc{Limit: sp.Limit, Feature: sp.Feature, Used: sp.Used, Max: sp.Max,
+			Until: firestoredb.Time(sp.Until), At: firestoredb.Time(sp.At)}
+	}
+	return d
 }
 
 func fromOwnerDoc(snap *firestore.DocumentSnapshot) (*store.Owner, error) {
@@ -865,8 +882,13 @@ func fromOwnerDoc(snap *firestore.DocumentSnapshot) (*store.Owner, error) {
 	if err := snap.DataTo(&d); err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "firestore: decode owner document "+snap.Ref.ID)
 	}
-	return &store.Owner{ID: d.ID, Plan: d.Plan, Limits: d.Limits, Features: d.Features,
-		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}, nil
+	o := &store.Owner{ID: d.ID, Plan: d.Plan, Limits: d.Limits, Features: d.Features,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+	if sp := d.Suspension; sp != nil {
+		o.Suspension = &store.OwnerSuspension{Limit: sp.Limit, Feature: sp.Feature, Used: sp.Used, Max: sp.Max,
+			Until: sp.Until, At: sp.At}
+	}
+	return o, nil
 }
 
 func fromOwnerDocs(snaps []*firestore.DocumentSnapshot) ([]*store.Owner, error) {
@@ -968,6 +990,9 @@ func (s *Store) ListOwners(ctx context.Context, q store.ListOwnersQuery) ([]*sto
 		return nil, "", errs.E(errs.Invalid, "page size must be 1-1000, got %d", q.PageSize)
 	}
 	fq := s.c.Collection(ownersColl).OrderBy("id", firestore.Asc)
+	if q.Suspended {
+		fq = s.c.Collection(ownersColl).Where("suspended", "==", true).OrderBy("id", firestore.Asc)
+	}
 	if q.PageToken != "" {
 		_, id, err := pagetoken.Decode(q.PageToken, nil)
 		if err != nil {

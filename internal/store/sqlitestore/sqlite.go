@@ -102,6 +102,23 @@ CREATE TABLE owners (
 	updated_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX owners_by_update ON owners (updated_at, id);
+`, `
+CREATE TABLE tokens (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	permissions TEXT NOT NULL,
+	owner       TEXT NOT NULL,
+	hash        BLOB NOT NULL UNIQUE,
+	created_by  TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER,
+	revoked_at  INTEGER
+) STRICT;
+CREATE INDEX tokens_by_age ON tokens (created_at DESC, id DESC);
+CREATE INDEX tokens_by_owner ON tokens (owner, created_at DESC, id DESC);
+`, `
+ALTER TABLE owners ADD COLUMN suspension TEXT;
+CREATE INDEX owners_suspended ON owners (id) WHERE suspension IS NOT NULL;
 `}
 
 // Open opens the database file at path, creating it and migrating its
@@ -750,7 +767,7 @@ func (s *Store) SaveCheckpoint(ctx context.Context, c store.Checkpoint, now time
 }
 
 const (
-	ownerCols   = "id, plan, limits, features, created_at, updated_at"
+	ownerCols   = "id, plan, limits, features, suspension, created_at, updated_at"
 	selectOwner = "SELECT " + ownerCols + " FROM owners"
 )
 
@@ -764,17 +781,29 @@ func ownerValues(o *store.Owner) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []any{o.ID, o.Plan, limits, features, micros(o.CreatedAt), micros(o.UpdatedAt)}, nil
+	var suspension any // NULL when not suspended
+	if o.Suspension != nil {
+		if suspension, err = jsonText(o.Suspension); err != nil {
+			return nil, err
+		}
+	}
+	return []any{o.ID, o.Plan, limits, features, suspension, micros(o.CreatedAt), micros(o.UpdatedAt)}, nil
 }
 
 func scanOwner(r rowScanner) (*store.Owner, error) {
 	var (
 		o                store.Owner
 		limits, features string
+		suspension       sql.NullString
 		created, updated int64
 	)
-	if err := r.Scan(&o.ID, &o.Plan, &limits, &features, &created, &updated); err != nil {
+	if err := r.Scan(&o.ID, &o.Plan, &limits, &features, &suspension, &created, &updated); err != nil {
 		return nil, err
+	}
+	if suspension.Valid {
+		if err := json.Unmarshal([]byte(suspension.String), &o.Suspension); err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "sqlite: decode owner "+o.ID)
+		}
 	}
 	if err := json.Unmarshal([]byte(limits), &o.Limits); err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "sqlite: decode owner "+o.ID)
@@ -810,7 +839,7 @@ func (s *Store) EnsureOwner(ctx context.Context, o *store.Owner) (*store.Owner, 
 		created bool
 	)
 	err = s.db.Write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, "INSERT INTO owners ("+ownerCols+") VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", vals...)
+		res, err := tx.ExecContext(ctx, "INSERT INTO owners ("+ownerCols+") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", vals...)
 		if err != nil {
 			return translate(err, "sqlite: create owner")
 		}
@@ -854,7 +883,7 @@ func (s *Store) UpdateOwner(ctx context.Context, id string, mutate func(*store.O
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE owners SET plan = ?, limits = ?, features = ?, created_at = ?, updated_at = ? WHERE id = ?`,
+		if _, err := tx.ExecContext(ctx, `UPDATE owners SET plan = ?, limits = ?, features = ?, suspension = ?, created_at = ?, updated_at = ? WHERE id = ?`,
 			append(vals[1:], id)...); err != nil {
 			return translate(err, "sqlite: update owner")
 		}
@@ -883,7 +912,11 @@ func (s *Store) ListOwners(ctx context.Context, q store.ListOwnersQuery) ([]*sto
 		}
 		after = id
 	}
-	rows, err := s.r.QueryContext(ctx, selectOwner+" WHERE id > ? ORDER BY id LIMIT ?", after, q.PageSize+1)
+	where := " WHERE id > ?"
+	if q.Suspended {
+		where += " AND suspension IS NOT NULL"
+	}
+	rows, err := s.r.QueryContext(ctx, selectOwner+where+" ORDER BY id LIMIT ?", after, q.PageSize+1)
 	if err != nil {
 		return nil, "", translate(err, "sqlite: list owners")
 	}

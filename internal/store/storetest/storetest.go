@@ -88,7 +88,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UpdateOwnerRejectsImmutableFieldChange", testUpdateOwnerRejectsImmutableFieldChange},
 		{"ListOwnersByIDPagesWithoutGapsOrDuplicates", testListOwnersByIDPagesWithoutGapsOrDuplicates},
 		{"ListOwnersBadQueryIsInvalid", testListOwnersBadQueryIsInvalid},
+		{"ListOwnersSuspendedListsOnlySuspendedOwners", testListOwnersSuspendedListsOnlySuspendedOwners},
 		{"ChangedOwnersFeedsEveryChangeInOrder", testChangedOwnersFeedsEveryChangeInOrder},
+
+		{"CreateTokenRoundTripsEveryFieldAndAudits", testCreateTokenRoundTripsEveryFieldAndAudits},
+		{"CreateTokenDuplicateIsExistsAndWritesNothing", testCreateTokenDuplicateIsExistsAndWritesNothing},
+		{"UnknownTokenIsNotFound", testUnknownTokenIsNotFound},
+		{"ListTokensNewestFirstFilteredAndPaged", testListTokensNewestFirstFilteredAndPaged},
+		{"ListTokensBadQueryIsInvalid", testListTokensBadQueryIsInvalid},
+		{"RevokeTokenOnceKeepsFirstTime", testRevokeTokenOnceKeepsFirstTime},
 
 		{"GetCheckpointMissingIsNotFound", testGetCheckpointMissingIsNotFound},
 		{"SaveCheckpointComparesVersion", testSaveCheckpointComparesVersion},
@@ -1400,6 +1408,8 @@ func testOwnerRoundTripsEveryField(t *testing.T, s store.Store) {
 			"gpt-4.1":  {"requests_per_minute": 60, "tokens_per_day": 0},
 			"embed:v2": {"requests_per_day": 1 << 33},
 		},
+		Suspension: &store.OwnerSuspension{Limit: "requests_per_day", Feature: "gpt-4.1", Used: 1001, Max: 1000,
+			Until: at(24 * time.Hour), At: at(time.Minute)},
 		CreatedAt: base,
 		UpdatedAt: at(time.Minute),
 	}
@@ -1522,6 +1532,44 @@ func testListOwnersByIDPagesWithoutGapsOrDuplicates(t *testing.T, s store.Store)
 	}
 	if next != "" {
 		t.Errorf("ListOwners(page of all %d): got next token %q, want none", len(want), next)
+	}
+}
+
+func testListOwnersSuspendedListsOnlySuspendedOwners(t *testing.T, s store.Store) {
+	all := listOwners(t, s)
+	var want []*store.Owner
+	for i, o := range all {
+		if i%3 != 1 {
+			continue
+		}
+		sp := &store.OwnerSuspension{Limit: "units_per_month", Used: 11, Max: 10, Until: at(time.Hour), At: at(time.Duration(i) * time.Second)}
+		got, err := s.UpdateOwner(t.Context(), o.ID, func(o *store.Owner) (*store.AuditEntry, error) {
+			o.Suspension, o.UpdatedAt = sp, at(time.Minute)
+			return nil, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateOwner(%s): %v", o.ID, err)
+		}
+		want = append(want, got)
+	}
+	for _, size := range []int{1, 2, 1000} {
+		got := pages(t, size, len(want), func(token string) ([]*store.Owner, string, error) {
+			return s.ListOwners(t.Context(), store.ListOwnersQuery{PageSize: size, PageToken: token, Suspended: true})
+		})
+		if d := cmp.Diff(want, got, cmpOpts); d != "" {
+			t.Errorf("suspended owners, pages of %d (-want +got):\n%s", size, d)
+		}
+	}
+	// Lifting a suspension takes the owner off the list.
+	if _, err := s.UpdateOwner(t.Context(), want[0].ID, func(o *store.Owner) (*store.AuditEntry, error) {
+		o.Suspension = nil
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.ListOwners(t.Context(), store.ListOwnersQuery{PageSize: 1000, Suspended: true})
+	if err != nil || len(got) != len(want)-1 {
+		t.Errorf("suspended owners after a lift: got %d, %v; want %d", len(got), err, len(want)-1)
 	}
 }
 
