@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"net/http"
 	"strings"
 
@@ -19,8 +17,8 @@ type Authenticator interface {
 // are accepted so that the admin token can be rotated without downtime:
 // add the new one, move clients, remove the old one.
 type TokenAuth struct {
-	actor   string
-	digests [][sha256.Size]byte
+	actor  string
+	tokens tokenSet
 }
 
 // NewTokenAuth returns a TokenAuth accepting admin tokens (actor "admin").
@@ -29,29 +27,19 @@ func NewTokenAuth(tokens ...string) *TokenAuth { return NewTokenAuthAs("admin", 
 
 // NewTokenAuthAs returns a TokenAuth whose callers are recorded as actor.
 func NewTokenAuthAs(actor string, tokens ...string) *TokenAuth {
-	a := &TokenAuth{actor: actor}
-	for _, t := range tokens {
-		if t != "" {
-			a.digests = append(a.digests, sha256.Sum256([]byte(t)))
-		}
-	}
-	return a
+	return &TokenAuth{actor: actor, tokens: newTokenSet(tokens)}
 }
 
-// Authenticate checks the bearer token. Comparing fixed-size digests in
-// constant time reveals neither the token nor its length; every stored
-// token is compared, whichever matches.
+// Authenticate checks the bearer token. The comparison (tokenSet) takes
+// the same time whatever the token sent, revealing neither the stored
+// tokens nor their lengths; every stored token is compared, whichever
+// matches.
 func (a *TokenAuth) Authenticate(r *http.Request) (string, error) {
 	token, ok := bearer(r)
 	if !ok {
 		return "", errs.E(errs.Unauthenticated, "missing credentials: send Authorization: Bearer <admin token>")
 	}
-	d := sha256.Sum256([]byte(token))
-	match := 0
-	for i := range a.digests {
-		match |= subtle.ConstantTimeCompare(d[:], a.digests[i][:])
-	}
-	if match != 1 {
+	if !a.tokens.match(token) {
 		return "", errs.E(errs.Unauthenticated, "invalid credentials")
 	}
 	return a.actor, nil

@@ -169,10 +169,57 @@ func appendField(b []byte, name, value string) []byte {
 	return appendString(b, value)
 }
 
+// appendTime appends t as encoding/json does (RFC 3339 with nanoseconds).
+// A limit's reset_at is a whole second in UTC, which every decision
+// carries several of: that case is written from the Unix time directly,
+// without AppendFormat's general path (FuzzAppendTime keeps them equal).
 func appendTime(b []byte, t time.Time) []byte {
 	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
+	if sec := t.Unix(); t.Location() == time.UTC && t.Nanosecond() == 0 && sec >= 0 && sec < maxUnix4DigitYear {
+		b = appendUTCSecond(b, sec)
+	} else {
+		b = t.AppendFormat(b, time.RFC3339Nano)
+	}
 	return append(b, '"')
+}
+
+// maxUnix4DigitYear is 10000-01-01T00:00:00Z.
+const maxUnix4DigitYear = 253402300800
+
+// appendUTCSecond appends YYYY-MM-DDTHH:MM:SSZ for a Unix time from 1970
+// through year 9999, with the civil-from-days conversion of Howard
+// Hinnant's date algorithms (days counted in 400-year eras from March 1st).
+func appendUTCSecond(b []byte, sec int64) []byte {
+	days, rem := sec/86400, sec%86400
+	z := days + 719468
+	era := z / 146097
+	doe := z - era*146097
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	day := doy - (153*mp+2)/5 + 1
+	month := mp + 3
+	if month > 12 {
+		month -= 12
+	}
+	year := yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	two := func(b []byte, v int64) []byte { return append(b, byte('0'+v/10), byte('0'+v%10)) }
+	b = two(b, year/100)
+	b = two(b, year%100)
+	b = append(b, '-')
+	b = two(b, month)
+	b = append(b, '-')
+	b = two(b, day)
+	b = append(b, 'T')
+	b = two(b, rem/3600)
+	b = append(b, ':')
+	b = two(b, rem/60%60)
+	b = append(b, ':')
+	b = two(b, rem%60)
+	return append(b, 'Z')
 }
 
 const hexDigits = "0123456789abcdef"

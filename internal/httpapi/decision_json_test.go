@@ -330,3 +330,36 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendTime: the whole-second UTC fast path writes what AppendFormat
+// writes, and any other time goes through AppendFormat.
+func FuzzAppendTime(f *testing.F) {
+	for _, sec := range []int64{0, 59, 86399, 86400, 951782400, 951868800, 1796601600, 4107542400, 253402300799, 253402300800, -1} {
+		f.Add(sec, int64(0), false)
+	}
+	f.Add(int64(1796601600), int64(5), false)
+	f.Add(int64(1796601600), int64(0), true)
+	f.Fuzz(func(t *testing.T, sec, nsec int64, local bool) {
+		tm := time.Unix(sec, nsec).UTC()
+		if local {
+			tm = tm.In(time.FixedZone("X", 3600))
+		}
+		want := `"` + tm.Format(time.RFC3339Nano) + `"`
+		if tm.Year() < 0 || tm.Year() > 9999 {
+			return // encoding/json refuses them; appendTime is never given one
+		}
+		if got := string(appendTime(nil, tm)); got != want {
+			t.Fatalf("appendTime(%v) = %s, want %s", tm, got, want)
+		}
+	})
+}
+
+func TestAppendTimeEveryDayOfFourCenturies(t *testing.T) {
+	for d := time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC); d.Year() < 2370; d = d.AddDate(0, 0, 1) {
+		for _, tm := range []time.Time{d, d.Add(23*time.Hour + 59*time.Minute + 59*time.Second)} {
+			if got, want := string(appendTime(nil, tm)), `"`+tm.Format(time.RFC3339Nano)+`"`; got != want {
+				t.Fatalf("appendTime(%v) = %s, want %s", tm, got, want)
+			}
+		}
+	}
+}

@@ -31,8 +31,17 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 }
 
 // readBodyInto is readBody appending to buf, which it grows as needed.
+// A body whose Content-Length is within limit is read as it is: net/http
+// (HTTP/1.1 and HTTP/2 alike) delivers no more than the declared length,
+// so the MaxBytesReader, one allocation per request, is only for bodies
+// declared larger (413, and the connection closed after the answer) or
+// of unknown length.
 func readBodyInto(w http.ResponseWriter, r *http.Request, limit int64, buf []byte) ([]byte, error) {
-	body, err := readAll(http.MaxBytesReader(w, r.Body, limit), buf)
+	rd := r.Body
+	if r.ContentLength < 0 || r.ContentLength > limit {
+		rd = http.MaxBytesReader(w, r.Body, limit)
+	}
+	body, err := readAll(rd, buf)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

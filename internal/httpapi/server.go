@@ -147,11 +147,16 @@ func (s *Server) Handler(functions ...string) http.Handler {
 	for _, f := range functions {
 		want[f] = true
 	}
+	var verify http.Handler // POST /v1/verify, if served
 	for _, rt := range s.Routes() {
 		if len(functions) > 0 && !want[rt.Function] {
 			continue
 		}
-		mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+		h := s.wrap(rt)
+		if rt.Method == "POST" && rt.Path == "/v1/verify" {
+			verify = h
+		}
+		mux.Handle(rt.Method+" "+rt.Path, h)
 	}
 	routed := s.jsonFallback(mux)
 	return s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -162,6 +167,13 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		}
 		if !cleanPath(r.URL.Path) {
 			writeError(w, r, s.logger(), errs.E(errs.NotFound, "no route for %s %s: paths have no empty, . or .. segments", r.Method, r.URL.Path))
+			return
+		}
+		// Verify answers every request of a customer's API: it skips the
+		// mux's match, which would pick the same handler for this exact,
+		// unescaped path (r.Pattern, unused by it, stays empty).
+		if verify != nil && r.Method == "POST" && r.URL.Path == "/v1/verify" && r.URL.RawPath == "" {
+			verify.ServeHTTP(w, r)
 			return
 		}
 		routed.ServeHTTP(w, r)
@@ -273,9 +285,8 @@ func (s *Server) jsonFallback(mux *http.ServeMux) http.Handler {
 // logRequests writes one summary entry per request, in Cloud Logging's
 // httpRequest format. It never logs bodies or headers, which may hold keys.
 // It tells the logger's Buffer, if any, when the request starts and ends
-// (logging.Buffer), and hands the record to the handler itself, without
-// the caller lookup and the variadic attributes of Logger.Log, which the
-// handler does not use (no AddSource).
+// (logging.Buffer), and hands the entry to logging.LogRequest, which
+// appends the line itself on the logger `serve` and the functions use.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		log := s.logger()
@@ -287,32 +298,22 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		*sw = statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() { *sw = statusWriter{}; statusWriters.Put(sw) }()
 		next.ServeHTTP(sw, r)
-		lvl := slog.LevelInfo
-		if sw.code >= 500 {
-			lvl = slog.LevelError
+		e := logging.RequestEntry{
+			Level: slog.LevelInfo, Method: r.Method, Path: r.URL.Path, Status: sw.code, Size: sw.n,
+			RemoteIP: r.RemoteAddr, UserAgent: r.UserAgent(),
 		}
-		h := log.Handler()
-		if !h.Enabled(r.Context(), lvl) {
+		if sw.code >= 500 {
+			e.Level = slog.LevelError
+		}
+		if !log.Handler().Enabled(r.Context(), e.Level) {
 			return // do not build an entry that is dropped
 		}
-		now := time.Now()
-		var num [32]byte
-		latency := strconv.AppendFloat(num[:0], now.Sub(start).Seconds(), 'f', 6, 64)
-		req := []slog.Attr{
-			slog.String("requestMethod", r.Method),
-			slog.String("requestUrl", r.URL.Path),
-			slog.Int("status", sw.code),
-			slog.String("responseSize", strconv.Itoa(sw.n)),
-			slog.String("latency", string(append(latency, 's'))),
-			slog.String("remoteIp", r.RemoteAddr),
-			slog.String("userAgent", r.UserAgent()),
+		e.Time = time.Now()
+		e.Latency = e.Time.Sub(start)
+		if s.Project != "" {
+			e.Project, e.TraceID = s.Project, logging.TraceID(r)
 		}
-		rec := slog.NewRecord(now, lvl, r.Method+" "+r.URL.Path, 0)
-		rec.AddAttrs(slog.Attr{Key: "httpRequest", Value: slog.GroupValue(req...)})
-		if a, ok := logging.TraceAttr(r, s.Project); ok {
-			rec.AddAttrs(a)
-		}
-		h.Handle(r.Context(), rec)
+		logging.LogRequest(r.Context(), log, &e)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,13 +34,19 @@ type Buffer struct {
 	size     int
 	interval time.Duration
 
-	mu       sync.Mutex
-	buf      []byte
-	inFlight int
-	timer    *time.Timer // one for the Buffer's life, reset when armed
-	armed    bool        // the timer runs: buf holds lines
-	err      error       // of a timer flush, for the next caller
-	closed   bool
+	// inFlight counts the requests between Begin and End. It is atomic
+	// so that Begin, and End while others remain, take no lock: a line
+	// held by a request is appended under mu before that request's End
+	// decrements, so the End that reaches zero, which then takes mu and
+	// flushes, finds it.
+	inFlight atomic.Int64
+
+	mu     sync.Mutex
+	buf    []byte
+	timer  *time.Timer // one for the Buffer's life, reset when armed
+	armed  bool        // the timer runs: buf holds lines
+	err    error       // of a timer flush, for the next caller
+	closed bool
 }
 
 // BufferOptions configures a Buffer; nil means the defaults.
@@ -68,7 +75,7 @@ func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	err := b.takeErr()
-	if b.inFlight == 0 || b.closed || len(p) > b.size {
+	if b.inFlight.Load() == 0 || b.closed || len(p) > b.size {
 		if ferr := b.flushLocked(); err == nil {
 			err = ferr
 		}
@@ -96,9 +103,7 @@ func (b *Buffer) Begin() {
 	if b == nil {
 		return
 	}
-	b.mu.Lock()
-	b.inFlight++
-	b.mu.Unlock()
+	b.inFlight.Add(1)
 }
 
 // End records that a request is done, and flushes if it was the last in
@@ -107,12 +112,12 @@ func (b *Buffer) End() {
 	if b == nil {
 		return
 	}
+	if b.inFlight.Add(-1) != 0 {
+		return
+	}
 	b.mu.Lock()
-	b.inFlight--
-	if b.inFlight == 0 {
-		if err := b.flushLocked(); err != nil && b.err == nil {
-			b.err = err
-		}
+	if err := b.flushLocked(); err != nil && b.err == nil {
+		b.err = err
 	}
 	b.mu.Unlock()
 }
@@ -173,13 +178,18 @@ func BufferOf(log *slog.Logger) *Buffer {
 	return nil
 }
 
-// handler is the JSON handler of a logger that writes to a Buffer,
-// carrying the Buffer for BufferOf through With and WithGroup. It calls
-// the *slog.JSONHandler directly, not through the slog.Handler interface,
-// so that the Record it is handed does not escape to the heap.
+// handler is the JSON handler of a logger that New made, carrying the
+// Buffer for BufferOf, and the writer for LogRequest, through With and
+// WithGroup. It calls the *slog.JSONHandler directly, not through the
+// slog.Handler interface, so that the Record it is handed does not escape
+// to the heap.
 type handler struct {
 	json *slog.JSONHandler
-	buf  *Buffer
+	buf  *Buffer   // nil if the logger does not write to a Buffer
+	w    io.Writer // what json writes to: buf, or a lockedWriter
+	// derived is set by With and WithGroup: LogRequest's hand-written
+	// line has no place for their attributes and groups.
+	derived bool
 }
 
 func (h *handler) Enabled(ctx context.Context, l slog.Level) bool { return h.json.Enabled(ctx, l) }
@@ -187,9 +197,15 @@ func (h *handler) Enabled(ctx context.Context, l slog.Level) bool { return h.jso
 func (h *handler) Handle(ctx context.Context, r slog.Record) error { return h.json.Handle(ctx, r) }
 
 func (h *handler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &handler{json: h.json.WithAttrs(attrs).(*slog.JSONHandler), buf: h.buf}
+	if len(attrs) == 0 {
+		return h
+	}
+	return &handler{json: h.json.WithAttrs(attrs).(*slog.JSONHandler), buf: h.buf, w: h.w, derived: true}
 }
 
 func (h *handler) WithGroup(name string) slog.Handler {
-	return &handler{json: h.json.WithGroup(name).(*slog.JSONHandler), buf: h.buf}
+	if name == "" {
+		return h
+	}
+	return &handler{json: h.json.WithGroup(name).(*slog.JSONHandler), buf: h.buf, w: h.w, derived: true}
 }

@@ -7,22 +7,37 @@ package logging
 import (
 	"io"
 	"log/slog"
-	"net/http"
-	"strings"
+	"sync"
 )
 
 // New returns a JSON logger writing to w at level and above. If w is a
 // *Buffer, BufferOf(logger) returns it, so that the request log can tell
-// it when requests start and end.
+// it when requests start and end. Its lines are written whole, one Write
+// each, one at a time: LogRequest's lines and the JSON handler's share a
+// lock (a Buffer's own, or one New puts around any other w).
 func New(w io.Writer, level slog.Level) *slog.Logger {
+	b, _ := w.(*Buffer)
+	if b == nil {
+		w = &lockedWriter{w: w}
+	}
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level:       level,
 		ReplaceAttr: cloudNames,
 	})
-	if b, ok := w.(*Buffer); ok {
-		return slog.New(&handler{json: h, buf: b})
-	}
-	return slog.New(h)
+	return slog.New(&handler{json: h, buf: b, w: w})
+}
+
+// lockedWriter serializes the Writes of the loggers New makes on one
+// writer that is not a Buffer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func cloudNames(groups []string, a slog.Attr) slog.Attr {
@@ -46,27 +61,4 @@ func cloudNames(groups []string, a slog.Attr) slog.Attr {
 		}
 	}
 	return a
-}
-
-// TraceAttr returns the Cloud Logging trace attribute for a request that
-// carries an X-Cloud-Trace-Context or traceparent header, so that its log
-// entries group under the request in the console. ok is false if there is
-// no trace or no project.
-func TraceAttr(r *http.Request, project string) (attr slog.Attr, ok bool) {
-	if project == "" {
-		return attr, false
-	}
-	var trace string
-	if h := r.Header.Get("traceparent"); h != "" {
-		// version-traceid-spanid-flags
-		if parts := strings.Split(h, "-"); len(parts) == 4 && len(parts[1]) == 32 {
-			trace = parts[1]
-		}
-	} else if h := r.Header.Get("X-Cloud-Trace-Context"); h != "" {
-		trace, _, _ = strings.Cut(h, "/")
-	}
-	if trace == "" || len(trace) > 64 {
-		return attr, false
-	}
-	return slog.String("logging.googleapis.com/trace", "projects/"+project+"/traces/"+trace), true
 }

@@ -2,7 +2,6 @@ package sweep_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -38,30 +37,6 @@ func (e *env) useFeature(k *store.Key, feature string, requests int64, at time.T
 	}
 }
 
-// ownerNotifications returns the data of the queued notifications of type
-// typ.
-func (e *env) ownerNotifications(typ string) []map[string]any {
-	e.t.Helper()
-	var out []map[string]any
-	for _, id := range e.topic.ids() {
-		d, err := e.nstore.GetDelivery(context.Background(), id)
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		if d.Type != typ {
-			continue
-		}
-		var p struct {
-			Data map[string]any `json:"data"`
-		}
-		if err := json.Unmarshal(d.Payload, &p); err != nil {
-			e.t.Fatal(err)
-		}
-		out = append(out, p.Data)
-	}
-	return out
-}
-
 func TestOwnerOverQuotaIsSuspendedThenLiftedAtWindowReset(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		a, b := e.key("proj_1", "team"), e.key("proj_1", "team")
@@ -74,8 +49,8 @@ func TestOwnerOverQuotaIsSuspendedThenLiftedAtWindowReset(t *testing.T) {
 		sw := e.sweeper()
 		sw.Owners = e.ownersService(v)
 
-		if rep := e.run(sw, true); len(rep.OwnersSuspended) != 1 || e.ownerNotifications(notify.OwnerSuspended) != nil {
-			t.Fatalf("dry run: suspended %+v, notifications %v; want one reported, nothing sent", rep.OwnersSuspended, e.ownerNotifications(notify.OwnerSuspended))
+		if rep := e.run(sw, true); len(rep.OwnersSuspended) != 1 || e.payloads(notify.OwnerSuspended) != nil {
+			t.Fatalf("dry run: suspended %+v, notifications %v; want one reported, nothing sent", rep.OwnersSuspended, e.payloads(notify.OwnerSuspended))
 		}
 		rep := e.run(sw, false)
 		tomorrow := time.Date(2030, 1, 16, 0, 0, 0, 0, time.UTC)
@@ -102,7 +77,7 @@ func TestOwnerOverQuotaIsSuspendedThenLiftedAtWindowReset(t *testing.T) {
 		if rep := e.run(sw, false); len(rep.OwnersSuspended) != 0 || len(rep.OwnersLifted) != 0 {
 			t.Errorf("second run: %+v %+v, want nothing", rep.OwnersSuspended, rep.OwnersLifted)
 		}
-		if n := e.ownerNotifications(notify.OwnerSuspended); len(n) != 1 || n[0]["limit"] != "requests_per_day" || n[0]["used"] != 11.0 {
+		if n := e.payloads(notify.OwnerSuspended); len(n) != 1 || n[0]["limit"] != "requests_per_day" || n[0]["used"] != 11.0 {
 			t.Errorf("owner.suspended notifications: %v, want one", n)
 		}
 		es, _, err := e.store.ListAudit(context.Background(), store.AuditQuery{PageSize: 100})
@@ -131,7 +106,7 @@ func TestOwnerOverQuotaIsSuspendedThenLiftedAtWindowReset(t *testing.T) {
 		if d, _ := v.Verify(context.Background(), verify.Request{Key: a.Secret}); d.Code != verify.Valid {
 			t.Errorf("after the lift: %s, want VALID", d.Code)
 		}
-		if n := e.ownerNotifications(notify.OwnerReinstated); len(n) != 1 || n[0]["reason"] != "window_reset" {
+		if n := e.payloads(notify.OwnerReinstated); len(n) != 1 || n[0]["reason"] != "window_reset" {
 			t.Errorf("owner.reinstated notifications: %v, want one", n)
 		}
 	})

@@ -130,6 +130,17 @@ func (e *env) get(id string) *store.Key {
 func (e *env) notifications(typ string) map[string][]map[string]any {
 	e.t.Helper()
 	out := map[string][]map[string]any{}
+	for _, d := range e.payloads(typ) {
+		k := d["key_id"].(string)
+		out[k] = append(out[k], d)
+	}
+	return out
+}
+
+// payloads returns the data of the queued notifications of type typ.
+func (e *env) payloads(typ string) []map[string]any {
+	e.t.Helper()
+	var out []map[string]any
 	for _, id := range e.topic.ids() {
 		d, err := e.nstore.GetDelivery(context.Background(), id)
 		if err != nil {
@@ -144,8 +155,7 @@ func (e *env) notifications(typ string) map[string][]map[string]any {
 		if err := json.Unmarshal(d.Payload, &p); err != nil {
 			e.t.Fatal(err)
 		}
-		k := p.Data["key_id"].(string)
-		out[k] = append(out[k], p.Data)
+		out = append(out, p.Data)
 	}
 	return out
 }

@@ -36,7 +36,7 @@ func TestDisableReachesOtherInstanceWithinBound(t *testing.T) {
 
 	a.clock.Advance(30 * time.Second) // the key has long been cached on B
 	check(t, vb, verify.Request{Key: k.Secret}, verify.Valid)
-	if _, err := a.keys.Disable(ctx, "ops", k.Key.ID, "leaked"); err != nil {
+	if _, err := a.keys.Disable(ctx, "ops", k.Key.ID, "compromised"); err != nil {
 		t.Fatal(err)
 	}
 	a.clock.Advance(time.Second)

@@ -18,17 +18,33 @@ type SourcedLimit struct {
 // Owner is an owner (a project): its tier, its overrides, and the limits
 // all its keys share.
 type Owner struct {
-	Owner     string            `json:"owner"`
-	Plan      string            `json:"plan"`
-	Limits    Limits            `json:"limits"`   // overrides of the plan's owner_limits
-	Features  map[string]Limits `json:"features"` // overrides of the plan's per-feature limits
-	Effective struct {
+	Owner string `json:"owner"`
+	Plan  string `json:"plan"`
+	// Suspension is the sweep's suspension of the owner over a day or
+	// month quota; nil when the owner is not suspended.
+	Suspension *OwnerSuspension  `json:"suspension,omitempty"`
+	Limits     Limits            `json:"limits"`   // overrides of the plan's owner_limits
+	Features   map[string]Limits `json:"features"` // overrides of the plan's per-feature limits
+	Effective  struct {
 		OwnerLimits   map[string]SourcedLimit            `json:"owner_limits"`
 		Features      map[string]map[string]SourcedLimit `json:"features"`
 		OtherFeatures bool                               `json:"other_features"` // features not listed are offered too
 	} `json:"effective"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// OwnerSuspension is the sweep's suspension of an owner over its own quota
+// (every request of its keys is refused) or a feature's (Feature set: that
+// feature's requests are), until the window ends or the owner's limits no
+// longer refuse its usage.
+type OwnerSuspension struct {
+	Limit   string    `json:"limit"`
+	Feature string    `json:"feature,omitempty"`
+	Used    int64     `json:"used"`
+	Max     int64     `json:"max"`
+	Until   time.Time `json:"until"`
+	Since   time.Time `json:"since"`
 }
 
 // OwnerList is a page of owners, by id.
