@@ -623,7 +623,7 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 // key if owner is "") in the window of kind w containing start, ordered by
 // key id.
 func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]ledger.KeyTotals, string, error) {
-	return l.keyPage(ctx, owner, w, start, pageSize, pageToken, "key_id", "owner", "requests", "units", "bytes")
+	return l.keyPage(ctx, owner, w, start, pageSize, pageToken, "key_id", "owner", "requests", "units", "bytes", "cost")
 }
 
 // ActiveKeys returns one page of ids of keys with usage in the window of
@@ -713,7 +713,7 @@ func (l *Ledger) KeySeries(ctx context.Context, owner string, w plan.Window, fro
 		return nil, false, err
 	}
 	maxDocs := limit*l.shards + 1
-	snaps, err := l.c.Collection(countersColl).Select("key_id", "start", "requests", "units", "bytes").
+	snaps, err := l.c.Collection(countersColl).Select("key_id", "start", "requests", "units", "bytes", "cost").
 		Where("owner", "==", owner).Where("window", "==", string(w)).
 		Where("start", ">=", firestoredb.Time(from)).Where("start", "<", firestoredb.Time(to)).
 		OrderBy("start", firestore.Asc).OrderBy("key_id", firestore.Asc).
