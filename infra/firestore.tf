@@ -301,6 +301,7 @@ locals {
     "usage_counters/requests" = { ttl = false, exempt = true }
     "usage_counters/units"    = { ttl = false, exempt = true }
     "usage_counters/bytes"    = { ttl = false, exempt = true }
+    "usage_counters/cost"     = { ttl = false, exempt = true }
     "usage_counters/shard"    = { ttl = false, exempt = true }
     "usage_counters/start"    = { ttl = false, exempt = true }
     # Owner counters likewise; features is a map rewritten by every increment
@@ -308,6 +309,7 @@ locals {
     "usage_owner_counters/requests" = { ttl = false, exempt = true }
     "usage_owner_counters/units"    = { ttl = false, exempt = true }
     "usage_owner_counters/bytes"    = { ttl = false, exempt = true }
+    "usage_owner_counters/cost"     = { ttl = false, exempt = true }
     "usage_owner_counters/shard"    = { ttl = false, exempt = true }
     "usage_owner_counters/start"    = { ttl = false, exempt = true }
     "usage_owner_counters/features" = { ttl = false, exempt = true }

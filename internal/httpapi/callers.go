@@ -42,7 +42,8 @@ func ownerScoped(route string) scope {
 	case "GET /v1/owners/{owner}",
 		"PATCH /v1/owners/{owner}",
 		"PUT /v1/owners/{owner}/webhook",
-		"GET /v1/owners/{owner}/webhook":
+		"GET /v1/owners/{owner}/webhook",
+		"GET /v1/owners/{owner}/spend":
 		return scopeOwner
 	case "POST /v1/keys",
 		"GET /v1/keys",

@@ -52,6 +52,7 @@ var clientTypes = map[string]func() any{
 	"setWebhook":        nil,
 	"getWebhook":        nil,
 	"health":            nil,
+	"getSpend":          nil, // the client has no spend method yet
 	"reportLeaks":       nil, // the client has no leak method yet
 	"reportGitHubLeaks": nil, // GitHub calls it
 }

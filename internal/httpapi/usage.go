@@ -149,8 +149,9 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) err
 // usageCSV streams the billing export as CSV: a row per key (level key),
 // then per owner a row of its totals (level owner) and one per feature it
 // reported (level feature; usage without a feature is the owner row minus
-// them). The level and feature columns come last, so readers of the
-// per-key columns are unaffected.
+// them). The level, feature and amount columns come last, so readers of
+// the per-key columns are unaffected; amount is the usage's cost in the
+// plan's currency, 6 decimals.
 func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, win plan.Window, start, end time.Time) error {
 	// Read the first page before answering, so an error is still a clean
 	// error response; later failures can only cut the stream short.
@@ -161,10 +162,11 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, 
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="usage-`+string(win)+`-`+start.Format("2006-01-02")+`.csv"`)
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"key_id", "owner", "window", "start", "end", "requests", "units", "bytes", "level", "feature"})
+	cw.Write([]string{"key_id", "owner", "window", "start", "end", "requests", "units", "bytes", "level", "feature", "amount"})
 	row := func(keyID, owner, level, feature string, t ledger.Totals) {
 		cw.Write([]string{keyID, owner, string(win), start.Format(time.RFC3339), end.Format(time.RFC3339),
-			strconv.FormatInt(t.Requests, 10), strconv.FormatInt(t.Units, 10), strconv.FormatInt(t.Bytes, 10), level, feature})
+			strconv.FormatInt(t.Requests, 10), strconv.FormatInt(t.Units, 10), strconv.FormatInt(t.Bytes, 10), level, feature,
+			plan.FormatMicros(t.Cost)})
 	}
 	cut := func(err error) {
 		s.logger().ErrorContext(r.Context(), "usage export cut short", "error", err)

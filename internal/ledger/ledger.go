@@ -18,6 +18,9 @@ import (
 type Counted struct {
 	usage.Event
 	Owner string
+	// Cost is the event's cost in micro-units of its owner's plan's
+	// currency (plan.Plan.Cost), computed once, when the event is counted.
+	Cost int64
 }
 
 // Totals are the amounts counted in one window.
@@ -25,6 +28,7 @@ type Totals struct {
 	Requests int64
 	Units    int64
 	Bytes    int64
+	Cost     int64 // micro-units of the owner's currency
 }
 
 // Add adds o to t.
@@ -32,6 +36,7 @@ func (t *Totals) Add(o Totals) {
 	t.Requests += o.Requests
 	t.Units += o.Units
 	t.Bytes += o.Bytes
+	t.Cost += o.Cost
 }
 
 // Get returns the total of a metric ("requests", "units", "bytes").
@@ -229,8 +234,8 @@ func CheckCount(events []Counted, retention time.Duration) error {
 			return errs.E(errs.Invalid, "event %s: the key id is empty", e.ID)
 		case e.Time.IsZero():
 			return errs.E(errs.Invalid, "event %s: the time is not set", e.ID)
-		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0:
-			return errs.E(errs.Invalid, "event %s: requests, units and bytes must be >= 0", e.ID)
+		case e.Requests < 0 || e.Units < 0 || e.Bytes < 0 || e.Cost < 0:
+			return errs.E(errs.Invalid, "event %s: requests, units, bytes and cost must be >= 0", e.ID)
 		}
 	}
 	return nil

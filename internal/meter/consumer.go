@@ -16,6 +16,7 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ledger"
+	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/usage"
@@ -57,21 +58,44 @@ func Publish(ctx context.Context, t queue.Topic, body []byte, now time.Time) (in
 	return len(b.Events), nil
 }
 
-// KeyStore finds keys and records their last use; store.Store is one.
+// KeyStore finds keys and owners and records keys' last use; store.Store
+// is one.
 type KeyStore interface {
 	GetKey(ctx context.Context, id string) (*store.Key, error)
+	GetOwner(ctx context.Context, id string) (*store.Owner, error)
 	MarkUsed(ctx context.Context, uses map[string]time.Time) error
+}
+
+// OwnerPlanTTL is how long the consumer keeps an owner's plan before
+// reading it again: an event is priced at the plan its owner has when the
+// event is counted, as the consumer last read it (at most this old).
+const OwnerPlanTTL = time.Minute
+
+// keyInfo is what the consumer keeps of a key: its owner and plan never
+// change.
+type keyInfo struct{ owner, plan string }
+
+// ownerPlan is an owner's plan as read at a time.
+type ownerPlan struct {
+	plan string
+	at   time.Time
 }
 
 // Consumer turns usage messages into counted events. Its Handle follows
 // the Pub/Sub contract: nil acks (counted, or poison recorded as a dead
 // letter), an error asks for redelivery (a transient failure).
 type Consumer struct {
-	ledger ledger.Ledger
-	keys   KeyStore
-	clock  clock.Clock
-	log    *slog.Logger
-	owners *lru.Cache[string, string] // key id → owner; owners never change
+	ledger  ledger.Ledger
+	keys    KeyStore
+	clock   clock.Clock
+	log     *slog.Logger
+	keyInfo *lru.Cache[string, keyInfo]   // key id → owner and plan
+	plans   *lru.Cache[string, ownerPlan] // owner → its plan, OwnerPlanTTL
+
+	// Plans, if set, prices each event at its owner's plan's prices
+	// (plan.Plan.Cost) and the ledger counts the cost with the event; nil,
+	// or a catalog without prices, prices nothing (no owner is read).
+	Plans *plan.Catalog
 
 	// Tracer, if set, traces each message handled (a usage batch); nil
 	// traces nothing.
@@ -109,8 +133,9 @@ func (c *Consumer) span(ctx context.Context, name string, m queue.Message) (cont
 
 // NewConsumer returns a Consumer.
 func NewConsumer(l ledger.Ledger, keys KeyStore, clk clock.Clock, log *slog.Logger) *Consumer {
-	owners, _ := lru.New[string, string](100_000)
-	return &Consumer{ledger: l, keys: keys, clock: clk, log: log, owners: owners}
+	info, _ := lru.New[string, keyInfo](100_000)
+	plans, _ := lru.New[string, ownerPlan](100_000)
+	return &Consumer{ledger: l, keys: keys, clock: clk, log: log, keyInfo: info, plans: plans}
 }
 
 // Handle processes one message: a usage batch, or client IPs verify saw
@@ -147,7 +172,7 @@ func (c *Consumer) Handle(ctx context.Context, m queue.Message) (err error) {
 			}
 			continue
 		}
-		owner, err := c.owner(ctx, e.KeyID)
+		k, err := c.key(ctx, e.KeyID)
 		if errs.Is(err, errs.NotFound) {
 			if err := c.deadLetter(ctx, ledger.DeadLetter{ID: e.ID, Reason: ReasonUnknownKey, Detail: "no key " + e.KeyID, Payload: eventJSON(e)}, now); err != nil {
 				return err
@@ -157,7 +182,17 @@ func (c *Consumer) Handle(ctx context.Context, m queue.Message) (err error) {
 		if err != nil {
 			return err
 		}
-		events = append(events, ledger.Counted{Event: e, Owner: owner})
+		cost, err := c.cost(ctx, k, e, now)
+		if errs.Is(err, errs.Invalid) {
+			if err := c.deadLetter(ctx, ledger.DeadLetter{ID: e.ID, Reason: ReasonInvalid, Detail: err.Error(), Payload: eventJSON(e)}, now); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		events = append(events, ledger.Counted{Event: e, Owner: k.owner, Cost: cost})
 	}
 	if len(events) == 0 {
 		return nil
@@ -182,16 +217,53 @@ func (c *Consumer) HandleDeadLetter(ctx context.Context, m queue.Message) (err e
 	return c.deadLetter(ctx, ledger.DeadLetter{ID: "message:" + m.ID, Reason: ReasonDeliveryFailed, Detail: detail, Payload: m.Data}, c.clock.Now())
 }
 
-func (c *Consumer) owner(ctx context.Context, keyID string) (string, error) {
-	if o, ok := c.owners.Get(keyID); ok {
-		return o, nil
+func (c *Consumer) key(ctx context.Context, keyID string) (keyInfo, error) {
+	if k, ok := c.keyInfo.Get(keyID); ok {
+		return k, nil
 	}
 	k, err := c.keys.GetKey(ctx, keyID)
 	if err != nil {
-		return "", err
+		return keyInfo{}, err
 	}
-	c.owners.Add(keyID, k.Owner)
-	return k.Owner, nil
+	info := keyInfo{owner: k.Owner, plan: k.Plan}
+	c.keyInfo.Add(keyID, info)
+	return info, nil
+}
+
+// cost prices e at the plan of k's owner (the owner's record's plan; the
+// key's plan if the owner has no record or the key no owner). An event
+// whose cost does not fit the counters is errs.Invalid; a store that
+// cannot be read is returned as it failed.
+func (c *Consumer) cost(ctx context.Context, k keyInfo, e usage.Event, now time.Time) (int64, error) {
+	if c.Plans == nil || !c.Plans.Priced() {
+		return 0, nil
+	}
+	name := k.plan
+	if k.owner != "" {
+		op, ok := c.plans.Get(k.owner)
+		if !ok || now.Sub(op.at) >= OwnerPlanTTL || now.Before(op.at) {
+			o, err := c.keys.GetOwner(ctx, k.owner)
+			switch {
+			case err == nil:
+				op = ownerPlan{plan: o.Plan, at: now}
+			case errs.Is(err, errs.NotFound):
+				op = ownerPlan{plan: k.plan, at: now}
+			default:
+				return 0, err
+			}
+			c.plans.Add(k.owner, op)
+		}
+		name = op.plan
+	}
+	p, ok := c.Plans.Get(name)
+	if !ok {
+		return 0, nil // a plan no longer offered has no prices
+	}
+	cost, ok := p.Cost(e.Feature, e.Requests, e.Units, e.Bytes)
+	if !ok {
+		return 0, errs.E(errs.Invalid, "cost: the event's amounts at plan %s's prices overflow the spend counters", name)
+	}
+	return cost, nil
 }
 
 func (c *Consumer) deadLetter(ctx context.Context, d ledger.DeadLetter, now time.Time) error {

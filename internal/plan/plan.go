@@ -122,6 +122,13 @@ type Plan struct {
 	// Abuse are the rules the sweep disables a key of this plan by,
 	// beyond its quotas. Absent rules are off.
 	Abuse Abuse `json:"abuse,omitzero"`
+	// Currency is the ISO 4217 code of the plan's prices; default USD.
+	Currency string `json:"currency,omitempty"`
+	// Prices are the prices of usage by feature; "*" prices features not
+	// listed and usage without a feature. Absent prices are zero (see
+	// money.go for the precision).
+	Prices map[string]PriceSpec `json:"prices,omitempty"`
+	prices map[string]Price
 }
 
 // Abuse holds a plan's abuse rules (see internal/sweep for how each is
@@ -219,6 +226,16 @@ func (c *Catalog) Get(name string) (*Plan, bool) {
 // or "" if there is none.
 func (c *Catalog) Default() string { return c.defaultPlan }
 
+// Priced reports whether any plan of c sets a price.
+func (c *Catalog) Priced() bool {
+	for _, p := range c.plans {
+		if p.Priced() {
+			return true
+		}
+	}
+	return false
+}
+
 // Names returns the plan names, sorted.
 func (c *Catalog) Names() []string { return slices.Sorted(maps.Keys(c.plans)) }
 
@@ -283,6 +300,10 @@ func NewCatalog(f File) (*Catalog, error) {
 			cp.Features[f] = Limits{}.With(p.Features[f])
 		}
 		if err := cp.Abuse.validate(); err != nil {
+			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
+		}
+		cp.Currency, cp.Prices = p.Currency, maps.Clone(p.Prices)
+		if err := cp.validateMoney(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}
 		slices.Sort(cp.Scopes)

@@ -329,6 +329,7 @@ func (b *build) consumer() {
 		return
 	}
 	b.app.Consumer = meter.NewConsumer(b.app.Ledger, b.app.Store, b.clk, b.log)
+	b.app.Consumer.Plans = b.app.Plans
 	b.app.Consumer.Tracer = b.tel.Tracer()
 	b.err = b.tel.ObserveConsumer(b.app.Consumer)
 }

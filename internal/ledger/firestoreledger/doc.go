@@ -11,15 +11,16 @@
 //	    retention, the TTL field.
 //	usage_counters/{key id}_{window}_{window start, Unix seconds}_{shard}
 //	    key_id, owner, window ("minute", "hour", "day", "month"), start (timestamp),
-//	    shard (0 to Shards-1), requests, units, bytes (integers, added to
+//	    shard (0 to Shards-1), requests, units, bytes, cost (integers; cost in
+//	    micro-units of the owner's currency; added to
 //	    with firestore.Increment). A key's totals in a window are the sum
 //	    of its up to Shards shard documents; a missing shard is zero. The
 //	    id is unambiguous although key ids may contain '_': its last three
 //	    parts have fixed forms.
 //	usage_owner_counters/{owner id in hex}_{window}_{window start, Unix seconds}_{shard}
-//	    owner, window, start, shard, requests, units, bytes (an owner's
+//	    owner, window, start, shard, requests, units, bytes, cost (an owner's
 //	    totals in the window), features (a map of feature name to
-//	    {requests, units, bytes}: the part of them of events that named
+//	    {requests, units, bytes, cost}: the part of them of events that named
 //	    the feature). Every field is added to with firestore.Increment, so
 //	    the features of concurrent commits merge. A document holds about
 //	    10,000 features within Firestore's 1 MiB, far more than a plan
@@ -135,8 +136,8 @@
 // which would cap the collection near 500 writes/s):
 //
 //	usage_events:       id, key_id, time, expire_at
-//	usage_counters:     requests, units, bytes (rewritten by every increment), shard, start
-//	usage_owner_counters: requests, units, bytes, features, shard, start
+//	usage_counters:     requests, units, bytes, cost (rewritten by every increment), shard, start
+//	usage_owner_counters: requests, units, bytes, cost, features, shard, start
 //	usage_dead_letters: id, reason, detail, payload
 //	usage_client_ips:   key_id, day, expire_at, ips (an array field would
 //	                    otherwise get an array-contains index entry per IP)

@@ -189,6 +189,7 @@ type totalsDoc struct {
 	Requests int64 `firestore:"requests"`
 	Units    int64 `firestore:"units"`
 	Bytes    int64 `firestore:"bytes"`
+	Cost     int64 `firestore:"cost"`
 }
 
 type ownerDoc struct {
@@ -199,14 +200,15 @@ type ownerDoc struct {
 	Requests int64                `firestore:"requests"`
 	Units    int64                `firestore:"units"`
 	Bytes    int64                `firestore:"bytes"`
+	Cost     int64                `firestore:"cost"`
 	Features map[string]totalsDoc `firestore:"features"`
 }
 
 // addTo adds the document's totals to u.
 func (d *ownerDoc) addTo(u *ledger.Usage) {
-	u.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+	u.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes, Cost: d.Cost})
 	for f, t := range d.Features {
-		u.AddFeature(f, ledger.Totals{Requests: t.Requests, Units: t.Units, Bytes: t.Bytes})
+		u.AddFeature(f, ledger.Totals{Requests: t.Requests, Units: t.Units, Bytes: t.Bytes, Cost: t.Cost})
 	}
 }
 
@@ -226,6 +228,7 @@ type counterDoc struct {
 	Requests int64     `firestore:"requests"`
 	Units    int64     `firestore:"units"`
 	Bytes    int64     `firestore:"bytes"`
+	Cost     int64     `firestore:"cost"`
 }
 
 type deadLetterDoc struct {
@@ -283,6 +286,7 @@ func addTo(t *ledger.Totals, e ledger.Counted) {
 	t.Requests = addSat(t.Requests, e.Requests)
 	t.Units = addSat(t.Units, e.Units)
 	t.Bytes = addSat(t.Bytes, e.Bytes)
+	t.Cost = addSat(t.Cost, e.Cost)
 }
 
 // chunks splits events (sorted by owner and key, so that an owner's and a
@@ -397,6 +401,7 @@ func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) erro
 				"requests": firestore.Increment(inc.Requests),
 				"units":    firestore.Increment(inc.Units),
 				"bytes":    firestore.Increment(inc.Bytes),
+				"cost":     firestore.Increment(inc.Cost),
 			}, firestore.MergeAll)
 			if err != nil {
 				return err
@@ -411,6 +416,7 @@ func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) erro
 				"requests": firestore.Increment(inc.Requests),
 				"units":    firestore.Increment(inc.Units),
 				"bytes":    firestore.Increment(inc.Bytes),
+				"cost":     firestore.Increment(inc.Cost),
 			}
 			if len(inc.features) > 0 {
 				fs := make(map[string]any, len(inc.features))
@@ -419,6 +425,7 @@ func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) erro
 						"requests": firestore.Increment(t.Requests),
 						"units":    firestore.Increment(t.Units),
 						"bytes":    firestore.Increment(t.Bytes),
+						"cost":     firestore.Increment(t.Cost),
 					}
 				}
 				doc["features"] = fs
@@ -546,7 +553,7 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 		if err := snap.DataTo(&d); err != nil {
 			return ledger.Totals{}, errs.Wrap(errs.Internal, err, "firestore: decode usage counter "+snap.Ref.ID)
 		}
-		t.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+		t.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes, Cost: d.Cost})
 	}
 	return t, nil
 }
@@ -600,7 +607,7 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 				}
 				out = append(out, ledger.KeyTotals{KeyID: d.KeyID, Owner: d.Owner})
 			}
-			out[len(out)-1].Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+			out[len(out)-1].Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes, Cost: d.Cost})
 			docs++
 		}
 		if len(snaps) < limit {
@@ -616,7 +623,7 @@ func (l *Ledger) keyPage(ctx context.Context, owner string, w plan.Window, start
 // key if owner is "") in the window of kind w containing start, ordered by
 // key id.
 func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]ledger.KeyTotals, string, error) {
-	return l.keyPage(ctx, owner, w, start, pageSize, pageToken, "key_id", "owner", "requests", "units", "bytes")
+	return l.keyPage(ctx, owner, w, start, pageSize, pageToken, "key_id", "owner", "requests", "units", "bytes", "cost")
 }
 
 // ActiveKeys returns one page of ids of keys with usage in the window of
@@ -706,7 +713,7 @@ func (l *Ledger) KeySeries(ctx context.Context, owner string, w plan.Window, fro
 		return nil, false, err
 	}
 	maxDocs := limit*l.shards + 1
-	snaps, err := l.c.Collection(countersColl).Select("key_id", "start", "requests", "units", "bytes").
+	snaps, err := l.c.Collection(countersColl).Select("key_id", "start", "requests", "units", "bytes", "cost").
 		Where("owner", "==", owner).Where("window", "==", string(w)).
 		Where("start", ">=", firestoredb.Time(from)).Where("start", "<", firestoredb.Time(to)).
 		OrderBy("start", firestore.Asc).OrderBy("key_id", firestore.Asc).
@@ -723,7 +730,7 @@ func (l *Ledger) KeySeries(ctx context.Context, owner string, w plan.Window, fro
 		if n := len(out); n == 0 || out[n-1].KeyID != d.KeyID || !out[n-1].Start.Equal(d.Start) {
 			out = append(out, ledger.KeyPoint{KeyID: d.KeyID, Start: d.Start.UTC()})
 		}
-		out[len(out)-1].Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes})
+		out[len(out)-1].Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes, Cost: d.Cost})
 	}
 	if len(out) > limit || len(snaps) == maxDocs {
 		return out[:min(limit, len(out))], true, nil

@@ -258,8 +258,8 @@ func TestDocumentLayout(t *testing.T) {
 		}
 		start, _ := plan.Window(m[1]).Bounds(at)
 		want := map[string]any{"owner": "owner-1", "window": m[1], "start": start, "shard": int64(m[3][0] - '0'),
-			"requests": int64(1), "units": int64(10), "bytes": int64(100),
-			"features": map[string]any{"pro.model": map[string]any{"requests": int64(1), "units": int64(10), "bytes": int64(100)}}}
+			"requests": int64(1), "units": int64(10), "bytes": int64(100), "cost": int64(0),
+			"features": map[string]any{"pro.model": map[string]any{"requests": int64(1), "units": int64(10), "bytes": int64(100), "cost": int64(0)}}}
 		if diff := gocmp.Diff(want, d.Data()); diff != "" {
 			t.Errorf("owner counter %s mismatch (-want +got):\n%s", d.Ref.ID, diff)
 		}

@@ -91,6 +91,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"ConcurrentOverlappingCountsAreExact", testConcurrentOverlappingCountsAreExact},
 		{"StreamDeliveredThreeTimesInRandomOrderIsExact", testStreamDeliveredThreeTimesInRandomOrderIsExact},
 		{"FailedCountDoesNotBurnIDs", testFailedCountDoesNotBurnIDs},
+		{"CostCountedOnceWithTheUsage", testCostCountedOnceWithTheUsage},
 		{"EventsExpireAfterRetention", testEventsExpireAfterRetention},
 
 		{"OwnerTotalsSumsShardsAndPages", testOwnerTotalsSumsShardsAndPages},
@@ -142,8 +143,13 @@ func ev(id, key, owner string, t time.Time, requests, units, bytes int64) ledger
 		Bytes: bytes, Feature: "generate"}, Owner: owner}
 }
 
+func withCost(e ledger.Counted, micros int64) ledger.Counted {
+	e.Cost = micros
+	return e
+}
+
 func amounts(e ledger.Counted) ledger.Totals {
-	return ledger.Totals{Requests: e.Requests, Units: e.Units, Bytes: e.Bytes}
+	return ledger.Totals{Requests: e.Requests, Units: e.Units, Bytes: e.Bytes, Cost: e.Cost}
 }
 
 func wantKind(t *testing.T, what string, err error, k errs.Kind) {
@@ -479,6 +485,7 @@ func testInvalidBatchCountsNothing(t *testing.T, h Harness) {
 		"negative requests": ev("evt-2", "key-1", "owner-1", monthEnd, -1, 0, 0),
 		"negative units":    ev("evt-2", "key-1", "owner-1", monthEnd, 1, -5, 0),
 		"negative bytes":    ev("evt-2", "key-1", "owner-1", monthEnd, 1, 0, -5),
+		"negative cost":     withCost(ev("evt-2", "key-1", "owner-1", monthEnd, 1, 0, 0), -1),
 		"empty id":          ev("", "key-1", "owner-1", monthEnd, 1, 0, 0),
 		"empty key id":      ev("evt-2", "", "owner-1", monthEnd, 1, 0, 0),
 		"zero time":         ev("evt-2", "key-1", "owner-1", time.Time{}, 1, 0, 0),
@@ -501,13 +508,50 @@ func testInvalidBatchCountsNothing(t *testing.T, h Harness) {
 	countWant(t, l, []ledger.Counted{good}, 1) // the rejected batches burned no id
 }
 
+// testCostCountedOnceWithTheUsage checks that an event's cost is summed
+// into its key's and its owner's counters, per feature, in the same commit
+// as its counts: a redelivery, even one whose cost was computed anew (say,
+// after a price change), adds nothing, and a failed commit adds no cost.
+func testCostCountedOnceWithTheUsage(t *testing.T, h Harness) {
+	l := h.Ledger
+	e1 := withCost(ev("evt-1", "key-1", "owner-1", monthEnd, 1, 1000, 0), 1_250)
+	e2 := withCost(ev("evt-2", "key-1", "owner-1", monthEnd, 2, 0, 0), 1_000)
+	e2.Feature = "pro-model"
+	e3 := withCost(ev("evt-3", "key-2", "owner-1", monthEnd, 1, 0, 0), 9_223_372_036_000) // large: integer end to end
+	e3.Feature = ""
+	if h.Break != nil && h.Repair != nil {
+		h.Break(0)
+		if _, err := l.Count(t.Context(), []ledger.Counted{e1}, retention); err == nil {
+			t.Fatal("Count with a broken commit: got nil error")
+		}
+		h.Repair()
+		wantTotals(t, l, "key-1", plan.Month, monthEnd, ledger.Totals{})
+	}
+	countWant(t, l, []ledger.Counted{e1, e2, e1}, 2)
+	repriced := withCost(e1, 99_999)
+	countWant(t, l, []ledger.Counted{repriced, e2, e3}, 1)
+	m := newModel()
+	m.add(e1, e2, e3)
+	m.check(t, l)
+	u, err := l.OwnerUsage(t.Context(), "owner-1", plan.Month, monthEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(1_250 + 1_000 + 9_223_372_036_000); u.Cost != want {
+		t.Errorf("owner cost: got %d, want %d", u.Cost, want)
+	}
+	if got := u.Features["pro-model"].Cost; got != 1_000 {
+		t.Errorf("pro-model cost: got %d, want 1000", got)
+	}
+}
+
 func testConcurrentOverlappingCountsAreExact(t *testing.T, h Harness) {
 	l := h.Ledger
 	const n, workers = 200, 8
 	var events []ledger.Counted
 	for i := range n {
-		events = append(events, ev(fmt.Sprintf("evt-%03d", i), fmt.Sprintf("key-%d", i%4), "owner-1",
-			monthEnd.Add(time.Duration(i)*7*time.Second), 1, int64(i), int64(i*i)))
+		events = append(events, withCost(ev(fmt.Sprintf("evt-%03d", i), fmt.Sprintf("key-%d", i%4), "owner-1",
+			monthEnd.Add(time.Duration(i)*7*time.Second), 1, int64(i), int64(i*i)), int64(500+3*i)))
 	}
 	_, seed := newRand(t)
 	var (
@@ -556,6 +600,7 @@ func testStreamDeliveredThreeTimesInRandomOrderIsExact(t *testing.T, h Harness) 
 		e := ev(fmt.Sprintf("evt-%04d", i), fmt.Sprintf("key-%02d", k), fmt.Sprintf("owner-%d", k%3),
 			at, 1+rng.Int64N(3), rng.Int64N(10_000), rng.Int64N(1<<20))
 		e.Feature = features[rng.IntN(len(features))]
+		e.Cost = rng.Int64N(5_000_000)
 		events = append(events, e)
 	}
 	var deliveries []ledger.Counted

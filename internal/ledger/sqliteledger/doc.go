@@ -13,11 +13,11 @@
 //	usage_events (id PRIMARY KEY, key_id, time, expire_at)
 //	    one row per counted event id, kept until expire_at (count time +
 //	    retention); indexed by expire_at
-//	usage_counters ((key_id, win, start) PRIMARY KEY, owner, requests, units, bytes)
+//	usage_counters ((key_id, win, start) PRIMARY KEY, owner, requests, units, bytes, cost)
 //	    pre-aggregated totals per key and UTC minute, hour, day and month
 //	    window; indexed by (win, start, key_id) for ActiveKeys and by
 //	    (owner, win, start, key_id) for OwnerTotals
-//	usage_owner_counters ((owner, win, start, feature) PRIMARY KEY, requests, units, bytes)
+//	usage_owner_counters ((owner, win, start, feature) PRIMARY KEY, requests, units, bytes, cost)
 //	    pre-aggregated totals per owner and window (feature "") and the
 //	    part of them of each feature; indexed by (win, start, feature,
 //	    owner) for ActiveOwners

@@ -94,6 +94,9 @@ CREATE TABLE usage_owner_counters (
 	PRIMARY KEY (owner, win, start, feature)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX usage_owner_counters_by_window ON usage_owner_counters (win, start, feature, owner);
+`, `
+ALTER TABLE usage_counters ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE usage_owner_counters ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
 `}
 
 // Open opens the ledger database file at path with the default options,
@@ -111,7 +114,7 @@ func OpenWith(path string, opts Options) (*Ledger, error) {
 	if l.clock == nil {
 		l.clock = clock.Real{}
 	}
-	if l.totals, err = l.r.Prepare(`SELECT requests, units, bytes FROM usage_counters WHERE key_id = ? AND win = ? AND start = ?`); err == nil {
+	if l.totals, err = l.r.Prepare(`SELECT requests, units, bytes, cost FROM usage_counters WHERE key_id = ? AND win = ? AND start = ?`); err == nil {
 		// count(*) OVER () is the number of rows before LIMIT: one query
 		// reads both from one snapshot. With sample 0 it reads one row
 		// for the count.
@@ -184,8 +187,8 @@ type pending struct {
 // than it inserts, so that the table shrinks to what retention keeps.
 func purgeLimit(events int) int { return 2*events + 100 }
 
-// rowsPerStatement bounds the rows of one multi-row INSERT (4 or 7
-// parameters each), well under SQLite's limit of 32766 parameters.
+// rowsPerStatement bounds the rows of one multi-row INSERT (4 or 8
+// parameters each, 8 for counters), well under SQLite's limit of 32766 parameters.
 const rowsPerStatement = 200
 
 // values returns n parenthesised groups of k placeholders.
@@ -198,10 +201,10 @@ const saturatingSum = `CASE WHEN %[1]s > 9223372036854775807 - excluded.%[1]s TH
 
 var (
 	addSums = `requests = ` + fmt.Sprintf(saturatingSum, "requests") +
-		`, units = ` + fmt.Sprintf(saturatingSum, "units") + `, bytes = ` + fmt.Sprintf(saturatingSum, "bytes")
-	upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, requests, units, bytes) VALUES %s
+		`, units = ` + fmt.Sprintf(saturatingSum, "units") + `, bytes = ` + fmt.Sprintf(saturatingSum, "bytes") + `, cost = ` + fmt.Sprintf(saturatingSum, "cost")
+	upsertCounters = `INSERT INTO usage_counters (key_id, win, start, owner, requests, units, bytes, cost) VALUES %s
 	ON CONFLICT (key_id, win, start) DO UPDATE SET ` + addSums
-	upsertOwnerCounters = `INSERT INTO usage_owner_counters (owner, win, start, feature, requests, units, bytes) VALUES %s
+	upsertOwnerCounters = `INSERT INTO usage_owner_counters (owner, win, start, feature, requests, units, bytes, cost) VALUES %s
 	ON CONFLICT (owner, win, start, feature) DO UPDATE SET ` + addSums
 )
 
@@ -263,6 +266,7 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 			t.Requests = addSat(t.Requests, e.Requests)
 			t.Units = addSat(t.Units, e.Units)
 			t.Bytes = addSat(t.Bytes, e.Bytes)
+			t.Cost = addSat(t.Cost, e.Cost)
 		}
 		for _, e := range events {
 			if !inserted[e.ID] {
@@ -282,6 +286,7 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 				p.Requests = addSat(p.Requests, e.Requests)
 				p.Units = addSat(p.Units, e.Units)
 				p.Bytes = addSat(p.Bytes, e.Bytes)
+				p.Cost = addSat(p.Cost, e.Cost)
 				if e.Owner != "" {
 					addOwner(ownerCounter{e.Owner, w, c.start, ""}, e)
 					if e.Feature != "" {
@@ -291,22 +296,22 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 			}
 		}
 		for chunk := range slices.Chunk(order, rowsPerStatement) {
-			args := make([]any, 0, 7*len(chunk))
+			args := make([]any, 0, 8*len(chunk))
 			for _, c := range chunk {
 				p := sums[c]
-				args = append(args, c.key, string(c.w), c.start, p.owner, p.Requests, p.Units, p.Bytes)
+				args = append(args, c.key, string(c.w), c.start, p.owner, p.Requests, p.Units, p.Bytes, p.Cost)
 			}
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertCounters, values(len(chunk), 7)), args...); err != nil {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertCounters, values(len(chunk), 8)), args...); err != nil {
 				return translate(err, "sqlite: add to usage counters")
 			}
 		}
 		for chunk := range slices.Chunk(oorder, rowsPerStatement) {
-			args := make([]any, 0, 7*len(chunk))
+			args := make([]any, 0, 8*len(chunk))
 			for _, c := range chunk {
 				t := osums[c]
-				args = append(args, c.owner, string(c.w), c.start, c.feature, t.Requests, t.Units, t.Bytes)
+				args = append(args, c.owner, string(c.w), c.start, c.feature, t.Requests, t.Units, t.Bytes, t.Cost)
 			}
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertOwnerCounters, values(len(chunk), 7)), args...); err != nil {
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertOwnerCounters, values(len(chunk), 8)), args...); err != nil {
 				return translate(err, "sqlite: add to owner usage counters")
 			}
 		}
@@ -350,7 +355,7 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 		return ledger.Totals{}, err
 	}
 	var t ledger.Totals
-	err := l.totals.QueryRowContext(ctx, keyID, string(w), windowStart(w, start)).Scan(&t.Requests, &t.Units, &t.Bytes)
+	err := l.totals.QueryRowContext(ctx, keyID, string(w), windowStart(w, start)).Scan(&t.Requests, &t.Units, &t.Bytes, &t.Cost)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ledger.Totals{}, nil
 	}
@@ -408,10 +413,10 @@ func (l *Ledger) keyPage(ctx context.Context, cols, owner string, w plan.Window,
 // key id.
 func (l *Ledger) OwnerTotals(ctx context.Context, owner string, w plan.Window, start time.Time, pageSize int, pageToken string) ([]ledger.KeyTotals, string, error) {
 	var out []ledger.KeyTotals
-	next, err := l.keyPage(ctx, "key_id, owner, requests, units, bytes", owner, w, start, pageSize, pageToken,
+	next, err := l.keyPage(ctx, "key_id, owner, requests, units, bytes, cost", owner, w, start, pageSize, pageToken,
 		func(r *sql.Rows) (string, error) {
 			var kt ledger.KeyTotals
-			err := r.Scan(&kt.KeyID, &kt.Owner, &kt.Requests, &kt.Units, &kt.Bytes)
+			err := r.Scan(&kt.KeyID, &kt.Owner, &kt.Requests, &kt.Units, &kt.Bytes, &kt.Cost)
 			out = append(out, kt)
 			return kt.KeyID, err
 		})
@@ -464,7 +469,7 @@ func (l *Ledger) OwnerSeries(ctx context.Context, owner string, w plan.Window, f
 // ownerPoints reads the owner counter rows of windows starting in [from,
 // to) (Unix microseconds), the total row of each window first.
 func (l *Ledger) ownerPoints(ctx context.Context, owner string, w plan.Window, from, to int64) ([]ledger.Point, error) {
-	rows, err := l.r.QueryContext(ctx, `SELECT start, feature, requests, units, bytes FROM usage_owner_counters
+	rows, err := l.r.QueryContext(ctx, `SELECT start, feature, requests, units, bytes, cost FROM usage_owner_counters
 		WHERE owner = ? AND win = ? AND start >= ? AND start < ? ORDER BY start, feature`, owner, string(w), from, to)
 	if err != nil {
 		return nil, translate(err, "sqlite: read owner usage counters")
@@ -477,7 +482,7 @@ func (l *Ledger) ownerPoints(ctx context.Context, owner string, w plan.Window, f
 			feature string
 			t       ledger.Totals
 		)
-		if err := rows.Scan(&start, &feature, &t.Requests, &t.Units, &t.Bytes); err != nil {
+		if err := rows.Scan(&start, &feature, &t.Requests, &t.Units, &t.Bytes, &t.Cost); err != nil {
 			return nil, translate(err, "sqlite: read owner usage counters")
 		}
 		if len(out) == 0 || !out[len(out)-1].Start.Equal(fromMicros(start)) {
@@ -502,7 +507,7 @@ func (l *Ledger) KeySeries(ctx context.Context, owner string, w plan.Window, fro
 	if err := ledger.CheckSeriesLimit(limit); err != nil {
 		return nil, false, err
 	}
-	rows, err := l.r.QueryContext(ctx, `SELECT key_id, start, requests, units, bytes FROM usage_counters
+	rows, err := l.r.QueryContext(ctx, `SELECT key_id, start, requests, units, bytes, cost FROM usage_counters
 		WHERE owner = ? AND win = ? AND start >= ? AND start < ? ORDER BY start, key_id LIMIT ?`,
 		owner, string(w), micros(from), micros(to), limit+1)
 	if err != nil {
@@ -515,7 +520,7 @@ func (l *Ledger) KeySeries(ctx context.Context, owner string, w plan.Window, fro
 			p     ledger.KeyPoint
 			start int64
 		)
-		if err := rows.Scan(&p.KeyID, &start, &p.Requests, &p.Units, &p.Bytes); err != nil {
+		if err := rows.Scan(&p.KeyID, &start, &p.Requests, &p.Units, &p.Bytes, &p.Cost); err != nil {
 			return nil, false, translate(err, "sqlite: read usage counters")
 		}
 		p.Start = fromMicros(start)
