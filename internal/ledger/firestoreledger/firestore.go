@@ -536,26 +536,43 @@ func (l *Ledger) Totals(ctx context.Context, keyID string, w plan.Window, start 
 		return ledger.Totals{}, nil // nothing can have been counted for it
 	}
 	c := counter{keyID, w, windowStart(w, start)}
+	var t ledger.Totals
+	err := l.readShards(ctx, "usage counter", func(i int) *firestore.DocumentRef { return l.counterShard(c, i) },
+		func(snap *firestore.DocumentSnapshot) error {
+			var d counterDoc
+			if err := snap.DataTo(&d); err != nil {
+				return err
+			}
+			t.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes, Cost: d.Cost})
+			return nil
+		})
+	if err != nil {
+		return ledger.Totals{}, err
+	}
+	return t, nil
+}
+
+// readShards reads the Shards documents of one counter (ref(i) is shard
+// i) in one call and passes each that exists to add; what names the
+// counter in errors.
+func (l *Ledger) readShards(ctx context.Context, what string, ref func(int) *firestore.DocumentRef, add func(*firestore.DocumentSnapshot) error) error {
 	refs := make([]*firestore.DocumentRef, l.shards)
 	for i := range refs {
-		refs[i] = l.counterShard(c, i)
+		refs[i] = ref(i)
 	}
 	snaps, err := l.c.GetAll(ctx, refs)
 	if err != nil {
-		return ledger.Totals{}, translate(err, "firestore: read usage counters")
+		return translate(err, "firestore: read "+what+"s")
 	}
-	var t ledger.Totals
 	for _, snap := range snaps {
 		if !snap.Exists() {
 			continue
 		}
-		var d counterDoc
-		if err := snap.DataTo(&d); err != nil {
-			return ledger.Totals{}, errs.Wrap(errs.Internal, err, "firestore: decode usage counter "+snap.Ref.ID)
+		if err := add(snap); err != nil {
+			return errs.Wrap(errs.Internal, err, "firestore: decode "+what+" "+snap.Ref.ID)
 		}
-		t.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes, Cost: d.Cost})
 	}
-	return t, nil
+	return nil
 }
 
 // keyPage returns one page of per-key totals of the window (w, start), of
@@ -650,24 +667,18 @@ func (l *Ledger) OwnerUsage(ctx context.Context, owner string, w plan.Window, st
 		return ledger.Usage{}, nil // events without an owner have no owner counters
 	}
 	c := ownerCounter{owner, w, windowStart(w, start)}
-	refs := make([]*firestore.DocumentRef, l.shards)
-	for i := range refs {
-		refs[i] = l.ownerShard(c, i)
-	}
-	snaps, err := l.c.GetAll(ctx, refs)
-	if err != nil {
-		return ledger.Usage{}, translate(err, "firestore: read owner usage counters")
-	}
 	var u ledger.Usage
-	for _, snap := range snaps {
-		if !snap.Exists() {
-			continue
-		}
-		var d ownerDoc
-		if err := snap.DataTo(&d); err != nil {
-			return ledger.Usage{}, errs.Wrap(errs.Internal, err, "firestore: decode owner usage counter "+snap.Ref.ID)
-		}
-		d.addTo(&u)
+	err := l.readShards(ctx, "owner usage counter", func(i int) *firestore.DocumentRef { return l.ownerShard(c, i) },
+		func(snap *firestore.DocumentSnapshot) error {
+			var d ownerDoc
+			if err := snap.DataTo(&d); err != nil {
+				return err
+			}
+			d.addTo(&u)
+			return nil
+		})
+	if err != nil {
+		return ledger.Usage{}, err
 	}
 	return u, nil
 }
