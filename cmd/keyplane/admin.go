@@ -61,7 +61,6 @@ func adminFlags(name, synopsis string) (*flag.FlagSet, *conn) {
 	fs.StringVar(&c.url, "url", "", "keyplane's base URL (default $KEYPLANE_URL, else "+defaultURL+")")
 	fs.StringVar(&c.token, "token", "", "admin or caller token (default $KEYPLANE_ADMIN_TOKEN)")
 	fs.StringVar(&c.output, "o", "table", "output format: table or json")
-	fs.StringVar(&c.output, "output", "table", "output format: table or json (same as -o)")
 	return fs, c
 }
 
@@ -141,7 +140,7 @@ func setFlags(fs *flag.FlagSet) map[string]bool {
 func givesMoreThanConnection(set map[string]bool) bool {
 	for name := range set {
 		switch name {
-		case "url", "token", "o", "output":
+		case "url", "token", "o":
 		default:
 			return true
 		}
