@@ -18,17 +18,18 @@ func usageCmd(e adminEnv, args []string) error {
 
 With --key: that key's usage in one window, with its limits. Without --bucket: every key's
 usage (an owner's with --owner) in one window, as the billing export. With --bucket: the
-owner's usage per bucket from --start to --end, one series per key or feature with --group-by.`)
+owner's usage per bucket from --start to --end, one series per key or feature with --group-by.
+`)
 	key := fs.String("key", "", "one key's usage")
 	owner := fs.String("owner", "", "one owner's usage")
 	window := fs.String("window", "", "minute, hour, day or month (default: day with --key, month otherwise)")
 	var at timeFlag
-	fs.Var(&at, "at", "a time inside the window, RFC 3339 (default: now)")
+	fs.Var(&at, "at", "a `time` inside the window, RFC 3339 (default: now)")
 	bucket := fs.String("bucket", "", "series: minute, hour, day or month buckets")
 	groupBy := fs.String("group-by", "", "series: key or feature, for one series per key or per feature")
 	var start, end timeFlag
-	fs.Var(&start, "start", "series: the first bucket, RFC 3339 (default: the server's span before --end)")
-	fs.Var(&end, "end", "series: the end of the range, RFC 3339, exclusive (default: the end of the current bucket)")
+	fs.Var(&start, "start", "series: the first bucket, an RFC 3339 `time` (default: the server's span before --end)")
+	fs.Var(&end, "end", "series: the end of the range, an RFC 3339 `time`, exclusive (default: the end of the current bucket)")
 	p := addPageFlags(fs)
 	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
@@ -117,7 +118,7 @@ owner's usage per bucket from --start to --end, one series per key or feature wi
 }
 
 func auditCmd(e adminEnv, args []string) error {
-	fs, c := adminFlags("audit", "audit [--key-id KEY_ID] [--page-size N] [--page-token T] [--all]\n\nThe audit log, newest first: every key state change and secret reveal.")
+	fs, c := adminFlags("audit", "audit [--key-id KEY_ID] [--page-size N] [--page-token T] [--all]\n\nThe audit log, newest first: every key state change and secret reveal.\n")
 	keyID := fs.String("key-id", "", "only this key's entries")
 	p := addPageFlags(fs)
 	if _, err := parseArgs(fs, args, e.stdout); err != nil {
@@ -280,10 +281,10 @@ func ownersUpdate(e adminEnv, args []string) error {
 	fs, c := adminFlags("owners update", "owners update OWNER [flags]; only what is given changes")
 	planName := fs.String("plan", "", "the owner's tier: a plan, whose owner_limits its keys share")
 	limits := limitsFlag{}
-	fs.Var(limits, "limit", "override of the plan's owner limit, name=N, repeat for more; replaces all of the owner's overrides")
+	fs.Var(limits, "limit", "override of the plan's owner limit, `name=N`, repeat for more; replaces all of the owner's overrides")
 	clearLimits := fs.Bool("clear-limits", false, "remove the owner's limit overrides")
 	features := featureLimitsFlag{}
-	fs.Var(features, "feature-limit", "override of a feature's limit, FEATURE.name=N, repeat for more; replaces all feature overrides")
+	fs.Var(features, "feature-limit", "override of a feature's limit, `feature.name=N`, repeat for more; replaces all feature overrides")
 	clearFeatures := fs.Bool("clear-feature-limits", false, "remove the owner's feature overrides")
 	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
 	if err != nil {
@@ -327,7 +328,7 @@ func ownersUpdate(e adminEnv, args []string) error {
 }
 
 func sweepCmd(e adminEnv, args []string) error {
-	fs, c := adminFlags("sweep", "sweep [--dry-run]\n\nRuns the quota and abuse sweep now and prints what it did; with --dry-run, what it would do.")
+	fs, c := adminFlags("sweep", "sweep [--dry-run]\n\nRuns the quota and abuse sweep now and prints what it did; with --dry-run, what it would do.\n")
 	dry := fs.Bool("dry-run", false, "change nothing and notify no one; report what a sweep would do")
 	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
@@ -376,11 +377,11 @@ func sweepCmd(e adminEnv, args []string) error {
 }
 
 func portalLinkCmd(e adminEnv, args []string) error {
-	fs, c := adminFlags("portal-link", "portal-link --owner OWNER [--return-url URL] [--permissions keys:read,keys:create]\n\nCreates a link to the self-service portal for one owner's keys. The link is a credential:\nhand it only to that owner.")
+	fs, c := adminFlags("portal-link", "portal-link --owner OWNER [--return-url URL] [--permissions keys:read,keys:create]\n\nCreates a link to the self-service portal for one owner's keys. The link is a credential:\nhand it only to that owner.\n")
 	owner := fs.String("owner", "", "the owner the portal is for (required)")
 	returnURL := fs.String("return-url", "", "where the portal's back link leads")
 	var perms listFlag
-	fs.Var(&perms, "permissions", "what the portal's visitor may do, comma-separated (default: the server's)")
+	fs.Var(&perms, "permissions", "what the portal's visitor may do, a comma-separated `list` of permissions (default: the server's)")
 	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
 	}

@@ -51,9 +51,9 @@ type restrictionFlags struct {
 
 func addRestrictionFlags(fs *flag.FlagSet) *restrictionFlags {
 	r := &restrictionFlags{}
-	fs.Var(&r.ips, "allowed-ips", "addresses or CIDR prefixes the key may be used from, comma-separated")
-	fs.Var(&r.referrers, "allowed-referrers", "referrers the key may be used from (example.com, *.example.com), comma-separated")
-	fs.Var(&r.features, "allowed-features", "the only features (models) the key may be verified for, comma-separated")
+	fs.Var(&r.ips, "allowed-ips", "addresses or CIDR prefixes the key may be used from, a comma-separated `list`")
+	fs.Var(&r.referrers, "allowed-referrers", "referrers the key may be used from (example.com, *.example.com), a comma-separated `list`")
+	fs.Var(&r.features, "allowed-features", "the only features (models) the key may be verified for, a comma-separated `list`")
 	return r
 }
 
@@ -80,13 +80,13 @@ func keysCreate(e adminEnv, args []string) error {
 	fs.StringVar(&req.Plan, "plan", "", "the key's plan (default: the server's, free)")
 	fs.StringVar(&req.Name, "name", "", "a name, at most 200 characters")
 	var scopes listFlag
-	fs.Var(&scopes, "scopes", "scopes, a subset of the plan's, comma-separated (default: all of the plan's)")
+	fs.Var(&scopes, "scopes", "scopes, a subset of the plan's, a comma-separated `list` (default: all of the plan's)")
 	expires := timeFlag{rel: +1}
-	fs.Var(&expires, "expires", "expiry: an RFC 3339 time, or a duration from now (720h)")
+	fs.Var(&expires, "expires", "expiry: an RFC 3339 `time`, or a duration from now (720h)")
 	meta := pairsFlag{}
-	fs.Var(meta, "metadata", "metadata key=value; repeat for more")
+	fs.Var(meta, "metadata", "metadata `key=value`; repeat for more")
 	limits := limitsFlag{}
-	fs.Var(limits, "limit", "override of a plan limit, name=N (requests_per_day=1000); repeat for more")
+	fs.Var(limits, "limit", "override of a plan limit, `name=N` (requests_per_day=1000); repeat for more")
 	restr := addRestrictionFlags(fs)
 	idem := fs.String("idempotency-key", "", "retrying with the same key returns the key created first instead of another")
 	if _, err := parseArgs(fs, args, e.stdout); err != nil {
@@ -172,7 +172,7 @@ func keysList(e adminEnv, args []string) error {
 	fs, c := adminFlags("keys list", "keys list [--owner OWNER] [--unused-since T] [--page-size N] [--page-token T] [--all]")
 	owner := fs.String("owner", "", "only this owner's keys")
 	unused := timeFlag{rel: -1}
-	fs.Var(&unused, "unused-since", "only keys never used or last used before this: an RFC 3339 time, or a duration ago (720h)")
+	fs.Var(&unused, "unused-since", "only keys never used or last used before this: an RFC 3339 `time`, or a duration ago (720h)")
 	p := addPageFlags(fs)
 	if _, err := parseArgs(fs, args, e.stdout); err != nil {
 		return err
@@ -240,15 +240,15 @@ func keysUpdate(e adminEnv, args []string) error {
 	name := fs.String("name", "", "the key's name")
 	planName := fs.String("plan", "", "the key's plan")
 	var scopes listFlag
-	fs.Var(&scopes, "scopes", "the key's scopes, comma-separated; replaces them")
+	fs.Var(&scopes, "scopes", "the key's scopes, a comma-separated `list`; replaces them")
 	meta := pairsFlag{}
-	fs.Var(meta, "metadata", "metadata key=value, repeat for more; replaces all of the key's metadata")
+	fs.Var(meta, "metadata", "metadata `key=value`, repeat for more; replaces all of the key's metadata")
 	clearMeta := fs.Bool("clear-metadata", false, "remove all of the key's metadata")
 	limits := limitsFlag{}
-	fs.Var(limits, "limit", "override of a plan limit, name=N, repeat for more; replaces all of the key's overrides")
+	fs.Var(limits, "limit", "override of a plan limit, `name=N`, repeat for more; replaces all of the key's overrides")
 	clearLimits := fs.Bool("clear-limits", false, "remove the key's overrides: the plan's limits apply")
 	expires := timeFlag{rel: +1}
-	fs.Var(&expires, "expires", "expiry: an RFC 3339 time, or a duration from now (720h)")
+	fs.Var(&expires, "expires", "expiry: an RFC 3339 `time`, or a duration from now (720h)")
 	noExpiry := fs.Bool("no-expiry", false, "remove the key's expiry")
 	restr := addRestrictionFlags(fs)
 	cl, id, err := keyCommand(e, fs, c, args)
