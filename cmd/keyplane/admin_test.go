@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -14,8 +16,11 @@ import (
 	"github.com/keyplane/keyplane/pkg/client"
 )
 
-// cli runs keyplane with env, and checks its exit code and, for 0, that it
-// wrote nothing on stderr unless allowed.
+// cli runs keyplane's command line in the test's process, with env as its
+// whole environment, as main would (run, then exit for the code): the
+// many commands of a test then cost no process start each, which matters
+// with the race detector. A few commands run as processes of their own
+// too, to hold the real binary to the same exit codes and streams.
 type cli struct {
 	t   *testing.T
 	env []string
@@ -23,7 +28,29 @@ type cli struct {
 
 func (c cli) run(args ...string) result {
 	c.t.Helper()
-	return runKeyplane(c.t, c.env, args...)
+	getenv := func(name string) string {
+		for _, kv := range c.env {
+			if k, v, _ := strings.Cut(kv, "="); k == name {
+				return v
+			}
+		}
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := exit(run(ctx, args, getenv, &stdout, &stderr), &stderr)
+	return result{code, stdout.String(), stderr.String()}
+}
+
+// process runs args as a process of its own and checks its exit code and
+// that stdout holds wantOut and stderr wantErr.
+func (c cli) process(code int, wantOut, wantErr string, args ...string) {
+	c.t.Helper()
+	r := runKeyplane(c.t, c.env, args...)
+	if r.code != code || !strings.Contains(r.stdout, wantOut) || !strings.Contains(r.stderr, wantErr) {
+		c.t.Errorf("keyplane %v as a process: exit %d, stdout %q, stderr %q; want %d, stdout with %q, stderr with %q", args, r.code, r.stdout, r.stderr, code, wantOut, wantErr)
+	}
 }
 
 // ok runs a command that must succeed and returns its stdout.
@@ -254,6 +281,12 @@ func TestAdminCLIAgainstServe(t *testing.T) {
 	}
 	c.fails(1, []string{"keyplane refused: 401"}, "keys", "get", k.ID, "--token", "kpadm_wrong")
 	cli{t, []string{"KEYPLANE_URL=" + base[1]}}.fails(2, []string{"no token", "KEYPLANE_ADMIN_TOKEN"}, "keys", "list")
+
+	// The real binary: the same exit codes and streams.
+	c.process(0, `"id": "`+k.ID+`"`, "", "keys", "get", k.ID, "-o", "json")
+	c.process(1, "", "keyplane: keys get: keyplane refused: 404 NOT_FOUND", "keys", "get", "key_nope")
+	c.process(2, "", "usage: keyplane keys get KEY_ID", "keys", "get")
+	wrong.process(0, k.ID, "", "keys", "list", "--url", base[1], "--token", token[1])
 }
 
 // TestAdminCLIPortalLink runs portal-link against a server answering as
