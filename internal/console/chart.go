@@ -174,22 +174,24 @@ func (c Chart) max() int64 {
 	return m
 }
 
-// niceCeil rounds v up to 1, 2 or 5 times a power of ten (at least 4, so
-// that the four grid steps are whole numbers when small).
+// niceCeil is the top of the y axis for a largest value v: four grid
+// steps of 1, 2, 2.5 or 5 times a power of ten (whole numbers), at least
+// v.
 func niceCeil(v int64) int64 {
-	if v <= 4 {
-		return 4
+	if v <= chartTicksY {
+		return chartTicksY
 	}
-	p := int64(1)
-	for p <= v/10 {
-		p *= 10
-	}
-	for _, m := range []int64{1, 2, 4, 5, 10} {
-		if m*p >= v {
-			return m * p
+	need := (v + chartTicksY - 1) / chartTicksY // the smallest whole step that reaches v
+	for p := int64(1); ; p *= 10 {
+		for _, tenths := range []int64{10, 20, 25, 50} {
+			if tenths*p%10 != 0 {
+				continue // 2.5: not a whole step
+			}
+			if step := tenths * p / 10; step >= need {
+				return chartTicksY * step
+			}
 		}
 	}
-	return 10 * p
 }
 
 // formatCount is n with k, M and G suffixes above 10 000.

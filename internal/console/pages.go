@@ -575,7 +575,7 @@ var chartSpan = map[plan.Window]int{plan.Minute: 60, plan.Hour: 48, plan.Day: 30
 func bucketOf(r *http.Request) (plan.Window, error) {
 	v := r.URL.Query().Get("bucket")
 	if v == "" {
-		return plan.Hour, nil
+		return plan.Day, nil // the window most limits are counted in
 	}
 	w, err := plan.ParseWindow(v)
 	if err != nil || !slices.Contains(chartBuckets, w) {
