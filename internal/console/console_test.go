@@ -346,7 +346,7 @@ func TestUsageChartsAndTablesShowMeteredUsageWithLimits(t *testing.T) {
 	}
 	b.get("/console/keys/"+id+"?bucket=month", 400)
 	owner := b.get("/console/owners/acct_chart", 200)
-	for _, want := range []string{"feature pro-model", `<td class="num">130</td>`, "Spend this month"} {
+	for _, want := range []string{`<th scope="col">pro-model</th>`, `<td class="num">130</td>`, "Spend this month"} {
 		if !strings.Contains(owner, want) {
 			t.Errorf("owner page lacks %q", want)
 		}

@@ -97,12 +97,18 @@ func (e *env) mintToken(body string) string {
 // the path gateways report usage on.
 func (e *env) meter(keyID, eventID, feature string, units int) {
 	e.t.Helper()
+	e.meterAt(keyID, eventID, feature, units, time.Now())
+}
+
+// meterAt is meter for an event at a given time.
+func (e *env) meterAt(keyID, eventID, feature string, units int, at time.Time) {
+	e.t.Helper()
 	f := ""
 	if feature != "" {
 		f = fmt.Sprintf(`, "feature": %q`, feature)
 	}
 	body := fmt.Sprintf(`{"events": [{"id": %q, "key_id": %q, "time": %q, "units": %d%s}]}`,
-		eventID, keyID, time.Now().UTC().Format(time.RFC3339), units, f)
+		eventID, keyID, at.UTC().Format(time.RFC3339), units, f)
 	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/usage", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	s, _ := webhook.ParseSecret(webhookSecret)

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -686,20 +685,18 @@ func (c *Console) ownerCharts(r *http.Request, o *store.Owner, own plan.Limits, 
 	var out []chartView
 	for _, m := range metricCharts {
 		name := plan.LimitName(m.metric, bucket)
-		ch := Chart{ID: "owner-" + m.metric, Title: m.title + " per " + string(bucket) + " (UTC), all features", Labels: labelsOf(starts, bucket),
-			Series: []Series{{Name: "all", Values: metric(all, m.metric)}}}
+		ch := Chart{ID: "owner-" + m.metric, Title: m.title + " per " + string(bucket) + " (UTC), all features and each", Labels: labelsOf(starts, bucket),
+			Series: []Series{{Name: "all features", Values: metric(all, m.metric)}}}
 		if v, ok := own[name]; ok {
 			ch.Limits = append(ch.Limits, Limit{Name: "owner " + name, Value: v})
 		}
-		out = append(out, viewOf(ch))
-		for i, f := range slices.Sorted(maps.Keys(byFeature)) {
-			fc := Chart{ID: "owner-" + m.metric + "-f" + strconv.Itoa(i), Title: m.title + " per " + string(bucket) + " (UTC), feature " + f,
-				Labels: labelsOf(starts, bucket), Series: []Series{{Name: f, Values: metric(byFeature[f], m.metric)}}}
+		for _, f := range slices.Sorted(maps.Keys(byFeature)) {
+			ch.Series = append(ch.Series, Series{Name: f, Values: metric(byFeature[f], m.metric)})
 			if v, ok := features[f][name]; ok {
-				fc.Limits = append(fc.Limits, Limit{Name: f + " " + name, Value: v})
+				ch.Limits = append(ch.Limits, Limit{Name: f + " " + name, Value: v})
 			}
-			out = append(out, viewOf(fc))
 		}
+		out = append(out, viewOf(ch))
 	}
 	return out, nil
 }
