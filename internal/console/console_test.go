@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
 )
 
@@ -358,5 +360,30 @@ func TestUsageChartsAndTablesShowMeteredUsageWithLimits(t *testing.T) {
 	sweep := b.post("/console/sweep", url.Values{}, 200)
 	if !strings.Contains(sweep, "Report (dry run)") {
 		t.Errorf("sweep page:\n%s", sweep)
+	}
+}
+
+func TestTheConsoleIsServedWithTheKeysFunctionOnly(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		functions []string
+		want      int
+	}{{nil, http.StatusSeeOther}, {[]string{httpapi.FuncKeys}, http.StatusSeeOther},
+		{[]string{httpapi.FuncVerify}, http.StatusNotFound}, {[]string{httpapi.FuncUsageWebhook}, http.StatusNotFound}} {
+		rec := httptest.NewRecorder()
+		e.app.Server.Handler(c.functions...).ServeHTTP(rec, httptest.NewRequest("GET", "/console/keys", nil))
+		if rec.Code != c.want {
+			t.Errorf("functions %v: GET /console/keys = %d, want %d", c.functions, rec.Code, c.want)
+		}
+	}
+	// The pages forbid framing and scripts, and are not cached.
+	res, err := http.Get(e.srv.URL + "/console/signin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+		res.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("headers: %v", res.Header)
 	}
 }
