@@ -3,6 +3,8 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -10,8 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyplane/keyplane/internal/config"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
+	"github.com/keyplane/keyplane/internal/wire"
 )
 
 func TestSignInKeepsTheCredentialInAStrictHttpOnlyCookie(t *testing.T) {
@@ -386,4 +390,23 @@ func TestTheConsoleIsServedWithTheKeysFunctionOnly(t *testing.T) {
 		res.Header.Get("Cache-Control") != "no-store" {
 		t.Errorf("headers: %v", res.Header)
 	}
+}
+
+func TestTheKeysFunctionServesTheConsoleWithoutTheSweep(t *testing.T) {
+	cfg := config.Embedded()
+	cfg.DataDir, cfg.AdminToken, cfg.WebhookSecret = t.TempDir(), adminToken, webhookSecret
+	app, err := wire.Keys(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	srv := httptest.NewServer(app.Handler)
+	defer srv.Close()
+	b := (&env{t: t, srv: srv, app: app}).browser()
+	b.signIn(adminToken)
+	if body := b.get("/console/sweep", 200); !strings.Contains(body, "does not run the sweep") {
+		t.Errorf("the Keys function's sweep page:\n%s", body)
+	}
+	b.post("/console/sweep", url.Values{"mode": {"dry"}}, 409)
+	b.get("/console/keys", 200)
 }
