@@ -147,8 +147,9 @@ func TestBrowserSignInCreateMeterChartRevoke(t *testing.T) {
 	}
 
 	// Meter usage and see it on the key's chart and data table.
-	e.meter(id, "ev_a", "pro-model", 120)
-	e.meter(id, "ev_b", "flash", 30)
+	now := time.Now() // one time for both events: one minute bucket
+	e.meterAt(id, "ev_a", "pro-model", 120, now)
+	e.meterAt(id, "ev_b", "flash", 30, now)
 	for i := range 20 {
 		e.meterAt(id, fmt.Sprintf("ev_past_%d", i), "flash", 10+i%5*20, time.Now().Add(-time.Duration(20-i)*time.Minute))
 	}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyplane/keyplane/internal/config"
 	"github.com/keyplane/keyplane/internal/httpapi"
@@ -328,8 +329,9 @@ func TestCreateShowsTheSecretOnceAndRevokeNeedsConfirmation(t *testing.T) {
 func TestUsageChartsAndTablesShowMeteredUsageWithLimits(t *testing.T) {
 	e := newEnv(t)
 	id, _ := e.createKey(`{"owner": "acct_chart", "limits": {"requests_per_minute": 40, "units_per_day": 900}}`)
-	e.meter(id, "ev_1", "pro-model", 123)
-	e.meter(id, "ev_2", "pro-model", 7)
+	at := time.Now() // one time for both events: one minute bucket
+	e.meterAt(id, "ev_1", "pro-model", 123, at)
+	e.meterAt(id, "ev_2", "pro-model", 7, at)
 	b := e.browser()
 	b.signIn(adminToken)
 	waitFor(t, "the usage counted", func() bool {
