@@ -258,6 +258,7 @@ func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger
 	if app.GeneratedWebhookSecret != "" {
 		fmt.Fprintf(stdout, "generated the usage webhook's signing secret, shown once:\n  export KEYPLANE_WEBHOOK_SECRET=%s\n", app.GeneratedWebhookSecret)
 	}
+	fmt.Fprintf(stdout, "operator console: %s/console (sign in with the admin token)\n", base)
 	fmt.Fprintf(stdout, "try:\n  curl -s -X POST %s/v1/keys -H \"Authorization: Bearer %s\" -d '{\"owner\": \"acct_123\"}'\n", base, token)
 
 	// The background work outlives the signal until Close: the HTTP server
