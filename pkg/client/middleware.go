@@ -284,7 +284,14 @@ func (m *middleware) refuse(w http.ResponseWriter, d *Decision, scope string) {
 		}
 	case CodeUsageExceeded:
 		status, msg = http.StatusTooManyRequests, "the API key's usage quota is used up until its window resets"
-		if d.Limit != nil {
+		switch {
+		case d.Limit != nil && d.Limit.Name == LimitCredits:
+			// Prepaid credits do not come back by waiting: 402, as a
+			// payment is what lifts it.
+			status, msg = http.StatusPaymentRequired, "the owner's prepaid credits are used up; top up to continue"
+		case d.Limit != nil && d.Limit.Name == LimitSpendPerMonth:
+			msg = d.Limit.Describe() + " is reached until the month ends or the cap is raised"
+		case d.Limit != nil:
 			msg = d.Limit.Describe() + " is used up until its window resets"
 		}
 	default:
