@@ -316,7 +316,11 @@ func NewCatalog(f File) (*Catalog, error) {
 		if err := cp.Abuse.validate(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}
-		cp.Currency, cp.Prices = p.Currency, maps.Clone(p.Prices)
+		cp.Currency, cp.Prices, cp.Prepaid = p.Currency, maps.Clone(p.Prices), p.Prepaid
+		if p.SpendCap != nil {
+			c := *p.SpendCap
+			cp.SpendCap = &c
+		}
 		if err := cp.validateMoney(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}
