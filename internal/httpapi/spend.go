@@ -86,7 +86,7 @@ type creditResource struct {
 	Amount   string    `json:"amount"`
 	At       time.Time `json:"at"`
 	Currency string    `json:"currency"`
-	Balance  string    `json:"balance"` // the owner's credits left now
+	Balance  string    `json:"balance,omitempty"` // the owner's credits left now (POST only)
 }
 
 // creditList is an owner's top-ups, oldest first, and its balance.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ledger"
+	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
 )
@@ -158,6 +159,19 @@ type Balance struct {
 	Credits  int64 // what remains of them (>= 0)
 }
 
+// capOf returns owner o's monthly spend cap on plan p and where it comes
+// from, or nil.
+func capOf(o *store.Owner, p *plan.Plan) (*int64, string) {
+	if b := o.Billing; b != nil && b.SpendCap != nil {
+		c := *b.SpendCap
+		return &c, "owner override"
+	}
+	if c, ok := p.DefaultSpendCap(); ok {
+		return &c, "plan " + o.Plan
+	}
+	return nil, ""
+}
+
 // Money returns owner o's spend in the month starting at month (a UTC
 // month start) with its cap and, for a prepaid owner, its credit balance
 // now.
@@ -170,19 +184,16 @@ func (s *Service) Money(ctx context.Context, o *store.Owner, month time.Time) (B
 	if bal.Currency == "" {
 		bal.Currency = plan.DefaultCurrency
 	}
+	if s.Spend == nil {
+		return bal, ledger.Usage{}, errs.E(errs.Internal, "owners: no spend reader to read the spend of owner %s", o.ID)
+	}
 	u, err := s.Spend.OwnerUsage(ctx, o.ID, plan.Month, month)
 	if err != nil {
 		return bal, u, err
 	}
 	bal.Spend = u.Cost
-	if c, ok := p.DefaultSpendCap(); ok {
-		bal.Cap, bal.CapFrom = &c, "plan "+o.Plan
-	}
+	bal.Cap, bal.CapFrom = capOf(o, p)
 	b := o.Billing
-	if b != nil && b.SpendCap != nil {
-		c := *b.SpendCap
-		bal.Cap, bal.CapFrom = &c, "owner override"
-	}
 	bal.Prepaid = p.Prepaid || (b != nil && b.Credits != nil)
 	if !bal.Prepaid {
 		return bal, u, nil
@@ -203,4 +214,82 @@ func (s *Service) Money(ctx context.Context, o *store.Owner, month time.Time) (B
 	}
 	bal.Credits = max(bal.Granted-spent, 0)
 	return bal, u, nil
+}
+
+// SpendThresholds are the percentages of its monthly cap an owner's spend
+// is told at (spend.threshold), once each per month.
+var SpendThresholds = []int{50, 80, 100}
+
+// SpendAlert is one spend threshold an owner's spend reached.
+type SpendAlert struct {
+	Owner     string `json:"owner"`
+	Threshold int    `json:"threshold"`
+	Spend     string `json:"spend"`
+	Cap       string `json:"cap"`
+	Currency  string `json:"currency"`
+}
+
+// SpendNotifier tells an owner that its spend reached a threshold of its
+// cap; notify.OwnerEvents is one. It must deduplicate by owner, month and
+// threshold: a crash between telling and recording tells again.
+type SpendNotifier interface {
+	SpendThreshold(ctx context.Context, d notify.SpendThresholdData, at time.Time) error
+}
+
+// AlertSpend tells owner o of every spend threshold of its cap that its
+// spend this month reached and that was not told this month, lowest
+// first, and records the highest told on the owner (so each is told
+// once per month). dry reports without telling or recording.
+func (s *Service) AlertSpend(ctx context.Context, o *store.Owner, tell SpendNotifier, dry bool) ([]SpendAlert, error) {
+	if p, ok := s.Plans.Get(o.Plan); !ok {
+		return nil, nil
+	} else if c, _ := capOf(o, p); c == nil {
+		return nil, nil
+	}
+	now := s.now()
+	month, _ := plan.Month.Bounds(now)
+	bal, _, err := s.Money(ctx, o, month)
+	if err != nil || bal.Cap == nil {
+		return nil, err
+	}
+	told := 0
+	if b := o.Billing; b != nil && b.AlertMonth.Equal(month) {
+		told = b.AlertPercent
+	}
+	var out []SpendAlert
+	for _, th := range SpendThresholds {
+		// spend/cap >= th%, in integers; a zero cap is reached by any spend.
+		if th <= told || bal.Spend == 0 || bal.Spend*100 < *bal.Cap*int64(th) {
+			continue
+		}
+		a := SpendAlert{Owner: o.ID, Threshold: th, Spend: plan.FormatMicros(bal.Spend), Cap: plan.FormatMicros(*bal.Cap), Currency: bal.Currency}
+		if !dry && tell != nil {
+			d := notify.SpendThresholdData{Owner: o.ID, Month: month, Threshold: th, Spend: a.Spend, Cap: a.Cap, Currency: a.Currency}
+			if err := tell.SpendThreshold(ctx, d, now); err != nil {
+				return out, err
+			}
+		}
+		out = append(out, a)
+		told = th
+	}
+	if len(out) == 0 || dry {
+		return out, nil
+	}
+	_, err = s.Store.UpdateOwner(ctx, o.ID, func(cur *store.Owner) (*store.AuditEntry, error) {
+		b := store.OwnerBilling{}
+		if cur.Billing != nil {
+			b = *cur.Billing
+		}
+		if b.AlertMonth.Equal(month) && b.AlertPercent >= told {
+			return nil, errNoChange // another run recorded it
+		}
+		b.AlertMonth, b.AlertPercent = month, told
+		cur.Billing = &b
+		cur.UpdatedAt = now
+		return nil, nil
+	})
+	if errors.Is(err, errNoChange) {
+		err = nil
+	}
+	return out, err
 }
