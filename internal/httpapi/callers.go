@@ -27,7 +27,8 @@ const (
 // ownerScoped says how the route "METHOD path" keeps an owner-scoped
 // token to its owner. A route not named here refuses scoped tokens
 // (scopeNone), so a new route is safe until someone decides how it is
-// scoped.
+// scoped. POST /v1/owners/{owner}/credits is scopeNone on purpose: an
+// owner does not top up its own credits.
 func ownerScoped(route string) scope {
 	switch route {
 	case "GET /v1/keys/{id}",
@@ -43,7 +44,8 @@ func ownerScoped(route string) scope {
 		"PATCH /v1/owners/{owner}",
 		"PUT /v1/owners/{owner}/webhook",
 		"GET /v1/owners/{owner}/webhook",
-		"GET /v1/owners/{owner}/spend":
+		"GET /v1/owners/{owner}/spend",
+		"GET /v1/owners/{owner}/credits":
 		return scopeOwner
 	case "POST /v1/keys",
 		"GET /v1/keys",

@@ -144,7 +144,8 @@ func appendLimits(b []byte, field string, ls []verify.LimitState, g int) []byte 
 	return append(b, '}')
 }
 
-// appendLimitState appends "limit":…,"used":…,"remaining":…,"reset_at":….
+// appendLimitState appends "limit":…,"used":…,"remaining":…,"reset_at":…,"currency":…
+// (reset_at omitted for credits, which do not reset; currency only for money).
 func appendLimitState(b []byte, l verify.LimitState) []byte {
 	b = append(b, `"limit":`...)
 	b = strconv.AppendInt(b, l.Limit, 10)
@@ -154,8 +155,11 @@ func appendLimitState(b []byte, l verify.LimitState) []byte {
 	}
 	b = append(b, `,"remaining":`...)
 	b = strconv.AppendInt(b, l.Remaining, 10)
-	b = append(b, `,"reset_at":`...)
-	return appendTime(b, l.ResetAt)
+	if !l.ResetAt.IsZero() {
+		b = append(b, `,"reset_at":`...)
+		b = appendTime(b, l.ResetAt)
+	}
+	return appendField(b, "currency", l.Currency)
 }
 
 // appendField appends ,"name":"value" unless value is empty (omitempty).

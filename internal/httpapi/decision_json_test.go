@@ -44,7 +44,8 @@ type refusedLimit struct {
 	Limit     int64     `json:"limit"`
 	Used      *int64    `json:"used,omitempty"`
 	Remaining int64     `json:"remaining"`
-	ResetAt   time.Time `json:"reset_at"`
+	ResetAt   time.Time `json:"reset_at,omitzero"`
+	Currency  string    `json:"currency,omitempty"`
 	Source    string    `json:"source,omitempty"`
 }
 
@@ -65,7 +66,7 @@ func (d decision) response() decisionResponse {
 		out.KeyID, out.Owner, out.Plan, out.Scopes, out.Metadata, out.ExpiresAt = k.ID, k.Owner, k.Plan, k.Scopes, k.Metadata, k.ExpiresAt
 	}
 	for i, l := range d.limits {
-		j := limitState{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt}
+		j := limitState{Limit: l.Limit, Remaining: l.Remaining, ResetAt: l.ResetAt, Currency: l.Currency}
 		if l.HasUsed {
 			used := l.Used
 			j.Used = &used
@@ -83,7 +84,7 @@ func (d decision) response() decisionResponse {
 		(*group)[l.Name] = j
 		if i == d.refused {
 			out.Limit = &refusedLimit{Scope: l.Scope, Feature: l.Feature, Name: l.Name, Limit: l.Limit, Used: j.Used,
-				Remaining: l.Remaining, ResetAt: l.ResetAt, Source: l.Source}
+				Remaining: l.Remaining, ResetAt: l.ResetAt, Currency: l.Currency, Source: l.Source}
 		}
 	}
 	if d.retryAfter > 0 {
@@ -170,6 +171,16 @@ func genDecision(r *rand.Rand) decision {
 					Name:   name, Limit: genInt(r), Remaining: genInt(r), ResetAt: genTime(r)})
 			}
 		}
+	}
+	// The owner's money limits: micro-unit figures with a currency,
+	// credits without a reset.
+	if r.IntN(3) == 0 {
+		d.limits = append(d.limits, verify.LimitState{Scope: verify.ScopeOwner, Source: verify.SourceOwnerOverride, Name: verify.LimitSpendPerMonth,
+			Limit: genInt(r), Used: genInt(r), HasUsed: true, Remaining: genInt(r), ResetAt: genTime(r), Currency: pick([]string{"USD", "EUR"})})
+	}
+	if r.IntN(3) == 0 {
+		d.limits = append(d.limits, verify.LimitState{Scope: verify.ScopeOwner, Source: verify.SourceCredits, Name: verify.LimitCredits,
+			Limit: genInt(r), Used: genInt(r), HasUsed: true, Remaining: genInt(r), Currency: "USD"})
 	}
 	if len(d.limits) > 0 && r.IntN(2) == 0 {
 		d.refused = r.IntN(len(d.limits))

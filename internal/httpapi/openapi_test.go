@@ -52,7 +52,9 @@ var clientTypes = map[string]func() any{
 	"setWebhook":        nil,
 	"getWebhook":        nil,
 	"health":            nil,
-	"getSpend":          nil, // the client has no spend method yet
+	"getSpend":          func() any { return new(client.Spend) },
+	"addCredits":        func() any { return new(client.Credit) },
+	"listCredits":       func() any { return new(client.CreditList) },
 	"reportLeaks":       nil, // the client has no leak method yet
 	"reportGitHubLeaks": nil, // GitHub calls it
 }

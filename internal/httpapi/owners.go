@@ -24,8 +24,11 @@ type ownerResource struct {
 	// Suspension is the sweep's suspension of the owner over a quota,
 	// while it lasts.
 	Suspension *suspensionResource `json:"suspension,omitempty"`
-	CreatedAt  time.Time           `json:"created_at"`
-	UpdatedAt  time.Time           `json:"updated_at"`
+	// SpendCap is the owner's own monthly spend cap (null: the plan's,
+	// if it sets one, applies).
+	SpendCap  *plan.SpendCapSpec `json:"spend_cap"`
+	CreatedAt time.Time          `json:"created_at"`
+	UpdatedAt time.Time          `json:"updated_at"`
 }
 
 type suspensionResource struct {
@@ -81,6 +84,9 @@ func ownerResourceOf(o *store.Owner, plans *plan.Catalog) ownerResource {
 		CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 	if sp := o.Suspension; sp != nil {
 		r.Suspension = &suspensionResource{Limit: sp.Limit, Feature: sp.Feature, Used: sp.Used, Max: sp.Max, Until: sp.Until, Since: sp.At}
+	}
+	if b := o.Billing; b != nil && b.SpendCap != nil {
+		r.SpendCap = &plan.SpendCapSpec{Monthly: plan.FormatMicros(*b.SpendCap)}
 	}
 	if r.Limits == nil {
 		r.Limits = plan.Limits{}

@@ -106,7 +106,8 @@ type limitState struct {
 	Limit     int64     `json:"limit"`
 	Used      *int64    `json:"used,omitempty"`
 	Remaining int64     `json:"remaining"`
-	ResetAt   time.Time `json:"reset_at"`
+	ResetAt   time.Time `json:"reset_at,omitzero"`  // zero for credits, which do not reset
+	Currency  string    `json:"currency,omitempty"` // money limits: figures in micro-units of it
 }
 
 // acceptedResource is the usage webhook's answer: how many events were

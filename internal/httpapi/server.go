@@ -117,6 +117,8 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "PUT", "/v1/owners/{owner}/webhook", true, tokens.OwnersWrite, ManagementBodyLimit, s.putWebhook},
 		{FuncKeys, "GET", "/v1/owners/{owner}/webhook", true, tokens.OwnersRead, 0, s.getWebhook},
 		{FuncKeys, "GET", "/v1/owners/{owner}/spend", true, tokens.UsageRead, 0, s.ownerSpend},
+		{FuncKeys, "POST", "/v1/owners/{owner}/credits", true, tokens.BillingWrite, ManagementBodyLimit, s.addCredit},
+		{FuncKeys, "GET", "/v1/owners/{owner}/credits", true, tokens.UsageRead, 0, s.listCredits},
 		{FuncKeys, "POST", "/v1/leaks", true, tokens.KeysRevoke, LeaksBodyLimit, s.postLeaks},
 		{FuncLeakReports, "POST", "/v1/leaks/github", false, tokens.None, LeaksBodyLimit, s.postGitHubLeaks}, // signed by GitHub instead
 		{FuncUsageWebhook, "POST", "/v1/usage", false, tokens.None, UsageBodyLimit, s.postUsage},

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ledger"
+	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 )
 
@@ -20,8 +21,11 @@ type spendResource struct {
 	Currency  string         `json:"currency"`
 	Amount    string         `json:"amount"` // decimal, 6 places
 	ByFeature []featureSpend `json:"by_feature"`
-	Cap       *string        `json:"cap"`     // spend caps are not built yet: always null
-	Credits   *string        `json:"credits"` // prepaid credits are not built yet: always null
+	Cap       *string        `json:"cap"`     // the monthly spend cap; null for none
+	Credits   *string        `json:"credits"` // a prepaid owner's credit balance now; null if not prepaid
+	// CapSource says where the cap comes from: "plan <name>" or "owner
+	// override".
+	CapSource string `json:"cap_source,omitempty"`
 }
 
 // featureSpend is one feature's part of a month's spend; feature "" is
@@ -48,16 +52,20 @@ func (s *Server) ownerSpend(w http.ResponseWriter, r *http.Request, _ string) er
 		}
 		start = t
 	}
-	u, err := s.Ledger.OwnerUsage(r.Context(), o.ID, plan.Month, start)
+	bal, u, err := s.Owners.Money(r.Context(), o, start)
 	if err != nil {
 		return err
 	}
-	currency := plan.DefaultCurrency
-	if p, ok := s.Plans.Get(o.Plan); ok && p.Currency != "" {
-		currency = p.Currency
-	}
-	out := spendResource{Owner: o.ID, Month: start.Format("2006-01"), Currency: currency, Amount: plan.FormatMicros(u.Cost),
+	out := spendResource{Owner: o.ID, Month: start.Format("2006-01"), Currency: bal.Currency, Amount: plan.FormatMicros(u.Cost),
 		ByFeature: []featureSpend{}}
+	if bal.Cap != nil {
+		c := plan.FormatMicros(*bal.Cap)
+		out.Cap, out.CapSource = &c, bal.CapFrom
+	}
+	if bal.Prepaid {
+		c := plan.FormatMicros(bal.Credits)
+		out.Credits = &c
+	}
 	rest := u.Totals
 	for _, f := range slices.Sorted(maps.Keys(u.Features)) {
 		t := u.Features[f]
@@ -66,6 +74,68 @@ func (s *Server) ownerSpend(w http.ResponseWriter, r *http.Request, _ string) er
 	}
 	if rest != (ledger.Totals{}) { // first: "" sorts before every feature
 		out.ByFeature = slices.Insert(out.ByFeature, 0, featureSpend{Feature: "", Amount: plan.FormatMicros(rest.Cost), Requests: rest.Requests, Units: rest.Units})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// creditResource is one prepaid top-up with the owner's balance after it.
+type creditResource struct {
+	Owner    string    `json:"owner"`
+	ID       string    `json:"id"`
+	Amount   string    `json:"amount"`
+	At       time.Time `json:"at"`
+	Currency string    `json:"currency"`
+	Balance  string    `json:"balance,omitempty"` // the owner's credits left now (POST only)
+}
+
+// creditList is an owner's top-ups, oldest first, and its balance.
+type creditList struct {
+	Owner    string           `json:"owner"`
+	Currency string           `json:"currency"`
+	Granted  string           `json:"granted"`
+	Balance  string           `json:"balance"`
+	Credits  []creditResource `json:"credits"`
+}
+
+// addCredit answers POST /v1/owners/{owner}/credits: 201 with the
+// top-up, new or replayed (same id and amount: nothing changes); 409 for
+// a replay with another amount.
+func (s *Server) addCredit(w http.ResponseWriter, r *http.Request, actor string) error {
+	var req owners.CreditRequest
+	if err := decode(w, r, ManagementBodyLimit, &req, false); err != nil {
+		return err
+	}
+	o, g, _, err := s.Owners.AddCredit(r.Context(), actor, r.PathValue("owner"), req)
+	if err != nil {
+		return err
+	}
+	bal, _, err := s.Owners.Money(r.Context(), o, g.At)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, creditResource{Owner: o.ID, ID: g.ID, Amount: plan.FormatMicros(g.Amount), At: g.At,
+		Currency: bal.Currency, Balance: plan.FormatMicros(bal.Credits)})
+	return nil
+}
+
+// listCredits answers GET /v1/owners/{owner}/credits.
+func (s *Server) listCredits(w http.ResponseWriter, r *http.Request, _ string) error {
+	o, err := s.Owners.Get(r.Context(), r.PathValue("owner"))
+	if err != nil {
+		return err
+	}
+	start, _ := plan.Month.Bounds(s.now())
+	bal, _, err := s.Owners.Money(r.Context(), o, start)
+	if err != nil {
+		return err
+	}
+	out := creditList{Owner: o.ID, Currency: bal.Currency, Granted: plan.FormatMicros(bal.Granted), Balance: plan.FormatMicros(bal.Credits),
+		Credits: []creditResource{}}
+	if b := o.Billing; b != nil && b.Credits != nil {
+		for _, g := range b.Credits.Grants {
+			out.Credits = append(out.Credits, creditResource{Owner: o.ID, ID: g.ID, Amount: plan.FormatMicros(g.Amount), At: g.At, Currency: bal.Currency})
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

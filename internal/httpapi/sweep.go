@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/sweep"
 )
 
@@ -28,6 +29,7 @@ type sweepReport struct {
 	OwnersScanned   int                  `json:"owners_scanned"`
 	OwnersSuspended []sweep.OwnerSuspend `json:"owners_suspended"`
 	OwnersLifted    []sweep.OwnerLift    `json:"owners_lifted"`
+	SpendAlerts     []owners.SpendAlert  `json:"spend_alerts"`
 	Recovered       int                  `json:"recovered"`
 	Reaped          int                  `json:"reaped"`
 	StartedAt       time.Time            `json:"started_at"`
@@ -72,7 +74,7 @@ func reportResource(r *sweep.Report) sweepReport {
 		Reenabled:  make([]sweepReenable, len(r.Reenabled)),
 		Thresholds: make([]sweepThreshold, len(r.Thresholds)),
 		Unchanged:  r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
-		OwnersScanned: r.OwnersScanned, OwnersSuspended: r.OwnersSuspended, OwnersLifted: r.OwnersLifted,
+		OwnersScanned: r.OwnersScanned, OwnersSuspended: r.OwnersSuspended, OwnersLifted: r.OwnersLifted, SpendAlerts: r.SpendAlerts,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
 	for i, d := range r.Disabled {

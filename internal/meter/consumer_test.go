@@ -144,6 +144,13 @@ func openFirestore(t testing.TB, hook func() error) (store.Store, ledger.Ledger)
 // acct-0 to acct-2.
 func createKeys(t testing.TB, st store.Store, n int) []*store.Key {
 	t.Helper()
+	return createKeysOf(t, st, n, 3)
+}
+
+// createKeysOf provisions n keys of plan free, with owners acct-0 to
+// acct-(owners-1) in turn.
+func createKeysOf(t testing.TB, st store.Store, n, owners int) []*store.Key {
+	t.Helper()
 	v, err := filevault.Open(filepath.Join(t.TempDir(), "vault"), bytes.Repeat([]byte{1}, filevault.KeySize))
 	if err != nil {
 		t.Fatalf("open the vault: %v", err)
@@ -157,7 +164,7 @@ func createKeys(t testing.TB, st store.Store, n int) []*store.Key {
 		Clock: clock.NewFake(t0.Add(-time.Hour)), Logger: discard}
 	out := make([]*store.Key, n)
 	for i := range out {
-		c, err := svc.Create(context.Background(), "test", keys.CreateRequest{Owner: fmt.Sprintf("acct-%d", i%3), Plan: "free"}, "")
+		c, err := svc.Create(context.Background(), "test", keys.CreateRequest{Owner: fmt.Sprintf("acct-%d", i%owners), Plan: "free"}, "")
 		if err != nil {
 			t.Fatalf("create key %d: %v", i, err)
 		}

@@ -28,11 +28,14 @@ const (
 	OwnerSuspended = "owner.suspended"
 	// OwnerReinstated tells an owner that its suspension was lifted.
 	OwnerReinstated = "owner.reinstated"
+	// SpendThreshold tells an owner that its month's spend reached 50,
+	// 80 or 100 % of its monthly spend cap.
+	SpendThreshold = "spend.threshold"
 )
 
 // EventTypes are every event type, in the order responses list them. An
 // owner who names no events is subscribed to all of them.
-var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold, OwnerPlanChanged, OwnerSuspended, OwnerReinstated, KeyLeaked}
+var EventTypes = []string{KeyDisabled, KeyEnabled, UsageThreshold, OwnerPlanChanged, OwnerSuspended, OwnerReinstated, KeyLeaked, SpendThreshold}
 
 // EnvAllowPrivate is the environment variable that sets
 // Guard.AllowPrivate ("1" or "true"), for local development and tests.
@@ -303,6 +306,25 @@ func OwnerSuspensionEvent(d OwnerSuspensionData, reinstated bool, at time.Time) 
 		typ = OwnerReinstated
 	}
 	return Event{Type: typ, ID: eventID(typ, d.Owner, d.Limit, d.Feature, stamp(d.Until)), Time: at, Data: d}
+}
+
+// SpendThresholdData is the data of spend.threshold: the owner's spend
+// in the month starting at Month reached Threshold % of its cap.
+// Amounts are decimal strings in Currency.
+type SpendThresholdData struct {
+	Owner     string    `json:"owner"`
+	Month     time.Time `json:"month"`
+	Threshold int       `json:"threshold"` // 50, 80 or 100
+	Spend     string    `json:"spend"`
+	Cap       string    `json:"cap"`
+	Currency  string    `json:"currency"`
+}
+
+// SpendThresholdEvent is the spend.threshold event of one threshold: one
+// notification per owner, month and threshold, however often it is
+// emitted.
+func SpendThresholdEvent(d SpendThresholdData, at time.Time) Event {
+	return Event{Type: SpendThreshold, ID: eventID(SpendThreshold, d.Owner, stamp(d.Month), strconv.Itoa(d.Threshold)), Time: at, Data: d}
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

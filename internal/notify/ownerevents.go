@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"time"
 
 	"github.com/keyplane/keyplane/internal/store"
 )
@@ -31,5 +32,12 @@ func (e OwnerEvents) OwnerSuspension(ctx context.Context, o *store.Owner, sp sto
 		d.Reason = reinstated
 	}
 	_, _, err := e.Service.Notify(ctx, o.ID, OwnerSuspensionEvent(d, reinstated != "", o.UpdatedAt))
+	return err
+}
+
+// SpendThreshold enqueues spend.threshold for d: its id names the owner,
+// month and threshold, so telling it again sends nothing new.
+func (e OwnerEvents) SpendThreshold(ctx context.Context, d SpendThresholdData, at time.Time) error {
+	_, _, err := e.Service.Notify(ctx, d.Owner, SpendThresholdEvent(d, at))
 	return err
 }

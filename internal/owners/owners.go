@@ -31,6 +31,9 @@ type Service struct {
 	// Observer, if not nil, is told of every committed change before
 	// Update returns (the verifier of this process).
 	Observer Observer
+	// Spend reads owners' spend, for their credits and the spend route;
+	// required by AddCredit and Money.
+	Spend SpendReader
 }
 
 // Notifier tells an owner that its plan or overrides changed (previous
@@ -54,6 +57,9 @@ type UpdateRequest struct {
 	Plan     *string                 `json:"plan,omitempty"`
 	Limits   *plan.Limits            `json:"limits,omitempty"`
 	Features *map[string]plan.Limits `json:"features,omitempty"`
+	// SpendCap sets ({"monthly": "25.00"}) or clears (null) the owner's
+	// monthly spend cap; a cap below the month's spend refuses at once.
+	SpendCap CapPatch `json:"spend_cap,omitzero"`
 }
 
 func (s *Service) now() time.Time {
@@ -137,6 +143,10 @@ func (s *Service) Update(ctx context.Context, actor, id string, req UpdateReques
 			}
 		}
 	}
+	spendCap, err := parseCap(req.SpendCap)
+	if err != nil {
+		return nil, err
+	}
 	var previous string
 	updated, err := s.Store.UpdateOwner(ctx, id, func(o *store.Owner) (*store.AuditEntry, error) {
 		previous = o.Plan
@@ -162,7 +172,22 @@ func (s *Service) Update(ctx context.Context, actor, id string, req UpdateReques
 				}
 			}
 		}
-		if next.Plan == o.Plan && equalLimits(next.Limits, o.Limits) && equalFeatures(next.Features, o.Features) {
+		capChanged := false
+		if req.SpendCap.Set {
+			var old *int64
+			if o.Billing != nil {
+				old = o.Billing.SpendCap
+			}
+			if capChanged = (old == nil) != (spendCap == nil) || (old != nil && *old != *spendCap); capChanged {
+				b := store.OwnerBilling{}
+				if o.Billing != nil {
+					b = *o.Billing
+				}
+				b.SpendCap = spendCap
+				next.Billing = &b
+			}
+		}
+		if next.Plan == o.Plan && equalLimits(next.Limits, o.Limits) && equalFeatures(next.Features, o.Features) && !capChanged {
 			return nil, errNoChange
 		}
 		details := map[string]string{"owner": id, "plan": next.Plan, "previous_plan": o.Plan}
@@ -171,6 +196,12 @@ func (s *Service) Update(ctx context.Context, actor, id string, req UpdateReques
 		}
 		if req.Features != nil {
 			details["features"] = jsonText(next.Features)
+		}
+		if capChanged {
+			details["spend_cap"] = "none"
+			if spendCap != nil {
+				details["spend_cap"] = plan.FormatMicros(*spendCap)
+			}
 		}
 		now := s.now()
 		next.UpdatedAt = now

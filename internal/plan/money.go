@@ -156,6 +156,14 @@ func (p *Plan) validateMoney() error {
 	if len(p.Prices) > MaxFeatures+1 {
 		return fmt.Errorf("prices: at most %d entries, got %d", MaxFeatures+1, len(p.Prices))
 	}
+	p.spendCap = -1
+	if p.SpendCap != nil {
+		c, err := ParseMicros(p.SpendCap.Monthly, MaxAmount)
+		if err != nil {
+			return fmt.Errorf("spend_cap.monthly: %w", err)
+		}
+		p.spendCap = c
+	}
 	p.prices = make(map[string]Price, len(p.Prices))
 	for _, f := range slices.Sorted(maps.Keys(p.Prices)) {
 		if f != AnyFeature && !p.OffersFeature(f) {
@@ -168,6 +176,18 @@ func (p *Plan) validateMoney() error {
 		p.prices[f] = pr
 	}
 	return nil
+}
+
+// MaxAmount is the largest spend cap or top-up, in currency units.
+const MaxAmount = 1_000_000_000
+
+// DefaultSpendCap returns the plan's monthly spend cap in micro-units and
+// whether it sets one.
+func (p *Plan) DefaultSpendCap() (micros int64, ok bool) {
+	if p.SpendCap == nil {
+		return 0, false
+	}
+	return p.spendCap, true
 }
 
 // PriceOf returns the prices of feature f ("" for usage without one): its

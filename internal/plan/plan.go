@@ -129,6 +129,20 @@ type Plan struct {
 	// money.go for the precision).
 	Prices map[string]PriceSpec `json:"prices,omitempty"`
 	prices map[string]Price
+	// SpendCap is the default monthly spend cap of the plan's owners
+	// (an owner's own cap overrides it).
+	SpendCap *SpendCapSpec `json:"spend_cap,omitempty"`
+	// Prepaid makes the plan's owners pay ahead: verify refuses their
+	// priced requests once their credit balance is used up (an owner
+	// with no top-up has none).
+	Prepaid  bool  `json:"prepaid,omitempty"`
+	spendCap int64 // micro-units; -1 for none
+}
+
+// SpendCapSpec is a spend cap as a plans file or PATCH /v1/owners
+// states it: a decimal amount in the plan's currency.
+type SpendCapSpec struct {
+	Monthly string `json:"monthly"`
 }
 
 // Abuse holds a plan's abuse rules (see internal/sweep for how each is
@@ -302,7 +316,11 @@ func NewCatalog(f File) (*Catalog, error) {
 		if err := cp.Abuse.validate(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}
-		cp.Currency, cp.Prices = p.Currency, maps.Clone(p.Prices)
+		cp.Currency, cp.Prices, cp.Prepaid = p.Currency, maps.Clone(p.Prices), p.Prepaid
+		if p.SpendCap != nil {
+			c := *p.SpendCap
+			cp.SpendCap = &c
+		}
 		if err := cp.validateMoney(); err != nil {
 			return nil, fmt.Errorf("plans: plan %q: %w", name, err)
 		}

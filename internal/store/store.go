@@ -65,8 +65,55 @@ type Owner struct {
 	// Suspension, if not nil, is the sweep's suspension of the owner over
 	// a quota: every key of the owner is refused until it is lifted.
 	Suspension *OwnerSuspension
-	CreatedAt  time.Time
-	UpdatedAt  time.Time // set by every change; orders ChangedOwners
+	// Billing is the owner's spend cap, prepaid credits and the spend
+	// alerts told this month; nil for none.
+	Billing   *OwnerBilling
+	CreatedAt time.Time
+	UpdatedAt time.Time // set by every change; orders ChangedOwners
+}
+
+// OwnerBilling is an owner's money settings and state. Amounts are in
+// micro-units of the plan's currency (plan.MicroPerUnit per unit).
+type OwnerBilling struct {
+	// SpendCap, if not nil, overrides the plan's monthly spend cap
+	// (micro-units; 0 refuses every priced request).
+	SpendCap *int64
+	// Credits are the prepaid top-ups, oldest first; nil if the owner
+	// never had one.
+	Credits *Credits
+	// AlertMonth and AlertPercent are the highest spend alert (50, 80
+	// or 100 % of the cap) told for the month starting at AlertMonth.
+	AlertMonth   time.Time
+	AlertPercent int
+}
+
+// Credits are an owner's prepaid top-ups. The balance is the sum of the
+// grants less the spend since the first one: the spend of the month
+// starting at Since, less Offset (that month's spend before the first
+// top-up), plus every later month's.
+type Credits struct {
+	Grants []CreditGrant
+	Since  time.Time // the start of the month of the first top-up
+	Offset int64     // the spend of Since's month before the first top-up
+}
+
+// MaxCreditGrants is the most top-ups one owner holds.
+const MaxCreditGrants = 1000
+
+// CreditGrant is one prepaid top-up, idempotent by ID.
+type CreditGrant struct {
+	ID     string
+	Amount int64 // micro-units, > 0
+	At     time.Time
+}
+
+// Granted returns the sum of the grants.
+func (c *Credits) Granted() int64 {
+	var n int64
+	for _, g := range c.Grants {
+		n += g.Amount
+	}
+	return n
 }
 
 // OwnerSuspension records why and until when an owner is suspended: the

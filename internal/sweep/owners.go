@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/ledger"
+	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
@@ -72,6 +73,15 @@ func (s *Sweeper) sweepOwners(ctx context.Context, now, deadline time.Time, dry 
 			o, err := s.Owners.Get(ctx, id)
 			if err != nil {
 				return fmt.Errorf("sweep: read owner %s: %w", id, err)
+			}
+			var tell owners.SpendNotifier
+			if s.Notify != nil {
+				tell = notify.OwnerEvents{Service: s.Notify}
+			}
+			alerts, err := s.Owners.AlertSpend(ctx, o, tell, dry)
+			rep.SpendAlerts = append(rep.SpendAlerts, alerts...)
+			if err != nil {
+				return fmt.Errorf("sweep: spend alerts of owner %s: %w", id, err)
 			}
 			if o.Suspension != nil && now.Before(o.Suspension.Until) {
 				continue

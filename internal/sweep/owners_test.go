@@ -20,7 +20,7 @@ import (
 // ownersService is the owners.Service of the env, told to v.
 func (e *env) ownersService(v *verify.Verifier) *owners.Service {
 	svc := &owners.Service{Store: e.store, Plans: e.plans, Clock: e.clock, Logger: slog.New(slog.DiscardHandler),
-		Notifier: notify.OwnerEvents{Service: e.notify}}
+		Notifier: notify.OwnerEvents{Service: e.notify}, Spend: e.ledger}
 	if v != nil {
 		svc.Observer = v
 	}
@@ -147,6 +147,72 @@ func TestOwnerFeatureQuotaSuspendsThatFeatureAndARaisedLimitLiftsIt(t *testing.T
 		}
 		if d, _ := v.Verify(context.Background(), verify.Request{Key: k.Secret, Feature: "pro-model"}); d.Code != verify.Valid {
 			t.Errorf("after the raise: %s, want VALID", d.Code)
+		}
+	})
+}
+
+// spend counts one request of key k costing micros at time at.
+func (e *env) spend(k *store.Key, micros int64, at time.Time) {
+	e.t.Helper()
+	e.nEvents++
+	ev := ledger.Counted{Event: usage.Event{ID: fmt.Sprintf("evt-%d", e.nEvents), KeyID: k.ID, Time: at, Requests: 1}, Owner: k.Owner, Cost: micros}
+	if _, err := e.ledger.Count(context.Background(), []ledger.Counted{ev}, usage.Retention); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// The sweep tells an owner when its month's spend reaches 50, 80 and 100
+// % of its cap, each once a month (a threshold jumped over is told too),
+// never in a dry run, and again in a new month.
+func TestSpendAlertsOncePerThresholdPerMonth(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		k := e.key("acct_s", "capped")
+		sw := e.sweeper()
+		sw.Owners = e.ownersService(nil)
+		thresholds := func(rep sweep.Report) (out []int) {
+			for _, a := range rep.SpendAlerts {
+				if a.Owner != "acct_s" || a.Cap != "1.000000" || a.Currency != "USD" {
+					t.Errorf("alert %+v", a)
+				}
+				out = append(out, a.Threshold)
+			}
+			return out
+		}
+		sent := func() int { return len(e.payloads(notify.SpendThreshold)) }
+		e.spend(k.Key, 400_000, t0.Add(-time.Hour))
+		if got := thresholds(e.run(sw, false)); len(got) != 0 {
+			t.Fatalf("at 40 %%: alerts %v", got)
+		}
+		e.spend(k.Key, 450_000, t0.Add(-time.Hour)) // 85 %: 50 and 80 at once
+		if got := thresholds(e.run(sw, true)); fmt.Sprint(got) != "[50 80]" || sent() != 0 {
+			t.Fatalf("dry run at 85 %%: alerts %v, %d sent; want [50 80] reported, none sent", got, sent())
+		}
+		if got := thresholds(e.run(sw, false)); fmt.Sprint(got) != "[50 80]" || sent() != 2 {
+			t.Fatalf("at 85 %%: alerts %v, %d sent; want [50 80], 2", got, sent())
+		}
+		if got := thresholds(e.run(sw, false)); len(got) != 0 || sent() != 2 {
+			t.Fatalf("again at 85 %%: alerts %v, %d sent; want none new", got, sent())
+		}
+		e.spend(k.Key, 150_000, t0.Add(-time.Hour))
+		rep := e.run(sw, false)
+		if got := thresholds(rep); fmt.Sprint(got) != "[100]" || sent() != 3 || rep.SpendAlerts[0].Spend != "1.000000" {
+			t.Fatalf("at 100 %%: alerts %+v, %d sent", rep.SpendAlerts, sent())
+		}
+		var full map[string]any
+		for _, p := range e.payloads(notify.SpendThreshold) {
+			if p["threshold"] == 100.0 {
+				full = p
+			}
+		}
+		if full["owner"] != "acct_s" || full["spend"] != "1.000000" || full["cap"] != "1.000000" || full["month"] != "2030-01-01T00:00:00Z" {
+			t.Errorf("spend.threshold data of 100 %%: %v", full)
+		}
+		// A new month starts over.
+		next := time.Date(2030, 2, 1, 1, 0, 0, 0, time.UTC)
+		e.clock.Set(next)
+		e.spend(k.Key, 500_000, next.Add(-time.Minute))
+		if got := thresholds(e.run(sw, false)); fmt.Sprint(got) != "[50]" || sent() != 4 {
+			t.Fatalf("next month at 50 %%: alerts %v, %d sent", got, sent())
 		}
 	})
 }

@@ -159,10 +159,13 @@ type Report struct {
 	OwnersScanned   int            `json:"owners_scanned"`
 	OwnersSuspended []OwnerSuspend `json:"owners_suspended"`
 	OwnersLifted    []OwnerLift    `json:"owners_lifted"`
-	Recovered       int            `json:"recovered"` // earlier sweep changes whose effects this run made sure of
-	Reaped          int            `json:"reaped"`    // abandoned provisioning intents removed
-	StartedAt       time.Time      `json:"started_at"`
-	FinishedAt      time.Time      `json:"finished_at"`
+	// SpendAlerts are the spend thresholds (50, 80, 100 % of a monthly
+	// cap) owners were told of (spend.threshold), each once a month.
+	SpendAlerts []owners.SpendAlert `json:"spend_alerts"`
+	Recovered   int                 `json:"recovered"` // earlier sweep changes whose effects this run made sure of
+	Reaped      int                 `json:"reaped"`    // abandoned provisioning intents removed
+	StartedAt   time.Time           `json:"started_at"`
+	FinishedAt  time.Time           `json:"finished_at"`
 }
 
 // Reenable is a quota suspension lifted because its window ended.
@@ -229,7 +232,8 @@ func (s *Sweeper) markDone(id string) { s.seen(id); s.done.Add(id, struct{}{}) }
 func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error) {
 	now := s.now()
 	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{},
-		OwnersSuspended: []OwnerSuspend{}, OwnersLifted: []OwnerLift{}}
+		OwnersSuspended: []OwnerSuspend{}, OwnersLifted: []OwnerLift{},
+		SpendAlerts: []owners.SpendAlert{}}
 	if s.Keys == nil {
 		return rep, errs.E(errs.Internal, "sweep: Sweeper.Keys is required: it makes the changes the sweep decides on")
 	}

@@ -37,7 +37,8 @@ const plansJSON = `{"plans": {
   "spiky":   {"scopes": ["generate"], "limits": {}, "abuse": {"spike": {"floor": 100, "factor": 10}}},
   "watched": {"scopes": ["generate"], "limits": {}, "abuse": {"distinct_ips": {"max_per_day": 2}}},
   "team":    {"scopes": ["generate"], "limits": {}, "owner_limits": {"requests_per_day": 10},
-              "features": {"pro-model": {"requests_per_month": 5}, "flash": {}}}}}`
+              "features": {"pro-model": {"requests_per_month": 5}, "flash": {}}},
+  "capped":  {"scopes": ["generate"], "limits": {}, "prices": {"*": {"per_request": "0.01"}}, "spend_cap": {"monthly": "1.00"}}}}`
 
 type env struct {
 	t       *testing.T

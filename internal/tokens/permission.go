@@ -27,6 +27,7 @@ const (
 	SweepRun                  // POST /v1/sweep
 	TokensManage              // mint, list and revoke caller tokens
 	PortalSessions            // open owner-portal sessions
+	BillingWrite              // grant an owner prepaid credits; never scoped to an owner
 	numPermissions
 )
 
@@ -35,6 +36,7 @@ var permissionNames = [numPermissions]string{
 	KeysDisable: "keys:disable", KeysRevoke: "keys:revoke", KeysRotate: "keys:rotate", KeysReveal: "keys:reveal",
 	Verify: "verify", UsageRead: "usage:read", AuditRead: "audit:read", OwnersRead: "owners:read",
 	OwnersWrite: "owners:write", SweepRun: "sweep:run", TokensManage: "tokens:manage", PortalSessions: "portal:sessions",
+	BillingWrite: "billing:write",
 }
 
 // String returns the permission's name, like "keys:create".

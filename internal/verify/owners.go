@@ -24,6 +24,44 @@ type ownerEntry struct {
 	features  map[string]*featureEntry // the features the owner's plan or overrides name
 	closed    bool                     // the plan names its features: no other is offered
 	wins      *ownerWindows
+	// Money (spend.go): the plan (its prices), the monthly spend cap
+	// (< 0 for none) and where it comes from, and the credits granted
+	// (< 0 if the owner is not prepaid) with their Since and Offset.
+	plan     *plan.Plan
+	currency string
+	spendCap int64
+	capSrc   string
+	granted  int64
+	since    time.Time
+	offset   int64
+}
+
+// spendLimited reports whether the owner has a spend cap or is prepaid.
+func (o *ownerEntry) spendLimited() bool { return o.spendCap >= 0 || o.granted >= 0 }
+
+// setBilling derives the owner's money limits from its plan p and record.
+func (o *ownerEntry) setBilling(p *plan.Plan) {
+	o.plan, o.currency = p, p.Currency
+	if o.currency == "" {
+		o.currency = plan.DefaultCurrency
+	}
+	o.spendCap, o.granted = -1, -1
+	if c, ok := p.DefaultSpendCap(); ok {
+		o.spendCap, o.capSrc = c, o.planSrc
+	}
+	if p.Prepaid {
+		o.granted = 0
+	}
+	b := o.owner.Billing
+	if b == nil {
+		return
+	}
+	if b.SpendCap != nil {
+		o.spendCap, o.capSrc = *b.SpendCap, SourceOwnerOverride
+	}
+	if c := b.Credits; c != nil {
+		o.granted, o.since, o.offset = c.Granted(), c.Since, c.Offset
+	}
 }
 
 // featureEntry is an owner's limits on one feature.
@@ -131,6 +169,7 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 		v.opt.Logger.Warn("owner's plan is not in the plan catalog; only its own overrides apply", "owner", o.ID, "plan", o.Plan)
 		p = &plan.Plan{}
 	}
+	e.setBilling(p)
 	e.limits = p.OwnerLimits.With(o.Limits)
 	e.hasQuotas = hasQuota(e.limits)
 	e.perMinute = perMinute(&wins.owner, ScopeOwner, "", p.OwnerLimits, o.Limits, planSrc, SourceOwnerOverride)

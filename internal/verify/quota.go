@@ -64,6 +64,13 @@ type quotaEntry struct {
 	monthAt    time.Time
 	fetchedAt  time.Time
 	refreshing bool // a background refresh is running
+	// For an owner's spend (spend.go): the spend of the whole months from
+	// since to monthAt (read only for a prepaid owner, since not zero),
+	// and this process's reservations since the last read and the one
+	// before it.
+	since                  time.Time
+	before                 int64
+	reserved, reservedPrev int64
 }
 
 var _ Quota = (*Quotas)(nil)
@@ -82,11 +89,15 @@ type QuotaReader interface {
 type subject struct {
 	id    string
 	owner bool
+	since time.Time // an owner's first top-up month: read its spend since then too
 }
 
 // flightKey is the subject's key in the single-flight group, which keys
 // and owners share: no key id starts with a NUL.
 func (s subject) flightKey() string {
+	if s.owner && !s.since.IsZero() {
+		return "\x00" + s.since.Format("2006-01") + "\x00" + s.id
+	}
 	if s.owner {
 		return "\x00" + s.id
 	}
@@ -173,19 +184,9 @@ func (q *Quotas) check(ctx context.Context, s subject, feature string, limits pl
 func (q *Quotas) totals(ctx context.Context, s subject, feature string, now time.Time) (day, month ledger.Totals, ok bool) {
 	dayStart, _ := plan.Day.Bounds(now)
 	monthStart, _ := plan.Month.Bounds(now)
-	cache := q.cache
-	if s.owner {
-		cache = q.owners
-	}
-	e, cached := cache.Get(s.id)
-	if !cached {
-		var err error
-		if e, err = q.readThrough(ctx, s, now); err != nil {
-			if ctx.Err() == nil {
-				q.log.WarnContext(ctx, "reading usage for quotas; not enforcing them for this request", "id", s.id, "owner", s.owner, "error", err)
-			}
-			return day, month, false
-		}
+	e, ok := q.entry(ctx, s, now)
+	if !ok {
+		return day, month, false
 	}
 	part := func(u ledger.Usage) ledger.Totals {
 		if feature == "" {
@@ -194,10 +195,6 @@ func (q *Quotas) totals(ctx context.Context, s subject, feature string, now time
 		return u.Features[feature]
 	}
 	e.mu.Lock()
-	stale := now.Sub(e.fetchedAt) >= q.staleness && !e.refreshing
-	if stale {
-		e.refreshing = true
-	}
 	if e.dayStart.Equal(dayStart) {
 		day = part(e.day) // a new day starts at zero until the refresh lands
 	}
@@ -205,10 +202,42 @@ func (q *Quotas) totals(ctx context.Context, s subject, feature string, now time
 		month = part(e.month)
 	}
 	e.mu.Unlock()
+	return day, month, true
+}
+
+// entry returns the subject's cache entry, reading it through if it is
+// missing (or, for an owner's spend since s.since, read for another
+// since), and starting a background refresh if it is stale.
+func (q *Quotas) entry(ctx context.Context, s subject, now time.Time) (*quotaEntry, bool) {
+	cache := q.cache
+	if s.owner {
+		cache = q.owners
+	}
+	e, cached := cache.Get(s.id)
+	if cached && !s.since.IsZero() {
+		e.mu.Lock()
+		cached = e.since.Equal(s.since)
+		e.mu.Unlock()
+	}
+	if !cached {
+		var err error
+		if e, err = q.readThrough(ctx, s, now); err != nil {
+			if ctx.Err() == nil {
+				q.log.WarnContext(ctx, "reading usage for quotas; not enforcing them for this request", "id", s.id, "owner", s.owner, "error", err)
+			}
+			return nil, false
+		}
+	}
+	e.mu.Lock()
+	stale := now.Sub(e.fetchedAt) >= q.staleness && !e.refreshing
+	if stale {
+		e.refreshing = true
+	}
+	e.mu.Unlock()
 	if stale {
 		q.refresh(ctx, e, s, now)
 	}
-	return day, month, true
+	return e, true
 }
 
 // readThrough reads the totals of a key that has no cache entry, for a
@@ -282,8 +311,24 @@ func (q *Quotas) read(ctx context.Context, s subject, now time.Time) (*quotaEntr
 	if !ok {
 		e = &quotaEntry{}
 	}
+	since := s.since
+	if since.IsZero() && s.owner {
+		e.mu.Lock()
+		since = e.since // a refresh for a quota keeps the spend's since
+		e.mu.Unlock()
+	}
+	var before int64
+	for m := since; !since.IsZero() && m.Before(monthStart); m = m.AddDate(0, 1, 0) {
+		u, err := q.usage(ctx, s, plan.Month, m)
+		if err != nil {
+			return nil, err
+		}
+		before += u.Cost
+	}
 	e.mu.Lock()
 	e.dayStart, e.day, e.monthAt, e.month, e.fetchedAt = dayStart, day, monthStart, month, now
+	e.since, e.before = since, before
+	e.reservedPrev, e.reserved = e.reserved, 0
 	e.mu.Unlock()
 	if !ok {
 		cache.Add(s.id, e)

@@ -58,6 +58,9 @@ const (
 const (
 	SourceKeyOverride   = "key override"
 	SourceOwnerOverride = "owner override"
+	// SourceCredits is the source of the credits limit: the owner's
+	// top-ups.
+	SourceCredits = "prepaid credits"
 )
 
 // Codes lists every Code, in the order of Counts.Decisions.
@@ -99,7 +102,10 @@ type LimitState struct {
 	Used      int64 // metered usage, for day and month quotas (HasUsed)
 	HasUsed   bool
 	Remaining int64
-	ResetAt   time.Time
+	ResetAt   time.Time // zero for credits, which do not reset
+	// Currency is set for the money limits (spend_per_month, credits),
+	// whose figures are micro-units of it.
+	Currency string
 }
 
 // MaxLimits is the most limits a decision reports: the key's (3 metrics ×
@@ -181,6 +187,11 @@ type Quota interface {
 	// with a feature the owner's usage of that feature; the states carry
 	// the feature.
 	CheckOwner(ctx context.Context, owner, feature string, limits plan.Limits, now time.Time) (states QuotaStates, exceeded bool)
+	// Reserve checks an owner's spend against its cap and credits and,
+	// if neither is reached, reserves the request's cost (spend.go).
+	Reserve(ctx context.Context, owner string, r SpendRequest, now time.Time) SpendState
+	// Release gives back a reservation for a request refused after it.
+	Release(owner string, cost int64)
 }
 
 // ClientIPs records the client IPs keys are used from, for the sweep's
@@ -453,9 +464,41 @@ func (v *Verifier) verify(ctx context.Context, req Request) (Decision, error) {
 			d.Code = UsageExceeded
 			return d, nil
 		}
+		var spend SpendState
+		var cost int64
+		if v.opt.Quota != nil && o.spendLimited() {
+			cost, _ = o.plan.Cost(req.Feature, 1, req.Units, 0)
+			if spend = v.spend(ctx, &d, o, cost, now); spend.Refused != "" {
+				d.Code = UsageExceeded
+				return d, nil
+			}
+		}
 		d.Code = v.admit(ctx, &d, e, o, f, now, req.Units)
+		if d.Code != Valid && spend.Reserved {
+			v.opt.Quota.Release(o.owner.ID, cost)
+		}
 	}
 	return d, nil
+}
+
+// spend checks the owner's spend cap and credits for a request costing
+// cost (reserving it if neither is reached) and adds their states to d.
+func (v *Verifier) spend(ctx context.Context, d *Decision, o *ownerEntry, cost int64, now time.Time) SpendState {
+	st := v.opt.Quota.Reserve(ctx, o.owner.ID, SpendRequest{Cap: o.spendCap, Granted: o.granted, Since: o.since, Offset: o.offset, Cost: cost}, now)
+	if !st.Known {
+		return st // fail open, as the quotas do
+	}
+	refused := st.Refused != ""
+	if o.spendCap >= 0 {
+		_, end := plan.Month.Bounds(now)
+		d.addQuota(LimitState{Scope: ScopeOwner, Source: o.capSrc, Name: LimitSpendPerMonth, Limit: o.spendCap, Used: st.Month, HasUsed: true,
+			Remaining: max(o.spendCap-st.Month, 0), ResetAt: end, Currency: o.currency}, refused && st.Refused == LimitSpendPerMonth)
+	}
+	if o.granted >= 0 && st.Refused != LimitSpendPerMonth {
+		d.addQuota(LimitState{Scope: ScopeOwner, Source: SourceCredits, Name: LimitCredits, Limit: o.granted, Used: o.granted - st.Balance, HasUsed: true,
+			Remaining: st.Balance, Currency: o.currency}, refused)
+	}
+	return st
 }
 
 // ownerQuota checks the owner's day and month quotas in limits (those on

@@ -69,7 +69,10 @@ var plansJSON = `{"plans": {
   "tier2": {"scopes": ["generate"], "limits": {"requests_per_minute": 100}, "owner_limits": {"requests_per_minute": 10},
     "features": {"pro-model": {"requests_per_minute": 5}, "flash": {}}},
   "daily": {"scopes": ["generate"], "limits": {}, "owner_limits": {"requests_per_day": 5},
-    "features": {"pro-model": {"units_per_month": 100}, "flash": {}}}}}`
+    "features": {"pro-model": {"units_per_month": 100}, "flash": {}}},
+  "metered": {"scopes": ["generate"], "limits": {}, "prices": {"*": {"per_request": "0.01", "per_1k_units": "1.00"}},
+    "spend_cap": {"monthly": "0.10"}},
+  "prepaid": {"scopes": ["generate"], "limits": {}, "prices": {"*": {"per_request": "0.01"}}, "prepaid": true}}}`
 
 func newEnv(t *testing.T, st store.Store) *env {
 	t.Helper()

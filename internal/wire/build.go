@@ -500,6 +500,9 @@ func (b *build) keysService() {
 	}
 	b.srv.Keys = a.Keys
 	a.Owners = &owners.Service{Store: a.Store, Plans: a.Plans, Clock: b.clk, Logger: b.log}
+	if a.Ledger != nil {
+		a.Owners.Spend = a.Ledger
+	}
 	if a.Notify != nil {
 		a.Owners.Notifier = notify.OwnerEvents{Service: a.Notify}
 	}

@@ -252,8 +252,18 @@ type LimitState struct {
 	Limit     int64     `json:"limit"`
 	Used      *int64    `json:"used,omitempty"` // metered usage, for day and month quotas
 	Remaining int64     `json:"remaining"`
-	ResetAt   time.Time `json:"reset_at"`
+	ResetAt   time.Time `json:"reset_at,omitzero"` // zero for credits, which do not reset
+	// Currency is set for the money limits (spend_per_month, credits):
+	// their figures are micro-units (1e-6) of it.
+	Currency string `json:"currency,omitempty"`
 }
+
+// The money limits of an owner: its monthly spend cap and its prepaid
+// credits. Their figures are micro-units of LimitState.Currency.
+const (
+	LimitSpendPerMonth = "spend_per_month"
+	LimitCredits       = "credits"
+)
 
 // RefusedLimit names the limit that refused a request: whose it is
 // (Scope "key" or "owner", with Feature for an owner's per-feature
@@ -275,11 +285,24 @@ func (l *RefusedLimit) Describe() string {
 	if l.Feature != "" {
 		s += " for " + l.Feature
 	}
-	s += " (" + strconv.FormatInt(l.Limit, 10)
+	if l.Currency != "" {
+		s += " (" + formatMicros(l.Limit) + " " + l.Currency
+	} else {
+		s += " (" + strconv.FormatInt(l.Limit, 10)
+	}
 	if l.Source != "" {
 		s += ", " + l.Source
 	}
 	return s + ")"
+}
+
+// formatMicros formats micro-units of a currency with 6 decimals.
+func formatMicros(m int64) string {
+	sign := ""
+	if m < 0 {
+		sign, m = "-", -m
+	}
+	return fmt.Sprintf("%s%d.%06d", sign, m/1_000_000, m%1_000_000)
 }
 
 // Decision is the outcome of Verify. Valid is true only for CodeValid.

@@ -284,7 +284,14 @@ func (m *middleware) refuse(w http.ResponseWriter, d *Decision, scope string) {
 		}
 	case CodeUsageExceeded:
 		status, msg = http.StatusTooManyRequests, "the API key's usage quota is used up until its window resets"
-		if d.Limit != nil {
+		switch {
+		case d.Limit != nil && d.Limit.Name == LimitCredits:
+			// Prepaid credits do not come back by waiting: 402, as a
+			// payment is what lifts it.
+			status, msg = http.StatusPaymentRequired, "the owner's prepaid credits are used up; top up to continue"
+		case d.Limit != nil && d.Limit.Name == LimitSpendPerMonth:
+			msg = d.Limit.Describe() + " is reached until the month ends or the cap is raised"
+		case d.Limit != nil:
 			msg = d.Limit.Describe() + " is used up until its window resets"
 		}
 	default:
@@ -323,6 +330,14 @@ func (m *middleware) refuse(w http.ResponseWriter, d *Decision, scope string) {
 func (m *middleware) rateLimitHeaders(h http.Header, d *Decision) (exhaustedReset int64) {
 	var l LimitState
 	policy := ""
+	if d.Limit != nil && d.Limit.Currency != "" {
+		// A money limit is not a rate: no RateLimit fields, and the
+		// refusal lasts until its reset (a spend cap's month end).
+		if d.Limit.ResetAt.IsZero() {
+			return -1
+		}
+		return max(ceilSeconds(d.Limit.ResetAt.Sub(m.now())), 0)
+	}
 	if d.Limit != nil {
 		l, policy = d.Limit.LimitState, d.Limit.Scope+"."
 		if d.Limit.Feature != "" {
@@ -356,7 +371,7 @@ func mostConstrained(d *Decision) (LimitState, string, bool) {
 		limits map[string]LimitState
 	}{{"key.", d.Limits}, {"owner.", d.OwnerLimits}, {"owner." + d.Feature + ".", d.FeatureLimits}} {
 		for _, name := range slices.Sorted(maps.Keys(g.limits)) {
-			if l := g.limits[name]; !found || tighter(l, best) {
+			if l := g.limits[name]; l.Currency == "" && (!found || tighter(l, best)) {
 				best, bestName, found = l, g.prefix+name, true
 			}
 		}

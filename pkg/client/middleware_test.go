@@ -77,6 +77,8 @@ func TestMiddlewareAnswersEachDecision(t *testing.T) {
 	now := time.Date(2030, 1, 1, 12, 0, 30, 0, time.UTC)
 	minute := map[string]LimitState{"requests_per_minute": {Limit: 60, Remaining: 0, ResetAt: now.Add(30 * time.Second)}}
 	day := map[string]LimitState{"requests_per_day": {Limit: 1500, Used: Ptr[int64](1500), Remaining: 0, ResetAt: now.Add(11*time.Hour + 59*time.Minute + 30*time.Second)}}
+	spendCap := LimitState{Limit: 25_000_000, Used: Ptr[int64](25_000_000), Remaining: 0, ResetAt: now.Add(30 * time.Second), Currency: "USD"}
+	credits := LimitState{Limit: 10_000_000, Used: Ptr[int64](10_000_000), Remaining: 0, Currency: "USD"}
 	for _, tc := range []struct {
 		d          Decision
 		status     int
@@ -94,10 +96,20 @@ func TestMiddlewareAnswersEachDecision(t *testing.T) {
 		{Decision{Code: CodeInsufficientPermissions, KeyID: "key_1"}, 403, `Bearer error="insufficient_scope", scope="generate"`, "", ""},
 		{Decision{Code: CodeRateLimited, KeyID: "key_1", Limits: minute, RetryAfterSeconds: 30}, 429, "", "30", "60/0/30"},
 		{Decision{Code: CodeUsageExceeded, KeyID: "key_1", Limits: day}, 429, "", "43170", "1500/0/43170"},
+		// Money limits: a spend cap refuses until the month ends (no
+		// RateLimit fields: it is not a rate); used-up credits are 402.
+		{Decision{Code: CodeUsageExceeded, KeyID: "key_1", OwnerLimits: map[string]LimitState{LimitSpendPerMonth: spendCap},
+			Limit: &RefusedLimit{Scope: "owner", Name: LimitSpendPerMonth, LimitState: spendCap, Source: "owner override"}}, 429, "", "30", ""},
+		{Decision{Code: CodeUsageExceeded, KeyID: "key_1", Limits: minute, OwnerLimits: map[string]LimitState{LimitCredits: credits},
+			Limit: &RefusedLimit{Scope: "owner", Name: LimitCredits, LimitState: credits, Source: "prepaid credits"}}, 402, "", "", ""},
 		{Decision{Code: "SOMETHING_NEW", KeyID: "key_1"}, 403, "", "", ""},
 		{Decision{Valid: true, Code: CodeDisabled}, 401, `Bearer error="invalid_token"`, "", ""}, // the code decides
 	} {
-		t.Run(string(tc.d.Code), func(t *testing.T) {
+		name := string(tc.d.Code)
+		if tc.d.Limit != nil {
+			name += "/" + tc.d.Limit.Name
+		}
+		t.Run(name, func(t *testing.T) {
 			mw := newMiddleware(&fakeVerifier{d: &tc.d}, &MiddlewareOptions{Scope: func(*http.Request) string { return "generate" }}, func() time.Time { return now })
 			w, s := call(mw, "X-Api-Key", "kp_live_secretsecret")
 			if w.Code != tc.status {

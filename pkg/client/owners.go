@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -30,6 +31,9 @@ type Owner struct {
 		Features      map[string]map[string]SourcedLimit `json:"features"`
 		OtherFeatures bool                               `json:"other_features"` // features not listed are offered too
 	} `json:"effective"`
+	// SpendCap is the owner's own monthly spend cap; nil when its plan's
+	// (if any) applies.
+	SpendCap  *SpendCap `json:"spend_cap"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -59,6 +63,33 @@ type UpdateOwnerRequest struct {
 	Plan     *string            `json:"plan,omitempty"`
 	Limits   *Limits            `json:"limits,omitempty"`
 	Features *map[string]Limits `json:"features,omitempty"`
+	// SpendCap sets the owner's monthly spend cap; ClearSpendCap removes
+	// it (the plan's applies again).
+	SpendCap      *SpendCap `json:"-"`
+	ClearSpendCap bool      `json:"-"`
+}
+
+// MarshalJSON sends spend_cap as an object to set it or null to clear it.
+func (r UpdateOwnerRequest) MarshalJSON() ([]byte, error) {
+	type plain UpdateOwnerRequest
+	var body struct {
+		plain
+		SpendCap *json.RawMessage `json:"spend_cap,omitempty"`
+	}
+	body.plain = plain(r)
+	switch {
+	case r.SpendCap != nil:
+		b, err := json.Marshal(r.SpendCap)
+		if err != nil {
+			return nil, err
+		}
+		raw := json.RawMessage(b)
+		body.SpendCap = &raw
+	case r.ClearSpendCap:
+		raw := json.RawMessage("null")
+		body.SpendCap = &raw
+	}
+	return json.Marshal(body)
 }
 
 func ownerPath(owner string) (string, error) {

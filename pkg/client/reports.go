@@ -133,10 +133,22 @@ type SweepReport struct {
 	OwnersScanned   int              `json:"owners_scanned"`
 	OwnersSuspended []OwnerSuspended `json:"owners_suspended"`
 	OwnersLifted    []OwnerLifted    `json:"owners_lifted"`
+	SpendAlerts     []SpendAlert     `json:"spend_alerts"`
 	Recovered       int              `json:"recovered"`
 	Reaped          int              `json:"reaped"`
 	StartedAt       time.Time        `json:"started_at"`
 	FinishedAt      time.Time        `json:"finished_at"`
+}
+
+// SpendAlert is a spend.threshold notification the sweep queued: the
+// owner's spend this month reached Threshold % (50, 80 or 100) of its
+// monthly cap. Amounts are decimal strings in Currency.
+type SpendAlert struct {
+	Owner     string `json:"owner"`
+	Threshold int    `json:"threshold"`
+	Spend     string `json:"spend"`
+	Cap       string `json:"cap"`
+	Currency  string `json:"currency"`
 }
 
 // SweepDisabled is a key the sweep disabled.

@@ -19,7 +19,10 @@
 //	                           version, updated_at
 //	owners/{owner document id} the owner record: id, plan, limits, features,
 //	                           suspended (bool), suspension (a map: limit,
-//	                           feature, used, max, until, at),
+//	                           feature, used, max, until, at), billing
+//	                           (a map: spend_cap, credits {grants [{id,
+//	                           amount, at}], since, offset}, alert_month,
+//	                           alert_percent; amounts in micro-units),
 //	                           created_at, updated_at; the document id is the
 //	                           owner id, or "~" and its hex for an id Firestore
 //	                           does not accept ("." and "..") or one starting

@@ -853,6 +853,7 @@ type ownerDoc struct {
 	Features   map[string]plan.Limits `firestore:"features"`
 	Suspended  bool                   `firestore:"suspended"` // Suspension is set: ListOwners(Suspended) queries it
 	Suspension *suspensionDoc         `firestore:"suspension"`
+	Billing    *billingDoc            `firestore:"billing"`
 	CreatedAt  time.Time              `firestore:"created_at"`
 	UpdatedAt  time.Time              `firestore:"updated_at"`
 }
@@ -866,8 +867,55 @@ type suspensionDoc struct {
 	At      time.Time `firestore:"at"`
 }
 
+type billingDoc struct {
+	SpendCap     *int64      `firestore:"spend_cap"`
+	Credits      *creditsDoc `firestore:"credits"`
+	AlertMonth   time.Time   `firestore:"alert_month"`
+	AlertPercent int         `firestore:"alert_percent"`
+}
+
+type creditsDoc struct {
+	Grants []creditGrantDoc `firestore:"grants"`
+	Since  time.Time        `firestore:"since"`
+	Offset int64            `firestore:"offset"`
+}
+
+type creditGrantDoc struct {
+	ID     string    `firestore:"id"`
+	Amount int64     `firestore:"amount"`
+	At     time.Time `firestore:"at"`
+}
+
+func toBillingDoc(b *store.OwnerBilling) *billingDoc {
+	if b == nil {
+		return nil
+	}
+	d := &billingDoc{SpendCap: b.SpendCap, AlertMonth: firestoredb.Time(b.AlertMonth), AlertPercent: b.AlertPercent}
+	if c := b.Credits; c != nil {
+		d.Credits = &creditsDoc{Since: firestoredb.Time(c.Since), Offset: c.Offset, Grants: make([]creditGrantDoc, len(c.Grants))}
+		for i, g := range c.Grants {
+			d.Credits.Grants[i] = creditGrantDoc{ID: g.ID, Amount: g.Amount, At: firestoredb.Time(g.At)}
+		}
+	}
+	return d
+}
+
+func fromBillingDoc(d *billingDoc) *store.OwnerBilling {
+	if d == nil {
+		return nil
+	}
+	b := &store.OwnerBilling{SpendCap: d.SpendCap, AlertMonth: d.AlertMonth, AlertPercent: d.AlertPercent}
+	if c := d.Credits; c != nil {
+		b.Credits = &store.Credits{Since: c.Since, Offset: c.Offset, Grants: make([]store.CreditGrant, len(c.Grants))}
+		for i, g := range c.Grants {
+			b.Credits.Grants[i] = store.CreditGrant{ID: g.ID, Amount: g.Amount, At: g.At}
+		}
+	}
+	return b
+}
+
 func toOwnerDoc(o *store.Owner) *ownerDoc {
-	d := &ownerDoc{ID: o.ID, Plan: o.Plan, Limits: o.Limits, Features: o.Features,
+	d := &ownerDoc{ID: o.ID, Plan: o.Plan, Limits: o.Limits, Features: o.Features, Billing: toBillingDoc(o.Billing),
 		CreatedAt: firestoredb.Time(o.CreatedAt), UpdatedAt: firestoredb.Time(o.UpdatedAt)}
 	if sp := o.Suspension; sp != nil {
 		d.Suspended = true
@@ -882,7 +930,7 @@ func fromOwnerDoc(snap *firestore.DocumentSnapshot) (*store.Owner, error) {
 	if err := snap.DataTo(&d); err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "firestore: decode owner document "+snap.Ref.ID)
 	}
-	o := &store.Owner{ID: d.ID, Plan: d.Plan, Limits: d.Limits, Features: d.Features,
+	o := &store.Owner{ID: d.ID, Plan: d.Plan, Limits: d.Limits, Features: d.Features, Billing: fromBillingDoc(d.Billing),
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
 	if sp := d.Suspension; sp != nil {
 		o.Suspension = &store.OwnerSuspension{Limit: sp.Limit, Feature: sp.Feature, Used: sp.Used, Max: sp.Max,

@@ -119,6 +119,8 @@ CREATE INDEX tokens_by_owner ON tokens (owner, created_at DESC, id DESC);
 `, `
 ALTER TABLE owners ADD COLUMN suspension TEXT;
 CREATE INDEX owners_suspended ON owners (id) WHERE suspension IS NOT NULL;
+`, `
+ALTER TABLE owners ADD COLUMN billing TEXT;
 `}
 
 // Open opens the database file at path, creating it and migrating its
@@ -767,7 +769,7 @@ func (s *Store) SaveCheckpoint(ctx context.Context, c store.Checkpoint, now time
 }
 
 const (
-	ownerCols   = "id, plan, limits, features, suspension, created_at, updated_at"
+	ownerCols   = "id, plan, limits, features, suspension, billing, created_at, updated_at"
 	selectOwner = "SELECT " + ownerCols + " FROM owners"
 )
 
@@ -787,7 +789,13 @@ func ownerValues(o *store.Owner) ([]any, error) {
 			return nil, err
 		}
 	}
-	return []any{o.ID, o.Plan, limits, features, suspension, micros(o.CreatedAt), micros(o.UpdatedAt)}, nil
+	var billing any // NULL when none
+	if o.Billing != nil {
+		if billing, err = jsonText(o.Billing); err != nil {
+			return nil, err
+		}
+	}
+	return []any{o.ID, o.Plan, limits, features, suspension, billing, micros(o.CreatedAt), micros(o.UpdatedAt)}, nil
 }
 
 func scanOwner(r rowScanner) (*store.Owner, error) {
@@ -795,10 +803,16 @@ func scanOwner(r rowScanner) (*store.Owner, error) {
 		o                store.Owner
 		limits, features string
 		suspension       sql.NullString
+		billing          sql.NullString
 		created, updated int64
 	)
-	if err := r.Scan(&o.ID, &o.Plan, &limits, &features, &suspension, &created, &updated); err != nil {
+	if err := r.Scan(&o.ID, &o.Plan, &limits, &features, &suspension, &billing, &created, &updated); err != nil {
 		return nil, err
+	}
+	if billing.Valid {
+		if err := json.Unmarshal([]byte(billing.String), &o.Billing); err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "sqlite: decode owner "+o.ID)
+		}
 	}
 	if suspension.Valid {
 		if err := json.Unmarshal([]byte(suspension.String), &o.Suspension); err != nil {
@@ -839,7 +853,7 @@ func (s *Store) EnsureOwner(ctx context.Context, o *store.Owner) (*store.Owner, 
 		created bool
 	)
 	err = s.db.Write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, "INSERT INTO owners ("+ownerCols+") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", vals...)
+		res, err := tx.ExecContext(ctx, "INSERT INTO owners ("+ownerCols+") VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", vals...)
 		if err != nil {
 			return translate(err, "sqlite: create owner")
 		}
@@ -883,7 +897,7 @@ func (s *Store) UpdateOwner(ctx context.Context, id string, mutate func(*store.O
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE owners SET plan = ?, limits = ?, features = ?, suspension = ?, created_at = ?, updated_at = ? WHERE id = ?`,
+		if _, err := tx.ExecContext(ctx, `UPDATE owners SET plan = ?, limits = ?, features = ?, suspension = ?, billing = ?, created_at = ?, updated_at = ? WHERE id = ?`,
 			append(vals[1:], id)...); err != nil {
 			return translate(err, "sqlite: update owner")
 		}

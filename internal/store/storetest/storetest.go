@@ -121,7 +121,7 @@ var base = time.Date(2031, time.March, 4, 5, 6, 7, 891011000, time.UTC)
 
 func at(d time.Duration) time.Time { return base.Add(d) }
 
-func ptr(t time.Time) *time.Time { return &t }
+func ptr[T any](v T) *T { return &v }
 
 func hashOf(s string) apikey.Hash { return apikey.Hash(sha256.Sum256([]byte(s))) }
 
@@ -1410,12 +1410,18 @@ func testOwnerRoundTripsEveryField(t *testing.T, s store.Store) {
 		},
 		Suspension: &store.OwnerSuspension{Limit: "requests_per_day", Feature: "gpt-4.1", Used: 1001, Max: 1000,
 			Until: at(24 * time.Hour), At: at(time.Minute)},
+		Billing: &store.OwnerBilling{SpendCap: ptr(int64(25_000_000)),
+			Credits: &store.Credits{Since: at(0), Offset: 1_234_567, Grants: []store.CreditGrant{
+				{ID: "topup_1", Amount: 10_000_000, At: at(time.Second)}, {ID: "topup_2", Amount: 1, At: at(2 * time.Second)}}},
+			AlertMonth: at(0), AlertPercent: 80},
 		CreatedAt: base,
 		UpdatedAt: at(time.Minute),
 	}
+	zeroCap := newOwner("zero-cap", at(3*time.Second))
+	zeroCap.Billing = &store.OwnerBilling{SpendCap: ptr(int64(0))}
 	// "." and ".." are owner ids a backend with path-like ids must not
 	// take literally.
-	for _, o := range []*store.Owner{full, newOwner(".", at(time.Second)), newOwner("..", at(2*time.Second))} {
+	for _, o := range []*store.Owner{full, newOwner(".", at(time.Second)), newOwner("..", at(2*time.Second)), zeroCap} {
 		ensureOwner(t, s, o)
 		wantOwner(t, s, o)
 	}
