@@ -66,7 +66,7 @@ func TestQuarantineCapturesRecentIPsRotatesAuditsAndTellsOnce(t *testing.T) {
 	today := t0.Truncate(24 * time.Hour)
 	sawIPs(t, l, id, today, "203.0.113.7")
 	sawIPs(t, l, id, today.AddDate(0, 0, -3), "198.51.100.1", "203.0.113.7") // the oldest day of the lookback
-	sawIPs(t, l, id, today.AddDate(0, 0, -4), "192.0.2.99")                   // before it: not kept
+	sawIPs(t, l, id, today.AddDate(0, 0, -4), "192.0.2.99")                  // before it: not kept
 
 	k, changed, err := e.svc.Leaked(ctx, id, keys.LeakQuarantine, leak)
 	if err != nil || !changed {
