@@ -17,13 +17,16 @@ type sweepRequest struct {
 // dry run, would do). It is the API's copy of sweep.Report, so that a
 // change to what the sweep records internally is not a change to the API.
 type sweepReport struct {
-	DryRun     bool             `json:"dry_run"`
-	Scanned    int              `json:"scanned"`
-	Complete   bool             `json:"complete"` // false when the run stopped at its budget
-	Disabled   []sweepDisable   `json:"disabled"`
-	Reenabled  []sweepReenable  `json:"reenabled"`
-	Thresholds []sweepThreshold `json:"thresholds"`
-	Unchanged  int              `json:"unchanged"`
+	DryRun    bool            `json:"dry_run"`
+	Scanned   int             `json:"scanned"`
+	Complete  bool            `json:"complete"` // false when the run stopped at its budget
+	Disabled  []sweepDisable  `json:"disabled"`
+	Reenabled []sweepReenable `json:"reenabled"`
+	// Quarantined are leak quarantines whose grace ended: each key
+	// disabled with reason leaked.
+	Quarantined []sweepReenable  `json:"quarantined"`
+	Thresholds  []sweepThreshold `json:"thresholds"`
+	Unchanged   int              `json:"unchanged"`
 	// Owners judged against their own and per-feature quotas.
 	OwnersScanned   int                  `json:"owners_scanned"`
 	OwnersSuspended []sweep.OwnerSuspend `json:"owners_suspended"`
@@ -47,7 +50,9 @@ type sweepDisable struct {
 	IPs             []string   `json:"ips,omitempty"`               // abuse_distinct_ips only
 }
 
-// sweepReenable is a quota suspension the sweep lifted.
+// sweepReenable is a quota suspension the sweep lifted (reason
+// window_reset), or a leak quarantine it ended (reason leaked), and when
+// the window or the grace ended.
 type sweepReenable struct {
 	KeyID  string    `json:"key_id"`
 	Reason string    `json:"reason"`
@@ -68,10 +73,11 @@ type sweepThreshold struct {
 func reportResource(r *sweep.Report) sweepReport {
 	out := sweepReport{
 		DryRun: r.DryRun, Scanned: r.Scanned, Complete: r.Complete,
-		Disabled:   make([]sweepDisable, len(r.Disabled)),
-		Reenabled:  make([]sweepReenable, len(r.Reenabled)),
-		Thresholds: make([]sweepThreshold, len(r.Thresholds)),
-		Unchanged:  r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
+		Disabled:    make([]sweepDisable, len(r.Disabled)),
+		Reenabled:   make([]sweepReenable, len(r.Reenabled)),
+		Quarantined: make([]sweepReenable, len(r.Quarantined)),
+		Thresholds:  make([]sweepThreshold, len(r.Thresholds)),
+		Unchanged:   r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
 		OwnersScanned: r.OwnersScanned, OwnersSuspended: r.OwnersSuspended, OwnersLifted: r.OwnersLifted,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 	}
@@ -81,6 +87,9 @@ func reportResource(r *sweep.Report) sweepReport {
 	}
 	for i, e := range r.Reenabled {
 		out.Reenabled[i] = sweepReenable{KeyID: e.KeyID, Reason: e.Reason, Until: e.Until}
+	}
+	for i, q := range r.Quarantined {
+		out.Quarantined[i] = sweepReenable{KeyID: q.KeyID, Reason: q.Reason, Until: q.Until}
 	}
 	for i, t := range r.Thresholds {
 		out.Thresholds[i] = sweepThreshold{KeyID: t.KeyID, Limit: t.Limit, Threshold: t.Threshold,
