@@ -29,10 +29,10 @@ type keyResource struct {
 	RotatedFrom   *string              `json:"rotated_from"`
 	RotatedTo     *string              `json:"rotated_to"`
 	LastUsedAt    *time.Time           `json:"last_used_at"`
+	Secret        string               `json:"secret,omitempty"`
 	// Quarantine is set only on a key put in a leak quarantine
 	// (KEYPLANE_LEAK_POLICY=quarantine).
 	Quarantine *quarantineResource `json:"quarantine,omitempty"`
-	Secret     string              `json:"secret,omitempty"`
 }
 
 // quarantineResource is a key's leak quarantine: until Until it verifies

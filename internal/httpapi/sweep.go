@@ -17,16 +17,16 @@ type sweepRequest struct {
 // dry run, would do). It is the API's copy of sweep.Report, so that a
 // change to what the sweep records internally is not a change to the API.
 type sweepReport struct {
-	DryRun    bool            `json:"dry_run"`
-	Scanned   int             `json:"scanned"`
-	Complete  bool            `json:"complete"` // false when the run stopped at its budget
-	Disabled  []sweepDisable  `json:"disabled"`
-	Reenabled []sweepReenable `json:"reenabled"`
+	DryRun     bool             `json:"dry_run"`
+	Scanned    int              `json:"scanned"`
+	Complete   bool             `json:"complete"` // false when the run stopped at its budget
+	Disabled   []sweepDisable   `json:"disabled"`
+	Reenabled  []sweepReenable  `json:"reenabled"`
+	Thresholds []sweepThreshold `json:"thresholds"`
+	Unchanged  int              `json:"unchanged"`
 	// Quarantined are leak quarantines whose grace ended: each key
 	// disabled with reason leaked.
-	Quarantined []sweepReenable  `json:"quarantined"`
-	Thresholds  []sweepThreshold `json:"thresholds"`
-	Unchanged   int              `json:"unchanged"`
+	Quarantined []sweepReenable `json:"quarantined"`
 	// Owners judged against their own and per-feature quotas.
 	OwnersScanned   int                  `json:"owners_scanned"`
 	OwnersSuspended []sweep.OwnerSuspend `json:"owners_suspended"`
@@ -73,13 +73,13 @@ type sweepThreshold struct {
 func reportResource(r *sweep.Report) sweepReport {
 	out := sweepReport{
 		DryRun: r.DryRun, Scanned: r.Scanned, Complete: r.Complete,
-		Disabled:    make([]sweepDisable, len(r.Disabled)),
-		Reenabled:   make([]sweepReenable, len(r.Reenabled)),
-		Quarantined: make([]sweepReenable, len(r.Quarantined)),
-		Thresholds:  make([]sweepThreshold, len(r.Thresholds)),
-		Unchanged:   r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
+		Disabled:   make([]sweepDisable, len(r.Disabled)),
+		Reenabled:  make([]sweepReenable, len(r.Reenabled)),
+		Thresholds: make([]sweepThreshold, len(r.Thresholds)),
+		Unchanged:  r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
 		OwnersScanned: r.OwnersScanned, OwnersSuspended: r.OwnersSuspended, OwnersLifted: r.OwnersLifted,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		Quarantined: make([]sweepReenable, len(r.Quarantined)),
 	}
 	for i, d := range r.Disabled {
 		out.Disabled[i] = sweepDisable{KeyID: d.KeyID, Reason: d.Reason, Limit: d.Limit, Window: d.Window,

@@ -146,13 +146,13 @@ type Report struct {
 	Scanned int  `json:"scanned"` // keys with usage today read by this run
 	// Complete is false when the run stopped at its budget: the next run
 	// continues the pass where this one stopped.
-	Complete  bool       `json:"complete"`
-	Disabled  []Disable  `json:"disabled"`
-	Reenabled []Reenable `json:"reenabled"`
+	Complete   bool        `json:"complete"`
+	Disabled   []Disable   `json:"disabled"`
+	Reenabled  []Reenable  `json:"reenabled"`
+	Thresholds []Threshold `json:"thresholds"` // notified now (in a dry run: reached)
 	// Quarantined are the leak quarantines whose grace ended: each key
 	// disabled for the leak (in a dry run: would be).
 	Quarantined []QuarantineEnd `json:"quarantined"`
-	Thresholds  []Threshold     `json:"thresholds"` // notified now (in a dry run: reached)
 	// Unchanged counts the scanned keys this process judged before and
 	// found nothing changed for (their usage today, record and hour), so
 	// did not read or judge again.

@@ -123,14 +123,11 @@ func (c *Client) UsageSeries(ctx context.Context, opts UsageSeriesOptions) (*Usa
 
 // SweepReport is what a sweep did (or, in a dry run, would do).
 type SweepReport struct {
-	DryRun    bool             `json:"dry_run"`
-	Scanned   int              `json:"scanned"`
-	Complete  bool             `json:"complete"` // false when the run stopped at its budget
-	Disabled  []SweepDisabled  `json:"disabled"`
-	Reenabled []SweepReenabled `json:"reenabled"`
-	// Quarantined are leak quarantines whose grace ended (reason leaked:
-	// each key disabled); Until is when the grace ended.
-	Quarantined     []SweepReenabled `json:"quarantined"`
+	DryRun          bool             `json:"dry_run"`
+	Scanned         int              `json:"scanned"`
+	Complete        bool             `json:"complete"` // false when the run stopped at its budget
+	Disabled        []SweepDisabled  `json:"disabled"`
+	Reenabled       []SweepReenabled `json:"reenabled"`
 	Thresholds      []SweepThreshold `json:"thresholds"`
 	Unchanged       int              `json:"unchanged"`
 	OwnersScanned   int              `json:"owners_scanned"`
@@ -140,6 +137,9 @@ type SweepReport struct {
 	Reaped          int              `json:"reaped"`
 	StartedAt       time.Time        `json:"started_at"`
 	FinishedAt      time.Time        `json:"finished_at"`
+	// Quarantined are leak quarantines whose grace ended (reason leaked:
+	// each key disabled); Until is when the grace ended.
+	Quarantined []SweepReenabled `json:"quarantined"`
 }
 
 // SweepDisabled is a key the sweep disabled.
