@@ -53,7 +53,7 @@ var clientTypes = map[string]func() any{
 	"getWebhook":        nil,
 	"health":            nil,
 	"getSpend":          nil, // the client has no spend method yet
-	"reportLeaks":       nil, // the client has no leak method yet
+	"reportLeaks":       func() any { return new([]client.LeakResult) },
 	"reportGitHubLeaks": nil, // GitHub calls it
 }
 
