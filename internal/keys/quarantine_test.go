@@ -12,6 +12,8 @@ import (
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/store"
+	"github.com/keyplane/keyplane/internal/store/firestorestore"
+	"github.com/keyplane/keyplane/internal/testenv"
 )
 
 // leakTold is told keeping key.leaked too, with its evidence.
@@ -34,7 +36,13 @@ func (n *leakTold) KeyLeaked(_ context.Context, k *store.Key, evidence map[strin
 // quarantineEnv is env with the SQLite ledger as the client IP reader.
 func quarantineEnv(t *testing.T) (*env, *sqliteledger.Ledger, *leakTold) {
 	t.Helper()
-	e := newEnv(t, nil)
+	return quarantineEnvOn(t, nil)
+}
+
+// quarantineEnvOn is quarantineEnv on st (nil: SQLite).
+func quarantineEnvOn(t *testing.T, st store.Store) (*env, *sqliteledger.Ledger, *leakTold) {
+	t.Helper()
+	e := newEnv(t, st)
 	l, err := sqliteledger.OpenWith(filepath.Join(t.TempDir(), "l.db"), sqliteledger.Options{Clock: e.clock})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +64,16 @@ func sawIPs(t *testing.T, l *sqliteledger.Ledger, id string, day time.Time, ips 
 var leak = keys.Leak{Reporter: "github", URL: "https://github.com/o/r/blob/abc/.env", Source: "content", Type: "keyplane_api_key"}
 
 func TestQuarantineCapturesRecentIPsRotatesAuditsAndTellsOnce(t *testing.T) {
-	e, l, n := quarantineEnv(t)
+	testQuarantineCapturesRecentIPsRotatesAuditsAndTellsOnce(t, nil)
+}
+
+func TestQuarantineCapturesRecentIPsRotatesAuditsAndTellsOnceFirestore(t *testing.T) {
+	testenv.Firestore(t)
+	testQuarantineCapturesRecentIPsRotatesAuditsAndTellsOnce(t, firestorestore.NewFromClient(testenv.FirestoreClient(t)))
+}
+
+func testQuarantineCapturesRecentIPsRotatesAuditsAndTellsOnce(t *testing.T, st store.Store) {
+	e, l, n := quarantineEnvOn(t, st)
 	ctx := context.Background()
 	c, err := e.svc.Create(ctx, "admin", keys.CreateRequest{Owner: "acme"}, "")
 	if err != nil {
@@ -186,7 +203,16 @@ func TestQuarantineOfIPRestrictedKeyKeepsItsAllowedIPs(t *testing.T) {
 }
 
 func TestQuarantineRotationFailureIsResumedByAReplay(t *testing.T) {
-	e, l, n := quarantineEnv(t)
+	testQuarantineRotationFailureIsResumedByAReplay(t, nil)
+}
+
+func TestQuarantineRotationFailureIsResumedByAReplayFirestore(t *testing.T) {
+	testenv.Firestore(t)
+	testQuarantineRotationFailureIsResumedByAReplay(t, firestorestore.NewFromClient(testenv.FirestoreClient(t)))
+}
+
+func testQuarantineRotationFailureIsResumedByAReplay(t *testing.T, st store.Store) {
+	e, l, n := quarantineEnvOn(t, st)
 	ctx := context.Background()
 	c, err := e.svc.Create(ctx, "admin", keys.CreateRequest{Owner: "acme"}, "")
 	if err != nil {
