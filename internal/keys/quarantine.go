@@ -99,8 +99,8 @@ func (s *Service) allowedIPs(ctx context.Context, k *store.Key, now time.Time) (
 // of IPs) and the owner told (key.leaked, evidence policy "quarantine",
 // until, allowed_ips and, once made, rotated_to).
 //
-// A key with no IPs to keep, or one already disabled for another reason,
-// is disabled at once instead (as LeakDisable does, its quarantine
+// A key with no IPs to keep, one already disabled for another reason, or
+// an expired one, is disabled at once instead (as LeakDisable does, its quarantine
 // recorded as ended when it began): a key nobody was seen using in the
 // lookback has no use to protect, and a disabled key none to keep.
 //
@@ -131,7 +131,7 @@ func (s *Service) quarantine(ctx context.Context, id string, leak Leak) (*store.
 		d := leak.details()
 		d["policy"] = string(LeakQuarantine)
 		d["allowed_ips"] = strconv.Itoa(len(ips))
-		if len(ips) == 0 || k.Status != store.Active {
+		if len(ips) == 0 || k.Status != store.Active || k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) {
 			if k.Status == store.Disabled {
 				d["previous_reason"] = k.StatusReason
 			}
@@ -204,8 +204,9 @@ func QuarantineDue(k *store.Key, now time.Time) bool {
 // key.disable, details with the policy, the quarantine's end and the
 // leak's reporter, url and source; a key disabled for another reason,
 // a quota suspension included, is disabled for the leak instead) and the
-// quarantine recorded as ended. A revoked key's quarantine is only
-// recorded as ended. It reports whether it disabled the key and, if it
+// quarantine recorded as ended. The quarantine of a key revoked or
+// already disabled for a leak is only recorded as ended: no audit entry,
+// no notification, false. It reports whether it disabled the key and, if it
 // did, returns the key as stored (nil otherwise).
 //
 // After the change commits, the key's secret version is disabled and the
@@ -217,16 +218,24 @@ func (s *Service) EndQuarantine(ctx context.Context, actor string, due *store.Ke
 	if !QuarantineDue(due, now) {
 		return nil, false, nil
 	}
+	var disabled bool
 	k, changed, err := s.updateChanged(ctx, due.ID, func(k *store.Key) (*store.AuditEntry, error) {
+		disabled = false
 		if !QuarantineDue(k, now) {
 			return nil, errNoChange
 		}
 		q := *k.Quarantine
 		q.EndedAt = &now
-		k.Quarantine, k.UpdatedAt = &q, now
-		if k.Status == store.Revoked {
+		k.Quarantine = &q
+		if stoppedForLeak(k) {
+			// Revoked, or disabled for a leak already: only the record
+			// ends. UpdatedAt is kept: nothing a verifier decides on
+			// changes, and the sweep's recovery must not take this for
+			// its own disable (quarantineEnded).
 			return nil, nil
 		}
+		disabled = true
+		k.UpdatedAt = now
 		d := map[string]string{"reason": ReasonLeaked, "policy": string(LeakQuarantine), "reporter": q.Reporter,
 			"quarantine_until": q.Until.Format(time.RFC3339)}
 		if q.URL != "" {
@@ -244,7 +253,7 @@ func (s *Service) EndQuarantine(ctx context.Context, actor string, due *store.Ke
 	switch {
 	case errs.Is(err, errs.NotFound):
 		return nil, false, nil
-	case err != nil || !changed || k.Status != store.Disabled:
+	case err != nil || !changed || !disabled:
 		return nil, false, err
 	}
 	return k, true, s.sweepEffects(ctx, k, quarantineEvidence(k.Quarantine))

@@ -302,3 +302,47 @@ func TestEndQuarantineDisablesOnlyWhenDueAndOnce(t *testing.T) {
 		t.Errorf("Enable: %+v %v", en, err)
 	}
 }
+
+// A quarantined key disabled for the leak before its grace ends (the
+// policy changed, say) only has its quarantine closed by the sweep: no
+// second disable, audit entry or notification, and the sweep's recovery
+// does not take it for its own change.
+func TestEndQuarantineOfAKeyAlreadyStoppedOnlyClosesTheRecord(t *testing.T) {
+	e, l, n := quarantineEnv(t)
+	ctx := context.Background()
+	c, err := e.svc.Create(ctx, "admin", keys.CreateRequest{Owner: "acme"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := c.Key.ID
+	sawIPs(t, l, id, t0, "203.0.113.7")
+	if _, _, err := e.svc.Leaked(ctx, id, keys.LeakQuarantine, leak); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Hour)
+	stopped, changed, err := e.svc.Leaked(ctx, id, keys.LeakDisable, leak)
+	if err != nil || !changed || stopped.Status != store.Disabled {
+		t.Fatalf("LeakDisable of the quarantined key: %v %v", changed, err)
+	}
+	told := len(n.got())
+	audits, _, _ := e.svc.Audit(ctx, store.AuditQuery{KeyID: id, PageSize: 100})
+	e.clock.Advance(48 * time.Hour)
+	k, _ := e.svc.Get(ctx, id)
+	got, ended, err := e.svc.EndQuarantine(ctx, "sweep", k)
+	if err != nil || ended || got != nil {
+		t.Fatalf("EndQuarantine: %v %v %v; want no disable", got, ended, err)
+	}
+	k, _ = e.svc.Get(ctx, id)
+	if k.Quarantine.InForce() || !k.UpdatedAt.Equal(stopped.UpdatedAt) {
+		t.Errorf("after: quarantine %+v, updated_at %v (was %v); want it closed, the key as it was", k.Quarantine, k.UpdatedAt, stopped.UpdatedAt)
+	}
+	if after, _, _ := e.svc.Audit(ctx, store.AuditQuery{KeyID: id, PageSize: 100}); len(after) != len(audits) {
+		t.Errorf("%d audit entries, want still %d", len(after), len(audits))
+	}
+	if swept, err := e.svc.FinishSweepChange(ctx, k); err != nil || swept {
+		t.Errorf("FinishSweepChange: %v %v; want not the sweep's", swept, err)
+	}
+	if len(n.got()) != told {
+		t.Errorf("told %v, want nothing more", n.got())
+	}
+}

@@ -430,8 +430,8 @@ func (s *Sweeper) endQuarantines(ctx context.Context, now, deadline time.Time, d
 					continue // revoked, or changed since it was listed
 				}
 				s.markDone(effectID(nk))
-			} else if k.Status == store.Revoked {
-				continue
+			} else if k.Status == store.Revoked || k.Status == store.Disabled && k.StatusReason == keys.ReasonLeaked && k.DisabledUntil == nil {
+				continue // EndQuarantine would only close the record
 			}
 			rep.Quarantined = append(rep.Quarantined, QuarantineEnd{KeyID: k.ID, Reason: keys.ReasonLeaked, Until: until})
 		}
