@@ -115,13 +115,13 @@ func (s *Service) quarantine(ctx context.Context, id string, leak Leak) (*store.
 	if err != nil {
 		return nil, false, err
 	}
+	now := s.now()
 	var ips []string
 	if k.Quarantine == nil && !stoppedForLeak(k) {
-		if ips, err = s.allowedIPs(ctx, k, s.now()); err != nil {
+		if ips, err = s.allowedIPs(ctx, k, now); err != nil {
 			return nil, false, err
 		}
 	}
-	now := s.now()
 	grace := s.Quarantine.grace()
 	k, changed, err := s.updateChanged(ctx, id, func(k *store.Key) (*store.AuditEntry, error) {
 		if k.Quarantine != nil || stoppedForLeak(k) {
