@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,8 +31,19 @@ const (
 
 // Leak policies (KEYPLANE_LEAK_POLICY).
 const (
-	LeakDisable = "disable"
-	LeakRevoke  = "revoke"
+	LeakDisable    = "disable"
+	LeakRevoke     = "revoke"
+	LeakQuarantine = "quarantine"
+)
+
+// Quarantine settings' defaults and bounds (KEYPLANE_LEAK_QUARANTINE_DAYS,
+// KEYPLANE_LEAK_QUARANTINE_GRACE); keys.Service enforces the same.
+const (
+	DefaultLeakQuarantineDays  = 7
+	MaxLeakQuarantineDays      = 7
+	DefaultLeakQuarantineGrace = 72 * time.Hour
+	MinLeakQuarantineGrace     = time.Minute
+	MaxLeakQuarantineGrace     = 720 * time.Hour
 )
 
 // DefaultGitHubScanningKeysURL is where GitHub publishes its secret
@@ -121,9 +133,20 @@ type Config struct {
 	// LeakPolicy is what is done to a key reported leaked, by GitHub secret
 	// scanning (POST /v1/leaks/github) or anyone else (POST /v1/leaks):
 	// "disable" (the default: disabled with reason leaked, an operator can
-	// enable it again after a false report) or "revoke" (for good, its
-	// secret destroyed) (KEYPLANE_LEAK_POLICY).
+	// enable it again after a false report), "revoke" (for good, its
+	// secret destroyed) or "quarantine" (a grace in which it works only
+	// from the client IPs it was recently seen from, a rotation started,
+	// then disabled by the sweep) (KEYPLANE_LEAK_POLICY).
 	LeakPolicy string
+	// LeakQuarantineDays is how many days before a report the client IPs
+	// a quarantined key keeps working from are read from, 1 to 7
+	// (KEYPLANE_LEAK_QUARANTINE_DAYS, default 7: the ledger keeps client
+	// IPs 8 days).
+	LeakQuarantineDays int
+	// LeakQuarantineGrace is how long a quarantined key keeps working from
+	// those IPs before the sweep disables it, 1m to 720h (a rotation's
+	// longest grace) (KEYPLANE_LEAK_QUARANTINE_GRACE, default 72h).
+	LeakQuarantineGrace time.Duration
 	// GitHubScanningKeys is a file holding GitHub's secret scanning public
 	// keys in the format GitHub publishes them, for local use and tests
 	// (KEYPLANE_GITHUB_SCANNING_KEYS). Default: fetched from
@@ -172,6 +195,7 @@ func Embedded() Config {
 		KeyPrefix: "kp_live", SecretPrefix: defaultSecretPrefix,
 		Telemetry: "off", MetricsAddr: "127.0.0.1:9464",
 		LeakPolicy: LeakDisable, GitHubScanningKeysURL: DefaultGitHubScanningKeysURL,
+		LeakQuarantineDays: DefaultLeakQuarantineDays, LeakQuarantineGrace: DefaultLeakQuarantineGrace,
 		RedisTimeout: 50 * time.Millisecond,
 	}
 }
@@ -232,6 +256,20 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	str(&c.Telemetry, "KEYPLANE_TELEMETRY")
 	str(&c.MetricsAddr, "KEYPLANE_METRICS_ADDR")
 	str(&c.LeakPolicy, "KEYPLANE_LEAK_POLICY")
+	if v := getenv("KEYPLANE_LEAK_QUARANTINE_DAYS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return c, fmt.Errorf("KEYPLANE_LEAK_QUARANTINE_DAYS must be a whole number of days from 1 to %d; got %q", MaxLeakQuarantineDays, v)
+		}
+		c.LeakQuarantineDays = n
+	}
+	if v := getenv("KEYPLANE_LEAK_QUARANTINE_GRACE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("KEYPLANE_LEAK_QUARANTINE_GRACE must be a duration like 72h or 90m; got %q", v)
+		}
+		c.LeakQuarantineGrace = d
+	}
 	str(&c.GitHubScanningKeys, "KEYPLANE_GITHUB_SCANNING_KEYS")
 	str(&c.GitHubScanningKeysURL, "KEYPLANE_GITHUB_SCANNING_KEYS_URL")
 	str(&c.RedisAddr, "KEYPLANE_REDIS_ADDR")
@@ -380,11 +418,15 @@ func (c Config) Validate() error {
 		}
 	}
 	switch c.LeakPolicy {
-	case LeakDisable, LeakRevoke:
-	case "quarantine":
-		problems = append(problems, "KEYPLANE_LEAK_POLICY=quarantine is not implemented yet; use disable (the default) or revoke")
+	case LeakDisable, LeakRevoke, LeakQuarantine:
 	default:
-		problems = append(problems, fmt.Sprintf("KEYPLANE_LEAK_POLICY must be %s or %s, got %q", LeakDisable, LeakRevoke, c.LeakPolicy))
+		problems = append(problems, fmt.Sprintf("KEYPLANE_LEAK_POLICY must be %s, %s or %s, got %q", LeakDisable, LeakRevoke, LeakQuarantine, c.LeakPolicy))
+	}
+	if c.LeakQuarantineDays < 1 || c.LeakQuarantineDays > MaxLeakQuarantineDays {
+		problems = append(problems, fmt.Sprintf("KEYPLANE_LEAK_QUARANTINE_DAYS must be from 1 to %d (the ledger keeps client IPs 8 days); got %d", MaxLeakQuarantineDays, c.LeakQuarantineDays))
+	}
+	if c.LeakQuarantineGrace < MinLeakQuarantineGrace || c.LeakQuarantineGrace > MaxLeakQuarantineGrace {
+		problems = append(problems, fmt.Sprintf("KEYPLANE_LEAK_QUARANTINE_GRACE must be from %s to %s (a rotation's longest grace); got %s", MinLeakQuarantineGrace, MaxLeakQuarantineGrace, c.LeakQuarantineGrace))
 	}
 	if c.GitHubScanningKeys == "" {
 		if u, err := url.Parse(c.GitHubScanningKeysURL); err != nil || u.Scheme != "https" || u.Host == "" {

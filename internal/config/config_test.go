@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -156,7 +157,12 @@ func TestLeakSettings(t *testing.T) {
 	}{
 		{map[string]string{}, LeakDisable, ""},
 		{map[string]string{"KEYPLANE_LEAK_POLICY": "revoke"}, LeakRevoke, ""},
-		{map[string]string{"KEYPLANE_LEAK_POLICY": "quarantine"}, "quarantine", "not implemented"},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "quarantine"}, LeakQuarantine, ""},
+		{map[string]string{"KEYPLANE_LEAK_POLICY": "quarantine", "KEYPLANE_LEAK_QUARANTINE_DAYS": "1", "KEYPLANE_LEAK_QUARANTINE_GRACE": "720h"}, LeakQuarantine, ""},
+		{map[string]string{"KEYPLANE_LEAK_QUARANTINE_DAYS": "0"}, LeakDisable, "KEYPLANE_LEAK_QUARANTINE_DAYS must be from 1 to 7"},
+		{map[string]string{"KEYPLANE_LEAK_QUARANTINE_DAYS": "8"}, LeakDisable, "KEYPLANE_LEAK_QUARANTINE_DAYS must be from 1 to 7"},
+		{map[string]string{"KEYPLANE_LEAK_QUARANTINE_GRACE": "30s"}, LeakDisable, "KEYPLANE_LEAK_QUARANTINE_GRACE must be from 1m0s to 720h0m0s"},
+		{map[string]string{"KEYPLANE_LEAK_QUARANTINE_GRACE": "721h"}, LeakDisable, "KEYPLANE_LEAK_QUARANTINE_GRACE must be from"},
 		{map[string]string{"KEYPLANE_LEAK_POLICY": "delete"}, "delete", "KEYPLANE_LEAK_POLICY must be"},
 		{map[string]string{"KEYPLANE_GITHUB_SCANNING_KEYS_URL": "http://example.com/keys"}, LeakDisable, "KEYPLANE_GITHUB_SCANNING_KEYS_URL"},
 		{map[string]string{"KEYPLANE_GITHUB_SCANNING_KEYS_URL": "http://example.com/keys", "KEYPLANE_GITHUB_SCANNING_KEYS": "keys.json"}, LeakDisable, ""},
@@ -178,6 +184,14 @@ func TestLeakSettings(t *testing.T) {
 	}
 	if c := Embedded(); c.GitHubScanningKeysURL != "https://api.github.com/meta/public_keys/secret_scanning" {
 		t.Errorf("default keys URL %q", c.GitHubScanningKeysURL)
+	}
+	if c := Embedded(); c.LeakQuarantineDays != 7 || c.LeakQuarantineGrace != 72*time.Hour {
+		t.Errorf("default quarantine: %d days, grace %s; want 7 and 72h", c.LeakQuarantineDays, c.LeakQuarantineGrace)
+	}
+	for name, v := range map[string]string{"KEYPLANE_LEAK_QUARANTINE_DAYS": "seven", "KEYPLANE_LEAK_QUARANTINE_GRACE": "3 days"} {
+		if _, err := FromEnv(Embedded(), env(map[string]string{name: v})); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: error %v, want one naming it", name, v, err)
+		}
 	}
 }
 

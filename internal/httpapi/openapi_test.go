@@ -55,7 +55,7 @@ var clientTypes = map[string]func() any{
 	"getSpend":          func() any { return new(client.Spend) },
 	"addCredits":        func() any { return new(client.Credit) },
 	"listCredits":       func() any { return new(client.CreditList) },
-	"reportLeaks":       nil, // the client has no leak method yet
+	"reportLeaks":       func() any { return new([]client.LeakResult) },
 	"reportGitHubLeaks": nil, // GitHub calls it
 }
 

@@ -30,6 +30,32 @@ type keyResource struct {
 	RotatedTo     *string              `json:"rotated_to"`
 	LastUsedAt    *time.Time           `json:"last_used_at"`
 	Secret        string               `json:"secret,omitempty"`
+	// Quarantine is set only on a key put in a leak quarantine
+	// (KEYPLANE_LEAK_POLICY=quarantine).
+	Quarantine *quarantineResource `json:"quarantine,omitempty"`
+}
+
+// quarantineResource is a key's leak quarantine: until Until it verifies
+// only from AllowedIPs, then the sweep disables it (EndedAt).
+type quarantineResource struct {
+	Since      time.Time  `json:"since"`
+	Until      time.Time  `json:"until"`
+	AllowedIPs []string   `json:"allowed_ips"`
+	Reporter   string     `json:"reporter"`
+	URL        string     `json:"url,omitempty"`
+	Source     string     `json:"source,omitempty"`
+	EndedAt    *time.Time `json:"ended_at"`
+}
+
+func quarantine(q *store.Quarantine) *quarantineResource {
+	if q == nil {
+		return nil
+	}
+	ips := q.AllowedIPs
+	if ips == nil {
+		ips = []string{}
+	}
+	return &quarantineResource{Since: q.Since, Until: q.Until, AllowedIPs: ips, Reporter: q.Reporter, URL: q.URL, Source: q.Source, EndedAt: q.EndedAt}
 }
 
 func nullable(s string) *string {
@@ -63,6 +89,7 @@ func resource(k *store.Key, plans *plan.Catalog) keyResource {
 		ExpiresAt: k.ExpiresAt, Metadata: md, Limits: limits,
 		Restrictions: restrictionsResource{AllowedIPs: k.Restrictions.AllowedIPs, AllowedReferrers: k.Restrictions.AllowedReferrers, AllowedFeatures: k.Restrictions.AllowedFeatures},
 		RotatedFrom:  nullable(k.RotatedFrom), RotatedTo: nullable(k.RotatedTo), LastUsedAt: k.LastUsedAt,
+		Quarantine: quarantine(k.Quarantine),
 	}
 }
 

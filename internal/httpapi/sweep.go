@@ -25,6 +25,9 @@ type sweepReport struct {
 	Reenabled  []sweepReenable  `json:"reenabled"`
 	Thresholds []sweepThreshold `json:"thresholds"`
 	Unchanged  int              `json:"unchanged"`
+	// Quarantined are leak quarantines whose grace ended: each key
+	// disabled with reason leaked.
+	Quarantined []sweepReenable `json:"quarantined"`
 	// Owners judged against their own and per-feature quotas.
 	OwnersScanned   int                  `json:"owners_scanned"`
 	OwnersSuspended []sweep.OwnerSuspend `json:"owners_suspended"`
@@ -49,7 +52,9 @@ type sweepDisable struct {
 	IPs             []string   `json:"ips,omitempty"`               // abuse_distinct_ips only
 }
 
-// sweepReenable is a quota suspension the sweep lifted.
+// sweepReenable is a quota suspension the sweep lifted (reason
+// window_reset), or a leak quarantine it ended (reason leaked), and when
+// the window or the grace ended.
 type sweepReenable struct {
 	KeyID  string    `json:"key_id"`
 	Reason string    `json:"reason"`
@@ -76,6 +81,7 @@ func reportResource(r *sweep.Report) sweepReport {
 		Unchanged:  r.Unchanged, Recovered: r.Recovered, Reaped: r.Reaped,
 		OwnersScanned: r.OwnersScanned, OwnersSuspended: r.OwnersSuspended, OwnersLifted: r.OwnersLifted, SpendAlerts: r.SpendAlerts,
 		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		Quarantined: make([]sweepReenable, len(r.Quarantined)),
 	}
 	for i, d := range r.Disabled {
 		out.Disabled[i] = sweepDisable{KeyID: d.KeyID, Reason: d.Reason, Limit: d.Limit, Window: d.Window,
@@ -83,6 +89,9 @@ func reportResource(r *sweep.Report) sweepReport {
 	}
 	for i, e := range r.Reenabled {
 		out.Reenabled[i] = sweepReenable{KeyID: e.KeyID, Reason: e.Reason, Until: e.Until}
+	}
+	for i, q := range r.Quarantined {
+		out.Quarantined[i] = sweepReenable{KeyID: q.KeyID, Reason: q.Reason, Until: q.Until}
 	}
 	for i, t := range r.Thresholds {
 		out.Thresholds[i] = sweepThreshold{KeyID: t.KeyID, Limit: t.Limit, Threshold: t.Threshold,

@@ -55,6 +55,8 @@
 //   - Lift re-enables a key only if it is still suspended for
 //     ReasonQuotaExceeded with its window ended: never an abuse
 //     suspension, never an operator's disable;
+//   - EndQuarantine disables a key for its leak only if its quarantine
+//     (LeakQuarantine) is still in force with its grace ended;
 //   - FinishSweepChange makes the effects of an earlier sweep change that
 //     a crash or an outage left unmade.
 //

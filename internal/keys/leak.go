@@ -25,6 +25,10 @@ const (
 	LeakDisable LeakAction = "disable"
 	// LeakRevoke revokes the key with ReasonLeaked and destroys its secret.
 	LeakRevoke LeakAction = "revoke"
+	// LeakQuarantine keeps the key working for a grace, only from the
+	// client IPs it was recently seen from, starts its rotation, and has
+	// the sweep disable it when the grace ends (see quarantine).
+	LeakQuarantine LeakAction = "quarantine"
 )
 
 // Leak is where a leaked key was found, as the report said.
@@ -63,7 +67,7 @@ func (l Leak) evidence() map[string]any {
 	return e
 }
 
-// LeakNotifier is told of a key stopped because it leaked. A Notifier
+// LeakNotifier is told of a key stopped or quarantined because it leaked. A Notifier
 // that also implements it is told through it (key.leaked); one that does
 // not is told nothing about leaks.
 type LeakNotifier interface {
@@ -90,6 +94,9 @@ func (s *Service) Leaked(ctx context.Context, id string, action LeakAction, leak
 	if !ids.ValidKeyID(id) {
 		return nil, false, errs.E(errs.NotFound, "key %q not found", id)
 	}
+	if action == LeakQuarantine {
+		return s.quarantine(ctx, id, leak)
+	}
 	actor := "leak:" + leak.Reporter
 	now := s.now()
 	var mutate func(*store.Key) (*store.AuditEntry, error)
@@ -115,7 +122,7 @@ func (s *Service) Leaked(ctx context.Context, id string, action LeakAction, leak
 			return &store.AuditEntry{Time: now, Actor: actor, Action: ActionRevoke, KeyID: id, Details: leak.details()}, nil
 		}
 	default:
-		return nil, false, errs.E(errs.Invalid, "leak action must be %q or %q, got %q", LeakDisable, LeakRevoke, action)
+		return nil, false, errs.E(errs.Invalid, "leak action must be %q, %q or %q, got %q", LeakDisable, LeakRevoke, LeakQuarantine, action)
 	}
 	k, changed, err := s.updateChanged(ctx, id, mutate)
 	if err != nil {

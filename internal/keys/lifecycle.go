@@ -232,6 +232,7 @@ func (s *Service) Rotate(ctx context.Context, actor, id string, req RotateReques
 	tmpl.ID, tmpl.Hash, tmpl.Last4 = "", [32]byte{}, ""
 	tmpl.Status, tmpl.StatusReason, tmpl.DisabledUntil = store.Active, "", nil
 	tmpl.RotatedFrom, tmpl.RotatedTo, tmpl.LastUsedAt = old.ID, "", nil
+	tmpl.Quarantine = nil // the new key replaces a leaked one; it did not leak
 	tmpl.Prefix = s.Prefix
 	finishOld := func(ctx context.Context, nk *store.Key) error {
 		now := s.now()

@@ -57,6 +57,9 @@ type Service struct {
 	// same process answers from the new state at once (see KeyObserver).
 	// Default: nobody is told; other processes learn from the change feed.
 	Observer KeyObserver
+	// Quarantine is what the LeakQuarantine leak action reads client IPs
+	// from, and its lookback and grace; needed only for that action.
+	Quarantine QuarantinePolicy
 }
 
 // KeyObserver learns of a key's committed change in the process that made

@@ -41,7 +41,7 @@ func reservedReason(reason string) bool {
 func sweepState(k *store.Key) bool {
 	switch k.Status {
 	case store.Disabled:
-		return k.StatusReason == ReasonQuotaExceeded || strings.HasPrefix(k.StatusReason, abusePrefix)
+		return k.StatusReason == ReasonQuotaExceeded || strings.HasPrefix(k.StatusReason, abusePrefix) || quarantineEnded(k)
 	case store.Active:
 		return k.StatusReason == ReasonWindowReset
 	}
@@ -204,6 +204,9 @@ func (s *Service) Lift(ctx context.Context, actor string, suspended *store.Key) 
 func (s *Service) FinishSweepChange(ctx context.Context, k *store.Key) (bool, error) {
 	if !sweepState(k) {
 		return false, nil
+	}
+	if quarantineEnded(k) {
+		return true, s.sweepEffects(ctx, k, quarantineEvidence(k.Quarantine))
 	}
 	return true, s.sweepEffects(ctx, k, nil)
 }

@@ -5,7 +5,7 @@
 // list names, cached and refreshed at a bounded rate), and the policy:
 // which reported tokens are keyplane keys (parsed with internal/apikey,
 // found by their lookup hash, never logged or stored) and what is done to
-// them (keys.Service.Leaked: disable or revoke with reason "leaked").
+// them (keys.Service.Leaked: disable, revoke or quarantine, with reason "leaked").
 //
 // The answer to a report is one result per entry, in order:
 // {"token_raw", "token_type", "label"}, where label is "true_positive"

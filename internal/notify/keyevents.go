@@ -71,8 +71,8 @@ func (e KeyEvents) KeySwept(ctx context.Context, k *store.Key, evidence map[stri
 	return err
 }
 
-// KeyLeaked enqueues key.leaked for k, which was just disabled or revoked
-// because it was reported leaked (keys.Service.Leaked). The evidence (the
+// KeyLeaked enqueues key.leaked for k, which was just disabled, revoked or
+// quarantined because it was reported leaked (keys.Service.Leaked). The evidence (the
 // reporter, and where the key was found: url, source) is sent as it is:
 // the owner needs it to find and remove the leaked copy. The event id is
 // the change's, "leak|<key id>|<status>|<updated_at>", so a repeated

@@ -50,7 +50,28 @@ type Key struct {
 	RotatedFrom   string
 	RotatedTo     string
 	LastUsedAt    *time.Time
+	// Quarantine, if not nil, is the leak quarantine the key was put in
+	// (KEYPLANE_LEAK_POLICY=quarantine); it is kept, ended, after its
+	// grace for the record.
+	Quarantine *Quarantine
 }
+
+// Quarantine is a grace given to a key reported leaked: until Until it
+// verifies only from AllowedIPs, the client IPs it was seen from in the
+// days before the report, and then the sweep disables it. It is in force
+// while EndedAt is nil.
+type Quarantine struct {
+	Since      time.Time  `json:"since"`
+	Until      time.Time  `json:"until"`
+	AllowedIPs []string   `json:"allowed_ips"` // addresses or CIDR prefixes
+	Reporter   string     `json:"reporter"`
+	URL        string     `json:"url,omitempty"`
+	Source     string     `json:"source,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"` // when it ended: the key was disabled, or it was closed
+}
+
+// InForce reports whether q restricts its key: it is not nil and not ended.
+func (q *Quarantine) InForce() bool { return q != nil && q.EndedAt == nil }
 
 // Owner is the stored record of an owner (a project): the tier its keys
 // share limits in and its overrides of that tier. An owner exists once it
@@ -315,6 +336,12 @@ type Store interface {
 	// re-enables them when their quota window resets; a page shorter than
 	// limit is the last.
 	DueSuspensions(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*Key, error)
+	// DueQuarantines returns up to limit keys whose Quarantine is in force
+	// (EndedAt nil) and whose Quarantine.Until is at or before t, ordered
+	// by (Quarantine.Until, ID), starting after the key (afterUntil,
+	// afterID) when afterID is not "". limit is 1..1000. The sweep ends
+	// them (disables the key); a page shorter than limit is the last.
+	DueQuarantines(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*Key, error)
 	// GetKeys returns the stored keys among ids (at most 1000; Invalid
 	// beyond), by id; ids with no key, or that cannot name one, are absent
 	// from the map. Duplicate ids are read once.

@@ -111,7 +111,7 @@ func (s *Sweeper) count(rep Report) {
 	if rep.DryRun {
 		return
 	}
-	s.actions[ActionDisabled].Add(uint64(len(rep.Disabled)))
+	s.actions[ActionDisabled].Add(uint64(len(rep.Disabled) + len(rep.Quarantined)))
 	s.actions[ActionReenabled].Add(uint64(len(rep.Reenabled)))
 	s.actions[ActionThreshold].Add(uint64(len(rep.Thresholds)))
 	s.actions[ActionReaped].Add(uint64(rep.Reaped))
@@ -150,6 +150,9 @@ type Report struct {
 	Disabled   []Disable   `json:"disabled"`
 	Reenabled  []Reenable  `json:"reenabled"`
 	Thresholds []Threshold `json:"thresholds"` // notified now (in a dry run: reached)
+	// Quarantined are the leak quarantines whose grace ended: each key
+	// disabled for the leak (in a dry run: would be).
+	Quarantined []QuarantineEnd `json:"quarantined"`
 	// Unchanged counts the scanned keys this process judged before and
 	// found nothing changed for (their usage today, record and hour), so
 	// did not read or judge again.
@@ -166,6 +169,14 @@ type Report struct {
 	Reaped      int                 `json:"reaped"`    // abandoned provisioning intents removed
 	StartedAt   time.Time           `json:"started_at"`
 	FinishedAt  time.Time           `json:"finished_at"`
+}
+
+// QuarantineEnd is a leak quarantine ended because its grace did: the
+// key is disabled with reason leaked.
+type QuarantineEnd struct {
+	KeyID  string    `json:"key_id"`
+	Reason string    `json:"reason"` // leaked
+	Until  time.Time `json:"until"`  // when the grace ended
 }
 
 // Reenable is a quota suspension lifted because its window ended.
@@ -231,9 +242,8 @@ func (s *Sweeper) markDone(id string) { s.seen(id); s.done.Add(id, struct{}{}) }
 // what it finished stands, and the next run continues from its checkpoint.
 func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error) {
 	now := s.now()
-	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Thresholds: []Threshold{},
-		OwnersSuspended: []OwnerSuspend{}, OwnersLifted: []OwnerLift{},
-		SpendAlerts: []owners.SpendAlert{}}
+	rep = Report{DryRun: opts.DryRun, StartedAt: now, Disabled: []Disable{}, Reenabled: []Reenable{}, Quarantined: []QuarantineEnd{}, Thresholds: []Threshold{},
+		OwnersSuspended: []OwnerSuspend{}, OwnersLifted: []OwnerLift{}, SpendAlerts: []owners.SpendAlert{}}
 	if s.Keys == nil {
 		return rep, errs.E(errs.Internal, "sweep: Sweeper.Keys is required: it makes the changes the sweep decides on")
 	}
@@ -259,6 +269,9 @@ func (s *Sweeper) Run(ctx context.Context, opts Options) (rep Report, err error)
 		return rep, err
 	}
 	if err := s.reenableDue(ctx, now, deadline, opts.DryRun, &rep); err != nil {
+		return rep, err
+	}
+	if err := s.endQuarantines(ctx, now, deadline, opts.DryRun, &rep); err != nil {
 		return rep, err
 	}
 	if !opts.DryRun {
@@ -389,6 +402,47 @@ func (s *Sweeper) reenableDue(ctx context.Context, now, deadline time.Time, dry 
 		}
 		last := ks[len(ks)-1]
 		afterUntil, afterID = *last.DisabledUntil, last.ID
+	}
+	return nil
+}
+
+// endQuarantines ends the leak quarantines whose grace has ended (each
+// key disabled for the leak: Keys.EndQuarantine), page by page until the
+// deadline; the next run ends the rest.
+func (s *Sweeper) endQuarantines(ctx context.Context, now, deadline time.Time, dry bool, rep *Report) error {
+	size := min(orDefault(s.PageSize, DefaultPageSize), 1000)
+	var afterUntil time.Time
+	afterID := ""
+	for s.now().Before(deadline) {
+		ks, err := s.Store.DueQuarantines(ctx, now, afterUntil, afterID, size)
+		if err != nil {
+			return fmt.Errorf("sweep: list due quarantines: %w", err)
+		}
+		for _, k := range ks {
+			until := k.Quarantine.Until
+			if !dry {
+				nk, ended, err := s.Keys.EndQuarantine(ctx, Actor, k)
+				if ended {
+					s.logger().InfoContext(ctx, "sweep disabled a quarantined leaked key at the end of its grace",
+						"key_id", k.ID, "owner", k.Owner, "until", until)
+				}
+				if err != nil {
+					return fmt.Errorf("sweep: end the quarantine of %s: %w", k.ID, err)
+				}
+				if !ended {
+					continue // revoked, or changed since it was listed
+				}
+				s.markDone(effectID(nk))
+			} else if k.Status == store.Revoked || k.Status == store.Disabled && k.StatusReason == keys.ReasonLeaked && k.DisabledUntil == nil {
+				continue // EndQuarantine would only close the record
+			}
+			rep.Quarantined = append(rep.Quarantined, QuarantineEnd{KeyID: k.ID, Reason: keys.ReasonLeaked, Until: until})
+		}
+		if len(ks) < size {
+			return nil
+		}
+		last := ks[len(ks)-1]
+		afterUntil, afterID = last.Quarantine.Until, last.ID
 	}
 	return nil
 }

@@ -44,6 +44,10 @@ const (
 	ReasonFeatureMissing     = "the key is restricted to allowed_features and the request names no feature: send the feature (model) in feature"
 	ReasonFeatureNotAllowed  = "feature is not in the key's allowed_features"
 	ReasonFeatureNotOffered  = "feature is not offered by the owner's plan"
+	// ReasonQuarantined refuses a key in a leak quarantine used from an IP
+	// it was not seen from before the leak was reported, or once the
+	// quarantine's grace has ended (the sweep then disables it).
+	ReasonQuarantined = "the key was reported leaked and is quarantined: it works only from the IPs it was used from before the report, until its grace ends; use its replacement (rotated_to)"
 )
 
 // The scopes of a limit (LimitState.Scope): one key's own, or shared by
@@ -265,7 +269,11 @@ type entry struct {
 	planSrc   string      // "plan <name>": the source of the limits the key does not override
 	hasQuotas bool        // a day or month limit is set
 	ipLimit   int         // > 0: record client IPs, this many distinct per day at most
-	loadedAt  time.Time
+	// quarantine, if not nil, is the IPs of the key's leak quarantine in
+	// force, which ends at quarantineUntil.
+	quarantine      *ipList
+	quarantineUntil time.Time
+	loadedAt        time.Time
 }
 
 // Verifier makes verification decisions. It is safe for concurrent use.
@@ -410,6 +418,8 @@ func (v *Verifier) verify(ctx context.Context, req Request) (Decision, error) {
 		if req.IP == "" {
 			d.Reason = ReasonIPMissing
 		}
+	case e.quarantine != nil && (!now.Before(e.quarantineUntil) || !e.quarantine.allows(req.IP)):
+		d.Code, d.Reason = Forbidden, ReasonQuarantined
 	case !e.restr.AllowsReferrer(req.Referrer):
 		d.Code, d.Reason = Forbidden, ReasonReferrerNotAllowed
 		if req.Referrer == "" {
@@ -667,6 +677,9 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 		restr, _, _, _ = restrict.Parse([]string{"0.0.0.0/32"}, []string{"invalid.invalid"})
 	}
 	e.restr = restr
+	if q := k.Quarantine; q.InForce() {
+		e.quarantine, e.quarantineUntil = newIPList(q.AllowedIPs), q.Until
+	}
 	v.cache.Add(k.Hash, e)
 	v.miss.Remove(k.Hash)
 	return e

@@ -513,7 +513,8 @@ func (b *build) keysService() {
 }
 
 // leaksService builds the intake of leak reports (POST /v1/leaks and
-// POST /v1/leaks/github): the policy from the configuration, and GitHub's
+// POST /v1/leaks/github): the policy from the configuration (quarantine
+// reads the ledger's client IPs), and GitHub's
 // secret scanning keys from the configured file or GitHub's URL.
 func (b *build) leaksService() {
 	if b.err != nil {
@@ -521,8 +522,16 @@ func (b *build) leaksService() {
 	}
 	a := b.app
 	action := keys.LeakDisable
-	if b.cfg.LeakPolicy == config.LeakRevoke {
+	switch b.cfg.LeakPolicy {
+	case config.LeakRevoke:
 		action = keys.LeakRevoke
+	case config.LeakQuarantine:
+		if a.Ledger == nil {
+			b.err = fmt.Errorf("KEYPLANE_LEAK_POLICY=quarantine needs the ledger (the client IPs a quarantined key keeps), which this function did not open")
+			return
+		}
+		action = keys.LeakQuarantine
+		a.Keys.Quarantine = keys.QuarantinePolicy{IPs: a.Ledger, Days: b.cfg.LeakQuarantineDays, Grace: b.cfg.LeakQuarantineGrace}
 	}
 	b.srv.Leaks = &leaks.Service{Lookup: a.Store, Keys: a.Keys, Hasher: b.hasher, Action: action, Logger: b.log}
 	var src leaks.KeySource = leaks.HTTPKeys{URL: b.cfg.GitHubScanningKeysURL}

@@ -107,6 +107,9 @@ func LeakReports(ctx context.Context, cfg config.Config, log *slog.Logger) (*App
 	b := begin(ctx, httpapi.FuncLeakReports, cfg, log)
 	b.openStore()
 	b.openVault() // the pepper, key secret versions
+	if cfg.LeakPolicy == config.LeakQuarantine {
+		b.openLedger() // read only: the client IPs a quarantined key keeps
+	}
 	b.openNotifications()
 	b.notifyService()
 	b.keyHasher()

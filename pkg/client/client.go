@@ -120,6 +120,9 @@ type Key struct {
 	RotatedFrom   string            `json:"rotated_from"` // "" unless the key replaced another
 	RotatedTo     string            `json:"rotated_to"`   // "" unless another key replaced it
 	LastUsedAt    *time.Time        `json:"last_used_at"` // latest verify, nil if never; trails it by up to about 10 s
+	// Quarantine is set only on a key put in a leak quarantine
+	// (KEYPLANE_LEAK_POLICY=quarantine).
+	Quarantine *Quarantine `json:"quarantine,omitempty"`
 }
 
 // KeyWithSecret is a new key with its plaintext, as returned by creation

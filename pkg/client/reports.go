@@ -138,6 +138,9 @@ type SweepReport struct {
 	Reaped          int              `json:"reaped"`
 	StartedAt       time.Time        `json:"started_at"`
 	FinishedAt      time.Time        `json:"finished_at"`
+	// Quarantined are leak quarantines whose grace ended (reason leaked:
+	// each key disabled); Until is when the grace ended.
+	Quarantined []SweepReenabled `json:"quarantined"`
 }
 
 // SpendAlert is a spend.threshold notification the sweep queued: the

@@ -111,6 +111,41 @@ type keyDoc struct {
 	// microseconds, 0 if never used: a number, since MarkUsed raises it
 	// with a maximum transform, which takes numbers only.
 	LastUsedMicros int64 `firestore:"last_used_micros"`
+	// Quarantine is the key's leak quarantine, nil if none; QuarantineDue
+	// is its end while it is in force (what DueQuarantines reads), null
+	// for none or an ended one.
+	Quarantine    *quarantineDoc `firestore:"quarantine"`
+	QuarantineDue *time.Time     `firestore:"quarantine_due"`
+}
+
+type quarantineDoc struct {
+	Since      time.Time  `firestore:"since"`
+	Until      time.Time  `firestore:"until"`
+	AllowedIPs []string   `firestore:"allowed_ips"`
+	Reporter   string     `firestore:"reporter"`
+	URL        string     `firestore:"url"`
+	Source     string     `firestore:"source"`
+	EndedAt    *time.Time `firestore:"ended_at"`
+}
+
+func toQuarantineDoc(q *store.Quarantine) (*quarantineDoc, *time.Time) {
+	if q == nil {
+		return nil, nil
+	}
+	d := &quarantineDoc{Since: firestoredb.Time(q.Since), Until: firestoredb.Time(q.Until), AllowedIPs: q.AllowedIPs,
+		Reporter: q.Reporter, URL: q.URL, Source: q.Source, EndedAt: tsPtr(q.EndedAt)}
+	if !q.InForce() {
+		return d, nil
+	}
+	return d, &d.Until
+}
+
+func fromQuarantineDoc(d *quarantineDoc) *store.Quarantine {
+	if d == nil {
+		return nil
+	}
+	return &store.Quarantine{Since: d.Since, Until: d.Until, AllowedIPs: d.AllowedIPs, Reporter: d.Reporter,
+		URL: d.URL, Source: d.Source, EndedAt: d.EndedAt}
 }
 
 type restrictionsDoc struct {
@@ -120,7 +155,9 @@ type restrictionsDoc struct {
 }
 
 func toKeyDoc(k *store.Key) *keyDoc {
+	q, due := toQuarantineDoc(k.Quarantine)
 	return &keyDoc{
+		Quarantine: q, QuarantineDue: due,
 		Owner: k.Owner, Name: k.Name, Plan: k.Plan, Scopes: k.Scopes, Status: string(k.Status),
 		StatusReason: k.StatusReason, DisabledUntil: tsPtr(k.DisabledUntil), Prefix: k.Prefix, Last4: k.Last4,
 		Hash: k.Hash.String(), CreatedAt: firestoredb.Time(k.CreatedAt), UpdatedAt: firestoredb.Time(k.UpdatedAt),
@@ -160,6 +197,7 @@ func fromKeyDoc(snap *firestore.DocumentSnapshot) (*store.Key, error) {
 		Restrictions: store.Restrictions{AllowedIPs: d.Restrictions.AllowedIPs, AllowedReferrers: d.Restrictions.AllowedReferrers,
 			AllowedFeatures: d.Restrictions.AllowedFeatures},
 		RotatedFrom: d.RotatedFrom, RotatedTo: d.RotatedTo, LastUsedAt: lastUsedTime(d.LastUsedMicros),
+		Quarantine: fromQuarantineDoc(d.Quarantine),
 	}, nil
 }
 
@@ -673,6 +711,30 @@ func (s *Store) DueSuspensions(ctx context.Context, t time.Time, afterUntil time
 	snaps, err := q.Limit(limit).Documents(ctx).GetAll()
 	if err != nil {
 		return nil, translate(err, "firestore: read due suspensions")
+	}
+	return fromKeyDocs(snaps)
+}
+
+// DueQuarantines returns keys whose quarantine in force ends at or before
+// t, after (afterUntil, afterID). The automatic single-field index on
+// quarantine_due serves it; a key with no quarantine in force stores
+// quarantine_due as null, which a range filter on a timestamp never
+// matches.
+func (s *Store) DueQuarantines(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*store.Key, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	q := s.c.Collection(keysColl).Where("quarantine_due", "<=", firestoredb.Time(t)).
+		OrderBy("quarantine_due", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	if afterID != "" {
+		if !firestoredb.ValidID(afterID) {
+			return nil, errs.E(errs.Invalid, "cursor key id %q cannot be a Firestore document id", afterID)
+		}
+		q = q.StartAfter(firestoredb.Time(afterUntil), afterID)
+	}
+	snaps, err := q.Limit(limit).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, translate(err, "firestore: read due quarantines")
 	}
 	return fromKeyDocs(snaps)
 }

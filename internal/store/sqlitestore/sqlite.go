@@ -121,6 +121,10 @@ ALTER TABLE owners ADD COLUMN suspension TEXT;
 CREATE INDEX owners_suspended ON owners (id) WHERE suspension IS NOT NULL;
 `, `
 ALTER TABLE owners ADD COLUMN billing TEXT;
+`, `
+ALTER TABLE keys ADD COLUMN quarantine TEXT;
+ALTER TABLE keys ADD COLUMN quarantine_due INTEGER;
+CREATE INDEX keys_by_quarantine ON keys (quarantine_due, id) WHERE quarantine_due IS NOT NULL;
 `}
 
 // Open opens the database file at path, creating it and migrating its
@@ -177,7 +181,7 @@ type rowScanner interface{ Scan(dest ...any) error }
 // keyCols are the columns of keys, in the order of keyValues and scanKey.
 var keyCols = []string{"id", "owner", "name", "plan", "scopes", "status", "status_reason", "disabled_until",
 	"prefix", "last4", "hash", "created_at", "updated_at", "expires_at", "metadata", "limits", "restrictions",
-	"rotated_from", "rotated_to", "last_used_at"}
+	"rotated_from", "rotated_to", "last_used_at", "quarantine", "quarantine_due"}
 
 var (
 	selectKey = "SELECT " + strings.Join(keyCols, ", ") + " FROM keys"
@@ -205,9 +209,25 @@ func keyValues(k *store.Key) ([]any, error) {
 			return nil, err
 		}
 	}
+	var quarantine any
+	if k.Quarantine != nil {
+		if quarantine, err = jsonText(k.Quarantine); err != nil {
+			return nil, err
+		}
+	}
 	return []any{k.ID, k.Owner, k.Name, k.Plan, js[0], string(k.Status), k.StatusReason,
 		nullMicros(k.DisabledUntil), k.Prefix, k.Last4, k.Hash[:], micros(k.CreatedAt), micros(k.UpdatedAt),
-		nullMicros(k.ExpiresAt), js[1], js[2], js[3], k.RotatedFrom, k.RotatedTo, nullMicros(k.LastUsedAt)}, nil
+		nullMicros(k.ExpiresAt), js[1], js[2], js[3], k.RotatedFrom, k.RotatedTo, nullMicros(k.LastUsedAt),
+		quarantine, quarantineDue(k.Quarantine)}, nil
+}
+
+// quarantineDue is the quarantine_due column: the end of a quarantine in
+// force (what DueQuarantines reads), NULL for none or an ended one.
+func quarantineDue(q *store.Quarantine) any {
+	if !q.InForce() {
+		return nil
+	}
+	return micros(q.Until)
 }
 
 func scanKey(r rowScanner) (*store.Key, error) {
@@ -218,12 +238,20 @@ func scanKey(r rowScanner) (*store.Key, error) {
 		hash                                   []byte
 		created, updated                       int64
 		disabledUntil, expiresAt, lastUsedAt   sql.NullInt64
+		quarantine                             sql.NullString
+		quarantineDue                          sql.NullInt64
 	)
 	err := r.Scan(&k.ID, &k.Owner, &k.Name, &k.Plan, &scopes, &status, &k.StatusReason, &disabledUntil,
 		&k.Prefix, &k.Last4, &hash, &created, &updated, &expiresAt, &metadata, &limits, &restrictions,
-		&k.RotatedFrom, &k.RotatedTo, &lastUsedAt)
+		&k.RotatedFrom, &k.RotatedTo, &lastUsedAt, &quarantine, &quarantineDue)
 	if err != nil {
 		return nil, err
+	}
+	if quarantine.Valid {
+		k.Quarantine = new(store.Quarantine)
+		if err := json.Unmarshal([]byte(quarantine.String), k.Quarantine); err != nil {
+			return nil, errs.Wrap(errs.Internal, err, "sqlite: decode key "+k.ID)
+		}
 	}
 	if len(hash) != len(k.Hash) {
 		return nil, errs.E(errs.Internal, "sqlite: key %s has a %d-byte hash", k.ID, len(hash))
@@ -675,6 +703,35 @@ func (s *Store) DueSuspensions(ctx context.Context, t time.Time, afterUntil time
 		out = append(out, k)
 	}
 	return out, translate(rows.Err(), "sqlite: read due suspensions")
+}
+
+// DueQuarantines returns keys whose quarantine in force ends at or before
+// t, after (afterUntil, afterID), from the partial index
+// keys_by_quarantine.
+func (s *Store) DueQuarantines(ctx context.Context, t time.Time, afterUntil time.Time, afterID string, limit int) ([]*store.Key, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, errs.E(errs.Invalid, "limit must be 1-1000, got %d", limit)
+	}
+	q := selectKey + ` WHERE quarantine_due IS NOT NULL AND quarantine_due <= ?`
+	args := []any{micros(t)}
+	if afterID != "" {
+		q += ` AND (quarantine_due, id) > (?, ?)`
+		args = append(args, micros(afterUntil), afterID)
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY quarantine_due, id LIMIT ?`, append(args, limit)...)
+	if err != nil {
+		return nil, translate(err, "sqlite: read due quarantines")
+	}
+	defer rows.Close()
+	var out []*store.Key
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, translate(err, "sqlite: read due quarantines")
+		}
+		out = append(out, k)
+	}
+	return out, translate(rows.Err(), "sqlite: read due quarantines")
 }
 
 // GetKeys returns the stored keys among ids, in one query.

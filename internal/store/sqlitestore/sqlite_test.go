@@ -72,14 +72,17 @@ func TestOpenMigratesVersion2File(t *testing.T) {
 		t.Fatalf("open at schema version 2: %v", err)
 	}
 	until := time.Unix(100, 0).UTC()
-	s := &Store{db: old, w: old.W, r: old.R}
-	k := &store.Key{ID: "key-1", Owner: "owner-1", Status: store.Disabled, DisabledUntil: &until, CreatedAt: time.Unix(1, 0).UTC()}
-	if err := s.Activate(t.Context(), k, store.AuditEntry{Time: k.CreatedAt, Action: "key.create", KeyID: k.ID}); err != nil {
-		t.Fatalf("Activate: %v", err)
+	// The row as that schema's columns hold it (the current keyValues
+	// writes columns later migrations added).
+	if _, err := old.W.Exec(`INSERT INTO keys (id, owner, name, plan, scopes, status, status_reason, disabled_until,
+		prefix, last4, hash, created_at, updated_at, expires_at, metadata, limits, restrictions, rotated_from, rotated_to, last_used_at)
+		VALUES ('key-1', 'owner-1', '', '', 'null', 'disabled', '', ?, '', '', zeroblob(32), 1000000, 0, NULL, 'null', 'null', '{}', '', '', NULL)`,
+		micros(until)); err != nil {
+		t.Fatalf("insert a version-2 row: %v", err)
 	}
 	old.Close()
 
-	s, err = Open(path)
+	s, err := Open(path)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

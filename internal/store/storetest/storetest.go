@@ -59,6 +59,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DueSuspensionsOnlyDueSuspendedKeysInOrder", testDueSuspensionsOnlyDueSuspendedKeysInOrder},
 		{"DueSuspensionsPagesWithoutGapsOrRepeats", testDueSuspensionsPagesWithoutGapsOrRepeats},
 		{"DueSuspensionsDropsReenabledKeys", testDueSuspensionsDropsReenabledKeys},
+		{"QuarantineRoundTrips", testQuarantineRoundTrips},
+		{"DueQuarantinesOnlyInForceDueInOrderAndPaged", testDueQuarantinesOnlyInForceDueInOrderAndPaged},
+		{"DueQuarantinesDropsEndedQuarantines", testDueQuarantinesDropsEndedQuarantines},
 		{"GetKeysReturnsPresentKeysOnce", testGetKeysReturnsPresentKeysOnce},
 		{"GetKeysTooManyIDsIsInvalid", testGetKeysTooManyIDsIsInvalid},
 		{"MarkUsedOnlyMovesForward", testMarkUsedOnlyMovesForward},
@@ -1635,5 +1638,159 @@ func testChangedOwnersFeedsEveryChangeInOrder(t *testing.T, s store.Store) {
 		if _, err := s.ChangedOwners(ctx, base, "", limit); !errs.Is(err, errs.Invalid) {
 			t.Errorf("ChangedOwners(limit %d) = %v, want Invalid", limit, err)
 		}
+	}
+}
+
+func quarantined(id string, until time.Time) *store.Key {
+	k := newKey(id, "owner-1", base)
+	k.Quarantine = &store.Quarantine{Since: base, Until: until, AllowedIPs: []string{"203.0.113.7", "2001:db8::/64"},
+		Reporter: "github", URL: "https://github.com/o/r/blob/abc/config.env", Source: "content"}
+	return k
+}
+
+func testQuarantineRoundTrips(t *testing.T, s store.Store) {
+	k := quarantined("key-q", at(72*time.Hour))
+	activate(t, s, k)
+	wantKey(t, s, k)
+	got, err := s.LookupHash(t.Context(), k.Hash)
+	if err != nil {
+		t.Fatalf("LookupHash: %v", err)
+	}
+	if d := cmp.Diff(k, got, cmpOpts); d != "" {
+		t.Errorf("LookupHash mismatch (-want +got):\n%s", d)
+	}
+	// Ending it keeps the record; removing it leaves none.
+	ended, err := s.UpdateKey(t.Context(), k.ID, func(k *store.Key) (*store.AuditEntry, error) {
+		k.Quarantine.EndedAt, k.Status, k.StatusReason, k.UpdatedAt = ptr(at(72*time.Hour)), store.Disabled, "leaked", at(72*time.Hour)
+		return nil, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateKey: %v", err)
+	}
+	wantKey(t, s, ended)
+	if ended.Quarantine.InForce() {
+		t.Errorf("an ended quarantine is in force")
+	}
+	cleared, err := s.UpdateKey(t.Context(), k.ID, func(k *store.Key) (*store.AuditEntry, error) {
+		k.Quarantine, k.UpdatedAt = nil, at(73*time.Hour)
+		return nil, nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateKey: %v", err)
+	}
+	wantKey(t, s, cleared)
+	if cleared.Quarantine != nil {
+		t.Errorf("Quarantine = %+v after it was removed, want nil", cleared.Quarantine)
+	}
+}
+
+func dueQuarantineIDs(t *testing.T, s store.Store, now, afterUntil time.Time, afterID string, limit int) []string {
+	t.Helper()
+	ks, err := s.DueQuarantines(t.Context(), now, afterUntil, afterID, limit)
+	if err != nil {
+		t.Fatalf("DueQuarantines(base+%v, base+%v, %q, %d): %v", now.Sub(base), afterUntil.Sub(base), afterID, limit, err)
+	}
+	return keyIDs(ks)
+}
+
+// dueQuarantines seeds keys around t = at(3h) and returns the due ones in
+// (Quarantine.Until, ID) order.
+func dueQuarantines(t *testing.T, s store.Store) []*store.Key {
+	t.Helper()
+	ended := quarantined("key-ended", at(time.Hour))
+	ended.Quarantine.EndedAt = ptr(at(time.Hour))
+	ended.Status, ended.StatusReason = store.Disabled, "leaked"
+	suspendedOnly := suspended("key-suspended", at(time.Hour))
+	disabled := quarantined("key-disabled", at(2*time.Hour)) // disabled by hand while in force: still due
+	disabled.Status, disabled.StatusReason = store.Disabled, "operator"
+	due := []*store.Key{
+		quarantined("key-f", at(time.Hour)),
+		quarantined("key-g", at(time.Hour)),
+		quarantined("key-a", at(2*time.Hour)),
+		disabled,
+		quarantined("key-e", at(3*time.Hour)), // at t: due
+	}
+	seed := []*store.Key{due[2], newKey("key-plain", "owner-1", base), ended, due[4], suspendedOnly, due[0],
+		quarantined("key-later", at(3*time.Hour+time.Microsecond)), due[3], due[1]}
+	for _, k := range seed {
+		activate(t, s, k)
+	}
+	return due
+}
+
+func testDueQuarantinesOnlyInForceDueInOrderAndPaged(t *testing.T, s store.Store) {
+	due := dueQuarantines(t, s)
+	now := at(3 * time.Hour)
+	got, err := s.DueQuarantines(t.Context(), now, time.Time{}, "", 100)
+	if err != nil {
+		t.Fatalf("DueQuarantines: %v", err)
+	}
+	if d := cmp.Diff(due, got, cmpOpts); d != "" {
+		t.Errorf("DueQuarantines(base+3h) (-want +got):\n%s", d)
+	}
+	for _, tc := range []struct {
+		name       string
+		now        time.Time
+		afterUntil time.Time
+		afterID    string
+		want       []string
+	}{
+		{"earlier t", at(2 * time.Hour), time.Time{}, "", []string{"key-f", "key-g", "key-a", "key-disabled"}},
+		{"before any", at(time.Hour - time.Microsecond), time.Time{}, "", nil},
+		{"after a tie", now, at(time.Hour), "key-f", []string{"key-g", "key-a", "key-disabled", "key-e"}},
+		{"after the last", now, at(3 * time.Hour), "key-e", nil},
+	} {
+		if got := dueQuarantineIDs(t, s, tc.now, tc.afterUntil, tc.afterID, 100); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	want := keyIDs(due)
+	for _, limit := range []int{1, 2, 3} {
+		var (
+			got        []string
+			afterUntil time.Time
+			afterID    string
+		)
+		for range len(want) + 1 {
+			ks, err := s.DueQuarantines(t.Context(), now, afterUntil, afterID, limit)
+			if err != nil {
+				t.Fatalf("DueQuarantines(limit %d, after %q): %v", limit, afterID, err)
+			}
+			if len(ks) > limit {
+				t.Fatalf("DueQuarantines(limit %d): got %d keys", limit, len(ks))
+			}
+			got = append(got, keyIDs(ks)...)
+			if len(ks) < limit {
+				break
+			}
+			last := ks[len(ks)-1]
+			afterUntil, afterID = last.Quarantine.Until, last.ID
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("pages of %d: got %v, want %v", limit, got, want)
+		}
+	}
+	for _, limit := range []int{-1, 0, 1001} {
+		_, err := s.DueQuarantines(t.Context(), now, time.Time{}, "", limit)
+		wantKind(t, fmt.Sprintf("DueQuarantines(limit %d)", limit), err, errs.Invalid)
+	}
+}
+
+func testDueQuarantinesDropsEndedQuarantines(t *testing.T, s store.Store) {
+	dueQuarantines(t, s)
+	for id, mutate := range map[string]func(*store.Key){
+		"key-f": func(k *store.Key) { k.Quarantine.EndedAt = ptr(at(4 * time.Hour)) },
+		"key-a": func(k *store.Key) { k.Quarantine = nil },
+	} {
+		if _, err := s.UpdateKey(t.Context(), id, func(k *store.Key) (*store.AuditEntry, error) {
+			mutate(k)
+			k.UpdatedAt = at(4 * time.Hour)
+			return nil, nil
+		}); err != nil {
+			t.Fatalf("UpdateKey(%s): %v", id, err)
+		}
+	}
+	if got, want := dueQuarantineIDs(t, s, at(3*time.Hour), time.Time{}, "", 100), []string{"key-g", "key-disabled", "key-e"}; !slices.Equal(got, want) {
+		t.Errorf("after ending key-f's quarantine and removing key-a's: got %v, want %v", got, want)
 	}
 }
