@@ -43,6 +43,7 @@ import (
 	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/store/firestorestore"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
+	"github.com/keyplane/keyplane/internal/stripeexport"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/telemetry"
 	"github.com/keyplane/keyplane/internal/tokens"
@@ -258,6 +259,9 @@ func (b *build) openUsageTopic() {
 	}
 	if b.app.Topic, b.err = b.openTopic(UsageTopic, b.cfg.UsageTopic); b.err == nil {
 		b.srv.UsageTopic = b.app.Topic
+		if b.app.queue != nil && b.cfg.StripeAPIKey != "" {
+			StripeExportTopic.declare(b.app.queue, b.cfg.UsageTopic) // before anything is published
+		}
 	}
 }
 
@@ -332,6 +336,20 @@ func (b *build) consumer() {
 	b.app.Consumer.Plans = b.app.Plans
 	b.app.Consumer.Tracer = b.tel.Tracer()
 	b.err = b.tel.ObserveConsumer(b.app.Consumer)
+}
+
+// stripeExporter builds the Stripe usage exporter when the export is
+// configured (cfg.StripeAPIKey); its dead letters go to the ledger.
+func (b *build) stripeExporter() {
+	if b.err != nil || b.cfg.StripeAPIKey == "" {
+		return
+	}
+	meters, err := stripeexport.ParseMeters(b.cfg.StripeMeters)
+	if b.err = err; err != nil {
+		return
+	}
+	client := stripeexport.NewClient(b.cfg.StripeAPIKey, b.cfg.StripeURL, nil)
+	b.app.StripeExporter = stripeexport.New(client, b.app.Store, b.app.Ledger, meters, b.clk, b.log)
 }
 
 // keyHasher reads the pepper and builds the key hasher from it.
@@ -559,6 +577,31 @@ func (b *build) consumeUsage() {
 	b.consume(UsageTopic, b.cfg.UsageTopic,
 		receiver{"usage consumer", c.Handle},
 		receiver{"usage dead-letter consumer", c.HandleDeadLetter})
+}
+
+// exportToStripe exports the usage topic's events to Stripe, and records
+// its subscription's dead letters, in the background (nothing when the
+// export is off).
+func (b *build) exportToStripe() {
+	if b.err != nil || b.app.StripeExporter == nil {
+		return
+	}
+	x, log := b.app.StripeExporter, b.log
+	b.consume(StripeExportTopic, b.cfg.UsageTopic,
+		receiver{"stripe exporter", exportHandler(x.Handle, log)},
+		receiver{"stripe export dead-letter handler", x.HandleDeadLetter})
+}
+
+// exportHandler logs the failures that make the queue redeliver a usage
+// message to the Stripe exporter.
+func exportHandler(h queue.Handler, log *slog.Logger) queue.Handler {
+	return func(ctx context.Context, m queue.Message) error {
+		err := h(ctx, m)
+		if err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "exporting usage to Stripe failed; the queue redelivers it", "message_id", m.ID, "error", err)
+		}
+		return err
+	}
 }
 
 // deliverNotifications makes the delivery attempts the notifications
