@@ -11,10 +11,15 @@ import (
 	"testing"
 	"time"
 
+	gpubsub "cloud.google.com/go/pubsub/v2"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/keyplane/keyplane/internal/config"
 	"github.com/keyplane/keyplane/internal/keys"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/stripeexport"
+	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/internal/usage"
 )
 
@@ -57,10 +62,42 @@ func (s *stripeStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Stripe is down the ledger counts at once and the export waits, then each
 // event is sent once.
 func TestServeExportsUsageToStripeWithoutHoldingUpTheLedger(t *testing.T) {
+	serveExports(t, embedded(t))
+}
+
+// TestServeOnPubSubExportsToStripeThroughItsOwnSubscription: serve on Pub/Sub
+// creates the export's pull subscription, with its own dead-letter topic,
+// and exports through it as on the embedded queue.
+func TestServeOnPubSubExportsToStripeThroughItsOwnSubscription(t *testing.T) {
+	testenv.PubSub(t)
+	cfg := embedded(t)
+	cfg.Queue, cfg.Project = config.QueuePubSub, testenv.ProjectID()
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	cfg.UsageTopic, cfg.NotificationsTopic = "usage-"+suffix, "notifications-"+suffix
+	serveExports(t, cfg)
+
+	c, err := gpubsub.NewClient(t.Context(), cfg.Project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.SubscriptionAdminClient.GetSubscription(t.Context(), &pubsubpb.GetSubscriptionRequest{
+		Subscription: "projects/" + cfg.Project + "/subscriptions/" + cfg.UsageTopic + "-export-stripe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sub.GetDeadLetterPolicy().GetDeadLetterTopic(), "projects/"+cfg.Project+"/topics/"+cfg.UsageTopic+"-stripe-dead-letter"; got != want {
+		t.Errorf("the export's dead-letter topic is %s, want %s", got, want)
+	}
+	if n := sub.GetDeadLetterPolicy().GetMaxDeliveryAttempts(); int(n) != StripeExportTopic.Retry.MaxAttempts {
+		t.Errorf("dead letter after %d deliveries, want %d", n, StripeExportTopic.Retry.MaxAttempts)
+	}
+}
+
+func serveExports(t *testing.T, cfg config.Config) {
 	st := &stripeStandIn{down: true, accepted: map[string]string{}}
 	srv := httptest.NewServer(st)
 	defer srv.Close()
-	cfg := embedded(t)
 	cfg.StripeAPIKey, cfg.StripeMeters, cfg.StripeURL = "sk_test_wire", "units=api_tokens", srv.URL
 	app, err := ServeAll(t.Context(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
