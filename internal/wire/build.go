@@ -351,6 +351,7 @@ func (b *build) stripeExporter() {
 	client := stripeexport.NewClient(b.cfg.StripeAPIKey, b.cfg.StripeURL, nil)
 	b.app.StripeExporter = stripeexport.New(client, b.app.Store, b.app.Ledger, meters, b.clk, b.log)
 	b.log.Info("stripe usage export on", "meters", meters.String())
+	b.err = b.tel.ObserveStripeExporter(b.app.StripeExporter)
 }
 
 // keyHasher reads the pepper and builds the key hasher from it.
