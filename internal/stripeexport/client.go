@@ -70,7 +70,7 @@ const CustomerMetadataKey = "keyplane_owner"
 
 // Customer returns the id of the Stripe customer whose metadata
 // keyplane_owner is owner, or "" if there is none; several such customers
-// are errs.Invalid (which one to bill is the operator's to say). owner
+// are an *AmbiguousError (which one to bill is the operator's to say). owner
 // must be a valid owner id (no quotes, so it is safe inside the query).
 func (c *Client) Customer(ctx context.Context, owner string) (string, error) {
 	p := &stripe.CustomerSearchParams{SearchParams: stripe.SearchParams{
@@ -92,7 +92,17 @@ func (c *Client) Customer(ctx context.Context, owner string) (string, error) {
 	case 1:
 		return found[0], nil
 	}
-	return "", errs.E(errs.Invalid, "stripe: customers %s and %s both have metadata %s=%s", found[0], found[1], CustomerMetadataKey, owner)
+	return "", &AmbiguousError{Owner: owner, Customers: found}
+}
+
+// AmbiguousError says that several Stripe customers name one owner.
+type AmbiguousError struct {
+	Owner     string
+	Customers []string // two of them
+}
+
+func (e *AmbiguousError) Error() string {
+	return fmt.Sprintf("stripe: customers %s and %s both have metadata %s=%s", e.Customers[0], e.Customers[1], CustomerMetadataKey, e.Owner)
 }
 
 // classify turns a stripe-go error into an errs kind.

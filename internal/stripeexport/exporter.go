@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -104,7 +105,7 @@ type Exporter struct {
 
 type customer struct {
 	id  string // "" for none
-	err error  // errs.Invalid: several customers
+	err error  // an *AmbiguousError: several customers
 	at  time.Time
 }
 
@@ -210,10 +211,13 @@ func (x *Exporter) meterEvents(ctx context.Context, e usage.Event) ([]MeterEvent
 		return nil, nil
 	}
 	cust, err := x.customer(ctx, owner)
-	if errs.Is(err, errs.Invalid) {
+	var amb *AmbiguousError
+	switch {
+	case errors.As(err, &amb):
 		return nil, x.deadLetter(ctx, "stripe:"+e.ID, ReasonAmbiguousCustomer, err.Error(), e)
-	}
-	if err != nil {
+	case errs.Is(err, errs.Invalid): // the search refused (a bad API key, say)
+		return nil, x.deadLetter(ctx, "stripe:"+e.ID, ReasonRejected, err.Error(), e)
+	case err != nil:
 		return nil, err
 	}
 	if cust == "" {
@@ -268,7 +272,8 @@ func (x *Exporter) customer(ctx context.Context, owner string) (string, error) {
 		id, err = x.stripe.Customer(ctx, owner)
 		return err
 	})
-	if err != nil && !errs.Is(err, errs.Invalid) {
+	var amb *AmbiguousError
+	if err != nil && !errors.As(err, &amb) {
 		return "", err
 	}
 	x.customers.Add(owner, customer{id: id, err: err, at: now})

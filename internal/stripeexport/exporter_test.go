@@ -365,3 +365,23 @@ func TestOwnerWithSeveralCustomersIsADeadLetter(t *testing.T) {
 		t.Errorf("sent %v", e.stripe.sent())
 	}
 }
+
+func TestWrongAPIKeyIsARejection(t *testing.T) {
+	e := newEnv(t, "units=api_tokens")
+	m, _ := ParseMeters("units=api_tokens")
+	x := New(NewClient("sk_test_wrong", e.stripe.srv.URL, nil), testKeys, e.ledger, m, e.clk, slog.New(slog.DiscardHandler))
+	x.Retry = e.x.Retry
+	if err := x.Handle(context.Background(), batch(t, e.events(1, keyA)...)); err != nil {
+		t.Fatal(err)
+	}
+	dls, _, err := e.ledger.ListDeadLetters(context.Background(), 10, "")
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("%+v %v", dls, err)
+	}
+	if d := dls[0]; d.Reason != ReasonRejected || !strings.Contains(d.Detail, "401") || strings.Contains(d.Detail, "sk_test_wrong") {
+		t.Errorf("dead letter %+v", d)
+	}
+	if c := x.Counts(); c.Retries != 0 {
+		t.Errorf("a 401 was retried: %+v", c)
+	}
+}
