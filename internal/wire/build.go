@@ -338,6 +338,21 @@ func (b *build) consumer() {
 	b.err = b.tel.ObserveConsumer(b.app.Consumer)
 }
 
+// dropStripeExportIfOff deletes the embedded queue's Stripe export
+// subscriptions when the export is off: declared by an earlier serve with
+// the export on, they would keep a copy of every usage message for ever.
+// (Pub/Sub subscriptions are infra/'s to remove, with var.stripe_meters.)
+func (b *build) dropStripeExportIfOff() {
+	if b.err != nil || b.app.queue == nil || b.cfg.StripeAPIKey != "" {
+		return
+	}
+	for _, sub := range []string{StripeExportTopic.Subscription, StripeExportTopic.DeadLetterSubscription} {
+		if b.err = b.app.queue.DeleteSubscription(b.ctx, sub); b.err != nil {
+			return
+		}
+	}
+}
+
 // stripeExporter builds the Stripe usage exporter when the export is
 // configured (cfg.StripeAPIKey); its dead letters go to the ledger.
 func (b *build) stripeExporter() {

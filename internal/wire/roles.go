@@ -169,6 +169,7 @@ func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, e
 	b.openVault()
 	b.openLedger()
 	b.openUsageTopic()
+	b.dropStripeExportIfOff()
 	b.openNotifications()
 	b.notifyService()
 	b.deliverer()

@@ -197,3 +197,44 @@ func TestExportStripeNeedsTheExportConfigured(t *testing.T) {
 		t.Errorf("serve without the export's settings has an exporter")
 	}
 }
+
+// TestServeWithoutTheExportDropsItsSubscription: a serve with the export
+// off deletes the export subscriptions an earlier serve declared, so that
+// they do not keep a copy of every usage message for ever.
+func TestServeWithoutTheExportDropsItsSubscription(t *testing.T) {
+	cfg := embedded(t)
+	on := cfg
+	on.StripeAPIKey, on.StripeMeters, on.StripeURL = "sk_test_wire", "units=api_tokens", "http://127.0.0.1:1"
+	log := slog.New(slog.DiscardHandler)
+	app, err := ServeAll(t.Context(), on, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Topic.Publish(t.Context(), queue.Message{Data: []byte(`{"events":[]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := app.queue.Depth(t.Context())
+	if err != nil || d[StripeExportTopic.Subscription] != 1 {
+		t.Fatalf("with the export on: depths %v (%v), want one message for %s", d, err, StripeExportTopic.Subscription)
+	}
+	app.Close()
+
+	app, err = ServeAll(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if err := app.Topic.Publish(t.Context(), queue.Message{Data: []byte(`{"events":[]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	d, err = app.queue.Depth(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d[StripeExportTopic.Subscription]; ok {
+		t.Errorf("with the export off: depths %v, want no %s", d, StripeExportTopic.Subscription)
+	}
+	if d[UsageTopic.Subscription] != 2 {
+		t.Errorf("the usage consumer's subscription holds %d, want both messages", d[UsageTopic.Subscription])
+	}
+}
