@@ -9,6 +9,7 @@ import (
 	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
 
 	"github.com/keyplane/keyplane/functions/delivernotification"
+	"github.com/keyplane/keyplane/functions/exportstripe"
 	"github.com/keyplane/keyplane/functions/keys"
 	"github.com/keyplane/keyplane/functions/leakreports"
 	"github.com/keyplane/keyplane/functions/recordusage"
@@ -25,4 +26,5 @@ func init() {
 	functions.HTTP("LeakReports", leakreports.Handle)
 	functions.CloudEvent("RecordUsage", recordusage.Handle)
 	functions.CloudEvent("DeliverNotification", delivernotification.Handle)
+	functions.CloudEvent("ExportStripe", exportstripe.Handle)
 }

@@ -118,6 +118,16 @@ resource "google_cloudfunctions2_function" "fn" {
       }
     }
 
+    dynamic "secret_environment_variables" {
+      for_each = each.key == "export-stripe" && local.stripe_export ? [1] : []
+      content {
+        key        = "KEYPLANE_STRIPE_API_KEY"
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.stripe_api_key[0].secret_id
+        version    = "latest"
+      }
+    }
+
     dynamic "secret_volumes" {
       for_each = local.plans_enabled ? [1] : []
       content {
@@ -145,6 +155,8 @@ resource "google_cloudfunctions2_function" "fn" {
     google_secret_manager_secret_version.plans,
     google_secret_manager_secret_iam_member.verify_redis_auth,
     google_secret_manager_secret_version.redis_auth,
+    google_secret_manager_secret_iam_member.export_stripe_api_key,
+    google_secret_manager_secret_version.stripe_api_key,
   ]
 }
 

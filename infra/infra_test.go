@@ -1172,6 +1172,7 @@ func TestPushRetryPoliciesMatchWire(t *testing.T) {
 	}{
 		{"usage_record", wire.UsageTopic.Retry},
 		{"notifications_deliver", wire.NotificationsTopic.Retry},
+		{"usage_export_stripe", wire.StripeExportTopic.Retry},
 	} {
 		b, ok := m.resources["google_pubsub_subscription."+tc.sub]
 		if !ok {

@@ -7,6 +7,7 @@
 #   pubsub.tf      usage and notification topics, dead letters, the push subscriptions
 #   scheduler.tf   the Cloud Scheduler job that runs the sweep
 #   redis.tf       the shared limiter (Memorystore, opt-in) and Verify's VPC connector
+#   stripe.tf      the Stripe usage export (opt-in): its subscription, dead letters and API key secret
 #
 # The function set is the map local.functions below: adding a function is
 # one entry (its entry point must be registered in register.go; the Go test
@@ -204,6 +205,31 @@ locals {
       named_secrets              = []
       publishes_to               = ["notifications"]
       env                        = {}
+    }
+
+    # The Stripe usage export (internal/stripeexport; stripe.tf): the usage
+    # topic's export-stripe push subscription, which exists only with
+    # var.stripe_meters set, delivers each usage message here; it reads the
+    # keys' owners and records its dead letters (datastore.user), reads the
+    # Stripe API key (its secret, to this account only) and calls Stripe.
+    # Deployed always, so that register.go and local.functions agree; without
+    # the export configured nothing invokes it (it would not start).
+    export-stripe = {
+      entry_point                = "ExportStripe"
+      description                = "keyplane Stripe usage export (Pub/Sub push from usage-events)"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 20
+      min_instances              = 0
+      max_instances              = 10
+      timeout_seconds            = 120
+      invokers                   = ["serviceAccount:${google_service_account.pubsub_push.email}"]
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = []
+      owner_webhook_secret_roles = []
+      named_secrets              = []
+      publishes_to               = []
+      env                        = local.stripe_env
     }
 
     # The scheduled sweep (scheduler.tf): disables keys over quota or

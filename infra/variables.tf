@@ -137,3 +137,23 @@ variable "shared_limiter_memory_gb" {
   type        = number
   default     = 1
 }
+
+variable "stripe_meters" {
+  description = <<-EOT
+    Export metered usage to Stripe Billing meter events (stripe.tf;
+    docs/operations.md, "Stripe usage export"): the mapping of metrics to
+    Stripe meters' event names, KEYPLANE_STRIPE_METERS, e.g.
+    "requests=api_requests,units=api_tokens". Default "": no export (no
+    subscription, no secret; the ExportStripe function is deployed but
+    nothing invokes it).
+  EOT
+  type        = string
+  default     = ""
+}
+
+variable "stripe_api_key" {
+  description = "Stripe restricted API key (write meter events, read customers) for the usage export; required with stripe_meters. Pass it as TF_VAR_stripe_api_key: it is kept in Secret Manager (and, marked sensitive, in the Terraform state)."
+  type        = string
+  default     = ""
+  sensitive   = true
+}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyplane/keyplane/internal/apikey"
+	"github.com/keyplane/keyplane/internal/stripeexport"
 )
 
 // Backend names.
@@ -105,6 +106,18 @@ type Config struct {
 	// WebhookSecret is the usage webhook's whsec_ secret
 	// (KEYPLANE_WEBHOOK_SECRET); default: the vault's "webhook-secret".
 	WebhookSecret string
+	// StripeAPIKey turns on the export of metered usage to Stripe Billing
+	// meter events (KEYPLANE_STRIPE_API_KEY: a restricted key that may
+	// write meter events and read customers; infra/ passes it from Secret
+	// Manager). Empty, the default: no export.
+	StripeAPIKey string
+	// StripeMeters maps metrics to Stripe meters' event names
+	// (KEYPLANE_STRIPE_METERS, e.g. "requests=api_requests,units=api_tokens";
+	// syntax: stripeexport.ParseMeters). Required with StripeAPIKey.
+	StripeMeters string
+	// StripeURL replaces https://api.stripe.com (KEYPLANE_STRIPE_URL; for
+	// stripe-mock and tests).
+	StripeURL string
 	// WebhookAllowPrivate lets owner webhook URLs be plain http:// and
 	// resolve to private, loopback or link-local addresses
 	// (KEYPLANE_WEBHOOK_ALLOW_PRIVATE=1 or true; default false). For local
@@ -251,6 +264,9 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 		}
 	}
 	str(&c.WebhookSecret, "KEYPLANE_WEBHOOK_SECRET")
+	str(&c.StripeAPIKey, "KEYPLANE_STRIPE_API_KEY")
+	str(&c.StripeMeters, "KEYPLANE_STRIPE_METERS")
+	str(&c.StripeURL, "KEYPLANE_STRIPE_URL")
 	str(&c.KeyPrefix, "KEYPLANE_KEY_PREFIX")
 	str(&c.SecretPrefix, "KEYPLANE_SECRET_PREFIX")
 	str(&c.Telemetry, "KEYPLANE_TELEMETRY")
@@ -437,6 +453,7 @@ func (c Config) Validate() error {
 	if len(c.IDTokenAudiences) > 0 && len(c.IDTokenServiceAccounts) == 0 {
 		problems = append(problems, "KEYPLANE_ID_TOKEN_AUDIENCES is set but KEYPLANE_ID_TOKEN_SERVICE_ACCOUNTS is not: no ID token would be accepted")
 	}
+	problems = append(problems, c.stripeProblems()...)
 	if len(problems) > 0 {
 		return fmt.Errorf("configuration: %s", strings.Join(problems, "; "))
 	}
@@ -480,4 +497,26 @@ func (c Config) RedisRoots() (*x509.CertPool, error) {
 		return nil, fmt.Errorf("KEYPLANE_REDIS_CA must be PEM certificates (Memorystore's server CA: gcloud redis instances describe --format='value(serverCaCerts[0].cert)')")
 	}
 	return pool, nil
+}
+
+// stripeProblems checks the Stripe export's settings: all or nothing.
+func (c Config) stripeProblems() []string {
+	if c.StripeAPIKey == "" {
+		if c.StripeMeters != "" || c.StripeURL != "" {
+			return []string{"KEYPLANE_STRIPE_METERS and KEYPLANE_STRIPE_URL need KEYPLANE_STRIPE_API_KEY (the export is off without it)"}
+		}
+		return nil
+	}
+	var problems []string
+	if m, err := stripeexport.ParseMeters(c.StripeMeters); err != nil {
+		problems = append(problems, "KEYPLANE_STRIPE_METERS: "+strings.TrimPrefix(err.Error(), "stripe meters: "))
+	} else if len(m) == 0 {
+		problems = append(problems, "KEYPLANE_STRIPE_METERS is required with KEYPLANE_STRIPE_API_KEY, e.g. requests=api_requests,units=api_tokens")
+	}
+	if c.StripeURL != "" {
+		if u, err := url.Parse(c.StripeURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			problems = append(problems, "KEYPLANE_STRIPE_URL must be an http(s) URL, like http://127.0.0.1:12111")
+		}
+	}
+	return problems
 }

@@ -243,3 +243,34 @@ func TestRedisSettings(t *testing.T) {
 		})
 	}
 }
+
+func TestStripeSettings(t *testing.T) {
+	const key = "rk_test_0123456789abcdef"
+	for _, tc := range []struct {
+		env     map[string]string
+		wantErr string // part of Validate's error, "" for none
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"KEYPLANE_STRIPE_API_KEY": key, "KEYPLANE_STRIPE_METERS": "requests=api_requests,units@search=search_tokens"}, ""},
+		{map[string]string{"KEYPLANE_STRIPE_API_KEY": key, "KEYPLANE_STRIPE_METERS": "units=t", "KEYPLANE_STRIPE_URL": "http://127.0.0.1:12111"}, ""},
+		{map[string]string{"KEYPLANE_STRIPE_API_KEY": key}, "KEYPLANE_STRIPE_METERS is required"},
+		{map[string]string{"KEYPLANE_STRIPE_API_KEY": key, "KEYPLANE_STRIPE_METERS": "calls=x"}, "KEYPLANE_STRIPE_METERS: \"calls=x\""},
+		{map[string]string{"KEYPLANE_STRIPE_API_KEY": key, "KEYPLANE_STRIPE_METERS": "units=t", "KEYPLANE_STRIPE_URL": "127.0.0.1:12111"}, "KEYPLANE_STRIPE_URL must be"},
+		{map[string]string{"KEYPLANE_STRIPE_METERS": "units=t"}, "need KEYPLANE_STRIPE_API_KEY"},
+	} {
+		c, err := FromEnv(Embedded(), env(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Validate()
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tc.env, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: got error %v, want one containing %q", tc.env, err, tc.wantErr)
+		}
+		if err != nil && strings.Contains(err.Error(), key) {
+			t.Errorf("the API key is in an error: %v", err)
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/queue/embeddedqueue"
+	"github.com/keyplane/keyplane/internal/stripeexport"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/verify"
 )
@@ -50,7 +51,11 @@ const (
 	NameEvents           = "keyplane.meter.events"       // counter: usage events counted
 	NameDeadLetters      = "keyplane.meter.dead_letters" // counter: usage dead letters recorded
 	NameQueueDepth       = "keyplane.queue.depth"        // gauge, by subscription: messages held by the embedded queue
-	NameSweep            = "keyplane.sweep.actions"      // counter, by kind: disabled, reenabled, threshold, reaped
+	// NameStripeExport counts the Stripe usage export's work, by outcome:
+	// sent, already (not sent again), skipped (no Stripe customer),
+	// unmapped (no metric mapped), dead_letter, retry.
+	NameStripeExport = "keyplane.stripe.export"
+	NameSweep        = "keyplane.sweep.actions" // counter, by kind: disabled, reenabled, threshold, reaped
 )
 
 // Config is what Setup needs.
@@ -293,6 +298,28 @@ func (t *Telemetry) ObserveConsumer(c *meter.Consumer) error {
 		o.ObserveInt64(dead, int64(n.DeadLetters))
 		return nil
 	}, events, dead)
+	t.regs = append(t.regs, reg)
+	return err
+}
+
+// ObserveStripeExporter reports the Stripe exporter x's counts, read from
+// it at each collection.
+func (t *Telemetry) ObserveStripeExporter(x *stripeexport.Exporter) error {
+	if !t.On() {
+		return nil
+	}
+	c, err := t.meter.Int64ObservableCounter(NameStripeExport, metric.WithDescription("Stripe usage export: meter events and usage events, by outcome"))
+	if err != nil {
+		return err
+	}
+	reg, err := t.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		n := x.Counts()
+		for outcome, v := range map[string]uint64{"sent": n.Sent, "already": n.Already, "skipped": n.Skipped,
+			"unmapped": n.Unmapped, "dead_letter": n.DeadLetters, "retry": n.Retries} {
+			o.ObserveInt64(c, int64(v), metric.WithAttributes(attribute.String("outcome", outcome)))
+		}
+		return nil
+	}, c)
 	t.regs = append(t.regs, reg)
 	return err
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/keyplane/keyplane/internal/store"
 	"github.com/keyplane/keyplane/internal/store/firestorestore"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
+	"github.com/keyplane/keyplane/internal/stripeexport"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/telemetry"
 	"github.com/keyplane/keyplane/internal/tokens"
@@ -260,6 +261,9 @@ func (b *build) openUsageTopic() {
 	}
 	if b.app.Topic, b.err = b.openTopic(UsageTopic, b.cfg.UsageTopic); b.err == nil {
 		b.srv.UsageTopic = b.app.Topic
+		if b.app.queue != nil && b.cfg.StripeAPIKey != "" {
+			StripeExportTopic.declare(b.app.queue, b.cfg.UsageTopic) // before anything is published
+		}
 	}
 }
 
@@ -334,6 +338,37 @@ func (b *build) consumer() {
 	b.app.Consumer.Plans = b.app.Plans
 	b.app.Consumer.Tracer = b.tel.Tracer()
 	b.err = b.tel.ObserveConsumer(b.app.Consumer)
+}
+
+// dropStripeExportIfOff deletes the embedded queue's Stripe export
+// subscriptions when the export is off: declared by an earlier serve with
+// the export on, they would keep a copy of every usage message for ever.
+// (Pub/Sub subscriptions are infra/'s to remove, with var.stripe_meters.)
+func (b *build) dropStripeExportIfOff() {
+	if b.err != nil || b.app.queue == nil || b.cfg.StripeAPIKey != "" {
+		return
+	}
+	for _, sub := range []string{StripeExportTopic.Subscription, StripeExportTopic.DeadLetterSubscription} {
+		if b.err = b.app.queue.DeleteSubscription(b.ctx, sub); b.err != nil {
+			return
+		}
+	}
+}
+
+// stripeExporter builds the Stripe usage exporter when the export is
+// configured (cfg.StripeAPIKey); its dead letters go to the ledger.
+func (b *build) stripeExporter() {
+	if b.err != nil || b.cfg.StripeAPIKey == "" {
+		return
+	}
+	meters, err := stripeexport.ParseMeters(b.cfg.StripeMeters)
+	if b.err = err; err != nil {
+		return
+	}
+	client := stripeexport.NewClient(b.cfg.StripeAPIKey, b.cfg.StripeURL, nil)
+	b.app.StripeExporter = stripeexport.New(client, b.app.Store, b.app.Ledger, meters, b.clk, b.log)
+	b.log.Info("stripe usage export on", "meters", meters.String())
+	b.err = b.tel.ObserveStripeExporter(b.app.StripeExporter)
 }
 
 // keyHasher reads the pepper and builds the key hasher from it.
@@ -573,6 +608,31 @@ func (b *build) consumeUsage() {
 	b.consume(UsageTopic, b.cfg.UsageTopic,
 		receiver{"usage consumer", c.Handle},
 		receiver{"usage dead-letter consumer", c.HandleDeadLetter})
+}
+
+// exportToStripe exports the usage topic's events to Stripe, and records
+// its subscription's dead letters, in the background (nothing when the
+// export is off).
+func (b *build) exportToStripe() {
+	if b.err != nil || b.app.StripeExporter == nil {
+		return
+	}
+	x, log := b.app.StripeExporter, b.log
+	b.consume(StripeExportTopic, b.cfg.UsageTopic,
+		receiver{"stripe exporter", exportHandler(x.Handle, log)},
+		receiver{"stripe export dead-letter handler", x.HandleDeadLetter})
+}
+
+// exportHandler logs the failures that make the queue redeliver a usage
+// message to the Stripe exporter.
+func exportHandler(h queue.Handler, log *slog.Logger) queue.Handler {
+	return func(ctx context.Context, m queue.Message) error {
+		err := h(ctx, m)
+		if err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "exporting usage to Stripe failed; the queue redelivers it", "message_id", m.ID, "error", err)
+		}
+		return err
+	}
 }
 
 // deliverNotifications makes the delivery attempts the notifications

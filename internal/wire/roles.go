@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/meter"
 )
@@ -19,6 +20,7 @@ import (
 const (
 	FuncRecordUsage         = "RecordUsage"
 	FuncDeliverNotification = "DeliverNotification"
+	FuncExportStripe        = "ExportStripe"
 )
 
 var (
@@ -29,6 +31,7 @@ var (
 	_ Builder = LeakReports
 	_ Builder = RecordUsage
 	_ Builder = DeliverNotification
+	_ Builder = ExportStripe
 	_ Builder = ServeAll
 )
 
@@ -130,6 +133,21 @@ func RecordUsage(ctx context.Context, cfg config.Config, log *slog.Logger) (*App
 	return b.done()
 }
 
+// ExportStripe builds the ExportStripe function's Stripe exporter, which
+// sends the usage topic's events to Stripe meter events (a second push
+// subscription of the topic). It fails to start unless the export is
+// configured.
+func ExportStripe(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, FuncExportStripe, cfg, log)
+	if cfg.StripeAPIKey == "" {
+		b.err = errs.E(errs.Invalid, "ExportStripe needs KEYPLANE_STRIPE_API_KEY and KEYPLANE_STRIPE_METERS")
+	}
+	b.openStore()  // the keys' owners
+	b.openLedger() // the export's dead letters
+	b.stripeExporter()
+	return b.done()
+}
+
 // DeliverNotification builds the DeliverNotification function's
 // notify.Deliverer, which makes the delivery attempts the notifications
 // topic's messages ask for.
@@ -154,11 +172,13 @@ func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, e
 	b.openVault()
 	b.openLedger()
 	b.openUsageTopic()
+	b.dropStripeExportIfOff()
 	b.openNotifications()
 	b.notifyService()
 	b.deliverer()
 	b.usageWebhookSecrets()
 	b.consumer()
+	b.stripeExporter()
 	b.keyHasher()
 	b.authenticate()
 	b.verifyAuth()
@@ -167,6 +187,7 @@ func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, e
 	b.leaksService()
 	b.sweeper()
 	b.consumeUsage()
+	b.exportToStripe()
 	b.deliverNotifications()
 	b.sweepEvery(cfg.SweepInterval)
 	b.routes()

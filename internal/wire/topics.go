@@ -29,10 +29,24 @@ type TopicSpec struct {
 	Retry                  queue.RetryPolicy // its backoffs, and the deliveries before a message is dead-lettered
 	DeadLetterSubscription string            // delivers the dead-letter topic's messages
 	DeadLetterRetry        queue.RetryPolicy // its backoffs; it dead-letters nothing
+	// DeadLetterSuffix names the dead-letter topic, topic+suffix; ""
+	// means "-dead-letter" (DeadLetterTopic). A second subscription of a
+	// topic needs a dead-letter topic of its own, or each subscription's
+	// dead letters would reach the other's dead-letter handler too.
+	DeadLetterSuffix string
 }
 
 // DeadLetterTopic names the topic that receives topic's dead letters.
 func DeadLetterTopic(topic string) string { return topic + "-dead-letter" }
+
+// deadLetterTopic names the topic that receives the dead letters of s's
+// subscription of topic.
+func (s TopicSpec) deadLetterTopic(topic string) string {
+	if s.DeadLetterSuffix != "" {
+		return topic + s.DeadLetterSuffix
+	}
+	return DeadLetterTopic(topic)
+}
 
 var (
 	// UsageTopic is consumed by RecordUsage (in serve, the usage
@@ -57,13 +71,26 @@ var (
 		DeadLetterSubscription: "notification-dead-letters",
 		DeadLetterRetry:        queue.RetryPolicy{MinBackoff: 10 * time.Second, MaxBackoff: 600 * time.Second},
 	}
+
+	// StripeExportTopic is the usage topic's second subscription, consumed
+	// by ExportStripe (in serve, the Stripe exporter) when the export is
+	// configured. Its 20 deliveries, 10 s doubling to 600 s, span under
+	// three hours: every redelivery of an event falls within the 24 hours
+	// in which Stripe dedupes its identifier. A message dead-lettered here
+	// is counted in the ledger all the same; only its export is missing.
+	StripeExportTopic = TopicSpec{
+		Subscription:           "export-stripe",
+		Retry:                  queue.RetryPolicy{MinBackoff: 10 * time.Second, MaxBackoff: 10 * time.Minute, MaxAttempts: 20},
+		DeadLetterSubscription: "stripe-dead-letters",
+		DeadLetterSuffix:       "-stripe-dead-letter",
+	}
 )
 
 // declare declares both subscriptions of topic on the embedded queue and
 // returns them. Declaring them as soon as the topic is opened matters: a
 // message published to a topic with no subscription is dropped.
 func (s TopicSpec) declare(q *embeddedqueue.Queue, topic string) (events, deadLetters queue.Subscription) {
-	dl := DeadLetterTopic(topic)
+	dl := s.deadLetterTopic(topic)
 	return q.Subscription(topic, s.Subscription, s.Retry, dl),
 		q.Subscription(dl, s.DeadLetterSubscription, s.DeadLetterRetry, "")
 }
@@ -72,7 +99,7 @@ func (s TopicSpec) declare(q *embeddedqueue.Queue, topic string) (events, deadLe
 // on Pub/Sub unless they exist (updating the subscriptions' policies), and
 // returns the subscriptions.
 func (s TopicSpec) ensure(ctx context.Context, c *gpubsub.Client, topic string) (events, deadLetters queue.Subscription, err error) {
-	dl := DeadLetterTopic(topic)
+	dl := s.deadLetterTopic(topic)
 	for _, t := range []string{topic, dl} {
 		if err := pubsubqueue.EnsureTopic(ctx, c, t); err != nil {
 			return nil, nil, err

@@ -57,6 +57,7 @@ import (
 	"github.com/keyplane/keyplane/internal/secrets/filevault"
 	"github.com/keyplane/keyplane/internal/secrets/secretmanagervault"
 	"github.com/keyplane/keyplane/internal/store"
+	"github.com/keyplane/keyplane/internal/stripeexport"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/verify"
 )
@@ -77,6 +78,8 @@ type App struct {
 	Ledger   ledger.Ledger
 	Topic    queue.Topic // the usage topic
 	Consumer *meter.Consumer
+	// StripeExporter exports usage to Stripe; nil when the export is off.
+	StripeExporter *stripeexport.Exporter
 	// Owner notifications: the webhook registry and delivery records, the
 	// notifications topic, the service that sets webhooks and enqueues
 	// notifications, and the Deliverer that handles the topic's messages.

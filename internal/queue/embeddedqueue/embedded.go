@@ -326,6 +326,25 @@ func (q *Queue) Subscription(topic, name string, policy queue.RetryPolicy, deadL
 	return s
 }
 
+// DeleteSubscription removes the subscription called name, if it exists,
+// with every message it holds: from then on nothing published reaches it.
+// For a subscription that is no longer consumed (an export turned off),
+// which would otherwise keep a copy of every message for ever. A Receive
+// still running on it finds nothing more.
+func (q *Queue) DeleteSubscription(ctx context.Context, name string) error {
+	if !q.enter() {
+		return errClosed()
+	}
+	defer q.active.Done()
+	return q.file.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE subscription = ?", name); err != nil {
+			return translate(err, "embedded queue: delete subscription")
+		}
+		_, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE name = ?", name)
+		return translate(err, "embedded queue: delete subscription")
+	})
+}
+
 // declare records s, with its policy, in the subscriptions table.
 func (s *Subscription) declare(ctx context.Context) error {
 	if err := validatePolicy(s.topic, s.name, s.policy, s.deadLetter); err != nil {

@@ -560,3 +560,29 @@ func (h *recordingHandler) take() []slog.Record {
 	h.records = nil
 	return r
 }
+
+// TestDeletedSubscriptionKeepsNothing: deleting a subscription drops the
+// messages it held and stops new ones reaching it, and leaves the topic's
+// other subscriptions alone.
+func TestDeletedSubscriptionKeepsNothing(t *testing.T) {
+	ctx := t.Context()
+	q := openQueue(t, filepath.Join(t.TempDir(), "queue.db"), Options{Clock: clock.NewFake(base), Logger: failOnErrorLogs(t)})
+	policy := queue.RetryPolicy{MinBackoff: 10 * time.Second, MaxBackoff: time.Minute, MaxAttempts: 5}
+	declare(t, q, "events", "events-sub", policy, "events-dead")
+	declare(t, q, "events", "export-sub", policy, "export-dead")
+	publishOne(t, q.Topic("events"), "before")
+	if err := q.DeleteSubscription(ctx, "export-sub"); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.DeleteSubscription(ctx, "no-such-sub"); err != nil {
+		t.Errorf("deleting a missing subscription: %v, want nil", err)
+	}
+	publishOne(t, q.Topic("events"), "after")
+	d, err := q.Depth(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d["events-sub"] != 2 || d["export-sub"] != 0 {
+		t.Errorf("depths %v, want 2 on events-sub and none on export-sub", d)
+	}
+}
