@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"maps"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
@@ -48,24 +46,14 @@ func (s *Server) ownerSpend(w http.ResponseWriter, r *http.Request, _ string) er
 		}
 		start = t
 	}
-	u, err := s.Ledger.OwnerUsage(r.Context(), o.ID, plan.Month, start)
+	sp, err := ledger.OwnerSpend(r.Context(), s.Ledger, s.Plans, o.ID, o.Plan, start)
 	if err != nil {
 		return err
 	}
-	currency := plan.DefaultCurrency
-	if p, ok := s.Plans.Get(o.Plan); ok && p.Currency != "" {
-		currency = p.Currency
-	}
-	out := spendResource{Owner: o.ID, Month: start.Format("2006-01"), Currency: currency, Amount: plan.FormatMicros(u.Cost),
-		ByFeature: []featureSpend{}}
-	rest := u.Totals
-	for _, f := range slices.Sorted(maps.Keys(u.Features)) {
-		t := u.Features[f]
-		out.ByFeature = append(out.ByFeature, featureSpend{Feature: f, Amount: plan.FormatMicros(t.Cost), Requests: t.Requests, Units: t.Units})
-		rest = ledger.Totals{Requests: rest.Requests - t.Requests, Units: rest.Units - t.Units, Bytes: rest.Bytes - t.Bytes, Cost: rest.Cost - t.Cost}
-	}
-	if rest != (ledger.Totals{}) { // first: "" sorts before every feature
-		out.ByFeature = slices.Insert(out.ByFeature, 0, featureSpend{Feature: "", Amount: plan.FormatMicros(rest.Cost), Requests: rest.Requests, Units: rest.Units})
+	out := spendResource{Owner: o.ID, Month: start.Format("2006-01"), Currency: sp.Currency, Amount: plan.FormatMicros(sp.Total.Cost),
+		ByFeature: make([]featureSpend, len(sp.ByFeature))}
+	for i, f := range sp.ByFeature {
+		out.ByFeature[i] = featureSpend{Feature: f.Feature, Amount: plan.FormatMicros(f.Cost), Requests: f.Requests, Units: f.Units}
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

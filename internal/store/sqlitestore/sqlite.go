@@ -119,6 +119,18 @@ CREATE INDEX tokens_by_owner ON tokens (owner, created_at DESC, id DESC);
 `, `
 ALTER TABLE owners ADD COLUMN suspension TEXT;
 CREATE INDEX owners_suspended ON owners (id) WHERE suspension IS NOT NULL;
+`, `
+CREATE TABLE portal_links (
+	hash        BLOB PRIMARY KEY,
+	owner       TEXT NOT NULL,
+	permissions TEXT NOT NULL,
+	return_url  TEXT NOT NULL,
+	created_by  TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL,
+	used_at     INTEGER
+) STRICT;
+CREATE INDEX portal_links_by_expiry ON portal_links (expires_at);
 `}
 
 // Open opens the database file at path, creating it and migrating its
