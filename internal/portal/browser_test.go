@@ -51,7 +51,8 @@ func screenshot(name string) chromedp.Action[chromedp.Void] {
 func TestBrowserSeesOwnKeysCreatesOnceRevokesAndCannotReuseTheLink(t *testing.T) {
 	exe := chromium(t)
 	e := newEnv(t)
-	e.createKey(`{"owner": "acct_1", "name": "production", "metadata": {"team": "<b>ml</b>"}}`)
+	prod := e.createKey(`{"owner": "acct_1", "name": "production", "metadata": {"team": "<b>ml</b>"}}`)
+	e.count("acct_1", prod, map[int]int64{0: 40, 1: 55, 2: 31, 4: 62, 5: 48, 8: 20, 12: 75})
 	e.createKey(`{"owner": "acct_2", "name": "someone else's"}`)
 	link := e.link("acct_1", allPerms...)
 

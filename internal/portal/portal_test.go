@@ -3,6 +3,7 @@ package portal_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/ledger"
+	"github.com/keyplane/keyplane/internal/usage"
 	"github.com/keyplane/keyplane/internal/wire"
 )
 
@@ -28,6 +31,7 @@ type env struct {
 	t   *testing.T
 	srv *httptest.Server
 	clk *clock.Fake
+	app *wire.App
 }
 
 func newEnv(t *testing.T) *env {
@@ -46,7 +50,7 @@ func newEnv(t *testing.T) *env {
 	app.Server.Portal.Clock = clk
 	srv := httptest.NewServer(app.Server.Handler())
 	t.Cleanup(func() { cancel(); srv.Close(); app.Close() })
-	return &env{t: t, srv: srv, clk: clk}
+	return &env{t: t, srv: srv, clk: clk, app: app}
 }
 
 // api calls the JSON API with the admin token.
@@ -83,6 +87,20 @@ func (e *env) link(owner string, perms ...string) string {
 		e.t.Fatalf("POST /v1/portal/sessions = %d %v", st, out)
 	}
 	return out["url"].(string)
+}
+
+// count records usage of key id (owner's) straight into the ledger:
+// requests on each of the days before now given.
+func (e *env) count(owner, id string, requestsByDaysAgo map[int]int64) {
+	e.t.Helper()
+	var events []ledger.Counted
+	for ago, n := range requestsByDaysAgo {
+		events = append(events, ledger.Counted{Owner: owner, Cost: n * 1000, Event: usage.Event{
+			ID: fmt.Sprintf("evt_%s_%d", id, ago), KeyID: id, Time: e.clk.Now().AddDate(0, 0, -ago), Requests: n, Units: 10 * n}})
+	}
+	if _, err := e.app.Ledger.Count(e.t.Context(), events, 40*24*time.Hour); err != nil {
+		e.t.Fatalf("Count: %v", err)
+	}
 }
 
 var allPerms = []string{"keys:read", "keys:create", "keys:roll", "keys:revoke", "usage:read"}
@@ -440,5 +458,36 @@ func TestSessionRequestIsValidated(t *testing.T) {
 	}
 	if u := out["url"].(string); !strings.HasPrefix(u, e.srv.URL+"/portal/exchange?token=") {
 		t.Errorf("url = %q, want one under %s/portal/", u, e.srv.URL)
+	}
+}
+
+func TestUsageChartLimitsAndSpendShowTheOwnersUsageOnly(t *testing.T) {
+	e := newEnv(t)
+	mine := e.createKey(`{"owner": "acct_1", "plan": "pro"}`)
+	theirs := e.createKey(`{"owner": "acct_2"}`)
+	e.count("acct_1", mine, map[int]int64{0: 7, 2: 3})
+	e.count("acct_2", theirs, map[int]int64{0: 500})
+	b := newBrowser(t)
+	home := b.get(e.link("acct_1", allPerms...))
+	if home.Status != 200 {
+		t.Fatalf("home = %d", home.Status)
+	}
+	if got := strings.Count(home.Body, "<rect "); got != 30 {
+		t.Errorf("the chart has %d bars, want 30 (one a day)", got)
+	}
+	today := e.clk.Now().Format("Jan 2")
+	if !strings.Contains(home.Body, "<title>"+today+": 7</title>") || !strings.Contains(home.Body, "max 7") {
+		t.Errorf("the chart lacks today's 7 requests (or shows another owner's):\n%s", home.Body)
+	}
+	key := b.get(e.srv.URL + "/portal/keys/" + mine)
+	if !strings.Contains(key.Body, "<title>"+today+": 7</title>") {
+		t.Errorf("the key's chart lacks today's 7 requests")
+	}
+	// The pro plan's per-key requests_per_day is what remains after today's 7.
+	if !regexp.MustCompile(`<td>requests_per_day</td><td>(\d+)</td><td>7</td>`).MatchString(key.Body) {
+		t.Errorf("the key's limits do not show today's 7 requests used:\n%s", key.Body)
+	}
+	if !strings.Contains(home.Body, "for 10 requests") && e.clk.Now().Day() > 2 {
+		t.Errorf("the month's spend does not count acct_1's 10 requests:\n%s", home.Body)
 	}
 }
