@@ -207,15 +207,9 @@ func (p *Portal) keyPage(w http.ResponseWriter, r *http.Request, s *session) err
 			return err
 		}
 		from, to := p.chartRange()
-		points, _, err := p.Ledger.KeySeries(r.Context(), s.Owner, plan.Day, from, to, ledger.MaxSeriesPoints)
+		byDay, err := p.keyDays(r, s.Owner, k.ID, from, to)
 		if err != nil {
 			return err
-		}
-		byDay := map[time.Time]int64{}
-		for _, pt := range points {
-			if pt.KeyID == k.ID {
-				byDay[pt.Start] = pt.Requests
-			}
 		}
 		kv.Chart = chartOf(from, to, byDay)
 	}
@@ -282,4 +276,32 @@ func (p *Portal) revokeKey(w http.ResponseWriter, r *http.Request, s *session) e
 	}
 	http.Redirect(w, r, "/portal/keys/"+k.ID, http.StatusSeeOther)
 	return nil
+}
+
+// keyDays returns key id's requests per day in [from, to): from the
+// owner's key series, one read, unless the owner has so many keys with
+// usage that the series is cut short; then from the key's own daily
+// totals.
+func (p *Portal) keyDays(r *http.Request, owner, id string, from, to time.Time) (map[time.Time]int64, error) {
+	byDay := map[time.Time]int64{}
+	points, more, err := p.Ledger.KeySeries(r.Context(), owner, plan.Day, from, to, ledger.MaxSeriesPoints)
+	if err != nil {
+		return nil, err
+	}
+	if !more {
+		for _, pt := range points {
+			if pt.KeyID == id {
+				byDay[pt.Start] = pt.Requests
+			}
+		}
+		return byDay, nil
+	}
+	for t := from; t.Before(to); t = t.AddDate(0, 0, 1) {
+		tot, err := p.Ledger.Totals(r.Context(), id, plan.Day, t)
+		if err != nil {
+			return nil, err
+		}
+		byDay[t] = tot.Requests
+	}
+	return byDay, nil
 }

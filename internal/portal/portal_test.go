@@ -260,6 +260,40 @@ func TestSessionCookieIsLockedDown(t *testing.T) {
 	if loc := res.Header.Get("Location"); loc != "/portal/" {
 		t.Errorf("exchange redirects to %q, want /portal/ (the token leaves the address bar)", loc)
 	}
+	// Behind a TLS terminator (Cloud Run says X-Forwarded-Proto: https)
+	// the cookie is Secure.
+	req, _ := http.NewRequest("GET", e.link("acct_1", "keys:read"), nil)
+	req.Header.Set("X-Forwarded-Proto", "https")
+	res, err = noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if c := res.Header.Get("Set-Cookie"); !strings.Contains(c, "Secure") {
+		t.Errorf("Set-Cookie %q behind https lacks Secure", c)
+	}
+}
+
+func TestSignOutClearsTheSessionAndReturnsToThePlatform(t *testing.T) {
+	e := newEnv(t)
+	e.createKey(`{"owner": "acct_1"}`)
+	b := newBrowser(t)
+	home := b.get(e.link("acct_1", "keys:read"))
+	b.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, _ := http.NewRequest("POST", e.srv.URL+"/portal/logout", strings.NewReader(url.Values{"csrf": {csrf(t, home)}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := b.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "https://platform.example/account" {
+		t.Errorf("sign out = %d to %q, want 303 to the return_url", res.StatusCode, res.Header.Get("Location"))
+	}
+	b.c.CheckRedirect = nil
+	if p := b.get(e.srv.URL + "/portal/"); p.Status != 401 {
+		t.Errorf("the portal after signing out = %d, want 401", p.Status)
+	}
 }
 
 func TestForgedOrMissingSessionOrCSRFIsRefused(t *testing.T) {
