@@ -1,9 +1,6 @@
 package portal
 
-import (
-	"slices"
-	"strings"
-)
+import "slices"
 
 // Portal permissions: what an owner may do in a portal session.
 const (
@@ -28,5 +25,3 @@ func DefaultPermissions() []string { return []string{PermKeysRead, PermUsageRead
 type permSet []string
 
 func (s permSet) has(p string) bool { return slices.Contains(s, p) }
-
-func (s permSet) String() string { return strings.Join(s, ", ") }

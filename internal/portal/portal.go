@@ -127,7 +127,7 @@ func (p *Portal) Open(ctx context.Context, actor, origin string, req SessionRequ
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	token := base64.RawURLEncoding.EncodeToString(raw)
-	now := p.now()
+	now := p.now().Truncate(time.Microsecond) // as the stores keep it
 	l := store.PortalLink{Hash: linkHash(token), Owner: o.ID, Permissions: perms, ReturnURL: ret.String(),
 		CreatedBy: actor, CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	if err := p.Links.CreatePortalLink(ctx, l); err != nil {
