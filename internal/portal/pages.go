@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -59,6 +60,12 @@ type keyView struct {
 	Chart  []chartPoint
 }
 
+// featureLimits are the owner's limits on one feature (a model).
+type featureLimits struct {
+	Feature string
+	Limits  []limitView
+}
+
 // limitView is one limit and what remains of it in its current window.
 type limitView struct {
 	Name      string
@@ -75,6 +82,7 @@ type homeData struct {
 	First    bool
 	Owner    *store.Owner
 	Limits   []limitView
+	Features []featureLimits
 	Chart    []chartPoint
 	Spend    ledger.Spend
 	Amounts  map[string]string // feature → formatted amount
@@ -98,12 +106,35 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) error 
 			return err
 		}
 		d.Owner = o
-		own, _ := p.Owners.Effective(o)
-		if d.Limits, err = p.limits(own, func(w plan.Window, start time.Time) (ledger.Totals, error) {
-			u, err := p.Ledger.OwnerUsage(r.Context(), s.Owner, w, start)
-			return u.Totals, err
-		}); err != nil {
+		own, features := p.Owners.Effective(o)
+		usage := map[plan.Window]ledger.Usage{} // each window read once
+		used := func(feature string) func(plan.Window, time.Time) (ledger.Totals, error) {
+			return func(w plan.Window, start time.Time) (ledger.Totals, error) {
+				u, ok := usage[w]
+				if !ok {
+					var err error
+					if u, err = p.Ledger.OwnerUsage(r.Context(), s.Owner, w, start); err != nil {
+						return ledger.Totals{}, err
+					}
+					usage[w] = u
+				}
+				if feature == "" {
+					return u.Totals, nil
+				}
+				return u.Features[feature], nil
+			}
+		}
+		if d.Limits, err = p.limits(own, used("")); err != nil {
 			return err
+		}
+		for _, f := range slices.Sorted(maps.Keys(features)) {
+			lv, err := p.limits(features[f], used(f))
+			if err != nil {
+				return err
+			}
+			if len(lv) > 0 {
+				d.Features = append(d.Features, featureLimits{Feature: f, Limits: lv})
+			}
 		}
 		from, to := p.chartRange()
 		points, err := p.Ledger.OwnerSeries(r.Context(), s.Owner, plan.Day, from, to)
@@ -148,13 +179,7 @@ func chartOf(from, to time.Time, byDay map[time.Time]int64) []chartPoint {
 func (p *Portal) limits(l plan.Limits, used func(plan.Window, time.Time) (ledger.Totals, error)) ([]limitView, error) {
 	now := p.now()
 	var out []limitView
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range l {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(l)) {
 		metric, win, err := plan.SplitLimitName(name)
 		if err != nil {
 			continue

@@ -499,7 +499,14 @@ func TestUsageChartLimitsAndSpendShowTheOwnersUsageOnly(t *testing.T) {
 	e := newEnv(t)
 	mine := e.createKey(`{"owner": "acct_1", "plan": "pro"}`)
 	theirs := e.createKey(`{"owner": "acct_2"}`)
+	if st, out := e.api("PATCH", "/v1/owners/acct_1", `{"limits": {"requests_per_day": 100}, "features": {"generate": {"requests_per_day": 50}}}`); st != 200 {
+		t.Fatalf("PATCH owner = %d %v", st, out)
+	}
 	e.count("acct_1", mine, map[int]int64{0: 7, 2: 3})
+	if _, err := e.app.Ledger.Count(t.Context(), []ledger.Counted{{Owner: "acct_1", Event: usage.Event{
+		ID: "evt_gen", KeyID: mine, Time: e.clk.Now(), Requests: 4, Feature: "generate"}}}, 40*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	e.count("acct_2", theirs, map[int]int64{0: 500})
 	b := newBrowser(t)
 	home := b.get(e.link("acct_1", allPerms...))
@@ -510,18 +517,25 @@ func TestUsageChartLimitsAndSpendShowTheOwnersUsageOnly(t *testing.T) {
 		t.Errorf("the chart has %d bars, want 30 (one a day)", got)
 	}
 	today := e.clk.Now().Format("Jan 2")
-	if !strings.Contains(home.Body, "<title>"+today+": 7</title>") || !strings.Contains(home.Body, "max 7") {
+	// The owner's shared day limit: 11 of 100 used today; on generate 4 of 50.
+	if !strings.Contains(home.Body, "<td>requests_per_day</td><td>100</td><td>11</td><td>89</td>") {
+		t.Errorf("the owner's limits do not show 11 of 100 used:\n%s", home.Body)
+	}
+	if !strings.Contains(home.Body, "On generate") || !strings.Contains(home.Body, "<td>requests_per_day</td><td>50</td><td>4</td><td>46</td>") {
+		t.Errorf("the owner's generate limits do not show 4 of 50 used:\n%s", home.Body)
+	}
+	if !strings.Contains(home.Body, "<title>"+today+": 11</title>") || !strings.Contains(home.Body, "max 11") {
 		t.Errorf("the chart lacks today's 7 requests (or shows another owner's):\n%s", home.Body)
 	}
 	key := b.get(e.srv.URL + "/portal/keys/" + mine)
-	if !strings.Contains(key.Body, "<title>"+today+": 7</title>") {
-		t.Errorf("the key's chart lacks today's 7 requests")
+	if !strings.Contains(key.Body, "<title>"+today+": 11</title>") {
+		t.Errorf("the key's chart lacks today's 11 requests")
 	}
-	// The pro plan's per-key requests_per_day is what remains after today's 7.
-	if !regexp.MustCompile(`<td>requests_per_day</td><td>(\d+)</td><td>7</td>`).MatchString(key.Body) {
-		t.Errorf("the key's limits do not show today's 7 requests used:\n%s", key.Body)
+	// The pro plan's per-key requests_per_day, 100000, less today's 11.
+	if !strings.Contains(key.Body, "<td>requests_per_day</td><td>100000</td><td>11</td><td>99989</td>") {
+		t.Errorf("the key's limits do not show today's 11 requests used:\n%s", key.Body)
 	}
-	if !strings.Contains(home.Body, "for 10 requests") && e.clk.Now().Day() > 2 {
+	if !strings.Contains(home.Body, "for 14 requests") && e.clk.Now().Day() > 2 {
 		t.Errorf("the month's spend does not count acct_1's 10 requests:\n%s", home.Body)
 	}
 }
