@@ -7,6 +7,7 @@
 #   curl, python3    scripts/with-emulators.sh (free ports, readiness)
 #   java             the Firestore and Pub/Sub emulators run on a JRE
 #   redis-server     the Redis limiter's tests start their own (internal/testenv)
+#   chromium         the console's browser test drives it headless (internal/console)
 #   gcloud + the firestore and pubsub emulator components
 #
 # Go itself (1.26, from go.mod) is not installed here: it comes from go.dev
@@ -24,6 +25,9 @@ need curl curl
 need python3 python3
 need java default-jre-headless
 need redis-server redis-server
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
 need gcloud google-cloud-cli
 # the emulator components, as Debian packages of the Cloud SDK's apt repository
 sdk_root=""
@@ -37,7 +41,7 @@ emulator_present cloud-firestore-emulator || missing+=(google-cloud-cli-firestor
 emulator_present pubsub-emulator || missing+=(google-cloud-cli-pubsub-emulator)
 
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-prereqs: make, gcc, curl, python3, java, redis-server, gcloud and both emulators are present"
+  echo "install-prereqs: make, gcc, curl, python3, java, redis-server, chromium, gcloud and both emulators are present"
   exit 0
 fi
 echo "install-prereqs: installing ${missing[*]} with apt-get" >&2

@@ -4,6 +4,8 @@
 //	keyplane admin-token [--data ./.keyplane]
 //	keyplane report-usage --key-id key_… [--requests 1] …
 //	keyplane receive-webhooks --secret-file FILE [--addr 127.0.0.1:9000] [--fail N]
+//	keyplane keys create|list|get|update|disable|enable|rotate|revoke|reveal …
+//	keyplane usage|audit|sweep|portal-link …, keyplane owners list|get|update …
 //
 // serve runs every Cloud Function's routes in one process on one port, on
 // the embedded backends by default (SQLite, an encrypted file vault); each
@@ -11,6 +13,13 @@
 // environment (see internal/config). admin-token prints the admin token that
 // serve generated and stored in the embedded vault; it only reads, and
 // works while serve runs.
+//
+// The admin commands (keys, usage, audit, owners, sweep, portal-link) call
+// keyplane's HTTP API through pkg/client, at $KEYPLANE_URL with
+// $KEYPLANE_ADMIN_TOKEN (--url and --token override them), and print a
+// table or, with -o json, JSON. Their exit code is 0 on success, 1 when
+// keyplane refused (its message on stderr) or could not be reached, and 2
+// for a mistake in the command line.
 package main
 
 import (
@@ -50,9 +59,22 @@ const usage = `usage:
       signs a usage event with $KEYPLANE_WEBHOOK_SECRET and posts it to the usage webhook
   keyplane receive-webhooks --secret-file FILE [--addr 127.0.0.1:9000] [--fail N]
       an owner's webhook endpoint for local trials: checks signatures, prints notifications
+
+admin commands, against $KEYPLANE_URL (default http://127.0.0.1:8080) with $KEYPLANE_ADMIN_TOKEN;
+--url and --token override them, -o table|json picks the output:
+  keyplane keys create|list|get|update|disable|enable|rotate|revoke|reveal …
+      keys: create prints the secret once, reveal --yes reads it again (audited)
+  keyplane usage [--key KEY_ID | --owner OWNER [--bucket day --group-by key|feature]]
+  keyplane audit [--key-id KEY_ID]
+  keyplane owners list|get|update …
+      an owner's tier (plan) and limit overrides
+  keyplane sweep [--dry-run]
+  keyplane portal-link --owner OWNER [--return-url URL] [--permissions …]
+  exit codes: 0 done, 1 keyplane refused or could not be reached, 2 a command-line mistake
+
   keyplane help [command]
 
-Environment: KEYPLANE_ADMIN_TOKEN, KEYPLANE_PLANS, KEYPLANE_DATA, KEYPLANE_STORE (sqlite|firestore),
+Environment: KEYPLANE_URL, KEYPLANE_ADMIN_TOKEN, KEYPLANE_PLANS, KEYPLANE_DATA, KEYPLANE_STORE (sqlite|firestore),
 KEYPLANE_SECRETS (file|secretmanager), GOOGLE_CLOUD_PROJECT, KEYPLANE_KEY_PREFIX,
 KEYPLANE_VAULT_KEY, KEYPLANE_WEBHOOK_ALLOW_PRIVATE, KEYPLANE_SWEEP_INTERVAL, KEYPLANE_CLOCK_OFFSET,
 KEYPLANE_LOG_LEVEL; see docs/operations.md.
@@ -177,6 +199,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "receive-webhooks":
 		return receiveWebhooks(ctx, args[1:], getenv, stdout, stderr)
 	}
+	if cmd := adminCommands[args[0]]; cmd != nil {
+		return cmd(adminEnv{ctx, getenv, stdout, stderr}, args[1:])
+	}
 	return &usageError{nil, fmt.Errorf("unknown command %q", args[0])}
 }
 
@@ -233,6 +258,7 @@ func serve(ctx context.Context, cfg config.Config, addr string, log *slog.Logger
 	if app.GeneratedWebhookSecret != "" {
 		fmt.Fprintf(stdout, "generated the usage webhook's signing secret, shown once:\n  export KEYPLANE_WEBHOOK_SECRET=%s\n", app.GeneratedWebhookSecret)
 	}
+	fmt.Fprintf(stdout, "operator console: %s/console (sign in with the admin token)\n", base)
 	fmt.Fprintf(stdout, "try:\n  curl -s -X POST %s/v1/keys -H \"Authorization: Bearer %s\" -d '{\"owner\": \"acct_123\"}'\n", base, token)
 
 	// The background work outlives the signal until Close: the HTTP server

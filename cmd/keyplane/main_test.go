@@ -56,6 +56,15 @@ func TestServePrintsTokenServesAndShutsDown(t *testing.T) {
 	if res.StatusCode != 201 {
 		t.Fatalf("the printed curl's request = %d, want 201", res.StatusCode)
 	}
+	console := regexp.MustCompile(`operator console: (http://\S+)`).FindStringSubmatch(out.String())
+	if console == nil || console[1] != base[1]+"/console" {
+		t.Fatalf("serve printed:\n%s\nwant the console's URL", out.String())
+	}
+	if res, err := http.Get(console[1]); err != nil || res.StatusCode != 200 || res.Request.URL.Path != "/console/signin" {
+		t.Fatalf("the printed console URL: %v %v", res, err)
+	} else {
+		res.Body.Close()
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -55,7 +55,7 @@ var clientTypes = map[string]func() any{
 	"getSpend":            nil, // the client has no spend method yet
 	"reportLeaks":         nil, // the client has no leak method yet
 	"reportGitHubLeaks":   nil, // GitHub calls it
-	"createPortalSession": nil, // client in admin-cli branch
+	"createPortalSession": func() any { return new(client.PortalSession) },
 }
 
 // decodesIntoClientType checks that a successful JSON answer has no field

@@ -68,6 +68,9 @@ type Server struct {
 	Portal  *portal.Portal
 	Logger  *slog.Logger // default slog.Default()
 	Project string       // Google Cloud project, for trace correlation in logs
+	// Console, if set, is served at /console and below wherever the Keys
+	// function's routes are (internal/console).
+	Console http.Handler
 }
 
 // Function names: each route belongs to the Cloud Function that serves it.
@@ -167,6 +170,10 @@ func (s *Server) Handler(functions ...string) http.Handler {
 	var pages http.Handler // the owner portal's pages, if served
 	if s.Portal != nil && (len(functions) == 0 || want[FuncKeys]) {
 		pages = s.Portal.Handler()
+	}
+	if s.Console != nil && (len(functions) == 0 || want[FuncKeys]) {
+		mux.Handle("/console", s.Console)
+		mux.Handle("/console/", s.Console)
 	}
 	routed := s.jsonFallback(mux)
 	return s.logRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

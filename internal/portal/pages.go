@@ -49,6 +49,10 @@ func (p *Portal) exchange(w http.ResponseWriter, r *http.Request) {
 
 func (p *Portal) logout(w http.ResponseWriter, r *http.Request, s *session) error {
 	p.setCookie(w, r, "", time.Time{})
+	if s.Return == "" {
+		p.render(w, r, http.StatusOK, "signedout", nil, "Signed out", nil)
+		return nil
+	}
 	http.Redirect(w, r, s.Return, http.StatusSeeOther)
 	return nil
 }

@@ -74,7 +74,7 @@ func (p *Portal) sessionTTL() time.Duration {
 // SessionRequest is the body of POST /v1/portal/sessions.
 type SessionRequest struct {
 	Owner       string   `json:"owner"`
-	ReturnURL   string   `json:"return_url"`
+	ReturnURL   string   `json:"return_url,omitempty"`  // the back link's and sign-out's target; none if empty
 	Permissions []string `json:"permissions,omitempty"` // default DefaultPermissions
 	TTL         string   `json:"ttl,omitempty"`         // the link's, a Go duration; default and at most MaxLinkTTL
 }
@@ -92,8 +92,7 @@ type Link struct {
 func (p *Portal) Open(ctx context.Context, actor, origin string, req SessionRequest) (Link, error) {
 	ret, err := url.Parse(req.ReturnURL)
 	switch {
-	case req.ReturnURL == "":
-		return Link{}, errs.E(errs.Invalid, "return_url is required: where the portal's back link leads")
+	case req.ReturnURL == "": // no back link
 	case len(req.ReturnURL) > maxReturnURL:
 		return Link{}, errs.E(errs.Invalid, "return_url is longer than %d characters", maxReturnURL)
 	case err != nil || (ret.Scheme != "https" && ret.Scheme != "http") || ret.Host == "" || ret.User != nil:

@@ -294,6 +294,19 @@ func TestSignOutClearsTheSessionAndReturnsToThePlatform(t *testing.T) {
 	if p := b.get(e.srv.URL + "/portal/"); p.Status != 401 {
 		t.Errorf("the portal after signing out = %d, want 401", p.Status)
 	}
+	// Without a return_url there is no back link, and signing out says so.
+	st, out := e.api("POST", "/v1/portal/sessions", `{"owner": "acct_1"}`)
+	if st != 201 {
+		t.Fatalf("a session without return_url = %d %v", st, out)
+	}
+	b = newBrowser(t)
+	home = b.get(out["url"].(string))
+	if strings.Contains(home.Body, "Back to your account") {
+		t.Errorf("a session without return_url shows a back link")
+	}
+	if p := b.post(e.srv.URL, "/portal/logout", url.Values{"csrf": {csrf(t, home)}}); p.Status != 200 || !strings.Contains(p.Body, "Signed out") {
+		t.Errorf("sign out without return_url = %d, want the signed-out page", p.Status)
+	}
 }
 
 func TestForgedOrMissingSessionOrCSRFIsRefused(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	gfirestore "cloud.google.com/go/firestore"
@@ -19,6 +20,7 @@ import (
 	"github.com/keyplane/keyplane/internal/clientips"
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/config"
+	"github.com/keyplane/keyplane/internal/console"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/httpapi"
 	"github.com/keyplane/keyplane/internal/keys"
@@ -678,5 +680,19 @@ func (b *build) routes(functions ...string) {
 	if b.err != nil {
 		return
 	}
+	if len(functions) == 0 || slices.Contains(functions, httpapi.FuncKeys) {
+		b.console()
+	}
 	b.app.Handler = b.srv.Handler(functions...)
+}
+
+// console builds the operator console over the Server's services.
+func (b *build) console() {
+	c, err := console.New(console.Config{Keys: b.srv.Keys, Owners: b.srv.Owners, Ledger: b.srv.Ledger, Sweeper: b.srv.Sweeper,
+		Plans: b.srv.Plans, Authenticate: b.srv.AuthenticateCredential, Clock: b.srv.Clock, Logger: b.srv.Logger})
+	if err != nil {
+		b.err = err
+		return
+	}
+	b.srv.Console = c
 }
