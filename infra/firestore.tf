@@ -292,6 +292,15 @@ locals {
     "idempotency/lease_until"  = { ttl = false, exempt = true }
     "idempotency/created_at"   = { ttl = false, exempt = true }
     "idempotency/expires_at"   = { ttl = true, exempt = true }
+    # Owner-portal links (store.PortalLinks): read by document id only;
+    # useless once expired.
+    "portal_links/owner"       = { ttl = false, exempt = true }
+    "portal_links/permissions" = { ttl = false, exempt = true }
+    "portal_links/return_url"  = { ttl = false, exempt = true }
+    "portal_links/created_by"  = { ttl = false, exempt = true }
+    "portal_links/created_at"  = { ttl = false, exempt = true }
+    "portal_links/used_at"     = { ttl = false, exempt = true }
+    "portal_links/expires_at"  = { ttl = true, exempt = true }
     # Usage events kept for deduplication expire after the replay window.
     "usage_events/expire_at" = { ttl = true, exempt = true }
     "usage_events/id"        = { ttl = false, exempt = true }

@@ -55,7 +55,8 @@ func ownerScoped(route string) scope {
 		"POST /v1/verify",
 		"POST /v1/tokens",
 		"GET /v1/tokens",
-		"POST /v1/tokens/{id}/revoke":
+		"POST /v1/tokens/{id}/revoke",
+		"POST /v1/portal/sessions":
 		return scopeHandler
 	}
 	return scopeNone

@@ -10,31 +10,9 @@ import (
 	"github.com/keyplane/keyplane/internal/errs"
 )
 
-// status maps an error kind to its HTTP status. It is the only such
-// mapping in keyplane.
-func status(k errs.Kind) int {
-	switch k {
-	case errs.Invalid:
-		return http.StatusBadRequest
-	case errs.Unauthenticated:
-		return http.StatusUnauthorized
-	case errs.PermissionDenied:
-		return http.StatusForbidden
-	case errs.NotFound:
-		return http.StatusNotFound
-	case errs.Exists, errs.Conflict, errs.FailedPrecondition:
-		return http.StatusConflict
-	case errs.TooLarge:
-		return http.StatusRequestEntityTooLarge
-	case errs.Unprocessable:
-		return http.StatusUnprocessableEntity
-	case errs.Exhausted:
-		return http.StatusTooManyRequests
-	case errs.Unavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// status maps an error kind to its HTTP status (errs.HTTPStatus, the
+// only such mapping in keyplane).
+func status(k errs.Kind) int { return errs.HTTPStatus(k) }
 
 // errorBody is every error answer: {"error": {"code", "message",
 // "details"}}.

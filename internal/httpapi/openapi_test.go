@@ -27,36 +27,37 @@ func checked(t *testing.T, h http.Handler) http.Handler {
 // pkg/client decodes its successful answer into, or nil where the client
 // has no method for the operation.
 var clientTypes = map[string]func() any{
-	"createKey":         func() any { return new(client.KeyWithSecret) },
-	"rotateKey":         func() any { return new(client.KeyWithSecret) },
-	"getKey":            func() any { return new(client.Key) },
-	"updateKey":         func() any { return new(client.Key) },
-	"disableKey":        func() any { return new(client.Key) },
-	"enableKey":         func() any { return new(client.Key) },
-	"revokeKey":         func() any { return new(client.Key) },
-	"listKeys":          func() any { return new(client.KeyList) },
-	"listAudit":         func() any { return new(client.AuditList) },
-	"verifyKey":         func() any { return new(client.Decision) },
-	"getKeyUsage":       func() any { return new(client.Usage) },
-	"getOwner":          func() any { return new(client.Owner) },
-	"updateOwner":       func() any { return new(client.Owner) },
-	"listOwners":        func() any { return new(client.OwnerList) },
-	"createToken":       func() any { return new(client.TokenWithSecret) },
-	"listTokens":        func() any { return new(client.TokenList) },
-	"revokeToken":       func() any { return new(client.Token) },
-	"revealSecret":      nil, // RevealSecret returns the string
-	"reportUsage":       nil, // the UsageReporter needs only the status
-	"listUsage":         nil,
-	"listDeadLetters":   nil,
-	"runSweep":          nil,
-	"setWebhook":        nil,
-	"getWebhook":        nil,
-	"health":            nil,
-	"getSpend":          func() any { return new(client.Spend) },
-	"addCredits":        func() any { return new(client.Credit) },
-	"listCredits":       func() any { return new(client.CreditList) },
-	"reportLeaks":       func() any { return new([]client.LeakResult) },
-	"reportGitHubLeaks": nil, // GitHub calls it
+	"createKey":           func() any { return new(client.KeyWithSecret) },
+	"rotateKey":           func() any { return new(client.KeyWithSecret) },
+	"getKey":              func() any { return new(client.Key) },
+	"updateKey":           func() any { return new(client.Key) },
+	"disableKey":          func() any { return new(client.Key) },
+	"enableKey":           func() any { return new(client.Key) },
+	"revokeKey":           func() any { return new(client.Key) },
+	"listKeys":            func() any { return new(client.KeyList) },
+	"listAudit":           func() any { return new(client.AuditList) },
+	"verifyKey":           func() any { return new(client.Decision) },
+	"getKeyUsage":         func() any { return new(client.Usage) },
+	"getOwner":            func() any { return new(client.Owner) },
+	"updateOwner":         func() any { return new(client.Owner) },
+	"listOwners":          func() any { return new(client.OwnerList) },
+	"createToken":         func() any { return new(client.TokenWithSecret) },
+	"listTokens":          func() any { return new(client.TokenList) },
+	"revokeToken":         func() any { return new(client.Token) },
+	"revealSecret":        nil, // RevealSecret returns the string
+	"reportUsage":         nil, // the UsageReporter needs only the status
+	"listUsage":           nil,
+	"listDeadLetters":     nil,
+	"runSweep":            nil,
+	"setWebhook":          nil,
+	"getWebhook":          nil,
+	"health":              nil,
+	"getSpend":            func() any { return new(client.Spend) },
+	"addCredits":          func() any { return new(client.Credit) },
+	"listCredits":         func() any { return new(client.CreditList) },
+	"reportLeaks":         func() any { return new([]client.LeakResult) },
+	"reportGitHubLeaks":   nil, // GitHub calls it
+	"createPortalSession": func() any { return new(client.PortalSession) },
 }
 
 // decodesIntoClientType checks that a successful JSON answer has no field

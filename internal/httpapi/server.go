@@ -19,6 +19,7 @@ import (
 	"github.com/keyplane/keyplane/internal/notify"
 	"github.com/keyplane/keyplane/internal/owners"
 	"github.com/keyplane/keyplane/internal/plan"
+	"github.com/keyplane/keyplane/internal/portal"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/tokens"
@@ -61,7 +62,10 @@ type Server struct {
 	VerifyAuth Authenticator
 	// Tokens, if set, admits caller tokens (tokens.Service) and serves the
 	// /v1/tokens routes.
-	Tokens  *tokens.Service
+	Tokens *tokens.Service
+	// Portal, if set, serves POST /v1/portal/sessions and, with the Keys
+	// function's routes, the owner portal's pages under /portal/.
+	Portal  *portal.Portal
 	Logger  *slog.Logger // default slog.Default()
 	Project string       // Google Cloud project, for trace correlation in logs
 	// Console, if set, is served at /console and below wherever the Keys
@@ -126,6 +130,7 @@ func (s *Server) Routes() []Route {
 		{FuncKeys, "POST", "/v1/tokens", true, tokens.TokensManage, ManagementBodyLimit, s.createToken},
 		{FuncKeys, "GET", "/v1/tokens", true, tokens.TokensManage, 0, s.listTokens},
 		{FuncKeys, "POST", "/v1/tokens/{id}/revoke", true, tokens.TokensManage, ManagementBodyLimit, s.revokeToken},
+		{FuncKeys, "POST", "/v1/portal/sessions", true, tokens.PortalSessions, ManagementBodyLimit, s.createPortalSession},
 		{FuncSweep, "POST", "/v1/sweep", true, tokens.SweepRun, ManagementBodyLimit, s.runSweep},
 		{"", "GET", "/healthz", false, tokens.None, 0, s.healthz},
 	}
@@ -164,6 +169,10 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		}
 		mux.Handle(rt.Method+" "+rt.Path, h)
 	}
+	var pages http.Handler // the owner portal's pages, if served
+	if s.Portal != nil && (len(functions) == 0 || want[FuncKeys]) {
+		pages = s.Portal.Handler()
+	}
 	if s.Console != nil && (len(functions) == 0 || want[FuncKeys]) {
 		mux.Handle("/console", s.Console)
 		mux.Handle("/console/", s.Console)
@@ -173,6 +182,10 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		if n := headerBytes(r); n > MaxHeaderBytes {
 			writeJSON(w, http.StatusRequestHeaderFieldsTooLarge, errorBody{Error: errorDetail{Code: "HEADERS_TOO_LARGE",
 				Message: "the request line and headers are " + strconv.Itoa(n) + " bytes; the limit is " + strconv.Itoa(MaxHeaderBytes)}})
+			return
+		}
+		if pages != nil && isPortalPath(r.URL.Path) {
+			pages.ServeHTTP(w, r)
 			return
 		}
 		if !cleanPath(r.URL.Path) {

@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"maps"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/errs"
@@ -66,14 +64,8 @@ func (s *Server) ownerSpend(w http.ResponseWriter, r *http.Request, _ string) er
 		c := plan.FormatMicros(bal.Credits)
 		out.Credits = &c
 	}
-	rest := u.Totals
-	for _, f := range slices.Sorted(maps.Keys(u.Features)) {
-		t := u.Features[f]
-		out.ByFeature = append(out.ByFeature, featureSpend{Feature: f, Amount: plan.FormatMicros(t.Cost), Requests: t.Requests, Units: t.Units})
-		rest = ledger.Totals{Requests: rest.Requests - t.Requests, Units: rest.Units - t.Units, Bytes: rest.Bytes - t.Bytes, Cost: rest.Cost - t.Cost}
-	}
-	if rest != (ledger.Totals{}) { // first: "" sorts before every feature
-		out.ByFeature = slices.Insert(out.ByFeature, 0, featureSpend{Feature: "", Amount: plan.FormatMicros(rest.Cost), Requests: rest.Requests, Units: rest.Units})
+	for _, f := range ledger.ByFeature(u) {
+		out.ByFeature = append(out.ByFeature, featureSpend{Feature: f.Feature, Amount: plan.FormatMicros(f.Cost), Requests: f.Requests, Units: f.Units})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -63,6 +63,8 @@ func requestFor(rt httpapi.Route, keyID, tokenID, owner, secret string) (path, b
 		body = `{"url": "http://127.0.0.1:9/hook", "events": ["key.disabled"]}`
 	case "PATCH /v1/keys/{id}":
 		body = `{"name": "renamed"}`
+	case "POST /v1/portal/sessions":
+		body = `{"owner": "` + owner + `", "return_url": "https://platform.example/account"}`
 	default:
 		if rt.Method != "GET" {
 			body = `{}`

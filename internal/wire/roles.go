@@ -49,6 +49,7 @@ func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error
 	b.authenticate()
 	b.keysService()
 	b.leaksService() // POST /v1/leaks
+	b.ownerPortal()  // POST /v1/portal/sessions, /portal/
 	b.routes(httpapi.FuncKeys)
 	return b.done()
 }
@@ -185,6 +186,7 @@ func ServeAll(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, e
 	b.verifier(localRecords{b.app.Ledger, b.app.Store})
 	b.keysService()
 	b.leaksService()
+	b.ownerPortal()
 	b.sweeper()
 	b.consumeUsage()
 	b.exportToStripe()

@@ -75,14 +75,16 @@
 //
 // TTL policy: collection group "idempotency", field "expires_at". Firestore
 // deletes expired records within about a day; ReserveIdempotency treats a
-// record past expires_at as absent meanwhile. Do not put a TTL policy on
+// record past expires_at as absent meanwhile. Collection group
+// "portal_links", field "expires_at" too: a portal link is useless once
+// expired, and RedeemPortalLink refuses it by its expires_at meanwhile. Do not put a TTL policy on
 // keys.expires_at: an expired key is kept and reported as expired.
 //
 // Single-field index exemptions that save write cost: keys.hash (looked up
 // through key_hashes), keys.metadata, keys.limits, keys.restrictions,
 // audit.details, key_hashes.key_id, every tokens field but owner and
 // created_at, token_hashes.token_id, owners.plan, owners.limits,
-// owners.features, owners.suspension, owners.created_at and every field of idempotency (nothing
+// owners.features, owners.suspension, owners.created_at, every field of portal_links and every field of idempotency (nothing
 // queries them). The checkpoints collection holds a few documents, written
 // about once per sweep run, so its single-field indexes are left on.
 // keys.created_at and audit.time grow monotonically, which caps each

@@ -22,6 +22,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestPortalLinksConformance(t *testing.T) {
+	testenv.Firestore(t)
+	storetest.RunPortalLinks(t, func(t *testing.T) store.PortalLinks {
+		return NewFromClient(testenv.FirestoreClient(t))
+	})
+}
+
 // TestUpdateKeyAcrossProcessesLosesNoUpdate checks the Firestore
 // transaction itself: the suite's concurrent updates share one Store, whose
 // in-process lock serialises them.

@@ -125,6 +125,18 @@ ALTER TABLE owners ADD COLUMN billing TEXT;
 ALTER TABLE keys ADD COLUMN quarantine TEXT;
 ALTER TABLE keys ADD COLUMN quarantine_due INTEGER;
 CREATE INDEX keys_by_quarantine ON keys (quarantine_due, id) WHERE quarantine_due IS NOT NULL;
+`, `
+CREATE TABLE portal_links (
+	hash        BLOB PRIMARY KEY,
+	owner       TEXT NOT NULL,
+	permissions TEXT NOT NULL,
+	return_url  TEXT NOT NULL,
+	created_by  TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL,
+	used_at     INTEGER
+) STRICT;
+CREATE INDEX portal_links_by_expiry ON portal_links (expires_at);
 `}
 
 // Open opens the database file at path, creating it and migrating its

@@ -143,3 +143,7 @@ func BenchmarkActivate(b *testing.B) {
 		}
 	}
 }
+
+func TestPortalLinksConformance(t *testing.T) {
+	storetest.RunPortalLinks(t, func(t *testing.T) store.PortalLinks { return open(t) })
+}
