@@ -92,6 +92,9 @@ type homeData struct {
 	Amounts  map[string]string // feature → formatted amount
 	Total    string
 	Currency string
+	// Cap is the monthly spend cap and what remains of it, Credits the
+	// prepaid balance; "" for none.
+	Cap, CapLeft, Credits string
 }
 
 func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -155,6 +158,16 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) error 
 			return err
 		}
 		d.Total = plan.FormatMicros(d.Spend.Total.Cost)
+		bal, _, err := p.Owners.Money(r.Context(), o, month)
+		if err != nil {
+			return err
+		}
+		if bal.Cap != nil {
+			d.Cap, d.CapLeft = plan.FormatMicros(*bal.Cap), plan.FormatMicros(max(*bal.Cap-bal.Spend, 0))
+		}
+		if bal.Prepaid {
+			d.Credits = plan.FormatMicros(bal.Credits)
+		}
 		d.Amounts = map[string]string{}
 		for _, f := range d.Spend.ByFeature {
 			d.Amounts[f.Feature] = plan.FormatMicros(f.Cost)

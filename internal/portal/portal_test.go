@@ -512,8 +512,12 @@ func TestUsageChartLimitsAndSpendShowTheOwnersUsageOnly(t *testing.T) {
 	e := newEnv(t)
 	mine := e.createKey(`{"owner": "acct_1", "plan": "pro"}`)
 	theirs := e.createKey(`{"owner": "acct_2"}`)
-	if st, out := e.api("PATCH", "/v1/owners/acct_1", `{"limits": {"requests_per_day": 100}, "features": {"generate": {"requests_per_day": 50}}}`); st != 200 {
+	if st, out := e.api("PATCH", "/v1/owners/acct_1", `{"limits": {"requests_per_day": 100}, "features": {"generate": {"requests_per_day": 50}},
+		"spend_cap": {"monthly": "1000"}}`); st != 200 {
 		t.Fatalf("PATCH owner = %d %v", st, out)
+	}
+	if st, out := e.api("POST", "/v1/owners/acct_1/credits", `{"id": "pay_1", "amount": "500"}`); st != 201 {
+		t.Fatalf("top-up = %d %v", st, out)
 	}
 	e.count("acct_1", mine, map[int]int64{0: 7, 2: 3})
 	if _, err := e.app.Ledger.Count(t.Context(), []ledger.Counted{{Owner: "acct_1", Event: usage.Event{
@@ -547,6 +551,9 @@ func TestUsageChartLimitsAndSpendShowTheOwnersUsageOnly(t *testing.T) {
 	// The pro plan's per-key requests_per_day, 100000, less today's 11.
 	if !strings.Contains(key.Body, "<td>requests_per_day</td><td>100000</td><td>11</td><td>99989</td>") {
 		t.Errorf("the key's limits do not show today's 11 requests used:\n%s", key.Body)
+	}
+	if !strings.Contains(home.Body, `<p id="cap">Monthly spend cap: 1000.000000 USD`) || !strings.Contains(home.Body, `<p id="credits">Prepaid credits left: 499.990000 USD`) {
+		t.Errorf("the spend cap or the credits are not shown:\n%s", home.Body)
 	}
 	if !strings.Contains(home.Body, "for 14 requests") && e.clk.Now().Day() > 2 {
 		t.Errorf("the month's spend does not count acct_1's 10 requests:\n%s", home.Body)
