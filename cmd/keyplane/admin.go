@@ -34,6 +34,7 @@ var adminCommands = map[string]func(e adminEnv, args []string) error{
 	"usage":       usageCmd,
 	"audit":       auditCmd,
 	"owners":      ownersCmd,
+	"credits":     creditsCmd,
 	"sweep":       sweepCmd,
 	"portal-link": portalLinkCmd,
 }

@@ -158,7 +158,13 @@ commands:
   get     OWNER
   update  OWNER [--plan P] [--limit name=N]… [--clear-limits]
           [--feature-limit FEATURE.name=N]… [--clear-feature-limits]
-          the owner's tier (plan) and its overrides of the plan's shared limits
+          [--spend-cap AMOUNT | --clear-spend-cap]
+          the owner's tier (plan), its overrides of the plan's shared limits
+          and its monthly spend cap
+  spend   OWNER [--month 2026-12]
+          what the owner's usage of a UTC month cost, by feature, with its cap
+
+An owner's prepaid credits: keyplane credits add|list OWNER.
 
 An owner exists once it has a key: keyplane keys create --owner OWNER creates it.
 keyplane owners <command> --help lists a command's flags.
@@ -170,6 +176,7 @@ func ownersCmd(e adminEnv, args []string) error {
 		"list":   ownersList,
 		"get":    ownersGet,
 		"update": ownersUpdate,
+		"spend":  ownersSpend,
 		"create": ownersCreate,
 	}, args)
 }
@@ -255,6 +262,11 @@ func renderOwner(c *conn, stdout io.Writer, o *client.Owner) error {
 			other = "yes"
 		}
 		row(w, "other features", other)
+		spendCap := "- (the plan's, if any)"
+		if o.SpendCap != nil {
+			spendCap = o.SpendCap.Monthly + " a month (owner override)"
+		}
+		row(w, "spend cap", spendCap)
 		row(w, "created_at", fmtTime(o.CreatedAt))
 		row(w, "updated_at", fmtTime(o.UpdatedAt))
 	})
@@ -286,13 +298,15 @@ func ownersUpdate(e adminEnv, args []string) error {
 	features := featureLimitsFlag{}
 	fs.Var(features, "feature-limit", "override of a feature's limit, `feature.name=N`, repeat for more; replaces all feature overrides")
 	clearFeatures := fs.Bool("clear-feature-limits", false, "remove the owner's feature overrides")
+	spendCap := fs.String("spend-cap", "", "the owner's monthly spend cap, a decimal `amount` in its plan's currency (25.00); overrides the plan's")
+	clearSpendCap := fs.Bool("clear-spend-cap", false, "remove the owner's spend cap (the plan's applies again)")
 	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
 	if err != nil {
 		return err
 	}
 	set := setFlags(fs)
 	if !givesMoreThanConnection(set) {
-		return &usageError{fs, errors.New("owners update: nothing to change; give --plan, --limit or --feature-limit")}
+		return &usageError{fs, errors.New("owners update: nothing to change; give --plan, --limit, --feature-limit or --spend-cap")}
 	}
 	var req client.UpdateOwnerRequest
 	if set["plan"] {
@@ -316,6 +330,14 @@ func ownersUpdate(e adminEnv, args []string) error {
 	case *clearFeatures:
 		req.Features = &map[string]client.Limits{}
 	}
+	switch {
+	case set["spend-cap"] && *clearSpendCap:
+		return &usageError{fs, errors.New("owners update: --spend-cap and --clear-spend-cap exclude each other")}
+	case set["spend-cap"]:
+		req.SpendCap = &client.SpendCap{Monthly: *spendCap}
+	case *clearSpendCap:
+		req.ClearSpendCap = true
+	}
 	cl, err := c.client(fs, e.getenv)
 	if err != nil {
 		return err
@@ -325,6 +347,130 @@ func ownersUpdate(e adminEnv, args []string) error {
 		return apiFailure("owners update", err)
 	}
 	return renderOwner(c, e.stdout, o)
+}
+
+func ownersSpend(e adminEnv, args []string) error {
+	fs, c := adminFlags("owners spend", "owners spend OWNER [--month 2026-12]\n\nWhat the owner's usage of one UTC month cost, priced by its plan, in total and by feature;\nwith its monthly spend cap and, if it is prepaid, its credits left.\n")
+	month := fs.String("month", "", "the UTC `month`, YYYY-MM (default: the current one)")
+	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
+	if err != nil {
+		return err
+	}
+	cl, err := c.client(fs, e.getenv)
+	if err != nil {
+		return err
+	}
+	s, err := cl.GetSpend(e.ctx, pos[0], *month)
+	if err != nil {
+		return apiFailure("owners spend", err)
+	}
+	return render(c, e.stdout, s, func(w io.Writer) {
+		row(w, "owner", s.Owner)
+		row(w, "month", s.Month)
+		row(w, "currency", s.Currency)
+		row(w, "amount", s.Amount)
+		spendCap := "-"
+		if s.Cap != nil {
+			spendCap = *s.Cap
+			if s.CapSource != "" {
+				spendCap += " (" + s.CapSource + ")"
+			}
+		}
+		row(w, "cap", spendCap)
+		credits := "- (not prepaid)"
+		if s.Credits != nil {
+			credits = *s.Credits
+		}
+		row(w, "credits", credits)
+		if len(s.ByFeature) > 0 {
+			row(w, "")
+			row(w, "FEATURE", "AMOUNT", "REQUESTS", "UNITS")
+			for _, f := range s.ByFeature {
+				row(w, orDash(f.Feature), f.Amount, fmtInt(f.Requests), fmtInt(f.Units))
+			}
+		}
+	})
+}
+
+const creditsHelp = `usage: keyplane credits <command> [flags]
+
+commands:
+  add   OWNER --id PAYMENT_ID --amount AMOUNT
+        grants a prepaid top-up, once per id (your payment's reference): the same id
+        and amount again changes nothing; the same id with another amount is refused
+  list  OWNER
+        the owner's top-ups, oldest first, and its balance
+
+An owner's first top-up makes it prepaid: its priced requests are refused once its
+credits are spent. keyplane owners spend OWNER shows what it spent.
+keyplane credits <command> --help lists a command's flags.
+
+` + connectionHelp
+
+func creditsCmd(e adminEnv, args []string) error {
+	return group(e, "credits", creditsHelp, map[string]func(adminEnv, []string) error{
+		"add":  creditsAdd,
+		"list": creditsList,
+	}, args)
+}
+
+func creditsAdd(e adminEnv, args []string) error {
+	fs, c := adminFlags("credits add", "credits add OWNER --id PAYMENT_ID --amount AMOUNT")
+	id := fs.String("id", "", "the top-up's id, your payment's reference (required); a replay with it changes nothing")
+	amount := fs.String("amount", "", "the top-up, a decimal `amount` in the owner's plan's currency, e.g. 10.00 (required)")
+	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
+	if err != nil {
+		return err
+	}
+	switch {
+	case *id == "":
+		return &usageError{fs, errors.New("credits add: --id is required")}
+	case *amount == "":
+		return &usageError{fs, errors.New("credits add: --amount is required")}
+	}
+	cl, err := c.client(fs, e.getenv)
+	if err != nil {
+		return err
+	}
+	g, err := cl.AddCredits(e.ctx, pos[0], *id, *amount)
+	if err != nil {
+		return apiFailure("credits add", err)
+	}
+	return render(c, e.stdout, g, func(w io.Writer) {
+		row(w, "owner", g.Owner)
+		row(w, "id", g.ID)
+		row(w, "amount", g.Amount+" "+g.Currency)
+		row(w, "at", g.At)
+		row(w, "balance", g.Balance+" "+g.Currency)
+	})
+}
+
+func creditsList(e adminEnv, args []string) error {
+	fs, c := adminFlags("credits list", "credits list OWNER")
+	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
+	if err != nil {
+		return err
+	}
+	cl, err := c.client(fs, e.getenv)
+	if err != nil {
+		return err
+	}
+	l, err := cl.ListCredits(e.ctx, pos[0])
+	if err != nil {
+		return apiFailure("credits list", err)
+	}
+	return render(c, e.stdout, l, func(w io.Writer) {
+		row(w, "owner", l.Owner)
+		row(w, "granted", l.Granted+" "+l.Currency)
+		row(w, "balance", l.Balance+" "+l.Currency)
+		if len(l.Credits) > 0 {
+			row(w, "")
+			row(w, "ID", "AMOUNT", "AT")
+			for _, g := range l.Credits {
+				row(w, g.ID, g.Amount, g.At)
+			}
+		}
+	})
 }
 
 func sweepCmd(e adminEnv, args []string) error {

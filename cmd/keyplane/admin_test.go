@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -101,10 +103,23 @@ func (c cli) fails(code int, want []string, args ...string) result {
 // TestAdminCLIAgainstServe walks a key's life through the CLI against one
 // real serve process: create, list, get, update, disable, enable, rotate,
 // reveal, revoke; usage after metering; the audit log; owners; a dry-run
-// sweep; the exit codes of refusals and mistakes; the environment and the
-// flags that override it.
+// sweep; the money commands (spend cap, spend, credits) under a plan that
+// prices usage; the exit codes of refusals and mistakes; the environment
+// and the flags that override it.
 func TestAdminCLIAgainstServe(t *testing.T) {
-	out := startServe(t, t.TempDir())
+	dir := t.TempDir()
+	plans := filepath.Join(dir, "plans.yaml")
+	if err := os.WriteFile(plans, []byte(`default: free
+plans:
+  free:
+    scopes: [embed, generate]
+    limits: {requests_per_day: 1500}
+    prices:
+      "*": {per_request: "0.001", per_1k_units: "0.01"}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := startServe(t, filepath.Join(dir, "data"), "KEYPLANE_PLANS="+plans)
 	base := regexp.MustCompile(`listening on (http://\S+)`).FindStringSubmatch(out)
 	token := regexp.MustCompile(`KEYPLANE_ADMIN_TOKEN=(kpadm_\w+)`).FindStringSubmatch(out)
 	secret := regexp.MustCompile(`KEYPLANE_WEBHOOK_SECRET=(whsec_\S+)`).FindStringSubmatch(out)
@@ -248,6 +263,86 @@ func TestAdminCLIAgainstServe(t *testing.T) {
 	c.fails(1, []string{"owners update: keyplane refused: 400", "no-such-plan"}, "owners", "update", "acct_cli", "--plan", "no-such-plan")
 	c.fails(2, []string{"an owner exists once it has a key", "keys create --owner acct_new"}, "owners", "create", "acct_new")
 
+	// Money: the owner's spend cap, what its metered usage cost (1
+	// request at 0.001 and 7 units at 0.01 per 1000), its credits.
+	c.json(&o, "owners", "update", "acct_cli", "--spend-cap", "25.00")
+	if o.SpendCap == nil || o.SpendCap.Monthly != "25.000000" {
+		t.Errorf("owners update --spend-cap 25.00: spend_cap %+v", o.SpendCap)
+	}
+	c.json(&o, "owners", "get", "acct_cli")
+	if o.SpendCap == nil || o.SpendCap.Monthly != "25.000000" || o.Limits["requests_per_day"] != 1000 {
+		t.Errorf("owners get after --spend-cap: %+v, want the cap and the limits kept", o)
+	}
+	if table := c.ok("owners", "get", "acct_cli"); !regexp.MustCompile(`spend cap\s+25\.000000 a month \(owner override\)`).MatchString(table) {
+		t.Errorf("owners get printed:\n%s\nwant the spend cap", table)
+	}
+	c.fails(2, []string{"--spend-cap and --clear-spend-cap exclude each other"}, "owners", "update", "acct_cli", "--spend-cap", "5", "--clear-spend-cap")
+	c.fails(1, []string{"owners update: keyplane refused: 400", "spend_cap"}, "owners", "update", "acct_cli", "--spend-cap", "lots")
+
+	var spend client.Spend
+	c.json(&spend, "owners", "spend", "acct_cli")
+	month := time.Now().UTC().Format("2006-01")
+	if spend.Owner != "acct_cli" || spend.Month != month || spend.Currency != "USD" || spend.Amount != "0.001070" ||
+		spend.Cap == nil || *spend.Cap != "25.000000" || spend.CapSource != "owner override" || spend.Credits != nil ||
+		!reflect.DeepEqual(spend.ByFeature, []client.FeatureSpend{{Feature: "pro-model", Amount: "0.001070", Requests: 1, Units: 7}}) {
+		t.Errorf("owners spend = %+v, want 0.001070 USD of pro-model this month, capped at 25 by the owner", spend)
+	}
+	table = c.ok("owners", "spend", "acct_cli")
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`month\s+` + month), regexp.MustCompile(`amount\s+0\.001070\n`),
+		regexp.MustCompile(`cap\s+25\.000000 \(owner override\)`), regexp.MustCompile(`credits\s+- \(not prepaid\)`),
+		regexp.MustCompile(`FEATURE\s+AMOUNT\s+REQUESTS\s+UNITS\n\s*pro-model\s+0\.001070\s+1\s+7\n`),
+	} {
+		if !want.MatchString(table) {
+			t.Errorf("owners spend printed:\n%s\nwant it to match %s", table, want)
+		}
+	}
+	c.json(&spend, "owners", "spend", "acct_cli", "--month", "2020-01")
+	if spend.Month != "2020-01" || spend.Amount != "0.000000" || len(spend.ByFeature) != 0 {
+		t.Errorf("owners spend --month 2020-01 = %+v, want nothing spent", spend)
+	}
+	c.fails(1, []string{"owners spend: keyplane refused: 400", "month must be a UTC month"}, "owners", "spend", "acct_cli", "--month", "2026/12")
+	c.fails(2, []string{"OWNER is required"}, "owners", "spend")
+	c.json(&o, "owners", "update", "acct_cli", "--clear-spend-cap")
+	if o.SpendCap != nil {
+		t.Errorf("owners update --clear-spend-cap: spend_cap %+v, want none", o.SpendCap)
+	}
+	c.json(&spend, "owners", "spend", "acct_cli")
+	if spend.Cap != nil || spend.Amount != "0.001070" {
+		t.Errorf("owners spend after --clear-spend-cap = %+v, want no cap (the plan has none)", spend)
+	}
+
+	var credit, replay client.Credit
+	c.json(&credit, "credits", "add", "acct_cli", "--id", "pay_42", "--amount", "10.00")
+	if credit.Owner != "acct_cli" || credit.ID != "pay_42" || credit.Amount != "10.000000" || credit.Currency != "USD" || credit.Balance != "10.000000" || credit.At == "" {
+		t.Errorf("credits add = %+v, want the top-up of 10 and a balance of 10", credit)
+	}
+	c.json(&replay, "credits", "add", "acct_cli", "--id", "pay_42", "--amount", "10.00")
+	if replay != credit {
+		t.Errorf("credits add replayed = %+v, want the same top-up %+v", replay, credit)
+	}
+	c.fails(1, []string{"credits add: keyplane refused: 409", "top-up pay_42 was already applied with amount 10.000000"}, "credits", "add", "acct_cli", "--id", "pay_42", "--amount", "11.00")
+	c.fails(1, []string{"credits add: keyplane refused: 400", "amount"}, "credits", "add", "acct_cli", "--id", "pay_43", "--amount", "ten")
+	c.fails(2, []string{"--amount is required"}, "credits", "add", "acct_cli", "--id", "pay_43")
+	c.fails(2, []string{"--id is required"}, "credits", "add", "acct_cli", "--amount", "1")
+	if table := c.ok("credits", "add", "acct_cli", "--id", "pay_43", "--amount", "2.5"); !regexp.MustCompile(`amount\s+2\.500000 USD\n`).MatchString(table) || !regexp.MustCompile(`balance\s+12\.500000 USD\n`).MatchString(table) {
+		t.Errorf("credits add printed:\n%s\nwant the top-up and the balance", table)
+	}
+	var credits client.CreditList
+	c.json(&credits, "credits", "list", "acct_cli")
+	if credits.Owner != "acct_cli" || credits.Currency != "USD" || credits.Granted != "12.500000" || credits.Balance != "12.500000" ||
+		len(credits.Credits) != 2 || credits.Credits[0].ID != "pay_42" || credits.Credits[0].At != credit.At || credits.Credits[1].Amount != "2.500000" {
+		t.Errorf("credits list = %+v, want pay_42 and pay_43, 12.50 granted and left", credits)
+	}
+	if table := c.ok("credits", "list", "acct_cli"); !regexp.MustCompile(`balance\s+12\.500000 USD\n`).MatchString(table) || !regexp.MustCompile(`\npay_42\s+10\.000000\s+`+regexp.QuoteMeta(credit.At)).MatchString(table) {
+		t.Errorf("credits list printed:\n%s", table)
+	}
+	c.json(&spend, "owners", "spend", "acct_cli")
+	if spend.Credits == nil || *spend.Credits != "12.500000" {
+		t.Errorf("owners spend of a prepaid owner: credits %v, want 12.500000", spend.Credits)
+	}
+	c.fails(1, []string{"credits list: keyplane refused: 404"}, "credits", "list", "acct_nope")
+
 	var sweep client.SweepReport
 	c.json(&sweep, "sweep", "--dry-run")
 	if !sweep.DryRun || sweep.Scanned == 0 {
@@ -339,7 +434,8 @@ func TestAdminCLIPortalLink(t *testing.T) {
 func TestAdminCLIHelp(t *testing.T) {
 	for _, args := range [][]string{
 		{"help", "keys"}, {"keys", "--help"}, {"keys", "help"}, {"keys", "help", "create"}, {"keys", "create", "--help"},
-		{"keys", "reveal", "-h"}, {"owners", "--help"}, {"owners", "update", "--help"},
+		{"keys", "reveal", "-h"}, {"owners", "--help"}, {"owners", "update", "--help"}, {"owners", "spend", "--help"},
+		{"credits", "--help"}, {"credits", "add", "-h"}, {"help", "credits"},
 		{"usage", "--help"}, {"audit", "-h"}, {"sweep", "--help"}, {"portal-link", "--help"}, {"help", "usage"},
 	} {
 		r := runKeyplane(t, nil, args...)
@@ -350,7 +446,7 @@ func TestAdminCLIHelp(t *testing.T) {
 	if r := runKeyplane(t, nil, "help"); !strings.Contains(r.stdout, "keyplane keys create|list|get|update|disable|enable|rotate|revoke|reveal") {
 		t.Errorf("keyplane help does not list the admin commands:\n%s", r.stdout)
 	}
-	for _, args := range [][]string{{"keys"}, {"owners"}, {"owners", "delete"}} {
+	for _, args := range [][]string{{"keys"}, {"owners"}, {"owners", "delete"}, {"credits"}, {"credits", "remove"}} {
 		r := runKeyplane(t, nil, args...)
 		if r.code != 2 || !strings.Contains(r.stderr, "usage:") || r.stdout != "" {
 			t.Errorf("keyplane %v: exit %d, stdout %q, stderr %q; want 2 and the usage on stderr only", args, r.code, r.stdout, r.stderr)

@@ -66,8 +66,10 @@ admin commands, against $KEYPLANE_URL (default http://127.0.0.1:8080) with $KEYP
       keys: create prints the secret once, reveal --yes reads it again (audited)
   keyplane usage [--key KEY_ID | --owner OWNER [--bucket day --group-by key|feature]]
   keyplane audit [--key-id KEY_ID]
-  keyplane owners list|get|update …
-      an owner's tier (plan) and limit overrides
+  keyplane owners list|get|update|spend …
+      an owner's tier (plan), limit overrides and spend cap; spend: what a month cost
+  keyplane credits add|list OWNER …
+      an owner's prepaid top-ups and balance
   keyplane sweep [--dry-run]
   keyplane portal-link --owner OWNER [--return-url URL] [--permissions …]
   exit codes: 0 done, 1 keyplane refused or could not be reached, 2 a command-line mistake
