@@ -40,6 +40,13 @@ emulator_present() { # component dir under platform/
 emulator_present cloud-firestore-emulator || missing+=(google-cloud-cli-firestore-emulator)
 emulator_present pubsub-emulator || missing+=(google-cloud-cli-pubsub-emulator)
 
+# stripe-mock, Stripe's API mock, for the Stripe exporter's request-shape test
+# (internal/stripeexport), from the Go module proxy into GOPATH/bin.
+if ! command -v stripe-mock >/dev/null 2>&1 && [ ! -x "$(go env GOPATH)/bin/stripe-mock" ]; then
+  echo "install-prereqs: installing stripe-mock with go install" >&2
+  go install github.com/stripe/stripe-mock@v0.203.0
+fi
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-prereqs: make, gcc, curl, python3, java, redis-server, chromium, gcloud and both emulators are present"
   exit 0

@@ -15,7 +15,8 @@ import (
 
 // stripeMock starts stripe-mock (github.com/stripe/stripe-mock, Stripe's
 // API mock generated from its OpenAPI spec, installed with go install) on
-// a loopback port, or skips the test when it is not installed.
+// a loopback port, or skips the test when it is not installed (fails in
+// CI, where KEYPLANE_REQUIRE_EMULATORS=1).
 func stripeMock(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("stripe-mock")
@@ -23,7 +24,10 @@ func stripeMock(t *testing.T) string {
 		gopath, _ := exec.Command("go", "env", "GOPATH").Output()
 		bin = filepath.Join(string(trimNL(gopath)), "bin", "stripe-mock")
 		if _, err := os.Stat(bin); err != nil {
-			t.Skip("stripe-mock is not installed (go install github.com/stripe/stripe-mock@latest)")
+			if os.Getenv("KEYPLANE_REQUIRE_EMULATORS") == "1" {
+				t.Fatal("stripe-mock is not installed, and KEYPLANE_REQUIRE_EMULATORS=1 (CI) requires it: scripts/install-prereqs.sh installs it")
+			}
+			t.Skip("stripe-mock is not installed (go install github.com/stripe/stripe-mock@v0.203.0, or scripts/install-prereqs.sh)")
 		}
 	}
 	addr, tlsAddr := freeAddr(t), freeAddr(t) // it serves HTTPS too, by default on :12112
