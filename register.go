@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyplane/keyplane/functions/delivernotification"
 	"github.com/keyplane/keyplane/functions/exportstripe"
+	"github.com/keyplane/keyplane/functions/faces"
 	"github.com/keyplane/keyplane/functions/keys"
 	"github.com/keyplane/keyplane/functions/leakreports"
 	"github.com/keyplane/keyplane/functions/recordusage"
@@ -24,6 +25,7 @@ func init() {
 	functions.HTTP("UsageWebhook", usagewebhook.Handle)
 	functions.HTTP("Sweep", sweep.Handle)
 	functions.HTTP("LeakReports", leakreports.Handle)
+	functions.HTTP("Faces", faces.Handle)
 	functions.CloudEvent("RecordUsage", recordusage.Handle)
 	functions.CloudEvent("DeliverNotification", delivernotification.Handle)
 	functions.CloudEvent("ExportStripe", exportstripe.Handle)

@@ -94,7 +94,7 @@ resource "google_cloudfunctions2_function" "fn" {
 
     # Reachable from the internet; who may call is decided by the
     # roles/run.invoker grants below and, behind them, by keyplane's own
-    # bearer-token or webhook-signature check. Sweep, RecordUsage and
+    # bearer-token, webhook-signature or page sign-in check. Sweep, RecordUsage and
     # DeliverNotification are called only by Cloud Scheduler and Pub/Sub,
     # which Cloud Run counts as internal traffic in the same project:
     # ALLOW_INTERNAL_ONLY would narrow them further once that has been

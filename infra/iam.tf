@@ -17,6 +17,11 @@
 #   deliver-notify  datastore.user; reads owner webhook secrets (conditioned
 #                   on "<prefix>owner-webhook-"); publishes to the
 #                   notifications topic (the next attempt of a delivery)
+#   faces           datastore.user; creates key secrets (project-level) and
+#                   manages their versions (conditioned on "<prefix>key-"),
+#                   never deletes one; publishes to the notifications topic;
+#                   reads the pepper and the admin token; public (allUsers
+#                   invoker), the pages authenticate people themselves
 #   sweep           datastore.user; disables/enables key secret versions and
 #                   deletes abandoned key secrets (conditioned); publishes to
 #                   the notifications topic; reads the pepper and the admin token
@@ -119,6 +124,25 @@ locals {
       condition   = "key_secrets"
       permissions = [
         "secretmanager.secrets.delete",
+        "secretmanager.versions.access",
+        "secretmanager.versions.add",
+        "secretmanager.versions.destroy",
+        "secretmanager.versions.disable",
+        "secretmanager.versions.enable",
+        "secretmanager.versions.get",
+      ]
+    }
+
+    # The console on the Faces function: CreateKeySecret (create and
+    # rotate), KeySecret (a replayed create), SetKeySecretEnabled and
+    # DestroyKeySecret (revoke). Unlike key_secret_manager, no
+    # secrets.delete: only the sweep reaps abandoned secrets.
+    key_secret_console = {
+      role_id     = "KeySecretConsole"
+      title       = "keyplane key secret console"
+      description = "Create, read, disable, enable and destroy the versions of keyplane key secrets, without deleting a secret."
+      condition   = "key_secrets"
+      permissions = [
         "secretmanager.versions.access",
         "secretmanager.versions.add",
         "secretmanager.versions.destroy",

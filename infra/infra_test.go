@@ -64,6 +64,9 @@ var keySecretMethods = map[string][]string{
 	"keys":         {"CreateKeySecret", "KeySecret", "SetKeySecretEnabled", "DestroyKeySecret", "DeleteKeySecret"},
 	"sweep":        {"SetKeySecretEnabled", "DeleteKeySecret"},
 	"leak-reports": {"SetKeySecretEnabled", "DestroyKeySecret"},
+	// The console's create, rotate, disable, enable and revoke; a replayed
+	// create reads the secret back. It never reaps (DeleteKeySecret).
+	"faces": {"CreateKeySecret", "KeySecret", "SetKeySecretEnabled", "DestroyKeySecret"},
 }
 
 // ownerWebhookSecretMethods are the secrets.Vault methods each function
@@ -1469,4 +1472,105 @@ func parseVersion(s string) (version, error) {
 	}
 	out.parts = len(fields)
 	return out, nil
+}
+
+// TestOnlyTheFacesAreThePublicPages: the Faces function, which serves the
+// console and the portal to browsers, is invokable by allUsers; the Keys
+// function, the management API, never is (its invokers come from
+// var.keys_invokers, whose validation refuses allUsers); Faces' account
+// holds nothing the pages do not use: no owner webhook secret, no
+// webhook secret or verify token, no usage topic; and the Keys function
+// names the Faces function in its portal links.
+func TestOnlyTheFacesAreThePublicPages(t *testing.T) {
+	m := loadModule(t)
+	for _, c := range configs(t, m) {
+		fns := functionEntries(t, m, c.vars)
+		faces, ok := fns["faces"]
+		if !ok {
+			t.Fatalf("[%s] local.functions has no faces entry", c.name)
+		}
+		if ep, _ := literalString(faces["entry_point"]); ep != "Faces" {
+			t.Errorf("[%s] local.functions.faces.entry_point = %q, want Faces", c.name, ep)
+		}
+		if got := literalStrings(t, faces["invokers"], "local.functions.faces.invokers"); !slices.Equal(got, []string{"allUsers"}) {
+			t.Errorf("[%s] local.functions.faces.invokers = %q, want [allUsers]: browsers cannot pass IAM", c.name, got)
+		}
+		want := map[string][]string{
+			"project_roles":              {"roles/datastore.user"},
+			"key_secret_roles":           {"key_secret_console", "key_secret_creator"},
+			"owner_webhook_secret_roles": nil,
+			"named_secrets":              {"admin-token", "pepper"},
+			"publishes_to":               {"notifications"},
+		}
+		for attr, w := range want {
+			got := literalStrings(t, faces[attr], "local.functions.faces."+attr)
+			sort.Strings(got)
+			if !slices.Equal(got, w) {
+				t.Errorf("[%s] local.functions.faces.%s = %q, want %q", c.name, attr, got, w)
+			}
+		}
+
+		keys := fns["keys"]
+		if e := exprString(keys["invokers"]); e != "var.keys_invokers" {
+			t.Errorf("[%s] local.functions.keys.invokers = %s, want var.keys_invokers", c.name, e)
+		}
+		if v := c.vars["keys_invokers"]; v.IsKnown() && !v.IsNull() {
+			for _, member := range v.AsValueSlice() {
+				if s := member.AsString(); s == "allUsers" || s == "allAuthenticatedUsers" {
+					t.Errorf("[%s] var.keys_invokers holds %s: the management API must stay behind IAM", c.name, s)
+				}
+			}
+		}
+		env, err := envKeys(m, keys["env"], keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := env["KEYPLANE_PORTAL_URL"]; !ok || exprString(e) != "local.faces_url" {
+			t.Errorf("[%s] local.functions.keys.env must set KEYPLANE_PORTAL_URL = local.faces_url, so that portal links open on Faces", c.name)
+		}
+		for name, fn := range fns {
+			if name == "faces" || name == "usage-webhook" || name == "leak-reports" {
+				continue // public: their signatures or sign-in authenticate
+			}
+			if name == "verify" {
+				continue // public only with var.public_verify
+			}
+			if e, ok := fn["invokers"].(*hclsyntax.TupleConsExpr); ok {
+				for _, it := range e.Exprs {
+					if s, _ := literalString(it); s == "allUsers" || s == "allAuthenticatedUsers" {
+						t.Errorf("[%s] local.functions.%s is invokable by %s", c.name, name, s)
+					}
+				}
+			}
+		}
+	}
+
+	// var.keys_invokers refuses allUsers.
+	var v *hclsyntax.Block
+	for _, body := range m.bodies {
+		for _, b := range body.Blocks {
+			if b.Type == "variable" && len(b.Labels) == 1 && b.Labels[0] == "keys_invokers" {
+				v = b
+			}
+		}
+	}
+	if v == nil {
+		t.Fatal("variable keys_invokers is not defined")
+	}
+	var validated bool
+	for _, b := range blocks(v.Body, "validation") {
+		if a, ok := b.Body.Attributes["condition"]; ok {
+			src := string(a.Expr.Range().SliceBytes(m.files[a.Expr.Range().Filename]))
+			validated = validated || (strings.Contains(src, `"allUsers"`) && strings.Contains(src, `"allAuthenticatedUsers"`))
+		}
+	}
+	if !validated {
+		t.Errorf("variable keys_invokers has no validation refusing allUsers and allAuthenticatedUsers")
+	}
+
+	// The faces_url local names the faces function's Cloud Run service.
+	src := string(m.local(t, "faces_url").Range().SliceBytes(m.files[m.local(t, "faces_url").Range().Filename]))
+	if !strings.Contains(src, "${var.name_prefix}faces-") || !strings.Contains(src, "var.faces_url") {
+		t.Errorf("local.faces_url = %s, want var.faces_url or the run.app URL of ${var.name_prefix}faces", src)
+	}
 }

@@ -83,6 +83,39 @@ locals {
       owner_webhook_secret_roles = ["owner_webhook_secret_writer"]
       named_secrets              = ["pepper", "admin-token"]
       publishes_to               = ["notifications"]
+      # The links POST /v1/portal/sessions returns open on the Faces
+      # function (the pages are not served here).
+      env = {
+        KEYPLANE_PORTAL_URL = local.faces_url
+      }
+    }
+
+    # The pages people open in a browser: the operator console (/console)
+    # and the owner portal (/portal/); no /v1 route (internal/wire.Faces).
+    # Public at the Cloud Run layer because a browser cannot present a
+    # Google ID token: the console signs operators in with an admin or
+    # caller token (session cookie and CSRF token), the portal admits owners
+    # through single-use links. The console creates, rotates, disables,
+    # enables and revokes keys (datastore.user; key secrets without
+    # deleting one, which only the sweep's reaping does) and publishes their
+    # notifications; it sets no owner webhook, so it holds no owner webhook
+    # secret role, and it reads neither the webhook secret nor the verify
+    # token.
+    faces = {
+      entry_point                = "Faces"
+      description                = "keyplane operator console and owner portal: /console, /portal/"
+      memory                     = "512Mi"
+      cpu                        = "1"
+      concurrency                = 20
+      min_instances              = 0
+      max_instances              = 5
+      timeout_seconds            = 60
+      invokers                   = ["allUsers"]
+      project_roles              = ["roles/datastore.user"]
+      key_secret_roles           = ["key_secret_creator", "key_secret_console"]
+      owner_webhook_secret_roles = []
+      named_secrets              = ["pepper", "admin-token"]
+      publishes_to               = ["notifications"]
       env                        = {}
     }
 
@@ -263,6 +296,13 @@ locals {
 
   # What every function needs to start (config.Validate and its wire builder) and
   # to address this deployment's resources rather than the defaults.
+  # The Faces function's URL, which the Keys function names in portal
+  # links: var.faces_url (a custom domain mapped to it) or Cloud Run's
+  # deterministic URL of the service, https://<service>-<project
+  # number>.<region>.run.app (a reference to the function's own uri would
+  # make the function resource refer to itself).
+  faces_url = var.faces_url != "" ? var.faces_url : "https://${var.name_prefix}faces-${data.google_project.this.number}.${var.region}.run.app"
+
   common_env = {
     GOOGLE_CLOUD_PROJECT        = var.project_id
     KEYPLANE_STORE              = "firestore"

@@ -3,6 +3,11 @@ output "function_urls" {
   value       = { for name, f in google_cloudfunctions2_function.fn : name => f.service_config[0].uri }
 }
 
+output "faces_url" {
+  description = "Where people open the operator console (<url>/console) and the owner portal's links: the public Faces function (KEYPLANE_PORTAL_URL of the Keys function)."
+  value       = local.faces_url
+}
+
 output "function_service_accounts" {
   description = "The service account each function runs as."
   value       = { for name, sa in google_service_account.fn : name => sa.email }

@@ -63,10 +63,32 @@ variable "keys_invokers" {
     e.g. ["serviceAccount:signup@my-project.iam.gserviceaccount.com"]. They
     send their Google ID token in X-Serverless-Authorization and keyplane's
     bearer token in Authorization. Empty: nobody outside the project's
-    administrators can reach it.
+    administrators can reach it. Never allUsers: the management API stays
+    behind IAM; the pages people use are on the public Faces function.
   EOT
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = !contains(var.keys_invokers, "allUsers") && !contains(var.keys_invokers, "allAuthenticatedUsers")
+    error_message = "keys_invokers must name callers, not allUsers or allAuthenticatedUsers: the console and the portal are public on the Faces function."
+  }
+}
+
+variable "faces_url" {
+  description = <<-EOT
+    Origin of the Faces function (the console and the owner portal), e.g. a
+    custom domain mapped to it: "https://keys.example.com". The Keys function
+    names it in the links POST /v1/portal/sessions returns
+    (KEYPLANE_PORTAL_URL). Empty: the function's run.app URL.
+  EOT
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.faces_url == "" || can(regex("^https://[^/?#@]+/?$", var.faces_url))
+    error_message = "faces_url must be an https:// origin without a path, like https://keys.example.com."
+  }
 }
 
 variable "verify_invokers" {

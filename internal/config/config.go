@@ -170,6 +170,14 @@ type Config struct {
 	// (KEYPLANE_GITHUB_SCANNING_KEYS_URL, default
 	// https://api.github.com/meta/public_keys/secret_scanning).
 	GitHubScanningKeysURL string
+	// PortalURL is the origin of the owner portal's links, which POST
+	// /v1/portal/sessions returns (KEYPLANE_PORTAL_URL, an http:// or
+	// https:// origin such as "https://keyplane-faces-123.europe-west1.run.app").
+	// Empty, the default: a link names the host the session request came
+	// to, which is right for keyplane serve. In production the request
+	// comes to the Keys function, behind IAM, and the pages are on the
+	// Faces function, so infra/ sets it to the Faces function's URL.
+	PortalURL string
 	// MetricsAddr is the listen address of the Prometheus endpoint, with
 	// KEYPLANE_TELEMETRY=prometheus (KEYPLANE_METRICS_ADDR, default
 	// 127.0.0.1:9464).
@@ -288,6 +296,7 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 	}
 	str(&c.GitHubScanningKeys, "KEYPLANE_GITHUB_SCANNING_KEYS")
 	str(&c.GitHubScanningKeysURL, "KEYPLANE_GITHUB_SCANNING_KEYS_URL")
+	str(&c.PortalURL, "KEYPLANE_PORTAL_URL")
 	str(&c.RedisAddr, "KEYPLANE_REDIS_ADDR")
 	str(&c.RedisAuth, "KEYPLANE_REDIS_AUTH")
 	str(&c.RedisCA, "KEYPLANE_REDIS_CA")
@@ -447,6 +456,12 @@ func (c Config) Validate() error {
 	if c.GitHubScanningKeys == "" {
 		if u, err := url.Parse(c.GitHubScanningKeysURL); err != nil || u.Scheme != "https" || u.Host == "" {
 			problems = append(problems, fmt.Sprintf("KEYPLANE_GITHUB_SCANNING_KEYS_URL must be an https:// URL; got %q", c.GitHubScanningKeysURL))
+		}
+	}
+	if c.PortalURL != "" {
+		if u, err := url.Parse(c.PortalURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+			u.User != nil || strings.TrimRight(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {
+			problems = append(problems, fmt.Sprintf("KEYPLANE_PORTAL_URL must be an http:// or https:// origin with no path, query or fragment, like https://faces.example.com; got %q", c.PortalURL))
 		}
 	}
 	problems = append(problems, c.redisProblems()...)

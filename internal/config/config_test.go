@@ -274,3 +274,34 @@ func TestStripeSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestPortalURL: KEYPLANE_PORTAL_URL is an http(s) origin, nothing more,
+// since the portal appends /portal/exchange to it.
+func TestPortalURL(t *testing.T) {
+	for v, ok := range map[string]bool{
+		"":                                   true,
+		"https://keyplane-faces-1.a.run.app": true,
+		"https://faces.example.com/":         true,
+		"http://localhost:8080":              true,
+		"ftp://faces.example.com":            false,
+		"faces.example.com":                  false,
+		"https://faces.example.com/portal":   false,
+		"https://faces.example.com?x=1":      false,
+		"https://user@faces.example.com":     false,
+	} {
+		c, err := FromEnv(Embedded(), env(map[string]string{"KEYPLANE_PORTAL_URL": v}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.PortalURL != v {
+			t.Errorf("PortalURL %q, want %q", c.PortalURL, v)
+		}
+		err = c.Validate()
+		if ok && err != nil {
+			t.Errorf("%q: %v", v, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "KEYPLANE_PORTAL_URL")) {
+			t.Errorf("%q: error %v, want one naming KEYPLANE_PORTAL_URL", v, err)
+		}
+	}
+}

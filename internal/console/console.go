@@ -46,7 +46,7 @@ const Path = "/console"
 const formLimit = 64 << 10
 
 // Config holds the console's dependencies: the services the HTTP API
-// uses. Sweeper may be nil (the Keys function does not run the sweep):
+// uses. Sweeper may be nil (the Faces function does not run the sweep):
 // the sweep page then says so.
 type Config struct {
 	Keys    *keys.Service

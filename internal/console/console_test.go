@@ -369,12 +369,12 @@ func TestUsageChartsAndTablesShowMeteredUsageWithLimits(t *testing.T) {
 	}
 }
 
-func TestTheConsoleIsServedWithTheKeysFunctionOnly(t *testing.T) {
+func TestTheConsoleIsServedWithTheFacesFunctionOnly(t *testing.T) {
 	e := newEnv(t)
 	for _, c := range []struct {
 		functions []string
 		want      int
-	}{{nil, http.StatusSeeOther}, {[]string{httpapi.FuncKeys}, http.StatusSeeOther},
+	}{{nil, http.StatusSeeOther}, {[]string{httpapi.FuncFaces}, http.StatusSeeOther}, {[]string{httpapi.FuncKeys}, http.StatusNotFound},
 		{[]string{httpapi.FuncVerify}, http.StatusNotFound}, {[]string{httpapi.FuncUsageWebhook}, http.StatusNotFound}} {
 		rec := httptest.NewRecorder()
 		e.app.Server.Handler(c.functions...).ServeHTTP(rec, httptest.NewRequest("GET", "/console/keys", nil))
@@ -394,10 +394,10 @@ func TestTheConsoleIsServedWithTheKeysFunctionOnly(t *testing.T) {
 	}
 }
 
-func TestTheKeysFunctionServesTheConsoleWithoutTheSweep(t *testing.T) {
+func TestTheFacesFunctionServesTheConsoleWithoutTheSweep(t *testing.T) {
 	cfg := config.Embedded()
 	cfg.DataDir, cfg.AdminToken, cfg.WebhookSecret = t.TempDir(), adminToken, webhookSecret
-	app, err := wire.Keys(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	app, err := wire.Faces(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func TestTheKeysFunctionServesTheConsoleWithoutTheSweep(t *testing.T) {
 	b := (&env{t: t, srv: srv, app: app}).browser()
 	b.signIn(adminToken)
 	if body := b.get("/console/sweep", 200); !strings.Contains(body, "does not run the sweep") {
-		t.Errorf("the Keys function's sweep page:\n%s", body)
+		t.Errorf("the Faces function's sweep page:\n%s", body)
 	}
 	b.post("/console/sweep", url.Values{"mode": {"dry"}}, 409)
 	b.get("/console/keys", 200)

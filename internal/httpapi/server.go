@@ -63,12 +63,13 @@ type Server struct {
 	// Tokens, if set, admits caller tokens (tokens.Service) and serves the
 	// /v1/tokens routes.
 	Tokens *tokens.Service
-	// Portal, if set, serves POST /v1/portal/sessions and, with the Keys
-	// function's routes, the owner portal's pages under /portal/.
+	// Portal, if set, serves POST /v1/portal/sessions (a Keys function
+	// route) and, with the Faces function's routes, the owner portal's
+	// pages under /portal/.
 	Portal  *portal.Portal
 	Logger  *slog.Logger // default slog.Default()
 	Project string       // Google Cloud project, for trace correlation in logs
-	// Console, if set, is served at /console and below wherever the Keys
+	// Console, if set, is served at /console and below wherever the Faces
 	// function's routes are (internal/console).
 	Console http.Handler
 }
@@ -84,6 +85,13 @@ const (
 	// authenticated by GitHub's signature, and the Keys function stays
 	// behind IAM.
 	FuncLeakReports = "LeakReports"
+	// FuncFaces serves the pages people open in a browser, the operator
+	// console (/console) and the owner portal (/portal/), and no API
+	// route: a browser cannot pass Cloud Run's IAM check, so this function
+	// is public and the pages authenticate people themselves (the
+	// console's token sign-in, the portal's single-use links), while the
+	// Keys function, API and all, stays behind IAM.
+	FuncFaces = "Faces"
 )
 
 // Route is one entry of the routing table.
@@ -170,10 +178,10 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		mux.Handle(rt.Method+" "+rt.Path, h)
 	}
 	var pages http.Handler // the owner portal's pages, if served
-	if s.Portal != nil && (len(functions) == 0 || want[FuncKeys]) {
+	if s.Portal != nil && (len(functions) == 0 || want[FuncFaces]) {
 		pages = s.Portal.Handler()
 	}
-	if s.Console != nil && (len(functions) == 0 || want[FuncKeys]) {
+	if s.Console != nil && (len(functions) == 0 || want[FuncFaces]) {
 		mux.Handle("/console", s.Console)
 		mux.Handle("/console/", s.Console)
 	}

@@ -752,7 +752,7 @@ func (b *build) routes(functions ...string) {
 	if b.err != nil {
 		return
 	}
-	if len(functions) == 0 || slices.Contains(functions, httpapi.FuncKeys) {
+	if len(functions) == 0 || slices.Contains(functions, httpapi.FuncFaces) {
 		b.console()
 	}
 	b.app.Handler = b.srv.Handler(functions...)

@@ -29,6 +29,7 @@ var (
 	_ Builder = UsageWebhook
 	_ Builder = Sweep
 	_ Builder = LeakReports
+	_ Builder = Faces
 	_ Builder = RecordUsage
 	_ Builder = DeliverNotification
 	_ Builder = ExportStripe
@@ -49,8 +50,31 @@ func Keys(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error
 	b.authenticate()
 	b.keysService()
 	b.leaksService() // POST /v1/leaks
-	b.ownerPortal()  // POST /v1/portal/sessions, /portal/
+	b.ownerPortal()  // POST /v1/portal/sessions; its links open on Faces
 	b.routes(httpapi.FuncKeys)
+	return b.done()
+}
+
+// Faces builds the Faces function: the operator console (/console) and
+// the owner portal's pages (/portal/), and /healthz; it serves no /v1
+// route. The console signs operators in with the admin and caller tokens
+// the Keys function accepts and acts through the key service; the portal
+// exchanges the single-use links POST /v1/portal/sessions (on Keys) makes.
+// Without the sweep, the console's sweep page only says where the sweep
+// runs; without the leaks service and the usage topic, it needs neither
+// the webhook secret nor the verify token.
+func Faces(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	b := begin(ctx, httpapi.FuncFaces, cfg, log)
+	b.openStore()
+	b.openVault()         // key secrets, the pepper, admin tokens
+	b.openLedger()        // read only: the usage and spend pages
+	b.openNotifications() // a key's changes are notified to its owner
+	b.notifyService()
+	b.keyHasher()
+	b.authenticate() // the console's sign-in
+	b.keysService()
+	b.ownerPortal() // the pages under /portal/
+	b.routes(httpapi.FuncFaces)
 	return b.done()
 }
 

@@ -171,6 +171,7 @@ func TestEachRoleOpensOnlyWhatItUses(t *testing.T) {
 		{"UsageWebhook", UsageWebhook, opened{vault: true, usage: true}, "POST /v1/usage"},
 		{"Sweep", Sweep, opened{store: true, vault: true, ledger: true, notifications: true, keys: true, sweeper: true}, "POST /v1/sweep"},
 		{"LeakReports", LeakReports, opened{store: true, vault: true, notifications: true, keys: true}, "POST /v1/leaks/github"},
+		{"Faces", Faces, opened{store: true, vault: true, ledger: true, notifications: true, keys: true}, "GET /console/signin"},
 		{"RecordUsage", RecordUsage, opened{store: true, ledger: true, consumer: true}, ""},
 		{"DeliverNotification", DeliverNotification, opened{vault: true, notifications: true, deliverer: true}, ""},
 		{"ServeAll", ServeAll, opened{true, true, true, true, true, true, true, true, true, true}, "GET /v1/keys"},
@@ -192,7 +193,7 @@ func TestEachRoleOpensOnlyWhatItUses(t *testing.T) {
 				}
 				return
 			}
-			for _, route := range []string{"GET /v1/keys", "POST /v1/verify", "POST /v1/usage", "POST /v1/sweep", "POST /v1/leaks/github"} {
+			for _, route := range []string{"GET /v1/keys", "POST /v1/verify", "POST /v1/usage", "POST /v1/sweep", "POST /v1/leaks/github", "GET /console/signin"} {
 				method, path, _ := strings.Cut(route, " ")
 				rec := httptest.NewRecorder()
 				app.Handler.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
