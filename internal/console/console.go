@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,6 +70,8 @@ type Console struct {
 	sessions *sessions
 	pages    map[string]*template.Template
 	mux      *http.ServeMux
+	// failures throttles failed sign-ins by client (throttle.go).
+	failures *throttle
 }
 
 // New returns the console, or an error if a dependency is missing.
@@ -82,7 +85,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c := &Console{cfg: cfg, sessions: newSessions(cfg.Idle, cfg.Lifetime), pages: map[string]*template.Template{}}
+	c := &Console{cfg: cfg, sessions: newSessions(cfg.Idle, cfg.Lifetime), pages: map[string]*template.Template{}, failures: newThrottle()}
 	if err := c.parse(); err != nil {
 		return nil, err
 	}
@@ -391,6 +394,12 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, errs.E(errs.PermissionDenied, "the sign-in form's CSRF token is missing or wrong: reload the sign-in page and try again"))
 		return
 	}
+	client := clientOf(r)
+	if wait, ok := c.failures.allowed(client, c.now()); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		c.showSignin(w, r, http.StatusTooManyRequests, "Too many failed sign-ins from your address; wait a minute and try again.")
+		return
+	}
 	credential := strings.TrimSpace(r.PostForm.Get("credential"))
 	if credential == "" {
 		c.showSignin(w, r, http.StatusBadRequest, "Enter the admin token or a caller token.")
@@ -399,6 +408,8 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	caller, err := c.cfg.Authenticate(r.Context(), credential)
 	if err != nil {
 		if errs.Is(err, errs.Unauthenticated) || errs.Is(err, errs.PermissionDenied) {
+			c.failures.failed(client, c.now())
+			c.cfg.Logger.WarnContext(r.Context(), "console sign-in refused", "client", client)
 			c.showSignin(w, r, http.StatusUnauthorized, "That credential was not accepted.")
 			return
 		}

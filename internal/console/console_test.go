@@ -412,3 +412,22 @@ func TestTheFacesFunctionServesTheConsoleWithoutTheSweep(t *testing.T) {
 	b.post("/console/sweep", url.Values{"mode": {"dry"}}, 409)
 	b.get("/console/keys", 200)
 }
+
+// After 10 failed sign-ins in a minute a client is refused (429, even
+// with the right credential) until the minute ends; another client is
+// not.
+func TestFailedSignInsAreThrottledPerClient(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	b.get("/console/signin", 200)
+	for i := range 10 {
+		b.post("/console/signin", url.Values{"credential": {fmt.Sprint("wrong-", i)}}, 401)
+	}
+	if body := b.post("/console/signin", url.Values{"credential": {adminToken}}, 429); !strings.Contains(body, "Too many failed sign-ins") {
+		t.Errorf("the 11th attempt: %s", body)
+	}
+	other := e.browser()
+	other.get("/console/signin", 200)
+	other.postRaw("/console/signin", url.Values{"credential": {adminToken}, "csrf": {other.csrf}}, 200,
+		map[string]string{"Origin": e.srv.URL, "Sec-Fetch-Site": "same-origin", "X-Forwarded-For": "198.51.100.7"})
+}
