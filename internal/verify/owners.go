@@ -120,7 +120,7 @@ func (w *ownerWindows) feature(name string) *window {
 // missing or older than the TTL. An owner with no record (its keys predate
 // owner records) has the plan of the key that loads it, with no overrides.
 func (v *Verifier) ownerOf(ctx context.Context, k *store.Key, now time.Time) (*ownerEntry, error) {
-	o, ok := v.owners.get(k.Owner)
+	o, ok := v.owners.Get(k.Owner)
 	if ok && now.Sub(o.loadedAt) < v.opt.TTL {
 		return o, nil
 	}
@@ -156,7 +156,7 @@ func (v *Verifier) loadOwner(ctx context.Context, k *store.Key) (*ownerEntry, er
 // returns the cached entry.
 func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 	wins := &ownerWindows{}
-	if old, ok := v.owners.peek(o.ID); ok {
+	if old, ok := v.owners.Peek(o.ID); ok {
 		if old.owner.UpdatedAt.After(o.UpdatedAt) {
 			return old
 		}
@@ -191,7 +191,7 @@ func (v *Verifier) putOwner(o *store.Owner, now time.Time) *ownerEntry {
 		fe.perMinute.buckets(bucketFeature + f)
 		e.features[f] = fe
 	}
-	v.owners.add(o.ID, e)
+	v.owners.Add(o.ID, e)
 	return e
 }
 
@@ -213,7 +213,7 @@ func perMinute(w *window, scope, feature string, base, overrides plan.Limits, pl
 
 // applyOwner brings the owner cache up to date with a changed owner.
 func (v *Verifier) applyOwner(o *store.Owner, now time.Time) {
-	if old, ok := v.owners.peek(o.ID); ok && !o.UpdatedAt.Before(old.owner.UpdatedAt) {
+	if old, ok := v.owners.Peek(o.ID); ok && !o.UpdatedAt.Before(old.owner.UpdatedAt) {
 		v.putOwner(o, now)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/keyplane/keyplane/internal/ledger"
@@ -43,8 +44,8 @@ type Quotas struct {
 	staleness time.Duration
 	log       *slog.Logger
 
-	cache  *cache[string, *quotaEntry] // by key id
-	owners *cache[string, *quotaEntry] // by owner id
+	cache  *lru.Cache[string, *quotaEntry] // by key id
+	owners *lru.Cache[string, *quotaEntry] // by owner id
 	loads  singleflight.Group
 
 	refreshMu sync.Mutex     // guards stopped and the Add of refreshes
@@ -109,9 +110,9 @@ func NewQuotas(l QuotaReader, staleness time.Duration, log *slog.Logger) *Quotas
 	if staleness <= 0 {
 		staleness = 5 * time.Second
 	}
-	return &Quotas{ledger: l, staleness: staleness, log: log,
-		cache:  newCache[string, *quotaEntry](100_000, stringHasher()),
-		owners: newCache[string, *quotaEntry](100_000, stringHasher())}
+	cache, _ := lru.New[string, *quotaEntry](100_000)
+	owners, _ := lru.New[string, *quotaEntry](100_000)
+	return &Quotas{ledger: l, staleness: staleness, log: log, cache: cache, owners: owners}
 }
 
 // quotaLimits are the day and month limits, named once so that a check
@@ -212,7 +213,7 @@ func (q *Quotas) entry(ctx context.Context, s subject, now time.Time) (*quotaEnt
 	if s.owner {
 		cache = q.owners
 	}
-	e, cached := cache.get(s.id)
+	e, cached := cache.Get(s.id)
 	if cached && !s.since.IsZero() {
 		e.mu.Lock()
 		cached = e.since.Equal(s.since)
@@ -306,7 +307,7 @@ func (q *Quotas) read(ctx context.Context, s subject, now time.Time) (*quotaEntr
 	if s.owner {
 		cache = q.owners
 	}
-	e, ok := cache.peek(s.id)
+	e, ok := cache.Peek(s.id)
 	if !ok {
 		e = &quotaEntry{}
 	}
@@ -330,7 +331,7 @@ func (q *Quotas) read(ctx context.Context, s subject, now time.Time) (*quotaEntr
 	e.reservedPrev, e.reserved = e.reserved, 0
 	e.mu.Unlock()
 	if !ok {
-		cache.add(s.id, e)
+		cache.Add(s.id, e)
 	}
 	return e, nil
 }

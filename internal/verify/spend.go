@@ -95,7 +95,7 @@ func (q *Quotas) Reserve(ctx context.Context, owner string, r SpendRequest, now 
 // Release gives back a reservation of Reserve for a request that was
 // refused after it (by a per-minute limit).
 func (q *Quotas) Release(owner string, cost int64) {
-	e, ok := q.owners.peek(owner)
+	e, ok := q.owners.Peek(owner)
 	if !ok {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/keyplane/keyplane/internal/apikey"
@@ -283,9 +284,9 @@ type Verifier struct {
 	clock  clock.Clock
 	opt    Options
 
-	cache  *cache[apikey.Hash, *entry]
-	miss   *cache[apikey.Hash, time.Time]
-	owners *cache[string, *ownerEntry] // by owner id
+	cache  *lru.Cache[apikey.Hash, *entry]
+	miss   *lru.Cache[apikey.Hash, time.Time]
+	owners *lru.Cache[string, *ownerEntry] // by owner id
 	loads  singleflight.Group
 
 	syncMu   sync.Mutex // serialises polls
@@ -351,12 +352,11 @@ func (v *Verifier) FeedLag() time.Duration {
 // keys cached later are loaded fresh.
 func New(st store.Store, h *apikey.Hasher, plans *plan.Catalog, clk clock.Clock, opts *Options) *Verifier {
 	o := opts.withDefaults()
+	cache, _ := lru.New[apikey.Hash, *entry](o.CacheSize)
+	miss, _ := lru.New[apikey.Hash, time.Time](o.NegativeCacheSize)
+	owners, _ := lru.New[string, *ownerEntry](o.CacheSize)
 	now := clk.Now()
-	return &Verifier{store: st, hasher: h, plans: plans, clock: clk, opt: o,
-		cache:    newCache[apikey.Hash, *entry](o.CacheSize, hashKeys),
-		miss:     newCache[apikey.Hash, time.Time](o.NegativeCacheSize, hashKeys),
-		owners:   newCache[string, *ownerEntry](o.CacheSize, stringHasher()),
-		lastSync: now}
+	return &Verifier{store: st, hasher: h, plans: plans, clock: clk, opt: o, cache: cache, miss: miss, owners: owners, lastSync: now}
 }
 
 // Verify decides req. It returns an error only when no safe decision can
@@ -595,7 +595,7 @@ func (v *Verifier) admit(ctx context.Context, d *Decision, e *entry, o *ownerEnt
 // lookup returns the cache entry for h, loading it if it is missing or
 // older than the TTL; nil means no key has hash h.
 func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*entry, error) {
-	if e, ok := v.cache.get(h); ok {
+	if e, ok := v.cache.Get(h); ok {
 		if now.Sub(e.loadedAt) < v.opt.TTL {
 			v.countLookup(CacheHit)
 			return e, nil
@@ -610,7 +610,7 @@ func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*e
 		}
 		return fresh, nil
 	}
-	if at, ok := v.miss.get(h); ok && now.Sub(at) < v.opt.TTL {
+	if at, ok := v.miss.Get(h); ok && now.Sub(at) < v.opt.TTL {
 		v.countLookup(CacheNegativeHit)
 		return nil, nil
 	}
@@ -628,16 +628,16 @@ func (v *Verifier) load(ctx context.Context, h apikey.Hash) (*entry, error) {
 		// A caller that missed the cache just before another caller's
 		// load cached h, and asks after that load's flight ended, gets
 		// its result rather than a second read.
-		if e, ok := v.cache.peek(h); ok && now.Sub(e.loadedAt) < v.opt.TTL {
+		if e, ok := v.cache.Peek(h); ok && now.Sub(e.loadedAt) < v.opt.TTL {
 			return e, nil
 		}
-		if at, ok := v.miss.peek(h); ok && now.Sub(at) < v.opt.TTL {
+		if at, ok := v.miss.Peek(h); ok && now.Sub(at) < v.opt.TTL {
 			return (*entry)(nil), nil
 		}
 		k, err := v.store.LookupHash(context.WithoutCancel(ctx), h)
 		if errs.Is(err, errs.NotFound) {
-			v.cache.remove(h)
-			v.miss.add(h, now)
+			v.cache.Remove(h)
+			v.miss.Add(h, now)
 			return (*entry)(nil), nil
 		}
 		if err != nil {
@@ -655,7 +655,7 @@ func (v *Verifier) load(ctx context.Context, h apikey.Hash) (*entry, error) {
 // the cached entry.
 func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 	win := &window{}
-	if old, ok := v.cache.peek(k.Hash); ok {
+	if old, ok := v.cache.Peek(k.Hash); ok {
 		if old.key.UpdatedAt.After(k.UpdatedAt) {
 			return old
 		}
@@ -689,8 +689,8 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 	if q := k.Quarantine; q.InForce() {
 		e.quarantine, e.quarantineUntil = newIPList(q.AllowedIPs), q.Until
 	}
-	v.cache.add(k.Hash, e)
-	v.miss.remove(k.Hash)
+	v.cache.Add(k.Hash, e)
+	v.miss.Remove(k.Hash)
 	return e
 }
 
@@ -770,10 +770,10 @@ func (v *Verifier) Sync(ctx context.Context) error {
 // apply brings the cache up to date with a changed key: a cached older
 // version is replaced, a remembered miss for its hash is forgotten.
 func (v *Verifier) apply(k *store.Key, now time.Time) {
-	v.miss.remove(k.Hash)
+	v.miss.Remove(k.Hash)
 	// Equal timestamps are re-applied: two changes can share a
 	// microsecond, and re-applying the same version is harmless.
-	if old, ok := v.cache.peek(k.Hash); ok && !k.UpdatedAt.Before(old.key.UpdatedAt) {
+	if old, ok := v.cache.Peek(k.Hash); ok && !k.UpdatedAt.Before(old.key.UpdatedAt) {
 		v.put(k, now)
 	}
 }
@@ -801,4 +801,4 @@ func (v *Verifier) Run(ctx context.Context) {
 }
 
 // NegativeCacheLen returns how many unknown hashes are remembered.
-func (v *Verifier) NegativeCacheLen() int { return v.miss.len() }
+func (v *Verifier) NegativeCacheLen() int { return v.miss.Len() }
