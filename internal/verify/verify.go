@@ -625,6 +625,15 @@ func (v *Verifier) countLookup(cacheResult int) { v.lookups[cacheResult].Add(1) 
 func (v *Verifier) load(ctx context.Context, h apikey.Hash) (*entry, error) {
 	res, err, _ := v.loads.Do(string(h[:]), func() (any, error) {
 		now := v.clock.Now()
+		// A caller that missed the cache just before another caller's
+		// load cached h, and asks after that load's flight ended, gets
+		// its result rather than a second read.
+		if e, ok := v.cache.Peek(h); ok && now.Sub(e.loadedAt) < v.opt.TTL {
+			return e, nil
+		}
+		if at, ok := v.miss.Peek(h); ok && now.Sub(at) < v.opt.TTL {
+			return (*entry)(nil), nil
+		}
 		k, err := v.store.LookupHash(context.WithoutCancel(ctx), h)
 		if errs.Is(err, errs.NotFound) {
 			v.cache.Remove(h)
