@@ -85,11 +85,9 @@ func (c *Console) ownersPage(w http.ResponseWriter, r *http.Request, q *request)
 	for i, o := range os {
 		rows[i] = ownerRow{ID: o.ID, Plan: o.Plan, Status: ownerStatus(o)}
 		if spend {
-			amount, currency, err := c.spend(r, o)
-			if err != nil {
+			if rows[i].Spend, _, err = c.spend(r, o); err != nil {
 				return err
 			}
-			rows[i].Spend = amount + " " + currency
 		}
 	}
 	c.render(w, r, q, http.StatusOK, "owners", "Owners", struct {
@@ -112,18 +110,15 @@ func ownerStatus(o *store.Owner) string {
 	return "active"
 }
 
-// spend is the owner's spend of the current UTC month, and its currency.
-func (c *Console) spend(r *http.Request, o *store.Owner) (string, string, error) {
+// spend is the owner's spend of the current UTC month ("1.230000 USD")
+// and the month's usage it comes from.
+func (c *Console) spend(r *http.Request, o *store.Owner) (string, ledger.Usage, error) {
 	start, _ := plan.Month.Bounds(c.now())
-	u, err := c.cfg.Ledger.OwnerUsage(r.Context(), o.ID, plan.Month, start)
+	bal, u, err := c.cfg.Owners.Money(r.Context(), o, start)
 	if err != nil {
-		return "", "", err
+		return "", u, err
 	}
-	currency := plan.DefaultCurrency
-	if p, ok := c.cfg.Plans.Get(o.Plan); ok && p.Currency != "" {
-		currency = p.Currency
-	}
-	return plan.FormatMicros(u.Cost), currency, nil
+	return plan.FormatMicros(u.Cost) + " " + bal.Currency, u, nil
 }
 
 type featureSpendRow struct {
@@ -165,19 +160,14 @@ func (c *Console) ownerPage(w http.ResponseWriter, r *http.Request, q *request) 
 		}
 	}
 	if data.Usage {
-		amount, currency, err := c.spend(r, o)
-		if err != nil {
+		var u ledger.Usage
+		if data.Spend, u, err = c.spend(r, o); err != nil {
 			return err
 		}
-		data.Spend = amount + " " + currency
-		start, _ := plan.Month.Bounds(c.now())
-		u, err := c.cfg.Ledger.OwnerUsage(r.Context(), o.ID, plan.Month, start)
-		if err != nil {
-			return err
-		}
-		for _, f := range slices.Sorted(maps.Keys(u.Features)) {
-			t := u.Features[f]
-			data.Features = append(data.Features, featureSpendRow{Feature: f, Amount: plan.FormatMicros(t.Cost), Requests: t.Requests, Units: t.Units})
+		for _, f := range ledger.ByFeature(u) {
+			if f.Feature != "" { // the table names features; usage without one is in the total
+				data.Features = append(data.Features, featureSpendRow{Feature: f.Feature, Amount: plan.FormatMicros(f.Cost), Requests: f.Requests, Units: f.Units})
+			}
 		}
 		if data.Charts, err = c.ownerCharts(r, o, own, features, bucket); err != nil {
 			return err

@@ -10,7 +10,8 @@ import (
 )
 
 // Spend is what an owner's usage of one UTC month cost, priced once per
-// event at ingest by the owner's plan, in total and by feature.
+// event at ingest by the owner's plan, in total and by feature (what the
+// owner portal shows).
 type Spend struct {
 	Month     time.Time // the month's start
 	Currency  string
@@ -25,21 +26,25 @@ type FeatureTotals struct {
 	Totals
 }
 
-// OwnerSpend reads owner's spend in the UTC month starting at month
-// (a month start), in the currency of the owner's plan (planName; the
-// default currency when the catalog lacks it or names none). Both the
-// API's GET /v1/owners/{owner}/spend and the owner portal show it.
-func OwnerSpend(ctx context.Context, l Ledger, plans *plan.Catalog, owner, planName string, month time.Time) (Spend, error) {
-	u, err := l.OwnerUsage(ctx, owner, plan.Month, month)
-	if err != nil {
-		return Spend{}, err
+// OwnerUsageReader reads an owner's usage of one window; a Ledger is one.
+type OwnerUsageReader interface {
+	OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (Usage, error)
+}
+
+// CostOfMonths returns the sum of owner's spend in the UTC months from the
+// one starting at from up to, not including, the one starting at to: one
+// read a month. A prepaid owner's credits are drawn by the spend since its
+// first top-up.
+func CostOfMonths(ctx context.Context, r OwnerUsageReader, owner string, from, to time.Time) (int64, error) {
+	var sum int64
+	for m := from; m.Before(to); m = m.AddDate(0, 1, 0) {
+		u, err := r.OwnerUsage(ctx, owner, plan.Month, m)
+		if err != nil {
+			return 0, err
+		}
+		sum += u.Cost
 	}
-	out := Spend{Month: month, Currency: plan.DefaultCurrency, Total: u.Totals}
-	if p, ok := plans.Get(planName); ok && p.Currency != "" {
-		out.Currency = p.Currency
-	}
-	out.ByFeature = ByFeature(u)
-	return out, nil
+	return sum, nil
 }
 
 // ByFeature splits u by feature, sorted by feature, with feature "" (the

@@ -20,12 +20,6 @@ const (
 	ActionCredit = "owner.credit"
 )
 
-// SpendReader reads an owner's metered usage and its cost; a
-// ledger.Ledger is one.
-type SpendReader interface {
-	OwnerUsage(ctx context.Context, owner string, w plan.Window, start time.Time) (ledger.Usage, error)
-}
-
 // CapPatch is the spend_cap field of a PATCH: absent keeps the owner's
 // cap, null clears it (the plan's default applies again), an object sets
 // it.
@@ -203,16 +197,22 @@ func (s *Service) Money(ctx context.Context, o *store.Owner, month time.Time) (B
 	}
 	c := b.Credits
 	bal.Granted = c.Granted()
-	now, _ := plan.Month.Bounds(s.now())
-	spent := -c.Offset
-	for m := c.Since; !m.After(now); m = m.AddDate(0, 1, 0) {
-		mu, err := s.Spend.OwnerUsage(ctx, o.ID, plan.Month, m)
+	// The balance is now's: the spend of the months from Since to the
+	// current one, and of the current one (u, when month is it).
+	current, _ := plan.Month.Bounds(s.now())
+	before, err := ledger.CostOfMonths(ctx, s.Spend, o.ID, c.Since, current)
+	if err != nil {
+		return bal, u, err
+	}
+	now := u.Cost
+	if !month.Equal(current) {
+		cu, err := s.Spend.OwnerUsage(ctx, o.ID, plan.Month, current)
 		if err != nil {
 			return bal, u, err
 		}
-		spent += mu.Cost
+		now = cu.Cost
 	}
-	bal.Credits = max(bal.Granted-spent, 0)
+	bal.Credits = max(bal.Granted-(before+now-c.Offset), 0)
 	return bal, u, nil
 }
 

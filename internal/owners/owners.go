@@ -13,6 +13,7 @@ import (
 	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ids"
+	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/store"
 )
@@ -33,7 +34,7 @@ type Service struct {
 	Observer Observer
 	// Spend reads owners' spend, for their credits and the spend route;
 	// required by AddCredit and Money.
-	Spend SpendReader
+	Spend ledger.OwnerUsageReader
 }
 
 // Notifier tells an owner that its plan or overrides changed (previous

@@ -154,14 +154,12 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request, s *session) error 
 		}
 		d.Chart = chartOf(from, to, byDay)
 		month, _ := plan.Month.Bounds(p.now())
-		if d.Spend, err = ledger.OwnerSpend(r.Context(), p.Ledger, p.Plans, o.ID, o.Plan, month); err != nil {
-			return err
-		}
-		d.Total = plan.FormatMicros(d.Spend.Total.Cost)
-		bal, _, err := p.Owners.Money(r.Context(), o, month)
+		bal, u, err := p.Owners.Money(r.Context(), o, month)
 		if err != nil {
 			return err
 		}
+		d.Spend = ledger.Spend{Month: month, Currency: bal.Currency, Total: u.Totals, ByFeature: ledger.ByFeature(u)}
+		d.Total = plan.FormatMicros(u.Cost)
 		if bal.Cap != nil {
 			d.Cap, d.CapLeft = plan.FormatMicros(*bal.Cap), plan.FormatMicros(max(*bal.Cap-bal.Spend, 0))
 		}

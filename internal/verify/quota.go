@@ -318,12 +318,10 @@ func (q *Quotas) read(ctx context.Context, s subject, now time.Time) (*quotaEntr
 		e.mu.Unlock()
 	}
 	var before int64
-	for m := since; !since.IsZero() && m.Before(monthStart); m = m.AddDate(0, 1, 0) {
-		u, err := q.usage(ctx, s, plan.Month, m)
-		if err != nil {
+	if !since.IsZero() {
+		if before, err = ledger.CostOfMonths(ctx, q.ledger, s.id, since, monthStart); err != nil {
 			return nil, err
 		}
-		before += u.Cost
 	}
 	e.mu.Lock()
 	e.dayStart, e.day, e.monthAt, e.month, e.fetchedAt = dayStart, day, monthStart, month, now
