@@ -136,7 +136,9 @@ func (s *Service) AddCredit(ctx context.Context, actor, id string, req CreditReq
 	if err != nil {
 		return nil, grant, false, err
 	}
-	s.committed(ctx, updated, func(context.Context) error { return nil })
+	if s.Observer != nil { // nothing to tell the owner: its platform made the top-up
+		s.Observer.OwnerChanged(updated)
+	}
 	return updated, grant, true, nil
 }
 
