@@ -205,6 +205,62 @@ resource "google_firestore_index" "usage_counters_by_owner" {
   }
 }
 
+# Usage adjustments (internal/ledger/firestoreledger): a closed month's usage
+# counted after it ended, listed by the billing export across owners and for
+# one owner. Shard documents of an adjustment are grouped by key_id and
+# counted_in.
+resource "google_firestore_index" "usage_adjustments_by_month" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_adjustments"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "month"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "key_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "counted_in"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
+resource "google_firestore_index" "usage_adjustments_by_owner" {
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = "usage_adjustments"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "owner"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "month"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "key_id"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "counted_in"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "__name__"
+    order      = "ASCENDING"
+  }
+}
+
 # Owner counters (internal/ledger/firestoreledger): an owner's usage series
 # (OwnerSeries), and the owners with usage in a window (ActiveOwners, for the
 # sweep's owner quotas and the billing export). Shard documents of an owner
@@ -322,10 +378,18 @@ locals {
     "usage_owner_counters/shard"    = { ttl = false, exempt = true }
     "usage_owner_counters/start"    = { ttl = false, exempt = true }
     "usage_owner_counters/features" = { ttl = false, exempt = true }
-    "usage_dead_letters/id"         = { ttl = false, exempt = true }
-    "usage_dead_letters/reason"     = { ttl = false, exempt = true }
-    "usage_dead_letters/detail"     = { ttl = false, exempt = true }
-    "usage_dead_letters/payload"    = { ttl = false, exempt = true }
+    # Adjustments likewise: only month, owner, key_id and counted_in are
+    # queried, through the composite indexes above.
+    "usage_adjustments/requests" = { ttl = false, exempt = true }
+    "usage_adjustments/units"    = { ttl = false, exempt = true }
+    "usage_adjustments/bytes"    = { ttl = false, exempt = true }
+    "usage_adjustments/cost"     = { ttl = false, exempt = true }
+    "usage_adjustments/shard"    = { ttl = false, exempt = true }
+    "usage_adjustments/features" = { ttl = false, exempt = true }
+    "usage_dead_letters/id"      = { ttl = false, exempt = true }
+    "usage_dead_letters/reason"  = { ttl = false, exempt = true }
+    "usage_dead_letters/detail"  = { ttl = false, exempt = true }
+    "usage_dead_letters/payload" = { ttl = false, exempt = true }
     # Client IPs per key and UTC day expire after ledger.ClientIPRetention
     # (8 days). ips is an array: indexed, it would get an array-contains
     # entry per IP; day only ever grows.

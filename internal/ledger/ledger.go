@@ -80,6 +80,18 @@ type KeyPoint struct {
 	Totals
 }
 
+// Adjustment is the part of one key's usage in a month that was counted
+// after the month had ended (a late event, up to usage.MaxAge old), in
+// the month starting at CountedIn. A key's totals in the month include
+// its adjustments; its totals minus them are what had been counted when
+// the month closed, which no later event changes.
+type Adjustment struct {
+	KeyID     string
+	Owner     string
+	CountedIn time.Time // the start of the month in which it was counted
+	Usage               // Totals and, of events naming one, by feature
+}
+
 // DeadLetter records a message or event that will never be counted, and
 // why.
 type DeadLetter struct {
@@ -128,6 +140,12 @@ type Ledger interface {
 	// MaxSeriesPoints), and whether there are more. The range is bounded
 	// as OwnerSeries's is.
 	KeySeries(ctx context.Context, owner string, w plan.Window, from, to time.Time, limit int) (points []KeyPoint, more bool, err error)
+	// Adjustments returns one page of the adjustments of the month
+	// starting at month (a month start; other times are rounded down), of
+	// owner's keys unless owner is "", ordered by key id and then
+	// CountedIn. Count records one for each event it counts after the
+	// end of the event's month, by its own clock.
+	Adjustments(ctx context.Context, owner string, month time.Time, pageSize int, pageToken string) ([]Adjustment, string, error)
 	// ActiveOwners returns one page of the owners with usage in the
 	// window, ordered by owner id (for the sweep's owner quotas).
 	ActiveOwners(ctx context.Context, w plan.Window, start time.Time, pageSize int, pageToken string) ([]string, string, error)
@@ -217,6 +235,17 @@ func (u *Usage) AddFeature(f string, t Totals) {
 
 // MaxPageSize bounds the page size of the ledger's listing calls.
 const MaxPageSize = 1000
+
+// Late reports whether an event at t counted at now is counted after its
+// month ended, and if so the start of the month it is counted in.
+func Late(t, now time.Time) (countedIn time.Time, late bool) {
+	_, end := plan.Month.Bounds(t)
+	if now.Before(end) {
+		return time.Time{}, false
+	}
+	countedIn, _ = plan.Month.Bounds(now)
+	return countedIn, true
+}
 
 // CheckCount checks the arguments of Ledger.Count that every adapter checks
 // alike, before anything is written, so that an invalid batch counts

@@ -33,6 +33,7 @@ const (
 	ownersColl      = "usage_owner_counters"
 	deadLettersColl = "usage_dead_letters"
 	clientIPsColl   = "usage_client_ips"
+	adjustmentsColl = "usage_adjustments"
 )
 
 const (
@@ -185,6 +186,30 @@ func (l *Ledger) ownerShard(c ownerCounter, shard int) *firestore.DocumentRef {
 	return l.c.Collection(ownersColl).Doc(fmt.Sprintf("%x_%s_%d_%d", c.owner, c.w, c.start.Unix(), shard))
 }
 
+// adjustment names one adjustment: the part of a key's month counted in
+// the month starting at countedIn.
+type adjustment struct {
+	key       string
+	month     time.Time
+	countedIn time.Time
+}
+
+func (l *Ledger) adjustmentShard(a adjustment, shard int) *firestore.DocumentRef {
+	return l.c.Collection(adjustmentsColl).Doc(fmt.Sprintf("%s_%d_%d_%d", a.key, a.month.Unix(), a.countedIn.Unix(), shard))
+}
+
+type adjustmentDoc struct {
+	KeyID     string               `firestore:"key_id"`
+	Owner     string               `firestore:"owner"`
+	Month     time.Time            `firestore:"month"`
+	CountedIn time.Time            `firestore:"counted_in"`
+	Requests  int64                `firestore:"requests"`
+	Units     int64                `firestore:"units"`
+	Bytes     int64                `firestore:"bytes"`
+	Cost      int64                `firestore:"cost"`
+	Features  map[string]totalsDoc `firestore:"features"`
+}
+
 type totalsDoc struct {
 	Requests int64 `firestore:"requests"`
 	Units    int64 `firestore:"units"`
@@ -272,14 +297,60 @@ type ownerIncrement struct {
 	features map[string]*ledger.Totals
 }
 
+// adjustmentIncrement is what one commit adds to one shard of one
+// adjustment.
+type adjustmentIncrement struct {
+	adjustment
+	owner string
+	shard int
+	ledger.Totals
+	features map[string]*ledger.Totals
+}
+
 // chunk is the events of one commit and the increments they add up to.
 type chunk struct {
 	events []ledger.Counted
 	incs   []*increment
 	oincs  []*ownerIncrement
+	aincs  []*adjustmentIncrement
 }
 
-func (c *chunk) writes() int { return len(c.events) + len(c.incs) + len(c.oincs) }
+func (c *chunk) writes() int { return len(c.events) + len(c.incs) + len(c.oincs) + len(c.aincs) }
+
+// addFeature adds e's amounts to (*features)[e.Feature], making the map
+// when needed; an event without a feature adds nothing.
+func addFeature(features *map[string]*ledger.Totals, e ledger.Counted) {
+	if e.Feature == "" {
+		return
+	}
+	if *features == nil {
+		*features = map[string]*ledger.Totals{}
+	}
+	ft := (*features)[e.Feature]
+	if ft == nil {
+		ft = &ledger.Totals{}
+		(*features)[e.Feature] = ft
+	}
+	addTo(ft, e)
+}
+
+// incrementDoc is a document that adds t, and features' totals under
+// "features", to the document it is merged into; fields are its other
+// fields.
+func incrementDoc(fields map[string]any, t ledger.Totals, features map[string]*ledger.Totals) map[string]any {
+	fields["requests"] = firestore.Increment(t.Requests)
+	fields["units"] = firestore.Increment(t.Units)
+	fields["bytes"] = firestore.Increment(t.Bytes)
+	fields["cost"] = firestore.Increment(t.Cost)
+	if len(features) > 0 {
+		fs := make(map[string]any, len(features))
+		for f, ft := range features {
+			fs[f] = incrementDoc(map[string]any{}, *ft, nil)
+		}
+		fields["features"] = fs
+	}
+	return fields
+}
 
 // addTo adds e's amounts to t, saturating.
 func addTo(t *ledger.Totals, e ledger.Counted) {
@@ -294,13 +365,15 @@ func addTo(t *ledger.Totals, e ledger.Counted) {
 // one Create per event and one increment per key counter and owner
 // counter the chunk touches. A key whose events fit in one chunk is not
 // split between two. Each chunk adds to one shard, chosen at random, of
-// all of a key's counters, and likewise of an owner's.
-func (l *Ledger) chunks(events []ledger.Counted) []*chunk {
+// all of a key's counters (and adjustments: an event counted at now
+// after its month ended adds to one), and likewise of an owner's.
+func (l *Ledger) chunks(events []ledger.Counted, now time.Time) []*chunk {
 	var (
 		out    []*chunk
 		cur    *chunk
 		incs   map[counter]*increment
 		oincs  map[ownerCounter]*ownerIncrement
+		aincs  map[adjustment]*adjustmentIncrement
 		shards map[string]int // "k" + key id, "o" + owner
 	)
 	shard := func(id string) int {
@@ -320,7 +393,9 @@ func (l *Ledger) chunks(events []ledger.Counted) []*chunk {
 			for run < len(events)-i && events[i+run].KeyID == e.KeyID {
 				run++
 			}
-			if need := run + 2*len(plan.Windows); cur != nil && cur.writes()+need > maxWrites && need <= maxWrites {
+			// Its counters, its owner's, and an adjustment of each
+			// of the (at most two) months usage.MaxAge reaches back.
+			if need := run + 2*len(plan.Windows) + 2; cur != nil && cur.writes()+need > maxWrites && need <= maxWrites {
 				cur = nil
 			}
 		}
@@ -337,10 +412,16 @@ func (l *Ledger) chunks(events []ledger.Counted) []*chunk {
 				need++
 			}
 		}
+		in, late := ledger.Late(e.Time, now)
+		a := adjustment{e.KeyID, windowStart(plan.Month, e.Time), firestoredb.Time(in)}
+		if _, ok := aincs[a]; late && !ok {
+			need++
+		}
 		if cur == nil || cur.writes()+need > maxWrites {
 			cur = &chunk{}
 			out = append(out, cur)
 			incs, oincs, shards = map[counter]*increment{}, map[ownerCounter]*ownerIncrement{}, map[string]int{}
+			aincs = map[adjustment]*adjustmentIncrement{}
 		}
 		cur.events = append(cur.events, e)
 		for _, c := range cs {
@@ -351,6 +432,16 @@ func (l *Ledger) chunks(events []ledger.Counted) []*chunk {
 				cur.incs = append(cur.incs, inc)
 			}
 			addTo(&inc.Totals, e)
+		}
+		if late {
+			inc := aincs[a]
+			if inc == nil {
+				inc = &adjustmentIncrement{adjustment: a, owner: e.Owner, shard: shard("k" + e.KeyID)}
+				aincs[a] = inc
+				cur.aincs = append(cur.aincs, inc)
+			}
+			addTo(&inc.Totals, e)
+			addFeature(&inc.features, e)
 		}
 		if e.Owner == "" {
 			continue
@@ -363,17 +454,7 @@ func (l *Ledger) chunks(events []ledger.Counted) []*chunk {
 				cur.oincs = append(cur.oincs, inc)
 			}
 			addTo(&inc.Totals, e)
-			if e.Feature != "" {
-				if inc.features == nil {
-					inc.features = map[string]*ledger.Totals{}
-				}
-				ft := inc.features[e.Feature]
-				if ft == nil {
-					ft = &ledger.Totals{}
-					inc.features[e.Feature] = ft
-				}
-				addTo(ft, e)
-			}
+			addFeature(&inc.features, e)
 		}
 	}
 	return out
@@ -408,29 +489,25 @@ func (l *Ledger) commit(ctx context.Context, ch *chunk, expireAt time.Time) erro
 			}
 		}
 		for _, inc := range ch.oincs {
-			doc := map[string]any{
-				"owner":    inc.owner,
-				"window":   string(inc.w),
-				"start":    inc.start,
-				"shard":    inc.shard,
-				"requests": firestore.Increment(inc.Requests),
-				"units":    firestore.Increment(inc.Units),
-				"bytes":    firestore.Increment(inc.Bytes),
-				"cost":     firestore.Increment(inc.Cost),
-			}
-			if len(inc.features) > 0 {
-				fs := make(map[string]any, len(inc.features))
-				for f, t := range inc.features {
-					fs[f] = map[string]any{
-						"requests": firestore.Increment(t.Requests),
-						"units":    firestore.Increment(t.Units),
-						"bytes":    firestore.Increment(t.Bytes),
-						"cost":     firestore.Increment(t.Cost),
-					}
-				}
-				doc["features"] = fs
-			}
+			doc := incrementDoc(map[string]any{
+				"owner":  inc.owner,
+				"window": string(inc.w),
+				"start":  inc.start,
+				"shard":  inc.shard,
+			}, inc.Totals, inc.features)
 			if err := tx.Set(l.ownerShard(inc.ownerCounter, inc.shard), doc, firestore.MergeAll); err != nil {
+				return err
+			}
+		}
+		for _, inc := range ch.aincs {
+			doc := incrementDoc(map[string]any{
+				"key_id":     inc.key,
+				"owner":      inc.owner,
+				"month":      inc.month,
+				"counted_in": inc.countedIn,
+				"shard":      inc.shard,
+			}, inc.Totals, inc.features)
+			if err := tx.Set(l.adjustmentShard(inc.adjustment, inc.shard), doc, firestore.MergeAll); err != nil {
 				return err
 			}
 		}
@@ -481,7 +558,8 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 	if len(events) == 0 {
 		return 0, nil
 	}
-	expireAt := firestoredb.Time(l.clock.Now().Add(retention))
+	now := l.clock.Now()
+	expireAt := firestoredb.Time(now.Add(retention))
 	seen := make(map[string]bool, len(events))
 	todo := make([]ledger.Counted, 0, len(events))
 	for _, e := range events {
@@ -497,7 +575,7 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 	counted := 0
 	for round := 0; len(todo) > 0 && round < chunkRounds; round++ {
 		var rest []ledger.Counted
-		for _, ch := range l.chunks(todo) {
+		for _, ch := range l.chunks(todo, now) {
 			err := l.commit(ctx, ch, expireAt)
 			switch {
 			case err == nil:
@@ -515,7 +593,7 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 		todo = rest
 	}
 	for _, e := range todo {
-		err := l.commit(ctx, l.chunks([]ledger.Counted{e})[0], expireAt)
+		err := l.commit(ctx, l.chunks([]ledger.Counted{e}, now)[0], expireAt)
 		switch {
 		case err == nil:
 			counted++
@@ -681,6 +759,58 @@ func (l *Ledger) OwnerUsage(ctx context.Context, owner string, w plan.Window, st
 		return ledger.Usage{}, err
 	}
 	return u, nil
+}
+
+// Adjustments returns one page of the adjustments of the month starting
+// at month, of owner's keys unless owner is "", ordered by key id and
+// then the month they were counted in: one query of the adjustment
+// shards ordered the same way, summed per adjustment. A page of n
+// adjustments spans at most n×Shards documents, so a query of
+// (n+1)×Shards that comes back full holds more than n of them.
+func (l *Ledger) Adjustments(ctx context.Context, owner string, month time.Time, pageSize int, pageToken string) ([]ledger.Adjustment, string, error) {
+	if err := ledger.CheckPageSize(pageSize); err != nil {
+		return nil, "", err
+	}
+	m := windowStart(plan.Month, month)
+	q := l.c.Collection(adjustmentsColl).Where("month", "==", m)
+	if owner != "" {
+		q = q.Where("owner", "==", owner)
+	}
+	q = q.OrderBy("key_id", firestore.Asc).OrderBy("counted_in", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	if pageToken != "" {
+		in, after, err := pagetoken.Decode(pageToken, firestoredb.ValidID)
+		if err != nil {
+			return nil, "", err
+		}
+		// After every shard of the token's adjustment: "~" sorts after
+		// the digits of a shard number.
+		past := strings.TrimSuffix(l.adjustmentShard(adjustment{after, m, firestoredb.Time(in)}, 0).ID, "0") + "~"
+		q = q.StartAfter(after, firestoredb.Time(in), l.c.Collection(adjustmentsColl).Doc(past))
+	}
+	snaps, err := q.Limit((pageSize + 1) * l.shards).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, "", translate(err, "firestore: list usage adjustments")
+	}
+	var out []ledger.Adjustment
+	for _, snap := range snaps {
+		var d adjustmentDoc
+		if err := snap.DataTo(&d); err != nil {
+			return nil, "", errs.Wrap(errs.Internal, err, "firestore: decode usage adjustment "+snap.Ref.ID)
+		}
+		if n := len(out); n == 0 || out[n-1].KeyID != d.KeyID || !out[n-1].CountedIn.Equal(d.CountedIn) {
+			if n == pageSize {
+				last := out[n-1]
+				return out, pagetoken.Encode(last.CountedIn, last.KeyID), nil
+			}
+			out = append(out, ledger.Adjustment{KeyID: d.KeyID, Owner: d.Owner, CountedIn: d.CountedIn.UTC()})
+		}
+		a := &out[len(out)-1]
+		a.Add(ledger.Totals{Requests: d.Requests, Units: d.Units, Bytes: d.Bytes, Cost: d.Cost})
+		for f, t := range d.Features {
+			a.AddFeature(f, ledger.Totals{Requests: t.Requests, Units: t.Units, Bytes: t.Bytes, Cost: t.Cost})
+		}
+	}
+	return out, "", nil
 }
 
 // OwnerSeries returns owner's usage in each window of kind w starting in

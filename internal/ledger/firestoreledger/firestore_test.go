@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/keyplane/keyplane/internal/clock"
 	"github.com/keyplane/keyplane/internal/errs"
 	"github.com/keyplane/keyplane/internal/ledger"
 	"github.com/keyplane/keyplane/internal/ledger/ledgertest"
@@ -28,9 +29,10 @@ func TestConformance(t *testing.T) {
 	testenv.Firestore(t)
 	ledgertest.Run(t, func(t *testing.T) ledgertest.Harness {
 		var b ledgertest.Breaker
-		l := NewFromClient(testenv.FirestoreClient(t), Options{})
+		c := clock.NewFake(time.Date(2031, time.January, 1, 0, 0, 0, 0, time.UTC))
+		l := NewFromClient(testenv.FirestoreClient(t), Options{Clock: c})
 		l.failCommit = b.Hook
-		return ledgertest.Harness{Ledger: l, Break: b.Break, Repair: b.Repair}
+		return ledgertest.Harness{Ledger: l, Break: b.Break, Repair: b.Repair, SetClock: c.Set}
 	})
 }
 
@@ -57,7 +59,7 @@ func TestChunkCommitIsAtomic(t *testing.T) {
 	if _, err := l.event("evt-3").Create(ctx, &eventDoc{ID: "evt-3", KeyID: "key-1", Time: at, ExpireAt: at.Add(time.Hour)}); err != nil {
 		t.Fatalf("create evt-3's document: %v", err)
 	}
-	chunks := l.chunks(evs)
+	chunks := l.chunks(evs, at)
 	if len(chunks) != 1 {
 		t.Fatalf("chunks: got %d, want 1", len(chunks))
 	}

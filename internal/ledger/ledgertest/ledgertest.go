@@ -34,6 +34,9 @@ type Harness struct {
 	// hook forgets an event id whose retention has passed by the next
 	// Count, so that the ids it keeps stay bounded.
 	Advance func(d time.Duration)
+	// SetClock sets the ledger's clock to t: Count tells by it whether an
+	// event's month has ended.
+	SetClock func(t time.Time)
 }
 
 // Breaker fails commits on demand. Its Hook is what an adapter calls
@@ -92,6 +95,7 @@ func Run(t *testing.T, open func(t *testing.T) Harness) {
 		{"StreamDeliveredThreeTimesInRandomOrderIsExact", testStreamDeliveredThreeTimesInRandomOrderIsExact},
 		{"FailedCountDoesNotBurnIDs", testFailedCountDoesNotBurnIDs},
 		{"CostCountedOnceWithTheUsage", testCostCountedOnceWithTheUsage},
+		{"LateEventsAreAdjustmentsOfTheirMonth", testLateEventsAreAdjustmentsOfTheirMonth},
 		{"EventsExpireAfterRetention", testEventsExpireAfterRetention},
 
 		{"OwnerTotalsSumsShardsAndPages", testOwnerTotalsSumsShardsAndPages},
@@ -741,6 +745,76 @@ func testEventsExpireAfterRetention(t *testing.T, h Harness) {
 	}
 }
 
+// testLateEventsAreAdjustmentsOfTheirMonth counts events of January 2031
+// in January, February and March: each counts in its own month, and what
+// was counted after January ended is listed as January's adjustments, per
+// key and month counted in, with the part of each feature.
+func testLateEventsAreAdjustmentsOfTheirMonth(t *testing.T, h Harness) {
+	if h.SetClock == nil {
+		t.Skip("the harness cannot set the ledger's clock")
+	}
+	l := h.Ledger
+	jan := time.Date(2031, time.January, 1, 0, 0, 0, 0, time.UTC)
+	feb, mar := jan.AddDate(0, 1, 0), jan.AddDate(0, 2, 0)
+	feature := func(e ledger.Counted, f string) ledger.Counted { e.Feature = f; return e }
+	onTime := withCost(ev("evt-1", "key-1", "owner-1", jan.Add(9*24*time.Hour), 1, 10, 100), 500)
+	lateA := withCost(ev("evt-2", "key-1", "owner-1", jan.Add(19*24*time.Hour), 1, 20, 200), 700)
+	lateB := feature(ev("evt-3", "key-2", "owner-1", feb.Add(-time.Second), 2, 30, 300), "")
+	lateC := ev("evt-4", "key-3", "owner-2", jan.Add(4*24*time.Hour), 1, 40, 400)
+	inFeb := ev("evt-5", "key-1", "owner-1", feb.Add(24*time.Hour), 1, 50, 500)
+	lateD := withCost(feature(ev("evt-6", "key-1", "owner-1", jan.Add(24*24*time.Hour), 3, 60, 600), "lite"), 900)
+	lateFeb := ev("evt-7", "key-1", "owner-1", mar.Add(-time.Hour), 1, 70, 700)
+
+	h.SetClock(jan.Add(14 * 24 * time.Hour))
+	countWant(t, l, []ledger.Counted{onTime}, 1)
+	h.SetClock(feb) // the first instant after January: late from here on
+	countWant(t, l, []ledger.Counted{lateA, lateB, lateC, inFeb}, 4)
+	countWant(t, l, []ledger.Counted{lateA}, 0) // a redelivery adjusts nothing
+	h.SetClock(mar.Add(36 * time.Hour))
+	countWant(t, l, []ledger.Counted{lateD, lateFeb}, 2)
+
+	adj := func(e ledger.Counted, in time.Time) ledger.Adjustment {
+		a := ledger.Adjustment{KeyID: e.KeyID, Owner: e.Owner, CountedIn: in, Usage: ledger.Usage{Totals: amounts(e)}}
+		if e.Feature != "" {
+			a.AddFeature(e.Feature, amounts(e))
+		}
+		return a
+	}
+	list := func(owner string, month time.Time, size int) []ledger.Adjustment {
+		t.Helper()
+		return pages(t, fmt.Sprintf("Adjustments(%q, %s, size %d)", owner, month.Format("2006-01"), size), size,
+			func(token string) ([]ledger.Adjustment, string, error) {
+				return l.Adjustments(t.Context(), owner, month, size, token)
+			})
+	}
+	cases := []struct {
+		owner string
+		month time.Time
+		want  []ledger.Adjustment
+	}{
+		{"", jan, []ledger.Adjustment{adj(lateA, feb), adj(lateD, mar), adj(lateB, feb), adj(lateC, feb)}},
+		{"owner-1", jan.Add(17 * 24 * time.Hour), []ledger.Adjustment{adj(lateA, feb), adj(lateD, mar), adj(lateB, feb)}},
+		{"owner-2", jan, []ledger.Adjustment{adj(lateC, feb)}},
+		{"", feb, []ledger.Adjustment{adj(lateFeb, mar)}},
+		{"", mar, nil},
+		{"owner-3", jan, nil},
+	}
+	for _, c := range cases {
+		for _, size := range []int{1, 2, 1000} {
+			got := list(c.owner, c.month, size)
+			if diff := gocmp.Diff(c.want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("Adjustments(%q, %s, size %d) (-want +got):\n%s", c.owner, c.month.Format("2006-01"), size, diff)
+			}
+		}
+	}
+	// The month's totals hold every event of it, whenever counted.
+	want := amounts(onTime)
+	for _, e := range []ledger.Counted{lateA, lateD} {
+		want.Add(amounts(e))
+	}
+	wantTotals(t, l, "key-1", plan.Month, jan, want)
+}
+
 func testOwnerTotalsSumsShardsAndPages(t *testing.T, h Harness) {
 	l := h.Ledger
 	owners := map[string]string{"key-01": "acct-a", "key-02": "acct-b", "key-03": "acct-a", "key-04": "acct-a",
@@ -1120,6 +1194,8 @@ func testBadQueryIsInvalid(t *testing.T, h Harness) {
 		wantKind(t, fmt.Sprintf("ActiveKeys(page size %d)", size), err, errs.Invalid)
 		_, _, err = l.ListDeadLetters(ctx, size, "")
 		wantKind(t, fmt.Sprintf("ListDeadLetters(page size %d)", size), err, errs.Invalid)
+		_, _, err = l.Adjustments(ctx, "", start, size, "")
+		wantKind(t, fmt.Sprintf("Adjustments(page size %d)", size), err, errs.Invalid)
 	}
 	for _, tok := range badTokens {
 		_, _, err := l.OwnerTotals(ctx, "owner-1", plan.Day, start, 2, tok)
@@ -1128,6 +1204,8 @@ func testBadQueryIsInvalid(t *testing.T, h Harness) {
 		wantKind(t, fmt.Sprintf("ActiveKeys(token %q)", tok), err, errs.Invalid)
 		_, _, err = l.ListDeadLetters(ctx, 2, tok)
 		wantKind(t, fmt.Sprintf("ListDeadLetters(token %q)", tok), err, errs.Invalid)
+		_, _, err = l.Adjustments(ctx, "", start, 2, tok)
+		wantKind(t, fmt.Sprintf("Adjustments(token %q)", tok), err, errs.Invalid)
 	}
 	for _, w := range []plan.Window{"", "week", "Day"} {
 		_, err := l.Totals(ctx, "key-1", w, start)

@@ -97,6 +97,20 @@ CREATE INDEX usage_owner_counters_by_window ON usage_owner_counters (win, start,
 `, `
 ALTER TABLE usage_counters ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage_owner_counters ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
+`, `
+CREATE TABLE usage_adjustments (
+	month      INTEGER NOT NULL,
+	key_id     TEXT NOT NULL,
+	counted_in INTEGER NOT NULL,
+	feature    TEXT NOT NULL,
+	owner      TEXT NOT NULL,
+	requests   INTEGER NOT NULL,
+	units      INTEGER NOT NULL,
+	bytes      INTEGER NOT NULL,
+	cost       INTEGER NOT NULL,
+	PRIMARY KEY (month, key_id, counted_in, feature)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX usage_adjustments_by_owner ON usage_adjustments (owner, month, key_id, counted_in, feature);
 `}
 
 // Open opens the ledger database file at path with the default options,
@@ -206,7 +220,18 @@ var (
 	ON CONFLICT (key_id, win, start) DO UPDATE SET ` + addSums
 	upsertOwnerCounters = `INSERT INTO usage_owner_counters (owner, win, start, feature, requests, units, bytes, cost) VALUES %s
 	ON CONFLICT (owner, win, start, feature) DO UPDATE SET ` + addSums
+	upsertAdjustments = `INSERT INTO usage_adjustments (month, key_id, counted_in, feature, owner, requests, units, bytes, cost) VALUES %s
+	ON CONFLICT (month, key_id, counted_in, feature) DO UPDATE SET ` + addSums
 )
+
+// adjustment names one row of usage_adjustments: the part of a key's
+// month counted in a later month (feature ""), or of one feature's.
+type adjustment struct {
+	month     int64 // Unix microseconds
+	key       string
+	countedIn int64 // Unix microseconds
+	feature   string
+}
 
 // ownerCounter names one row of usage_owner_counters: an owner's totals in
 // a window (feature "") or the part of them of one feature.
@@ -255,6 +280,8 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 			sums   = map[counter]*pending{}
 			oorder []ownerCounter
 			osums  = map[ownerCounter]*ledger.Totals{}
+			aorder []adjustment
+			asums  = map[adjustment]*pending{}
 		)
 		addOwner := func(c ownerCounter, e ledger.Counted) {
 			t := osums[c]
@@ -263,10 +290,16 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 				osums[c] = t
 				oorder = append(oorder, c)
 			}
-			t.Requests = addSat(t.Requests, e.Requests)
-			t.Units = addSat(t.Units, e.Units)
-			t.Bytes = addSat(t.Bytes, e.Bytes)
-			t.Cost = addSat(t.Cost, e.Cost)
+			addTo(t, e)
+		}
+		addAdjustment := func(a adjustment, e ledger.Counted) {
+			p := asums[a]
+			if p == nil {
+				p = &pending{owner: e.Owner}
+				asums[a] = p
+				aorder = append(aorder, a)
+			}
+			addTo(&p.Totals, e)
 		}
 		for _, e := range events {
 			if !inserted[e.ID] {
@@ -283,15 +316,20 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 					sums[c] = p
 					order = append(order, c)
 				}
-				p.Requests = addSat(p.Requests, e.Requests)
-				p.Units = addSat(p.Units, e.Units)
-				p.Bytes = addSat(p.Bytes, e.Bytes)
-				p.Cost = addSat(p.Cost, e.Cost)
+				addTo(&p.Totals, e)
 				if e.Owner != "" {
 					addOwner(ownerCounter{e.Owner, w, c.start, ""}, e)
 					if e.Feature != "" {
 						addOwner(ownerCounter{e.Owner, w, c.start, e.Feature}, e)
 					}
+				}
+			}
+			if in, late := ledger.Late(e.Time, now); late {
+				a := adjustment{windowStart(plan.Month, e.Time), e.KeyID, micros(in), ""}
+				addAdjustment(a, e)
+				if e.Feature != "" {
+					a.feature = e.Feature
+					addAdjustment(a, e)
 				}
 			}
 		}
@@ -315,12 +353,30 @@ func (l *Ledger) Count(ctx context.Context, events []ledger.Counted, retention t
 				return translate(err, "sqlite: add to owner usage counters")
 			}
 		}
+		for chunk := range slices.Chunk(aorder, rowsPerStatement) {
+			args := make([]any, 0, 9*len(chunk))
+			for _, a := range chunk {
+				p := asums[a]
+				args = append(args, a.month, a.key, a.countedIn, a.feature, p.owner, p.Requests, p.Units, p.Bytes, p.Cost)
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertAdjustments, values(len(chunk), 9)), args...); err != nil {
+				return translate(err, "sqlite: add to usage adjustments")
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return 0, err
 	}
 	return counted, nil
+}
+
+// addTo adds e's amounts to t, saturating.
+func addTo(t *ledger.Totals, e ledger.Counted) {
+	t.Requests = addSat(t.Requests, e.Requests)
+	t.Units = addSat(t.Units, e.Units)
+	t.Bytes = addSat(t.Bytes, e.Bytes)
+	t.Cost = addSat(t.Cost, e.Cost)
 }
 
 // insertEvents inserts event rows (4 arguments each) and adds the ids that
@@ -496,6 +552,66 @@ func (l *Ledger) ownerPoints(ctx context.Context, owner string, w plan.Window, f
 		}
 	}
 	return out, translate(rows.Err(), "sqlite: read owner usage counters")
+}
+
+// Adjustments returns one page of the adjustments of the month starting
+// at month, of owner's keys unless owner is "", ordered by key id and
+// then the month they were counted in. The page is chosen among the key
+// rows (feature ""), which every adjustment has, and their feature rows
+// are read with them.
+func (l *Ledger) Adjustments(ctx context.Context, owner string, month time.Time, pageSize int, pageToken string) ([]ledger.Adjustment, string, error) {
+	if err := ledger.CheckPageSize(pageSize); err != nil {
+		return nil, "", err
+	}
+	m := windowStart(plan.Month, month)
+	where, args := []string{"month = ?", "feature = ''"}, []any{m}
+	if owner != "" {
+		where, args = append(where, "owner = ?"), append(args, owner)
+	}
+	if pageToken != "" {
+		in, after, err := pagetoken.Decode(pageToken, nil)
+		if err != nil {
+			return nil, "", err
+		}
+		where, args = append(where, "(key_id, counted_in) > (?, ?)"), append(args, after, micros(in))
+	}
+	rows, err := l.r.QueryContext(ctx, `SELECT a.key_id, a.counted_in, a.feature, a.owner, a.requests, a.units, a.bytes, a.cost
+		FROM (SELECT key_id, counted_in FROM usage_adjustments WHERE `+strings.Join(where, " AND ")+`
+			ORDER BY key_id, counted_in LIMIT ?) AS g
+		JOIN usage_adjustments AS a ON a.month = ? AND a.key_id = g.key_id AND a.counted_in = g.counted_in
+		ORDER BY a.key_id, a.counted_in, a.feature`, append(args, pageSize+1, m)...)
+	if err != nil {
+		return nil, "", translate(err, "sqlite: read usage adjustments")
+	}
+	defer rows.Close()
+	var out []ledger.Adjustment
+	for rows.Next() {
+		var (
+			a         ledger.Adjustment
+			countedIn int64
+			feature   string
+			t         ledger.Totals
+		)
+		if err := rows.Scan(&a.KeyID, &countedIn, &feature, &a.Owner, &t.Requests, &t.Units, &t.Bytes, &t.Cost); err != nil {
+			return nil, "", translate(err, "sqlite: read usage adjustments")
+		}
+		a.CountedIn = fromMicros(countedIn)
+		if feature == "" { // the first row of each adjustment
+			a.Totals = t
+			out = append(out, a)
+			continue
+		}
+		out[len(out)-1].AddFeature(feature, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", translate(err, "sqlite: read usage adjustments")
+	}
+	if len(out) <= pageSize {
+		return out, "", nil
+	}
+	out = out[:pageSize]
+	last := out[pageSize-1]
+	return out, pagetoken.Encode(last.CountedIn, last.KeyID), nil
 }
 
 // KeySeries returns the totals of owner's keys in each window of kind w

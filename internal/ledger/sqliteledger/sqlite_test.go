@@ -30,7 +30,7 @@ func harness(t *testing.T, path string) ledgertest.Harness {
 		t.Fatalf("Open: %v", err)
 	}
 	l.failCommit = b.Hook
-	return ledgertest.Harness{Ledger: l, Break: b.Break, Repair: b.Repair, Advance: c.Advance}
+	return ledgertest.Harness{Ledger: l, Break: b.Break, Repair: b.Repair, Advance: c.Advance, SetClock: c.Set}
 }
 
 func TestConformance(t *testing.T) {
