@@ -105,9 +105,13 @@ owner's usage per bucket from --start to --end, one series per key or feature wi
 	}
 	out := client.UsagePage{Window: first.Window, Start: first.Start, End: first.End, Usage: rows, NextPageToken: next}
 	err = render(c, e.stdout, out, func(w io.Writer) {
-		row(w, "KEY", "OWNER", "REQUESTS", "UNITS", "BYTES")
+		row(w, "KEY", "OWNER", "REQUESTS", "UNITS", "BYTES", "AMOUNT", "ADJUSTMENTS")
 		for _, r := range rows {
-			row(w, r.KeyID, r.Owner, fmtInt(r.Requests), fmtInt(r.Units), fmtInt(r.Bytes))
+			var adj []string
+			for _, a := range r.Adjustments {
+				adj = append(adj, fmt.Sprintf("%s: %d req, %s", a.CountedIn.Format("2006-01"), a.Requests, a.Amount))
+			}
+			row(w, r.KeyID, r.Owner, fmtInt(r.Requests), fmtInt(r.Units), fmtInt(r.Bytes), r.Amount, orDash(strings.Join(adj, "; ")))
 		}
 	})
 	if c.output == "table" {

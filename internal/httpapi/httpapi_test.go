@@ -46,6 +46,12 @@ type api struct {
 	logs *syncBuffer
 	dir  string
 	app  *wire.App
+	// offset is the server's clock offset (config.ClockOffset), which
+	// signed usage is timestamped with.
+	offset time.Duration
+	// stop stops the server and closes the App; the test's cleanup calls
+	// it too, and later calls do nothing.
+	stop func()
 }
 
 // newAPI runs the whole HTTP API on the embedded backends, built by the
@@ -74,8 +80,9 @@ func newAPIWith(t *testing.T, configure func(*config.Config)) *api {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(checked(t, app.Server.Handler()))
-	t.Cleanup(func() { cancel(); srv.Close(); app.Close() })
-	return &api{t: t, srv: srv, logs: logs, dir: dir, app: app}
+	stop := sync.OnceFunc(func() { cancel(); srv.Close(); app.Close() })
+	t.Cleanup(stop)
+	return &api{t: t, srv: srv, logs: logs, dir: cfg.DataDir, app: app, offset: cfg.ClockOffset, stop: stop}
 }
 
 var webhookSecret = webhook.NewSecret()
@@ -87,7 +94,7 @@ func (a *api) sendUsage(body string, sign bool) response {
 	req.Header.Set("Content-Type", "application/json")
 	if sign {
 		s, _ := webhook.ParseSecret(webhookSecret)
-		s.SetHeaders(req.Header, "msg_"+apikey.RandomString(8), time.Now(), []byte(body))
+		s.SetHeaders(req.Header, "msg_"+apikey.RandomString(8), time.Now().Add(a.offset), []byte(body))
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -156,13 +156,26 @@ type keyUsageResource struct {
 	Limits   map[string]limitState `json:"limits"`
 }
 
-// usageRow is one key's totals in the billing export.
+// usageRow is one key's totals in the billing export: of a closed month,
+// what had been counted when it closed, and its adjustments apart.
 type usageRow struct {
-	KeyID    string `json:"key_id"`
-	Owner    string `json:"owner"`
-	Requests int64  `json:"requests"`
-	Units    int64  `json:"units"`
-	Bytes    int64  `json:"bytes"`
+	KeyID       string            `json:"key_id"`
+	Owner       string            `json:"owner"`
+	Requests    int64             `json:"requests"`
+	Units       int64             `json:"units"`
+	Bytes       int64             `json:"bytes"`
+	Amount      string            `json:"amount"`
+	Adjustments []usageAdjustment `json:"adjustments,omitempty"`
+}
+
+// usageAdjustment is the part of a key's usage in a closed month that was
+// counted after it closed, in the month starting at CountedIn.
+type usageAdjustment struct {
+	CountedIn time.Time `json:"counted_in"`
+	Requests  int64     `json:"requests"`
+	Units     int64     `json:"units"`
+	Bytes     int64     `json:"bytes"`
+	Amount    string    `json:"amount"`
 }
 
 // usageList is the JSON answer to GET /v1/usage: a page of per-key totals

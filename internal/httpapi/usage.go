@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/csv"
 	"maps"
 	"net/http"
@@ -134,9 +135,21 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) err
 		if err != nil {
 			return err
 		}
+		adj := s.adjustments(r.Context(), owner, win, start, token)
 		out := make([]usageRow, len(rows))
 		for i, t := range rows {
-			out[i] = usageRow{KeyID: t.KeyID, Owner: t.Owner, Requests: t.Requests, Units: t.Units, Bytes: t.Bytes}
+			as, err := adj.take(t.KeyID)
+			if err != nil {
+				return err
+			}
+			row := usageRow{KeyID: t.KeyID, Owner: t.Owner}
+			for _, a := range as {
+				t.Sub(a.Totals)
+				row.Adjustments = append(row.Adjustments, usageAdjustment{CountedIn: a.CountedIn,
+					Requests: a.Requests, Units: a.Units, Bytes: a.Bytes, Amount: plan.FormatMicros(a.Cost)})
+			}
+			row.Requests, row.Units, row.Bytes, row.Amount = t.Requests, t.Units, t.Bytes, plan.FormatMicros(t.Cost)
+			out[i] = row
 		}
 		writeJSON(w, http.StatusOK, usageList{Window: win, Start: start, End: end, Usage: out, NextPageToken: next})
 		return nil
@@ -152,6 +165,13 @@ func (s *Server) listUsage(w http.ResponseWriter, r *http.Request, _ string) err
 // them). The level, feature and amount columns come last, so readers of
 // the per-key columns are unaffected; amount is the usage's cost in the
 // plan's currency, 6 decimals.
+//
+// Of a closed month these rows are what had been counted when it closed,
+// so an export of it reads the same however often it is made; what late
+// events (up to usage.MaxAge old) added since follows each key's row as a
+// row per month counted in (level adjustment, counted_in set to that
+// month's start) and a row per feature of it (level feature_adjustment).
+// A month's usage is its key rows plus its adjustment rows.
 func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, win plan.Window, start, end time.Time) error {
 	// Read the first page before answering, so an error is still a clean
 	// error response; later failures can only cut the stream short.
@@ -159,22 +179,51 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, 
 	if err != nil {
 		return err
 	}
+	adj := s.adjustments(r.Context(), owner, win, start, "")
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="usage-`+string(win)+`-`+start.Format("2006-01-02")+`.csv"`)
 	cw := csv.NewWriter(w)
-	cw.Write([]string{"key_id", "owner", "window", "start", "end", "requests", "units", "bytes", "level", "feature", "amount"})
-	row := func(keyID, owner, level, feature string, t ledger.Totals) {
+	cw.Write([]string{"key_id", "owner", "window", "start", "end", "requests", "units", "bytes", "level", "feature", "amount", "counted_in"})
+	row := func(keyID, owner, level, feature string, t ledger.Totals, countedIn time.Time) {
+		in := ""
+		if !countedIn.IsZero() {
+			in = countedIn.Format(time.RFC3339)
+		}
 		cw.Write([]string{keyID, owner, string(win), start.Format(time.RFC3339), end.Format(time.RFC3339),
 			strconv.FormatInt(t.Requests, 10), strconv.FormatInt(t.Units, 10), strconv.FormatInt(t.Bytes, 10), level, feature,
-			plan.FormatMicros(t.Cost)})
+			plan.FormatMicros(t.Cost), in})
 	}
 	cut := func(err error) {
 		s.logger().ErrorContext(r.Context(), "usage export cut short", "error", err)
 		cw.Flush()
 	}
+	late := map[string]*ledger.Usage{} // per owner, the sum of its adjustments
 	for {
 		for _, t := range rows {
-			row(t.KeyID, t.Owner, "key", "", t.Totals)
+			as, err := adj.take(t.KeyID)
+			if err != nil {
+				cut(err)
+				return nil
+			}
+			for _, a := range as {
+				t.Sub(a.Totals)
+			}
+			if len(as) == 0 || t.Totals != (ledger.Totals{}) { // a key of late events only had no row at the close
+				row(t.KeyID, t.Owner, "key", "", t.Totals, time.Time{})
+			}
+			for _, a := range as {
+				row(a.KeyID, a.Owner, "adjustment", "", a.Totals, a.CountedIn)
+				sum := late[a.Owner]
+				if sum == nil {
+					sum = &ledger.Usage{}
+					late[a.Owner] = sum
+				}
+				sum.Add(a.Totals)
+				for _, f := range slices.Sorted(maps.Keys(a.Features)) {
+					row(a.KeyID, a.Owner, "feature_adjustment", f, a.Features[f], a.CountedIn)
+					sum.AddFeature(f, a.Features[f])
+				}
+			}
 		}
 		if next == "" {
 			break
@@ -201,9 +250,26 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, 
 			if u.Totals == (ledger.Totals{}) && len(u.Features) == 0 {
 				continue
 			}
-			row("", o, "owner", "", u.Totals)
+			// Of a closed month, what was counted by the close: rows
+			// that only late events made are left out.
+			l := late[o]
+			if l != nil {
+				u.Sub(l.Totals)
+				for f, t := range l.Features {
+					ft := u.Features[f]
+					if ft.Sub(t); ft == (ledger.Totals{}) {
+						delete(u.Features, f)
+					} else {
+						u.Features[f] = ft
+					}
+				}
+				if u.Totals == (ledger.Totals{}) && len(u.Features) == 0 {
+					continue
+				}
+			}
+			row("", o, "owner", "", u.Totals, time.Time{})
 			for _, f := range slices.Sorted(maps.Keys(u.Features)) {
-				row("", o, "feature", f, u.Features[f])
+				row("", o, "feature", f, u.Features[f], time.Time{})
 			}
 		}
 		if token == "" {
@@ -212,6 +278,55 @@ func (s *Server) usageCSV(w http.ResponseWriter, r *http.Request, owner string, 
 	}
 	cw.Flush()
 	return nil
+}
+
+// adjustmentCursor reads the adjustments of a month in key order, a page
+// at a time, for the billing export to merge with the month's key totals,
+// which come in the same order. A cursor of another window has none.
+type adjustmentCursor struct {
+	ctx   context.Context
+	l     ledger.Ledger
+	owner string
+	month time.Time // zero: not a month, no adjustments
+	buf   []ledger.Adjustment
+	token string
+	read  bool // a page was read; token "" after that is the end
+}
+
+// adjustments returns a cursor on the adjustments of the window (win,
+// start) of owner's keys after the key of an OwnerTotals page token ("":
+// from the first).
+func (s *Server) adjustments(ctx context.Context, owner string, win plan.Window, start time.Time, token string) *adjustmentCursor {
+	c := &adjustmentCursor{ctx: ctx, l: s.Ledger, owner: owner, token: token}
+	if win == plan.Month {
+		c.month = start
+	}
+	return c
+}
+
+// take returns the adjustments of key id. Keys are asked for in
+// increasing order; the adjustments of keys skipped over are dropped.
+func (c *adjustmentCursor) take(id string) ([]ledger.Adjustment, error) {
+	if c.month.IsZero() {
+		return nil, nil
+	}
+	var out []ledger.Adjustment
+	for {
+		for len(c.buf) > 0 && c.buf[0].KeyID <= id {
+			if c.buf[0].KeyID == id {
+				out = append(out, c.buf[0])
+			}
+			c.buf = c.buf[1:]
+		}
+		if len(c.buf) > 0 || (c.read && c.token == "") {
+			return out, nil
+		}
+		page, next, err := c.l.Adjustments(c.ctx, c.owner, c.month, 1000, c.token)
+		if err != nil {
+			return nil, err
+		}
+		c.buf, c.token, c.read = page, next, true
+	}
 }
 
 // listDeadLetters shows usage that will not be counted, and why, newest

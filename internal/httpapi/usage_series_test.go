@@ -137,11 +137,11 @@ func TestUsageSeriesByFeatureAndKey(t *testing.T) {
 
 	csv := a.do("GET", "/v1/usage?owner=acct_s&window=day&at="+base.Format(time.RFC3339)+"&format=csv", "").Raw
 	for _, line := range []string{
-		"key_id,owner,window,start,end,requests,units,bytes,level,feature,amount\n",
+		"key_id,owner,window,start,end,requests,units,bytes,level,feature,amount,counted_in\n",
 		",acct_s,day," + base.Truncate(24*time.Hour).Format(time.RFC3339),
-		",5,167,0,owner,,0.000000\n",
-		",3,159,0,feature,pro-model,0.000000\n",
-		",1,7,0,feature,flash,0.000000\n",
+		",5,167,0,owner,,0.000000,\n",
+		",3,159,0,feature,pro-model,0.000000,\n",
+		",1,7,0,feature,flash,0.000000,\n",
 		keyA + ",acct_s,day,",
 	} {
 		if !strings.Contains(csv, line) {
@@ -152,7 +152,7 @@ func TestUsageSeriesByFeatureAndKey(t *testing.T) {
 		t.Errorf("billing CSV of acct_s holds another owner's rows:\n%s", csv)
 	}
 	all := a.do("GET", "/v1/usage?window=day&at="+base.Format(time.RFC3339)+"&format=csv", "").Raw
-	if !strings.Contains(all, ",acct_other,day,") || !strings.Contains(all, ",1,1000,0,feature,pro-model,0.000000\n") {
+	if !strings.Contains(all, ",acct_other,day,") || !strings.Contains(all, ",1,1000,0,feature,pro-model,0.000000,\n") {
 		t.Errorf("billing CSV of every owner lacks acct_other's owner and feature rows:\n%s", all)
 	}
 }

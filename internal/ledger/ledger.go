@@ -39,6 +39,14 @@ func (t *Totals) Add(o Totals) {
 	t.Cost += o.Cost
 }
 
+// Sub subtracts o, a part of t, from t.
+func (t *Totals) Sub(o Totals) {
+	t.Requests -= o.Requests
+	t.Units -= o.Units
+	t.Bytes -= o.Bytes
+	t.Cost -= o.Cost
+}
+
 // Get returns the total of a metric ("requests", "units", "bytes").
 func (t Totals) Get(metric string) int64 {
 	switch metric {
@@ -144,7 +152,10 @@ type Ledger interface {
 	// starting at month (a month start; other times are rounded down), of
 	// owner's keys unless owner is "", ordered by key id and then
 	// CountedIn. Count records one for each event it counts after the
-	// end of the event's month, by its own clock.
+	// end of the event's month, by its own clock. pageToken may also be
+	// one of OwnerTotals over the month: the page then starts after that
+	// page's last key, so that a page of key totals and the adjustments
+	// of its keys are read from the same position.
 	Adjustments(ctx context.Context, owner string, month time.Time, pageSize int, pageToken string) ([]Adjustment, string, error)
 	// ActiveOwners returns one page of the owners with usage in the
 	// window, ordered by owner id (for the sweep's owner quotas).

@@ -238,7 +238,7 @@ func (b *build) openLedger() {
 		return
 	}
 	if b.cfg.Store == config.StoreSQLite {
-		l, err := sqliteledger.Open(filepath.Join(b.cfg.DataDir, "usage.db"))
+		l, err := sqliteledger.OpenWith(filepath.Join(b.cfg.DataDir, "usage.db"), sqliteledger.Options{Clock: b.clk})
 		if b.err = err; err != nil {
 			return
 		}
@@ -248,7 +248,7 @@ func (b *build) openLedger() {
 		if b.err = err; err != nil {
 			return
 		}
-		b.app.Ledger = firestoreledger.NewFromClient(c, firestoreledger.Options{})
+		b.app.Ledger = firestoreledger.NewFromClient(c, firestoreledger.Options{Clock: b.clk})
 	}
 	b.closeLater(b.app.Ledger.Close)
 	b.srv.Ledger = b.app.Ledger

@@ -8,13 +8,27 @@ import (
 	"time"
 )
 
-// UsageRow is one key's usage in an export's window.
+// UsageRow is one key's usage in an export's window. Of a closed month it
+// is what had been counted when the month closed; what late events added
+// since is in Adjustments.
 type UsageRow struct {
-	KeyID    string `json:"key_id"`
-	Owner    string `json:"owner"`
-	Requests int64  `json:"requests"`
-	Units    int64  `json:"units"`
-	Bytes    int64  `json:"bytes"`
+	KeyID       string            `json:"key_id"`
+	Owner       string            `json:"owner"`
+	Requests    int64             `json:"requests"`
+	Units       int64             `json:"units"`
+	Bytes       int64             `json:"bytes"`
+	Amount      string            `json:"amount"` // the cost, 6 decimals in the plan's currency
+	Adjustments []UsageAdjustment `json:"adjustments,omitempty"`
+}
+
+// UsageAdjustment is what late events added to a key's usage in a closed
+// month, counted in the month starting at CountedIn.
+type UsageAdjustment struct {
+	CountedIn time.Time `json:"counted_in"`
+	Requests  int64     `json:"requests"`
+	Units     int64     `json:"units"`
+	Bytes     int64     `json:"bytes"`
+	Amount    string    `json:"amount"`
 }
 
 // UsagePage is a page of the billing export: every key's usage in one

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func TestUsageSeriesAndExportOfCountedUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if page.Window != "day" || len(page.Usage) != 1 || page.Usage[0] != (UsageRow{KeyID: key.ID, Owner: "acct_series", Requests: 2, Units: 12}) {
+	if page.Window != "day" || len(page.Usage) != 1 || !reflect.DeepEqual(page.Usage[0], UsageRow{KeyID: key.ID, Owner: "acct_series", Requests: 2, Units: 12, Amount: "0.000000"}) {
 		t.Errorf("UsageExport(owner acct_series, day) = %+v, want the one key's row with 2 requests, 12 units", page)
 	}
 

@@ -776,12 +776,21 @@ func (l *Ledger) Adjustments(ctx context.Context, owner string, month time.Time,
 	if owner != "" {
 		q = q.Where("owner", "==", owner)
 	}
-	q = q.OrderBy("key_id", firestore.Asc).OrderBy("counted_in", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	var (
+		in    time.Time
+		after string
+	)
 	if pageToken != "" {
-		in, after, err := pagetoken.Decode(pageToken, firestoredb.ValidID)
-		if err != nil {
+		var err error
+		if in, after, err = pagetoken.Decode(pageToken, firestoredb.ValidID); err != nil {
 			return nil, "", err
 		}
+		if in.IsZero() { // a token of OwnerTotals: after its key
+			q = q.Where("key_id", ">", after)
+		}
+	}
+	q = q.OrderBy("key_id", firestore.Asc).OrderBy("counted_in", firestore.Asc).OrderBy(firestore.DocumentID, firestore.Asc)
+	if !in.IsZero() {
 		// After every shard of the token's adjustment: "~" sorts after
 		// the digits of a shard number.
 		past := strings.TrimSuffix(l.adjustmentShard(adjustment{after, m, firestoredb.Time(in)}, 0).ID, "0") + "~"

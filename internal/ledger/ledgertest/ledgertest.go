@@ -807,6 +807,15 @@ func testLateEventsAreAdjustmentsOfTheirMonth(t *testing.T, h Harness) {
 			}
 		}
 	}
+	// A page token of OwnerTotals starts the adjustments after its key.
+	_, tok, err := l.OwnerTotals(t.Context(), "", plan.Month, jan, 1, "")
+	if err != nil || tok == "" {
+		t.Fatalf("OwnerTotals(January, size 1): token %q, %v; want a next page", tok, err)
+	}
+	got, _, err := l.Adjustments(t.Context(), "", jan, 10, tok)
+	if diff := gocmp.Diff([]ledger.Adjustment{adj(lateB, feb), adj(lateC, feb)}, got); err != nil || diff != "" {
+		t.Errorf("Adjustments(January) after OwnerTotals's first page: %v (-want +got):\n%s", err, diff)
+	}
 	// The month's totals hold every event of it, whenever counted.
 	want := amounts(onTime)
 	for _, e := range []ledger.Counted{lateA, lateD} {

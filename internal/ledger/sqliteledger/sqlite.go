@@ -573,7 +573,11 @@ func (l *Ledger) Adjustments(ctx context.Context, owner string, month time.Time,
 		if err != nil {
 			return nil, "", err
 		}
-		where, args = append(where, "(key_id, counted_in) > (?, ?)"), append(args, after, micros(in))
+		if in.IsZero() { // a token of OwnerTotals: after its key
+			where, args = append(where, "key_id > ?"), append(args, after)
+		} else {
+			where, args = append(where, "(key_id, counted_in) > (?, ?)"), append(args, after, micros(in))
+		}
 	}
 	rows, err := l.r.QueryContext(ctx, `SELECT a.key_id, a.counted_in, a.feature, a.owner, a.requests, a.units, a.bytes, a.cost
 		FROM (SELECT key_id, counted_in FROM usage_adjustments WHERE `+strings.Join(where, " AND ")+`
