@@ -238,11 +238,20 @@ func (x *Exporter) unsent(ctx context.Context, evs []MeterEvent) ([]MeterEvent, 
 	return out, nil
 }
 
-// markSent records ids in the durable record, then in the cache.
+// markTimeout bounds the write of the sent record after the sends.
+const markTimeout = 10 * time.Second
+
+// markSent records ids in the durable record, then in the cache. The write
+// outlives ctx's cancellation (a shutdown, the push's deadline) by up to
+// markTimeout: Stripe has these events, and recording them now rather
+// than on a redelivery narrows the window that Stripe's 24-hour dedupe
+// must cover.
 func (x *Exporter) markSent(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
 	if err := x.sentRecord.MarkSent(ctx, ids, SentRetention); err != nil {
 		return fmt.Errorf("stripe export: recording %d meter events Stripe accepted: %w", len(ids), err)
 	}

@@ -21,10 +21,10 @@ type Sent interface {
 	// did not answer (retry), errs.Internal otherwise.
 	Sent(ctx context.Context, ids []string) (map[string]bool, error)
 	// MarkSent records ids as accepted by Stripe, each kept for at least
-	// retention from now (an id recorded before is kept for at least as
-	// long as its later record says). Recording an id again is not an
-	// error. On an error some of the ids may be recorded and others not:
-	// the caller records them all again. Adapters forget records whose
+	// retention from now. Recording an id again is not an error and
+	// renews it: it is then kept for retention from the latest call. On
+	// an error some of the ids may be recorded and others not: the
+	// caller records them all again. Adapters forget records whose
 	// retention has passed, in bounded amounts (SQLite) or through a TTL
 	// policy (Firestore). Errors: errs.Invalid for an empty id or a
 	// retention that is not positive, errs.Unavailable for a backend that

@@ -196,3 +196,36 @@ func TestEventTwiceInAMessageIsSentOnce(t *testing.T) {
 		t.Errorf("recorded %v", got)
 	}
 }
+
+// cancelAfterSend is a Stripe that takes each meter event and then cancels
+// the delivery's context: the push deadline or a shutdown arriving just
+// after Stripe answered.
+type cancelAfterSend struct {
+	Stripe
+	cancel context.CancelFunc
+}
+
+func (c cancelAfterSend) Send(ctx context.Context, ev MeterEvent) error {
+	err := c.Stripe.Send(ctx, ev)
+	c.cancel()
+	return err
+}
+
+// TestAcceptedEventIsRecordedAfterTheDeliveryIsCancelled: a meter event
+// Stripe took is recorded even when the delivery's context ends right
+// after, so that the window Stripe's 24-hour dedupe must cover does not
+// open on every shutdown.
+func TestAcceptedEventIsRecordedAfterTheDeliveryIsCancelled(t *testing.T) {
+	e := newEnv(t, "requests=api_requests")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m, _ := ParseMeters("requests=api_requests")
+	x := New(cancelAfterSend{Stripe: e.stripe.client(), cancel: cancel}, testKeys, e.ledger, e.sent, m, e.clk, e.x.log)
+	evs := e.events(1, keyA)
+	if err := x.Handle(ctx, batch(t, evs...)); err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	if got := e.recorded(t, evs[0].ID); !got[evs[0].ID] {
+		t.Errorf("the meter event Stripe took before the cancellation is not recorded")
+	}
+}
