@@ -1,5 +1,6 @@
 # Firestore in native mode, laid out as internal/store/firestorestore/doc.go,
-# internal/ledger/firestoreledger and internal/notify/firestorenotify/doc.go say.
+# internal/ledger/firestoreledger, internal/notify/firestorenotify/doc.go and
+# internal/stripeexport/firestoresent/doc.go say.
 #
 # A project's "(default)" database may exist already (created from the
 # console or by App Engine); import it instead of creating it:
@@ -397,6 +398,13 @@ locals {
     "usage_client_ips/key_id"    = { ttl = false, exempt = true }
     "usage_client_ips/day"       = { ttl = false, exempt = true }
     "usage_client_ips/ips"       = { ttl = false, exempt = true }
+    # The Stripe export's record of the meter events Stripe accepted
+    # (internal/stripeexport/firestoresent): read by document id only; a
+    # record expires after stripeexport.SentRetention (40 days), past the
+    # age of any usage event the export still takes.
+    "stripe_sent/expire_at"   = { ttl = true, exempt = true }
+    "stripe_sent/id"          = { ttl = false, exempt = true }
+    "stripe_sent/recorded_at" = { ttl = false, exempt = true }
     # Owner notifications (internal/notify/firestorenotify): no query runs on either
     # collection, so no field is indexed. Delivery records expire after
     # notify.Retention (30 days), which bounds their deduplication.

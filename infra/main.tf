@@ -243,7 +243,8 @@ locals {
     # The Stripe usage export (internal/stripeexport; stripe.tf): the usage
     # topic's export-stripe push subscription, which exists only with
     # var.stripe_meters set, delivers each usage message here; it reads the
-    # keys' owners and records its dead letters (datastore.user), reads the
+    # keys' owners, records its dead letters and which meter events Stripe
+    # accepted (collection stripe_sent) with datastore.user, reads the
     # Stripe API key (its secret, to this account only) and calls Stripe.
     # Deployed always, so that register.go and local.functions agree; without
     # the export configured nothing invokes it (it would not start).

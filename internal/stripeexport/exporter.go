@@ -79,12 +79,13 @@ const (
 
 // Exporter turns usage messages into Stripe meter events. Its Handle
 // follows the queue contract: nil acks (exported, skipped, or dead-lettered),
-// an error asks for redelivery (Stripe, the store or the ledger failed
-// transiently).
+// an error asks for redelivery (Stripe, the store, the ledger or the sent
+// record failed transiently).
 type Exporter struct {
 	stripe      Stripe
 	keys        Keys
 	deadLetters DeadLetters
+	sentRecord  Sent // the durable record of accepted identifiers
 	meters      Meters
 	clock       clock.Clock
 	log         *slog.Logger
@@ -94,7 +95,11 @@ type Exporter struct {
 	// Concurrency bounds the meter events one message sends at once (8 if 0).
 	Concurrency int
 
-	sent      *lru.Cache[string, struct{}] // identifiers Stripe has
+	// sent caches identifiers this process found in, or wrote to, the
+	// durable record: a redelivery to the same instance (Stripe partly
+	// down, a slow ack) reads nothing. An identifier enters it only once
+	// the record has it.
+	sent      *lru.Cache[string, struct{}]
 	owners    *lru.Cache[string, string]   // key id → owner ("" for none)
 	customers *lru.Cache[string, customer] // owner → Stripe customer
 
@@ -109,19 +114,20 @@ type customer struct {
 	at  time.Time
 }
 
-// New returns an Exporter of the metrics meters maps.
-func New(s Stripe, keys Keys, dl DeadLetters, meters Meters, clk clock.Clock, log *slog.Logger) *Exporter {
-	sent, _ := lru.New[string, struct{}](sentCacheSize)
+// New returns an Exporter of the metrics meters maps, which records the
+// meter events Stripe accepted in sent.
+func New(s Stripe, keys Keys, dl DeadLetters, sent Sent, meters Meters, clk clock.Clock, log *slog.Logger) *Exporter {
+	cache, _ := lru.New[string, struct{}](sentCacheSize)
 	owners, _ := lru.New[string, string](customerCacheSize)
 	customers, _ := lru.New[string, customer](customerCacheSize)
-	return &Exporter{stripe: s, keys: keys, deadLetters: dl, meters: meters, clock: clk, log: log,
-		sent: sent, owners: owners, customers: customers}
+	return &Exporter{stripe: s, keys: keys, deadLetters: dl, sentRecord: sent, meters: meters, clock: clk, log: log,
+		sent: cache, owners: owners, customers: customers}
 }
 
 // Counts is what an Exporter has done since it was made.
 type Counts struct {
 	Sent        uint64 // meter events Stripe accepted
-	Already     uint64 // meter events not sent again: accepted before (by this process, or by Stripe's dedupe)
+	Already     uint64 // meter events not sent again: the sent record (or this process's cache of it) has them
 	Skipped     uint64 // usage events of owners without a Stripe customer (or of keys without an owner)
 	Unmapped    uint64 // usage events with no metric the meter mapping names
 	DeadLetters uint64 // meter events and messages recorded as dead letters
@@ -180,10 +186,82 @@ func (x *Exporter) Handle(ctx context.Context, m queue.Message) error {
 		}
 		out = append(out, evs...)
 	}
-	return x.sendAll(ctx, out)
+	out, err = x.unsent(ctx, out)
+	if err != nil {
+		return err
+	}
+	accepted, sendErr := x.sendAll(ctx, out)
+	// What Stripe accepted is recorded even when other events of the
+	// message failed, so that the redelivery sends only those.
+	if err := x.markSent(ctx, accepted); err != nil {
+		return err
+	}
+	return sendErr
 }
 
-// meterEvents returns the meter events of e still to send.
+// unsent returns the events of evs whose identifiers neither this
+// process's cache nor the durable record has, each identifier once.
+func (x *Exporter) unsent(ctx context.Context, evs []MeterEvent) ([]MeterEvent, error) {
+	var ask []string
+	cached := make(map[string]bool, len(evs))
+	for _, ev := range evs {
+		if _, ok := x.sent.Get(ev.Identifier); ok {
+			cached[ev.Identifier] = true
+		} else {
+			ask = append(ask, ev.Identifier)
+		}
+	}
+	var recorded map[string]bool
+	if len(ask) > 0 {
+		var err error
+		if recorded, err = x.sentRecord.Sent(ctx, ask); err != nil {
+			return nil, fmt.Errorf("stripe export: reading the sent record: %w", err)
+		}
+	}
+	out := make([]MeterEvent, 0, len(ask))
+	seen := make(map[string]bool, len(ask))
+	for _, ev := range evs {
+		id := ev.Identifier
+		switch {
+		case cached[id]:
+			x.counts.already.Add(1)
+		case recorded[id]:
+			x.sent.Add(id, struct{}{})
+			x.counts.already.Add(1)
+		case seen[id]: // the event is in the message twice; the first is sent
+			x.counts.already.Add(1)
+		default:
+			seen[id] = true
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// markTimeout bounds the write of the sent record after the sends.
+const markTimeout = 10 * time.Second
+
+// markSent records ids in the durable record, then in the cache. The write
+// outlives ctx's cancellation (a shutdown, the push's deadline) by up to
+// markTimeout: Stripe has these events, and recording them now rather
+// than on a redelivery narrows the window that Stripe's 24-hour dedupe
+// must cover.
+func (x *Exporter) markSent(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+	defer cancel()
+	if err := x.sentRecord.MarkSent(ctx, ids, SentRetention); err != nil {
+		return fmt.Errorf("stripe export: recording %d meter events Stripe accepted: %w", len(ids), err)
+	}
+	for _, id := range ids {
+		x.sent.Add(id, struct{}{})
+	}
+	return nil
+}
+
+// meterEvents returns the meter events of e.
 func (x *Exporter) meterEvents(ctx context.Context, e usage.Event) ([]MeterEvent, error) {
 	type part struct {
 		metric, name string
@@ -230,10 +308,6 @@ func (x *Exporter) meterEvents(ctx context.Context, e usage.Event) ([]MeterEvent
 			continue // nothing to bill; Stripe would sum a zero
 		}
 		id := Identifier(e.ID, p.metric, len(parts) > 1)
-		if _, done := x.sent.Get(id); done {
-			x.counts.already.Add(1)
-			continue
-		}
 		out = append(out, MeterEvent{EventName: p.name, Customer: cust, Value: p.value, Identifier: id, Time: e.Time})
 	}
 	return out, nil
@@ -280,12 +354,11 @@ func (x *Exporter) customer(ctx context.Context, owner string) (string, error) {
 	return id, err
 }
 
-// sendAll sends evs, Concurrency at a time, each with its retries. A
-// refused event becomes a dead letter; if any still fails transiently,
-// the error asks for redelivery (the events Stripe took are not sent
-// again: this process remembers them, and Stripe dedupes their
-// identifiers).
-func (x *Exporter) sendAll(ctx context.Context, evs []MeterEvent) error {
+// sendAll sends evs, Concurrency at a time, each with its retries, and
+// returns the identifiers Stripe accepted. A refused event becomes a dead
+// letter; if any still fails transiently, the error asks for redelivery
+// (the events Stripe took are recorded by the caller and not sent again).
+func (x *Exporter) sendAll(ctx context.Context, evs []MeterEvent) ([]string, error) {
 	n := x.Concurrency
 	if n <= 0 {
 		n = 8
@@ -296,42 +369,47 @@ func (x *Exporter) sendAll(ctx context.Context, evs []MeterEvent) error {
 		mu       sync.Mutex
 		firstErr error
 		failed   int
+		accepted []string
 	)
 	for _, ev := range evs {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := x.send(ctx, ev)
+			ok, err := x.send(ctx, ev)
+			mu.Lock()
+			defer mu.Unlock()
+			if ok {
+				accepted = append(accepted, ev.Identifier)
+			}
 			if err != nil {
-				mu.Lock()
 				failed++
 				if firstErr == nil {
 					firstErr = err
 				}
-				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
 	if firstErr != nil {
-		return fmt.Errorf("stripe export: %d of %d meter events not sent: %w", failed, len(evs), firstErr)
+		return accepted, fmt.Errorf("stripe export: %d of %d meter events not sent: %w", failed, len(evs), firstErr)
 	}
-	return nil
+	return accepted, nil
 }
 
-// send sends ev with its retries; a refusal is recorded as a dead letter.
-func (x *Exporter) send(ctx context.Context, ev MeterEvent) error {
+// send sends ev with its retries and reports whether Stripe accepted it
+// (now, or before: its identifier's dedupe); a refusal is recorded as a
+// dead letter.
+func (x *Exporter) send(ctx context.Context, ev MeterEvent) (bool, error) {
 	err := x.retry(ctx, func() error { return x.stripe.Send(ctx, ev) })
 	switch {
 	case err == nil:
-		x.sent.Add(ev.Identifier, struct{}{})
 		x.counts.sent.Add(1)
-		return nil
+		return true, nil
 	case errs.Is(err, errs.Invalid):
-		return x.deadLetterEvent(ctx, ev, err)
+		return false, x.deadLetterEvent(ctx, ev, err)
 	}
-	return err
+	return false, err
 }
 
 // retry calls f until it succeeds, fails with anything but

@@ -17,6 +17,7 @@ import (
 	"github.com/keyplane/keyplane/internal/ledger/sqliteledger"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/store"
+	"github.com/keyplane/keyplane/internal/stripeexport/sqlitesent"
 	"github.com/keyplane/keyplane/internal/usage"
 )
 
@@ -47,36 +48,78 @@ const (
 var testKeys = keys{keyA: "acme", keyB: "nobill", keyC: ""}
 
 type env struct {
-	stripe *fakeStripe
-	ledger *sqliteledger.Ledger
-	clk    *clock.Fake
-	x      *Exporter
+	stripe   *fakeStripe
+	ledger   *sqliteledger.Ledger
+	clk      *clock.Fake
+	sentPath string
+	sent     *sqlitesent.Sent // the durable record every exporter of env shares
+	x        *Exporter
 }
 
 func newEnv(t *testing.T, meters string) *env {
 	t.Helper()
-	l, err := sqliteledger.Open(filepath.Join(t.TempDir(), "ledger.db"))
+	dir := t.TempDir()
+	l, err := sqliteledger.Open(filepath.Join(dir, "ledger.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
+	clk := clock.NewFake(time.Now())
 	f := newFakeStripe(t)
 	f.customers["acme"] = "cus_acme"
-	clk := clock.NewFake(time.Now())
-	e := &env{stripe: f, ledger: l, clk: clk}
+	f.now = clk.Now // Stripe's 24 h dedupe runs on the test's clock
+	e := &env{stripe: f, ledger: l, clk: clk, sentPath: filepath.Join(dir, "stripe-sent.db")}
+	e.openSent(t)
 	e.x = e.exporter(t, meters)
 	return e
 }
 
-// exporter returns a new exporter (another instance: nothing cached).
+// openSent opens the durable record of sent meter events from its file.
+func (e *env) openSent(t *testing.T) {
+	t.Helper()
+	s, err := sqlitesent.OpenWith(e.sentPath, sqlitesent.Options{Clock: e.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	e.sent = s
+}
+
+// restart is a new process: the durable record closed and opened again
+// from its file, and a new exporter on it (nothing cached).
+func (e *env) restart(t *testing.T, meters string) *Exporter {
+	t.Helper()
+	if err := e.sent.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.openSent(t)
+	return e.exporter(t, meters)
+}
+
+// exporter returns a new exporter (another instance: nothing cached) on
+// env's durable record.
 func (e *env) exporter(t *testing.T, meters string) *Exporter {
+	return e.exporterOn(t, meters, e.sent)
+}
+
+func (e *env) exporterOn(t *testing.T, meters string, sent Sent) *Exporter {
 	m, err := ParseMeters(meters)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := New(e.stripe.client(), testKeys, e.ledger, m, e.clk, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	x := New(e.stripe.client(), testKeys, e.ledger, sent, m, e.clk, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	x.Retry = Retry{Attempts: 3, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
 	return x
+}
+
+// recorded returns the ids among ids that env's durable record has.
+func (e *env) recorded(t *testing.T, ids ...string) map[string]bool {
+	t.Helper()
+	got, err := e.sent.Sent(context.Background(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 func batch(t *testing.T, evs ...usage.Event) queue.Message {
@@ -213,10 +256,18 @@ func TestStripeDownThenRecoversSendsEachEventOnce(t *testing.T) {
 	if got := e.stripe.requests - before; got != 7 {
 		t.Errorf("recovery sent %d requests, want the 7 missing", got)
 	}
-	// Another instance handling the same message again (a redelivery
-	// after a crash) sends everything again; Stripe keeps one of each.
-	if err := e.exporter(t, "requests=api_requests,units=api_tokens").Handle(context.Background(), m); err != nil {
+	// Another instance handling the same message again finds every
+	// event in the durable record and sends nothing.
+	before = e.stripe.requestCount()
+	other := e.exporter(t, "requests=api_requests,units=api_tokens")
+	if err := other.Handle(context.Background(), m); err != nil {
 		t.Fatal(err)
+	}
+	if got := e.stripe.requestCount() - before; got != 0 || other.Counts().Already != 20 {
+		t.Errorf("another instance made %d requests, counts %+v; want none, 20 already", got, other.Counts())
+	}
+	if twice := e.stripe.billedTwice(); len(twice) != 0 {
+		t.Errorf("billed twice: %v", twice)
 	}
 	sent := e.stripe.sent()
 	if len(sent) != 20 {
@@ -301,10 +352,13 @@ func TestReplayedUsageIsNotSentTwice(t *testing.T) {
 	if c := e.x.Counts(); c.Already != 2 || c.Sent != 5 {
 		t.Errorf("counts %+v", c)
 	}
-	// On another instance Stripe's identifier dedupe keeps one.
+	// Another instance finds them in the durable record.
 	other := e.exporter(t, "requests=api_requests")
 	if err := other.Handle(context.Background(), batch(t, evs...)); err != nil {
 		t.Fatal(err)
+	}
+	if e.stripe.requests != before {
+		t.Errorf("a replay another instance had sent made %d requests", e.stripe.requests-before)
 	}
 	if n := len(e.stripe.sent()); n != 5 {
 		t.Errorf("Stripe has %d meter events, want 5", n)
@@ -369,7 +423,7 @@ func TestOwnerWithSeveralCustomersIsADeadLetter(t *testing.T) {
 func TestWrongAPIKeyIsARejection(t *testing.T) {
 	e := newEnv(t, "units=api_tokens")
 	m, _ := ParseMeters("units=api_tokens")
-	x := New(NewClient("sk_test_wrong", e.stripe.srv.URL, nil), testKeys, e.ledger, m, e.clk, slog.New(slog.DiscardHandler))
+	x := New(NewClient("sk_test_wrong", e.stripe.srv.URL, nil), testKeys, e.ledger, e.sent, m, e.clk, slog.New(slog.DiscardHandler))
 	x.Retry = e.x.Retry
 	if err := x.Handle(context.Background(), batch(t, e.events(1, keyA)...)); err != nil {
 		t.Fatal(err)

@@ -19,7 +19,9 @@ import (
 // Bearer API key; Idempotency-Key replays) and GET /v1/customers/search
 // (metadata['keyplane_owner']:'…'). Like Stripe, it accepts an identifier
 // once within 24 h: a second event with it is refused with
-// resource_already_exists and not counted.
+// resource_already_exists and not counted; and like Stripe's, its
+// Idempotency-Keys are replayed for 24 h. After that the same identifier
+// is a new event: billed again (billed counts it).
 type fakeStripe struct {
 	t   *testing.T
 	srv *httptest.Server
@@ -32,6 +34,8 @@ type fakeStripe struct {
 	events      map[string]meterEventForm
 	seenAt      map[string]time.Time
 	idempotent  map[string]string // Idempotency-Key → identifier
+	keyAt       map[string]time.Time
+	billed      map[string]int // identifier → times accepted as a new event
 	requests    int
 	unavailable int
 	duplicates  int
@@ -46,7 +50,8 @@ const fakeKey = "sk_test_keyplane"
 
 func newFakeStripe(t *testing.T) *fakeStripe {
 	f := &fakeStripe{t: t, now: time.Now, reject: map[string]bool{}, customers: map[string]string{},
-		events: map[string]meterEventForm{}, seenAt: map[string]time.Time{}, idempotent: map[string]string{}}
+		events: map[string]meterEventForm{}, seenAt: map[string]time.Time{}, idempotent: map[string]string{},
+		keyAt: map[string]time.Time{}, billed: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/billing/meter_events", f.meterEvent)
 	mux.HandleFunc("GET /v1/customers/search", f.search)
@@ -108,7 +113,7 @@ func (f *fakeStripe) meterEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
-	if id, ok := f.idempotent[key]; ok && key != "" {
+	if id, ok := f.idempotent[key]; ok && key != "" && f.now().Sub(f.keyAt[key]) < 24*time.Hour {
 		w.Header().Set("Idempotent-Replayed", "true")
 		f.write(w, f.events[id])
 		return
@@ -120,8 +125,9 @@ func (f *fakeStripe) meterEvent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.events[ev.Identifier], f.seenAt[ev.Identifier] = ev, f.now()
+	f.billed[ev.Identifier]++
 	if key != "" {
-		f.idempotent[key] = ev.Identifier
+		f.idempotent[key], f.keyAt[key] = ev.Identifier, f.now()
 	}
 	f.write(w, ev)
 }
@@ -166,6 +172,27 @@ func (f *fakeStripe) sent() map[string]meterEventForm {
 		out[k] = v
 	}
 	return out
+}
+
+// billedTwice returns the identifiers accepted as a new event more than
+// once: usage billed twice.
+func (f *fakeStripe) billedTwice() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for id, n := range f.billed {
+		if n > 1 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// requestCount returns the meter-event requests made so far.
+func (f *fakeStripe) requestCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.requests
 }
 
 func (f *fakeStripe) set(fn func(f *fakeStripe)) {

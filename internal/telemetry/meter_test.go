@@ -18,6 +18,7 @@ import (
 	"github.com/keyplane/keyplane/internal/meter"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/stripeexport"
+	"github.com/keyplane/keyplane/internal/stripeexport/sqlitesent"
 	"github.com/keyplane/keyplane/internal/telemetry"
 	"github.com/keyplane/keyplane/internal/verify"
 )
@@ -79,8 +80,13 @@ func TestStripeExportCountsByOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
+	sent, err := sqlitesent.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sent.Close() })
 	meters, _ := stripeexport.ParseMeters("requests=api_requests")
-	x := stripeexport.New(stripeAccepts{}, svc.Store, l, meters, clock.Real{}, slog.New(slog.DiscardHandler))
+	x := stripeexport.New(stripeAccepts{}, svc.Store, l, sent, meters, clock.Real{}, slog.New(slog.DiscardHandler))
 	if err := tel.ObserveStripeExporter(x); err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,8 @@ import (
 	"github.com/keyplane/keyplane/internal/store/firestorestore"
 	"github.com/keyplane/keyplane/internal/store/sqlitestore"
 	"github.com/keyplane/keyplane/internal/stripeexport"
+	"github.com/keyplane/keyplane/internal/stripeexport/firestoresent"
+	"github.com/keyplane/keyplane/internal/stripeexport/sqlitesent"
 	"github.com/keyplane/keyplane/internal/sweep"
 	"github.com/keyplane/keyplane/internal/telemetry"
 	"github.com/keyplane/keyplane/internal/tokens"
@@ -356,7 +358,9 @@ func (b *build) dropStripeExportIfOff() {
 }
 
 // stripeExporter builds the Stripe usage exporter when the export is
-// configured (cfg.StripeAPIKey); its dead letters go to the ledger.
+// configured (cfg.StripeAPIKey); its dead letters go to the ledger, and
+// its record of the meter events Stripe accepted to its own SQLite file
+// or the shared Firestore database.
 func (b *build) stripeExporter() {
 	if b.err != nil || b.cfg.StripeAPIKey == "" {
 		return
@@ -365,8 +369,22 @@ func (b *build) stripeExporter() {
 	if b.err = err; err != nil {
 		return
 	}
+	if b.cfg.Store == config.StoreSQLite {
+		s, err := sqlitesent.OpenWith(filepath.Join(b.cfg.DataDir, "stripe-sent.db"), sqlitesent.Options{Clock: b.clk})
+		if b.err = err; err != nil {
+			return
+		}
+		b.app.StripeSent = s
+		b.closeLater(s.Close)
+	} else {
+		c, err := b.firestoreClient()
+		if b.err = err; err != nil {
+			return
+		}
+		b.app.StripeSent = firestoresent.NewFromClient(c, firestoresent.Options{Clock: b.clk})
+	}
 	client := stripeexport.NewClient(b.cfg.StripeAPIKey, b.cfg.StripeURL, nil)
-	b.app.StripeExporter = stripeexport.New(client, b.app.Store, b.app.Ledger, meters, b.clk, b.log)
+	b.app.StripeExporter = stripeexport.New(client, b.app.Store, b.app.Ledger, b.app.StripeSent, meters, b.clk, b.log)
 	b.log.Info("stripe usage export on", "meters", meters.String())
 	b.err = b.tel.ObserveStripeExporter(b.app.StripeExporter)
 }

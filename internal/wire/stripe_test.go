@@ -19,6 +19,7 @@ import (
 	"github.com/keyplane/keyplane/internal/plan"
 	"github.com/keyplane/keyplane/internal/queue"
 	"github.com/keyplane/keyplane/internal/stripeexport"
+	"github.com/keyplane/keyplane/internal/stripeexport/firestoresent"
 	"github.com/keyplane/keyplane/internal/testenv"
 	"github.com/keyplane/keyplane/internal/usage"
 )
@@ -30,6 +31,7 @@ type stripeStandIn struct {
 	mu       sync.Mutex
 	down     bool
 	refused  int
+	requests int               // meter-event requests
 	accepted map[string]string // identifier → form
 }
 
@@ -43,6 +45,7 @@ func (s *stripeStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := r.PostForm.Get("identifier")
+	s.requests++
 	switch {
 	case s.down:
 		s.refused++
@@ -162,6 +165,97 @@ func serveExports(t *testing.T, cfg config.Config) {
 	}
 }
 
+// TestServeRestartedDoesNotExportAgain: serve records the meter events
+// Stripe accepted in its data directory, so that after a restart (nothing
+// cached) the same usage delivered again a day later, past Stripe's
+// 24-hour identifier dedupe, is not sent to Stripe again.
+func TestServeRestartedDoesNotExportAgain(t *testing.T) {
+	st := &stripeStandIn{accepted: map[string]string{}}
+	srv := httptest.NewServer(st)
+	defer srv.Close()
+	cfg := embedded(t)
+	cfg.StripeAPIKey, cfg.StripeMeters, cfg.StripeURL = "sk_test_wire", "units=api_tokens", srv.URL
+	log := slog.New(slog.DiscardHandler)
+	app, err := ServeAll(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := app.Keys.Create(t.Context(), "test", keys.CreateRequest{Owner: "acme"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var evs []usage.Event
+	for i := range 5 {
+		evs = append(evs, usage.Event{ID: fmt.Sprintf("restart-%d", i), KeyID: k.Key.ID, Time: time.Now().UTC(), Requests: 1, Units: 3})
+	}
+	data, _ := json.Marshal(usage.Batch{Events: evs})
+	msg := queue.Message{Data: data, Attributes: map[string]string{"type": "usage.batch"}}
+	if err := app.Topic.Publish(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first export", func() bool { return app.StripeExporter.Counts().Sent == 5 })
+	app.Close()
+
+	cfg.ClockOffset = 25 * time.Hour
+	app, err = ServeAll(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if err := app.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	before := st.requests
+	st.mu.Unlock()
+	if err := app.Topic.Publish(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restarted exporter to handle the message", func() bool {
+		c := app.StripeExporter.Counts()
+		return c.Sent+c.Already == 5
+	})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if got := st.requests - before; got != 0 {
+		t.Errorf("after the restart the same usage made %d meter-event requests, want none", got)
+	}
+	if c := app.StripeExporter.Counts(); c.Sent != 0 {
+		t.Errorf("restarted exporter counts %+v, want nothing sent", c)
+	}
+}
+
+// TestExportStripeRecordsSentMeterEventsInFirestore: the cloud build of
+// ExportStripe keeps its record of sent meter events in Firestore, in the
+// stripe_sent collection, where every instance finds it.
+func TestExportStripeRecordsSentMeterEventsInFirestore(t *testing.T) {
+	testenv.Firestore(t)
+	cfg := embedded(t)
+	cfg.Store, cfg.Project = config.StoreFirestore, testenv.ProjectID()
+	cfg.StripeAPIKey, cfg.StripeMeters = "sk_test_wire", "requests=api_requests"
+	app, err := ExportStripe(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	if _, ok := app.StripeSent.(*firestoresent.Sent); !ok {
+		t.Fatalf("ExportStripe on Firestore records sent meter events in a %T", app.StripeSent)
+	}
+	if err := app.StripeSent.MarkSent(t.Context(), []string{"wire-1"}, stripeexport.SentRetention); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := testenv.FirestoreClientFor(t, cfg.Project).Collection(firestoresent.Collection).Documents(t.Context()).GetAll()
+	if err != nil || len(docs) != 1 {
+		t.Fatalf("%s holds %d documents (%v), want 1", firestoresent.Collection, len(docs), err)
+	}
+	if id, _ := docs[0].DataAt("id"); id != "wire-1" {
+		t.Errorf("the record's id is %v, want wire-1", id)
+	}
+}
+
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
@@ -173,7 +267,7 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 
 // TestExportStripeNeedsTheExportConfigured: the ExportStripe function
 // does not start without the export's settings, and with them opens the
-// store and the ledger only.
+// store, the ledger and its record of sent meter events only.
 func TestExportStripeNeedsTheExportConfigured(t *testing.T) {
 	cfg := embedded(t)
 	if _, err := ExportStripe(t.Context(), cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "KEYPLANE_STRIPE_API_KEY") {
@@ -185,7 +279,7 @@ func TestExportStripeNeedsTheExportConfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer app.Close()
-	if app.StripeExporter == nil || app.Store == nil || app.Ledger == nil || app.Vault != nil || app.Topic != nil || app.Consumer != nil || app.Handler != nil {
+	if app.StripeExporter == nil || app.StripeSent == nil || app.Store == nil || app.Ledger == nil || app.Vault != nil || app.Topic != nil || app.Consumer != nil || app.Handler != nil {
 		t.Errorf("ExportStripe opened %+v", app)
 	}
 	off, err := ServeAll(t.Context(), embedded(t), slog.New(slog.DiscardHandler))

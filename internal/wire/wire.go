@@ -80,6 +80,9 @@ type App struct {
 	Consumer *meter.Consumer
 	// StripeExporter exports usage to Stripe; nil when the export is off.
 	StripeExporter *stripeexport.Exporter
+	// StripeSent is the exporter's durable record of the meter events
+	// Stripe accepted; nil when the export is off.
+	StripeSent stripeexport.Sent
 	// Owner notifications: the webhook registry and delivery records, the
 	// notifications topic, the service that sets webhooks and enqueues
 	// notifications, and the Deliverer that handles the topic's messages.
