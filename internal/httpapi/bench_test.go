@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/keyplane/keyplane/internal/apikey"
@@ -99,6 +101,44 @@ func serve(h http.Handler, w *discardWriter, body []byte) (int, int) {
 
 var verifyURL = &url.URL{Path: "/v1/verify"}
 
+// bareVerifyHandler returns a bare net/http handler that reads the
+// request body and answers with the bytes kp answers for body: the
+// baseline of the VerifyHandler benchmarks, as scripts/benchbare is of
+// scripts/bench-http.sh.
+func bareVerifyHandler(b *testing.B, kp http.Handler, body []byte) http.Handler {
+	b.Helper()
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodPost, "/v1/verify", bytes.NewReader(body))
+	r.Header.Set("Authorization", "Bearer "+benchToken)
+	kp.ServeHTTP(rec, r)
+	decision := rec.Body.Bytes()
+	if !bytes.Contains(decision, []byte(`"code":"VALID"`)) {
+		b.Fatalf("decision %s", decision)
+	}
+	length := strconv.Itoa(len(decision))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 8<<10)); err != nil {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", length)
+		w.Write(decision)
+	})
+}
+
+// perOp is the time per operation of a finished benchmark loop.
+func perOp(b *testing.B) float64 { return float64(b.Elapsed()) / float64(b.N) }
+
+// reportRatio reports ns/op ÷ the bare baseline's ns/op of the same run
+// as "x-bare", if the baseline ran (it runs first unless -bench filters
+// it out).
+func reportRatio(b *testing.B, bare float64) {
+	if bare > 0 {
+		b.ReportMetric(perOp(b)/bare, "x-bare")
+	}
+}
+
 func BenchmarkVerifyHandler(b *testing.B) {
 	run := func(b *testing.B, h http.Handler, body []byte) {
 		w := &discardWriter{h: http.Header{}}
@@ -113,28 +153,11 @@ func BenchmarkVerifyHandler(b *testing.B) {
 			b.Fatalf("status %d", w.code)
 		}
 	}
-	// The bare baseline answers with the bytes keyplane answers.
+	var bare float64 // ns/op of the bare baseline, this run
 	b.Run("bare", func(b *testing.B) {
 		kp, body := benchHandler(b, slog.New(slog.DiscardHandler))
-		rec := httptest.NewRecorder()
-		r := httptest.NewRequest(http.MethodPost, "/v1/verify", bytes.NewReader(body))
-		r.Header.Set("Authorization", "Bearer "+benchToken)
-		kp.ServeHTTP(rec, r)
-		decision := rec.Body.Bytes()
-		if !bytes.Contains(decision, []byte(`"code":"VALID"`)) {
-			b.Fatalf("decision %s", decision)
-		}
-		length := strconv.Itoa(len(decision))
-		bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, 8<<10)); err != nil {
-				w.WriteHeader(http.StatusRequestEntityTooLarge)
-				return
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Content-Length", length)
-			w.Write(decision)
-		})
-		run(b, bare, body)
+		run(b, bareVerifyHandler(b, kp, body), body)
+		bare = perOp(b)
 	})
 	for _, c := range []struct {
 		name string
@@ -150,8 +173,74 @@ func BenchmarkVerifyHandler(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			h, body := benchHandler(b, c.log)
 			run(b, h, body)
+			reportRatio(b, bare)
 		})
 	}
+}
+
+// countingFile is a log file that counts the writes it receives.
+type countingFile struct {
+	f      *os.File
+	writes atomic.Int64
+}
+
+func (c *countingFile) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.f.Write(p)
+}
+
+// BenchmarkVerifyHandlerParallel is the verify route with 16 requests at
+// a time per CPU, as net/http serves wrk's 32 connections on 2 CPUs in
+// scripts/bench-http.sh (each request runs to its end unless it yields or
+// is preempted, so few are between Begin and End at once), with the
+// request log in a Buffer over a real file as `keyplane serve` writes it:
+// "writes/op" is the log file's write calls per request (1 if every
+// request flushed its own line), "x-bare" the ratio to the bare handler's
+// ns/op in the same run.
+//
+//	go test -run '^$' -bench VerifyHandlerParallel -benchmem -cpu 1,2 ./internal/httpapi
+func BenchmarkVerifyHandlerParallel(b *testing.B) {
+	run := func(b *testing.B, h http.Handler, body []byte) {
+		b.ReportAllocs()
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			w := &discardWriter{h: http.Header{}}
+			for pb.Next() {
+				if code, _ := serve(h, w, body); code != http.StatusOK {
+					b.Errorf("status %d", code)
+					return
+				}
+			}
+		})
+	}
+	var bare float64
+	b.Run("bare", func(b *testing.B) {
+		kp, body := benchHandler(b, slog.New(slog.DiscardHandler))
+		run(b, bareVerifyHandler(b, kp, body), body)
+		bare = perOp(b)
+	})
+	b.Run("log=error", func(b *testing.B) {
+		h, body := benchHandler(b, logging.New(io.Discard, slog.LevelError))
+		run(b, h, body)
+		reportRatio(b, bare)
+	})
+	b.Run("log=info,buffered,file", func(b *testing.B) {
+		f, err := os.Create(filepath.Join(b.TempDir(), "requests.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		out := &countingFile{f: f}
+		logs := logging.NewBuffer(out, nil)
+		h, body := benchHandler(b, logging.New(logs, slog.LevelInfo))
+		out.writes.Store(0)
+		run(b, h, body)
+		b.ReportMetric(float64(out.writes.Load())/float64(b.N), "writes/op")
+		reportRatio(b, bare)
+		if err := logs.Close(); err != nil {
+			b.Fatal(err)
+		}
+	})
 }
 
 // The verify route's allocations per request, beyond the harness's own

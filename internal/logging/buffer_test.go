@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -196,4 +197,35 @@ func TestBufferReportsAFailedFlushToTheNextCaller(t *testing.T) {
 			t.Errorf("second Flush = %v, want nil: the failed lines were dropped, not retried", err)
 		}
 	})
+}
+
+// Requests that end one after another, each the only one in flight, share
+// a write when the next is ready to run: the last request in flight yields
+// before it ends, so requests that begin and end meanwhile leave their
+// lines to its flush. On one CPU, without the yield, every request would
+// flush its own line.
+func TestBufferRequestsEndingBackToBackShareWrites(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	out := &lockedBuffer{}
+	b := NewBuffer(out, nil)
+	const workers, lines = 8, 50
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range lines {
+				b.Begin()
+				fmt.Fprintf(b, "worker %d line %d\n", w, i)
+				b.End()
+			}
+		})
+	}
+	wg.Wait()
+	got, writes := out.state()
+	if n := strings.Count(got, "\n"); n != workers*lines {
+		t.Fatalf("got %d lines written once all requests ended, want %d", n, workers*lines)
+	}
+	t.Logf("%d writes for %d lines", writes, workers*lines)
+	if writes > workers*lines/2 {
+		t.Errorf("got %d writes for %d lines, want at most %d: requests ending back to back should share writes", writes, workers*lines, workers*lines/2)
+	}
 }

@@ -55,13 +55,13 @@ func (w Window) Bounds(t time.Time) (start, end time.Time) {
 	case Hour:
 		start = t.Truncate(time.Hour)
 		return start, start.Add(time.Hour)
-	case Day:
-		start = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-		return start, start.AddDate(0, 0, 1)
-	default:
-		start = time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
-		return start, start.AddDate(0, 1, 0)
 	}
+	// One Date call: Year, Month and Day would each compute the date.
+	y, m, d := t.Date()
+	if w == Day {
+		return time.Date(y, m, d, 0, 0, 0, 0, time.UTC), time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC)
+	}
+	return time.Date(y, m, 1, 0, 0, 0, 0, time.UTC), time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC)
 }
 
 // LimitName is the name of the limit on metric per window.

@@ -148,3 +148,22 @@ func TestHourIsCountedButIsNotALimitWindow(t *testing.T) {
 		t.Errorf("Hour.Bounds = %v, %v", start, end)
 	}
 }
+
+// Day and month windows, for every day over four centuries (all leap-year
+// rules) at a time late in the day and in a zone east of UTC: the window
+// starts at UTC midnight of the UTC date, and ends one calendar day or
+// month later, as AddDate counts them.
+func TestDayAndMonthBoundsEveryDay(t *testing.T) {
+	zone := time.FixedZone("east", 5*3600+30*60)
+	for at := time.Date(1999, 12, 1, 23, 59, 59, 999, time.UTC); at.Year() < 2400; at = at.AddDate(0, 0, 1) {
+		u := at.In(zone) // the same instant, written in another zone
+		day := time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC)
+		if s, e := Day.Bounds(u); !s.Equal(day) || !e.Equal(day.AddDate(0, 0, 1)) || s.Location() != time.UTC {
+			t.Fatalf("Day.Bounds(%s) = %s, %s; want %s, %s", u, s, e, day, day.AddDate(0, 0, 1))
+		}
+		month := time.Date(at.Year(), at.Month(), 1, 0, 0, 0, 0, time.UTC)
+		if s, e := Month.Bounds(u); !s.Equal(month) || !e.Equal(month.AddDate(0, 1, 0)) || e.Location() != time.UTC {
+			t.Fatalf("Month.Bounds(%s) = %s, %s; want %s, %s", u, s, e, month, month.AddDate(0, 1, 0))
+		}
+	}
+}

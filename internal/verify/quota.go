@@ -155,12 +155,12 @@ func (q *Quotas) check(ctx context.Context, s subject, feature string, limits pl
 	if !found {
 		return states, false
 	}
-	day, month, ok := q.totals(ctx, s, feature, now)
+	dayStart, dayEnd := plan.Day.Bounds(now)
+	monthStart, monthEnd := plan.Month.Bounds(now)
+	day, month, ok := q.totals(ctx, s, feature, now, dayStart, monthStart)
 	if !ok {
 		return states, false
 	}
-	_, dayEnd := plan.Day.Bounds(now)
-	_, monthEnd := plan.Month.Bounds(now)
 	for _, ql := range quotaLimits {
 		limit, has := limits[ql.name]
 		if !has {
@@ -180,10 +180,8 @@ func (q *Quotas) check(ctx context.Context, s subject, feature string, limits pl
 }
 
 // totals returns the subject's totals (its part of feature, if not "") in
-// the day and month containing now.
-func (q *Quotas) totals(ctx context.Context, s subject, feature string, now time.Time) (day, month ledger.Totals, ok bool) {
-	dayStart, _ := plan.Day.Bounds(now)
-	monthStart, _ := plan.Month.Bounds(now)
+// the day and month containing now, which start at dayStart and monthStart.
+func (q *Quotas) totals(ctx context.Context, s subject, feature string, now, dayStart, monthStart time.Time) (day, month ledger.Totals, ok bool) {
 	e, ok := q.entry(ctx, s, now)
 	if !ok {
 		return day, month, false
