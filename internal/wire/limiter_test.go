@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,7 +24,10 @@ func TestRedisAddrCountsPerMinuteLimitsInRedis(t *testing.T) {
 	for _, shared := range []bool{false, true} {
 		cfg := embedded(t)
 		if shared {
-			cfg.RedisAddr = srv.Addr
+			// The most a verify may wait for Redis: the test is of the
+			// wiring, and on a loaded machine (under -race) the first
+			// call, which dials, may take longer than the default 50 ms.
+			cfg.RedisAddr, cfg.RedisTimeout = srv.Addr, time.Second
 		}
 		app, err := ServeAll(ctx, cfg, slog.New(slog.DiscardHandler))
 		if err != nil {
