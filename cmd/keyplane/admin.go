@@ -92,6 +92,22 @@ func (c *conn) client(fs *flag.FlagSet, getenv func(string) string) (*client.Cli
 	return cl, nil
 }
 
+// start parses a command's flags and its positional arguments, whose
+// names are want, as parseArgs does, and returns the client and the
+// arguments. A command that checks its flags before it needs the client
+// calls parseArgs and client itself.
+func (c *conn) start(e adminEnv, fs *flag.FlagSet, args []string, want ...string) (*client.Client, []string, error) {
+	pos, err := parseArgs(fs, args, e.stdout, want...)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := c.client(fs, e.getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, pos, nil
+}
+
 // parseArgs parses a command's flags, which may come before, between or
 // after its positional arguments, whose names are want (e.g. "KEY_ID"). On
 // -h/--help it prints the command's usage to stdout and returns

@@ -125,10 +125,7 @@ func auditCmd(e adminEnv, args []string) error {
 	fs, c := adminFlags("audit", "audit [--key-id KEY_ID] [--page-size N] [--page-token T] [--all]\n\nThe audit log, newest first: every key state change and secret reveal.\n")
 	keyID := fs.String("key-id", "", "only this key's entries")
 	p := addPageFlags(fs)
-	if _, err := parseArgs(fs, args, e.stdout); err != nil {
-		return err
-	}
-	cl, err := c.client(fs, e.getenv)
+	cl, _, err := c.start(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -199,10 +196,7 @@ func ownersCreate(e adminEnv, args []string) error {
 func ownersList(e adminEnv, args []string) error {
 	fs, c := adminFlags("owners list", "owners list [--page-size N] [--page-token T] [--all]")
 	p := addPageFlags(fs)
-	if _, err := parseArgs(fs, args, e.stdout); err != nil {
-		return err
-	}
-	cl, err := c.client(fs, e.getenv)
+	cl, _, err := c.start(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -278,11 +272,7 @@ func renderOwner(c *conn, stdout io.Writer, o *client.Owner) error {
 
 func ownersGet(e adminEnv, args []string) error {
 	fs, c := adminFlags("owners get", "owners get OWNER")
-	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
-	if err != nil {
-		return err
-	}
-	cl, err := c.client(fs, e.getenv)
+	cl, pos, err := c.start(e, fs, args, "OWNER")
 	if err != nil {
 		return err
 	}
@@ -356,11 +346,7 @@ func ownersUpdate(e adminEnv, args []string) error {
 func ownersSpend(e adminEnv, args []string) error {
 	fs, c := adminFlags("owners spend", "owners spend OWNER [--month 2026-12]\n\nWhat the owner's usage of one UTC month cost, priced by its plan, in total and by feature;\nwith its monthly spend cap and, if it is prepaid, its credits left.\n")
 	month := fs.String("month", "", "the UTC `month`, YYYY-MM (default: the current one)")
-	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
-	if err != nil {
-		return err
-	}
-	cl, err := c.client(fs, e.getenv)
+	cl, pos, err := c.start(e, fs, args, "OWNER")
 	if err != nil {
 		return err
 	}
@@ -451,11 +437,7 @@ func creditsAdd(e adminEnv, args []string) error {
 
 func creditsList(e adminEnv, args []string) error {
 	fs, c := adminFlags("credits list", "credits list OWNER")
-	pos, err := parseArgs(fs, args, e.stdout, "OWNER")
-	if err != nil {
-		return err
-	}
-	cl, err := c.client(fs, e.getenv)
+	cl, pos, err := c.start(e, fs, args, "OWNER")
 	if err != nil {
 		return err
 	}
@@ -480,10 +462,7 @@ func creditsList(e adminEnv, args []string) error {
 func sweepCmd(e adminEnv, args []string) error {
 	fs, c := adminFlags("sweep", "sweep [--dry-run]\n\nRuns the quota and abuse sweep now and prints what it did; with --dry-run, what it would do.\n")
 	dry := fs.Bool("dry-run", false, "change nothing and notify no one; report what a sweep would do")
-	if _, err := parseArgs(fs, args, e.stdout); err != nil {
-		return err
-	}
-	cl, err := c.client(fs, e.getenv)
+	cl, _, err := c.start(e, fs, args)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,45 @@ func TestParseArgsTakesFlagsAroundPositionals(t *testing.T) {
 	}
 }
 
+// TestStartReportsArgumentsBeforeConnection: start names a missing or a
+// stray positional argument before it looks at the connection, then
+// refuses a bad -o or a missing token, each as a usageError; with all of
+// them right it returns the client and the arguments.
+func TestStartReportsArgumentsBeforeConnection(t *testing.T) {
+	noToken := func(string) string { return "" }
+	token := func(name string) string {
+		if name == "KEYPLANE_ADMIN_TOKEN" {
+			return "kpadm_test"
+		}
+		return ""
+	}
+	for _, tc := range []struct {
+		args   []string
+		getenv func(string) string
+		want   string // the usage error; "" for a client
+	}{
+		{[]string{}, noToken, "t: OWNER is required"},
+		{[]string{"acct_1", "extra"}, noToken, `t: unexpected argument "extra"`},
+		{[]string{"acct_1"}, noToken, "t: no token: set KEYPLANE_ADMIN_TOKEN or pass --token"},
+		{[]string{"acct_1", "-o", "yaml"}, token, `t: -o "yaml": want table or json`},
+		{[]string{"acct_1"}, token, ""},
+		{[]string{"--token", "kpadm_x", "acct_1"}, noToken, ""},
+	} {
+		fs, c := adminFlags("t", "t OWNER")
+		cl, pos, err := c.start(adminEnv{getenv: tc.getenv, stdout: io.Discard}, fs, tc.args, "OWNER")
+		if tc.want == "" {
+			if err != nil || cl == nil || !reflect.DeepEqual(pos, []string{"acct_1"}) {
+				t.Errorf("start(%q) = %v, %q, %v; want a client and [acct_1]", tc.args, cl, pos, err)
+			}
+			continue
+		}
+		var ue *usageError
+		if !errors.As(err, &ue) || err.Error() != tc.want || cl != nil {
+			t.Errorf("start(%q) = %v, %v; want the usageError %q", tc.args, cl, err, tc.want)
+		}
+	}
+}
+
 func TestLimitFlags(t *testing.T) {
 	f := featureLimitsFlag{}
 	for _, s := range []string{"pro-model.units_per_day=5", "v1.2.requests_per_day=7", "pro-model.requests_per_minute=1"} {

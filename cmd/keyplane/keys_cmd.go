@@ -174,10 +174,7 @@ func keysList(e adminEnv, args []string) error {
 	unused := timeFlag{rel: -1}
 	fs.Var(&unused, "unused-since", "only keys never used or last used before this: an RFC 3339 `time`, or a duration ago (720h)")
 	p := addPageFlags(fs)
-	if _, err := parseArgs(fs, args, e.stdout); err != nil {
-		return err
-	}
-	cl, err := c.client(fs, e.getenv)
+	cl, _, err := c.start(e, fs, args)
 	if err != nil {
 		return err
 	}
@@ -204,31 +201,17 @@ func keysList(e adminEnv, args []string) error {
 	return err
 }
 
-// keyCommand parses the flags and the KEY_ID of a command about one key
-// and returns the client.
-func keyCommand(e adminEnv, fs *flag.FlagSet, c *conn, args []string) (*client.Client, string, error) {
-	pos, err := parseArgs(fs, args, e.stdout, "KEY_ID")
-	if err != nil {
-		return nil, "", err
-	}
-	cl, err := c.client(fs, e.getenv)
-	if err != nil {
-		return nil, "", err
-	}
-	return cl, pos[0], nil
-}
-
 func renderKey(c *conn, stdout io.Writer, k *client.Key) error {
 	return render(c, stdout, k, func(w io.Writer) { keyDetails(w, k) })
 }
 
 func keysGet(e adminEnv, args []string) error {
 	fs, c := adminFlags("keys get", "keys get KEY_ID")
-	cl, id, err := keyCommand(e, fs, c, args)
+	cl, pos, err := c.start(e, fs, args, "KEY_ID")
 	if err != nil {
 		return err
 	}
-	k, err := cl.GetKey(e.ctx, id)
+	k, err := cl.GetKey(e.ctx, pos[0])
 	if err != nil {
 		return apiFailure("keys get", err)
 	}
@@ -251,7 +234,7 @@ func keysUpdate(e adminEnv, args []string) error {
 	fs.Var(&expires, "expires", "expiry: an RFC 3339 `time`, or a duration from now (720h)")
 	noExpiry := fs.Bool("no-expiry", false, "remove the key's expiry")
 	restr := addRestrictionFlags(fs)
-	cl, id, err := keyCommand(e, fs, c, args)
+	cl, pos, err := c.start(e, fs, args, "KEY_ID")
 	if err != nil {
 		return err
 	}
@@ -298,14 +281,14 @@ func keysUpdate(e adminEnv, args []string) error {
 	if restr.any() {
 		// The API replaces the restrictions as a whole: keep the ones not
 		// given on the command line.
-		cur, err := cl.GetKey(e.ctx, id)
+		cur, err := cl.GetKey(e.ctx, pos[0])
 		if err != nil {
 			return apiFailure("keys update", err)
 		}
 		r := restr.apply(cur.Restrictions)
 		req.Restrictions = &r
 	}
-	k, err := cl.UpdateKey(e.ctx, id, req)
+	k, err := cl.UpdateKey(e.ctx, pos[0], req)
 	if err != nil {
 		return apiFailure("keys update", err)
 	}
@@ -315,11 +298,11 @@ func keysUpdate(e adminEnv, args []string) error {
 func keysDisable(e adminEnv, args []string) error {
 	fs, c := adminFlags("keys disable", "keys disable KEY_ID [--reason R]")
 	reason := fs.String("reason", "", "why, recorded as the key's status_reason and in the audit log")
-	cl, id, err := keyCommand(e, fs, c, args)
+	cl, pos, err := c.start(e, fs, args, "KEY_ID")
 	if err != nil {
 		return err
 	}
-	k, err := cl.DisableKey(e.ctx, id, *reason)
+	k, err := cl.DisableKey(e.ctx, pos[0], *reason)
 	if err != nil {
 		return apiFailure("keys disable", err)
 	}
@@ -328,11 +311,11 @@ func keysDisable(e adminEnv, args []string) error {
 
 func keysEnable(e adminEnv, args []string) error {
 	fs, c := adminFlags("keys enable", "keys enable KEY_ID")
-	cl, id, err := keyCommand(e, fs, c, args)
+	cl, pos, err := c.start(e, fs, args, "KEY_ID")
 	if err != nil {
 		return err
 	}
-	k, err := cl.EnableKey(e.ctx, id)
+	k, err := cl.EnableKey(e.ctx, pos[0])
 	if err != nil {
 		return apiFailure("keys enable", err)
 	}
@@ -342,11 +325,11 @@ func keysEnable(e adminEnv, args []string) error {
 func keysRevoke(e adminEnv, args []string) error {
 	fs, c := adminFlags("keys revoke", "keys revoke KEY_ID [--reason R]")
 	reason := fs.String("reason", "", "why, recorded in the audit log")
-	cl, id, err := keyCommand(e, fs, c, args)
+	cl, pos, err := c.start(e, fs, args, "KEY_ID")
 	if err != nil {
 		return err
 	}
-	k, err := cl.RevokeKey(e.ctx, id, *reason)
+	k, err := cl.RevokeKey(e.ctx, pos[0], *reason)
 	if err != nil {
 		return apiFailure("keys revoke", err)
 	}
@@ -357,7 +340,7 @@ func keysRotate(e adminEnv, args []string) error {
 	fs, c := adminFlags("keys rotate", "keys rotate KEY_ID [--grace 24h] [--idempotency-key K]")
 	grace := fs.Duration("grace", 0, "how long the old key keeps verifying, at most 720h; 0 ends it at once (default: the server's, 24h)")
 	idem := fs.String("idempotency-key", "", "retrying with the same key returns the key created first instead of another")
-	cl, id, err := keyCommand(e, fs, c, args)
+	cl, pos, err := c.start(e, fs, args, "KEY_ID")
 	if err != nil {
 		return err
 	}
@@ -371,7 +354,7 @@ func keysRotate(e adminEnv, args []string) error {
 			g = client.NoGracePeriod
 		}
 	}
-	k, err := cl.RotateKey(e.ctx, id, g, *idem)
+	k, err := cl.RotateKey(e.ctx, pos[0], g, *idem)
 	if err != nil {
 		return apiFailure("keys rotate", err)
 	}
@@ -381,21 +364,21 @@ func keysRotate(e adminEnv, args []string) error {
 func keysReveal(e adminEnv, args []string) error {
 	fs, c := adminFlags("keys reveal", "keys reveal KEY_ID --yes")
 	yes := fs.Bool("yes", false, "print the key's secret; the reveal is recorded in the audit log (required)")
-	cl, id, err := keyCommand(e, fs, c, args)
+	cl, pos, err := c.start(e, fs, args, "KEY_ID")
 	if err != nil {
 		return err
 	}
 	if !*yes {
 		return &usageError{fs, errors.New("keys reveal: prints the key's secret and records the reveal in the audit log; pass --yes to do so")}
 	}
-	secret, err := cl.RevealSecret(e.ctx, id)
+	secret, err := cl.RevealSecret(e.ctx, pos[0])
 	if err != nil {
 		return apiFailure("keys reveal", err)
 	}
-	fmt.Fprintf(e.stderr, "keyplane: warning: printing %s's secret; this reveal is recorded in the audit log\n", id)
+	fmt.Fprintf(e.stderr, "keyplane: warning: printing %s's secret; this reveal is recorded in the audit log\n", pos[0])
 	out := struct {
 		KeyID  string `json:"key_id"`
 		Secret string `json:"secret"`
-	}{id, secret}
+	}{pos[0], secret}
 	return render(c, e.stdout, out, func(w io.Writer) { row(w, secret) })
 }
