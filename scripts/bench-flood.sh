@@ -34,16 +34,9 @@ run() {
     "$tmp/keyplane" serve --addr 127.0.0.1:0 --data "$dir" >"$tmp/$name.out" 2>"$tmp/$name.log" &
   local pid=$!
   pids+=("$pid")
-  local url=""
-  for _ in $(seq 1 100); do
-    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$tmp/$name.out" 2>/dev/null | head -1) && [[ -n "$url" ]] && break
-    sleep 0.1
-  done
-  [[ -n "$url" ]] || { echo "bench-flood: keyplane did not start:" >&2; cat "$tmp/$name.out" "$tmp/$name.log" >&2; exit 1; }
-  local secret
-  secret=$(curl -fsS -X POST "$url/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d '{"owner": "acct_bench", "limits": {"requests_per_minute": 1000000000000}}' |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+  local url secret
+  url=$(wait_url "$tmp/$name.out")
+  secret=$(bench_key "$url")
   local keyflag=()
   if [[ $mode == valid ]]; then keyflag=(-key "$secret"); fi
   echo "== $name: ${REQUESTS} requests or $DURATION, $CONNS connections, log level $LEVEL, server pid $pid"

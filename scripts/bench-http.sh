@@ -44,17 +44,6 @@ echo "== machine: $machine, wrk: $(wrk --version 2>&1 | head -1 | cut -d' ' -f2)
 go build -o "$tmp/benchbare" ./scripts/benchbare
 go build -o "$tmp/benchrate" ./scripts/benchrate
 
-# wait_url FILE: print the http://127.0.0.1:port a server printed to FILE.
-wait_url() {
-  for _ in $(seq 1 100); do
-    if u=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$1" 2>/dev/null | head -1) && [[ -n "$u" ]]; then
-      echo "$u"; return 0
-    fi
-    sleep 0.1
-  done
-  echo "bench-http: server did not start; its output:" >&2; cat "$1" "${1%.out}.log" >&2 2>/dev/null || true; exit 1
-}
-
 # start_keyplane NAME LEVEL DATADIR [BINARY]: start keyplane serve; sets URL and PID.
 start_keyplane() {
   KEYPLANE_ADMIN_TOKEN=$token KEYPLANE_LOG_LEVEL=$2 \
@@ -66,9 +55,7 @@ start_keyplane() {
 
 # 1. Create the benchmark key, then stop that server.
 start_keyplane setup info "$tmp/data-info"
-secret=$(curl -fsS -X POST "$URL/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-  -d '{"owner": "acct_bench", "limits": {"requests_per_minute": 1000000000000}}' |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+secret=$(bench_key "$URL")
 kill "$PID"; wait "$PID" || true
 cp -a "$tmp/data-info" "$tmp/data-error"
 if [[ -n "${KEYPLANE_BIN_B:-}" ]]; then cp -a "$tmp/data-info" "$tmp/data-info-b"; fi

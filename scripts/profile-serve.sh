@@ -30,14 +30,8 @@ pprof=127.0.0.1:$port
 PPROF_ADDR=$pprof KEYPLANE_ADMIN_TOKEN=$token \
   "$tmp/keyplane" serve --addr 127.0.0.1:0 --data "$tmp/data" >"$tmp/serve.out" 2>"$tmp/serve.log" &
 pids+=("$!")
-for _ in $(seq 1 100); do
-  url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$tmp/serve.out" 2>/dev/null | head -1) && [[ -n "$url" ]] && break
-  sleep 0.1
-done
-[[ -n "${url:-}" ]] || { echo "profile-serve: serve did not start: $(cat "$tmp/serve.log")" >&2; exit 1; }
-secret=$(curl -fsS -X POST "$url/v1/keys" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-  -d '{"owner": "acct_bench", "limits": {"requests_per_minute": 1000000000000}}' |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')
+url=$(wait_url "$tmp/serve.out")
+secret=$(bench_key "$url")
 cat >"$tmp/verify.lua" <<LUA
 wrk.method = "POST"
 wrk.body = [[{"key": "$secret", "scope": "generate"}]]
@@ -52,9 +46,10 @@ curl -fsS "http://$pprof/debug/pprof/mutex" >"$OUT/mutex-start.pprof"
 curl -fsS "http://$pprof/debug/pprof/profile?seconds=$DURATION" >"$OUT/cpu.pprof"
 curl -fsS "http://$pprof/debug/pprof/mutex" >"$OUT/mutex.pprof"
 wait "${pids[-1]}"
+echo "== profiles and the keyplane binary they came from: $OUT"
 grep -E 'requests in|Requests/sec' "$OUT/wrk.txt"
 echo "== CPU, cumulative, keyplane's functions"
-go tool pprof -top -cum -nodecount=300 "$OUT/keyplane" "$OUT/cpu.pprof" 2>/dev/null | grep -E 'keyplane|flat%' | head -30
+go tool pprof -top -cum -nodecount=300 "$OUT/keyplane" "$OUT/cpu.pprof" 2>/dev/null | grep -E 'keyplane|flat%' | sed -n 1,30p
 echo "== mutex contentions during the profile (sampled 1 in 10)"
 go tool pprof -top -cum -sample_index=contentions -nodecount=300 -base "$OUT/mutex-start.pprof" "$OUT/keyplane" "$OUT/mutex.pprof" 2>/dev/null |
-  grep -E 'keyplane|lru|flat%' | head -20
+  grep -E 'keyplane|lru|flat%' | sed -n 1,20p

@@ -1,6 +1,6 @@
 // Added to cmd/keyplane by scripts/profile-serve.sh through go build
 // -overlay, never built into keyplane itself: it serves net/http/pprof on
-// PPROF_ADDR (a loopback address) with mutex and block profiling on.
+// PPROF_ADDR (a loopback address) with mutex profiling on.
 package main
 
 import (
@@ -16,6 +16,5 @@ func init() {
 		return
 	}
 	runtime.SetMutexProfileFraction(10)
-	runtime.SetBlockProfileRate(10000)
 	go http.ListenAndServe(addr, nil)
 }
