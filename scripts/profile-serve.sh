@@ -48,8 +48,8 @@ curl -fsS "http://$pprof/debug/pprof/mutex" >"$OUT/mutex.pprof"
 wait "${pids[-1]}"
 echo "== profiles and the keyplane binary they came from: $OUT"
 grep -E 'requests in|Requests/sec' "$OUT/wrk.txt"
-echo "== CPU, cumulative, keyplane's functions"
-go tool pprof -top -cum -nodecount=300 "$OUT/keyplane" "$OUT/cpu.pprof" 2>/dev/null | grep -E 'keyplane|flat%' | sed -n 1,30p
+echo "== CPU, cumulative: keyplane's functions and the GC's mark workers"
+go tool pprof -top -cum -nodecount=300 "$OUT/keyplane" "$OUT/cpu.pprof" 2>/dev/null | grep -E 'keyplane|gcBgMarkWorker|flat%' | sed -n 1,30p
 echo "== mutex contentions during the profile (sampled 1 in 10)"
 go tool pprof -top -cum -sample_index=contentions -nodecount=300 -base "$OUT/mutex-start.pprof" "$OUT/keyplane" "$OUT/mutex.pprof" 2>/dev/null |
   grep -E 'keyplane|lru|flat%' | sed -n 1,20p
