@@ -35,6 +35,11 @@ import (
 // broken stream cannot grow the buffer) and its error is returned by
 // that call, or, for the timer's flush, by the next Write, Flush or Close.
 // Writes are whole lines from a slog handler; each Write is kept whole.
+//
+// A flush writes outside the lock that Write holds to append: it swaps
+// the held lines for an empty spare under mu, and writes them under wmu,
+// which keeps the flushes in order. Requests go on appending while the
+// write system call runs instead of queueing behind it.
 type Buffer struct {
 	w        io.Writer
 	size     int
@@ -43,15 +48,19 @@ type Buffer struct {
 	// inFlight counts the requests between Begin and End. It is atomic
 	// so that Begin, and End while others remain, take no lock: a line
 	// held by a request is appended under mu before that request's End
-	// decrements, so the End that reaches zero, which then takes mu and
-	// flushes, finds it.
+	// decrements, so the End that reaches zero, which then flushes, finds
+	// it.
 	inFlight atomic.Int64
+
+	// wmu is held for a flush's write to w, and taken before mu.
+	wmu   sync.Mutex
+	spare []byte // the empty buffer the next flush swaps in; under wmu
 
 	mu     sync.Mutex
 	buf    []byte
 	timer  *time.Timer // one for the Buffer's life, reset when armed
 	armed  bool        // the timer runs: buf holds lines
-	err    error       // of a timer flush, for the next caller
+	err    error       // of a timer or End flush, for the next caller
 	closed bool
 }
 
@@ -71,37 +80,47 @@ func NewBuffer(w io.Writer, opts *BufferOptions) *Buffer {
 		b.interval = opts.FlushInterval
 	}
 	b.buf = make([]byte, 0, b.size)
-	b.timer = time.AfterFunc(time.Hour, b.timerFlush)
+	b.spare = make([]byte, 0, b.size)
+	b.timer = time.AfterFunc(time.Hour, b.flushKeepErr)
 	b.timer.Stop()
 	return b
 }
 
 // Write holds p while a request is in flight, or writes it through.
 func (b *Buffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	err := b.takeErr()
-	if b.inFlight.Load() == 0 || b.closed || len(p) > b.size {
-		if ferr := b.flushLocked(); err == nil {
+	var err error
+	for {
+		b.mu.Lock()
+		hold := b.inFlight.Load() != 0 && !b.closed && len(p) <= b.size
+		if hold && len(b.buf)+len(p) <= b.size {
+			b.buf = append(b.buf, p...)
+			if !b.armed {
+				b.armed = true
+				b.timer.Reset(b.interval)
+			}
+			if kept := b.takeErr(); err == nil {
+				err = kept
+			}
+			b.mu.Unlock()
+			return len(p), err
+		}
+		b.mu.Unlock()
+		if !hold {
+			// Written through, with what is held before it, in one write.
+			if ferr := b.flush(p); err == nil {
+				err = ferr
+			}
+			if err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+		// The buffer is full: write it, then hold p (unless requests in
+		// flight dropped to none meanwhile, which the next turn sees).
+		if ferr := b.flush(nil); err == nil {
 			err = ferr
 		}
-		n, werr := b.w.Write(p)
-		if err == nil {
-			err = werr
-		}
-		return n, err
 	}
-	if len(b.buf)+len(p) > b.size {
-		if ferr := b.flushLocked(); err == nil {
-			err = ferr
-		}
-	}
-	b.buf = append(b.buf, p...)
-	if !b.armed {
-		b.armed = true
-		b.timer.Reset(b.interval)
-	}
-	return len(p), err
 }
 
 // Begin records that a request is in flight.
@@ -128,23 +147,11 @@ func (b *Buffer) End() {
 	if b.inFlight.Add(-1) != 0 {
 		return
 	}
-	b.mu.Lock()
-	if err := b.flushLocked(); err != nil && b.err == nil {
-		b.err = err
-	}
-	b.mu.Unlock()
+	b.flushKeepErr()
 }
 
 // Flush writes what is held.
-func (b *Buffer) Flush() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	err := b.takeErr()
-	if ferr := b.flushLocked(); err == nil {
-		err = ferr
-	}
-	return err
-}
+func (b *Buffer) Flush() error { return b.flush(nil) }
 
 // Close flushes and stops the timer; later Writes are written through.
 func (b *Buffer) Close() error {
@@ -154,11 +161,15 @@ func (b *Buffer) Close() error {
 	return b.Flush()
 }
 
-func (b *Buffer) timerFlush() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.flushLocked(); err != nil && b.err == nil {
-		b.err = err
+// flushKeepErr flushes, keeping a failure for the next Write, Flush or
+// Close: the timer's flush and End's have no caller to return it to.
+func (b *Buffer) flushKeepErr() {
+	if err := b.flush(nil); err != nil {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
 	}
 }
 
@@ -168,17 +179,32 @@ func (b *Buffer) takeErr() error {
 	return err
 }
 
-// flushLocked writes buf and disarms the timer; b.mu is held.
-func (b *Buffer) flushLocked() error {
+// flush writes what is held, then p, in one write, and disarms the timer.
+// It returns a kept error before its own.
+func (b *Buffer) flush(p []byte) error {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	b.mu.Lock()
+	out := b.buf
+	b.buf = b.spare
 	if b.armed {
 		b.timer.Stop()
 		b.armed = false
 	}
-	if len(b.buf) == 0 {
-		return nil
+	err := b.takeErr()
+	b.mu.Unlock()
+	if len(p) > 0 {
+		out = append(out, p...)
 	}
-	_, err := b.w.Write(b.buf)
-	b.buf = b.buf[:0]
+	if len(out) > 0 {
+		if _, werr := b.w.Write(out); err == nil {
+			err = werr
+		}
+	}
+	if cap(out) > 2*b.size {
+		out = make([]byte, 0, b.size) // a large line does not stay held
+	}
+	b.spare = out[:0]
 	return err
 }
 

@@ -229,3 +229,47 @@ func TestBufferRequestsEndingBackToBackShareWrites(t *testing.T) {
 		t.Errorf("got %d writes for %d lines, want at most %d: requests ending back to back should share writes", writes, workers*lines, workers*lines/2)
 	}
 }
+
+// blockingWriter holds its first Write until release is closed.
+type blockingWriter struct {
+	lockedBuffer
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() {
+		close(w.started)
+		<-w.release
+	})
+	return w.lockedBuffer.Write(p)
+}
+
+// A request's line is held while a flush's write is still running: the
+// write system call does not make every request's log line wait.
+func TestBufferHoldsLinesWhileAFlushWrites(t *testing.T) {
+	out := &blockingWriter{started: make(chan struct{}), release: make(chan struct{})}
+	b := NewBuffer(out, nil)
+	b.Begin()
+	fmt.Fprintln(b, "first")
+	ended := make(chan struct{})
+	go func() { b.End(); close(ended) }() // flushes "first"; its write blocks
+	<-out.started
+
+	b.Begin()
+	held := make(chan struct{})
+	go func() { fmt.Fprintln(b, "second"); close(held) }()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a Write waited for another flush's write to finish")
+	}
+	close(out.release)
+	<-ended
+	b.End()
+	got, writes := out.state()
+	if got != "first\nsecond\n" || writes != 2 {
+		t.Errorf("got %q in %d writes, want both lines, in order, in 2", got, writes)
+	}
+}
