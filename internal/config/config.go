@@ -139,6 +139,12 @@ type Config struct {
 	SecretPrefix string
 	// LogLevel is debug, info, warn or error (KEYPLANE_LOG_LEVEL, info).
 	LogLevel slog.Level
+	// LogValidSample makes the info-level request log keep one in this
+	// many VALID verify answers, each kept line carrying "sampled": N
+	// (KEYPLANE_LOG_VALID_SAMPLE, default 10; 1 keeps every one). Every
+	// refusal, error and other request is logged; the verify metrics
+	// count every decision.
+	LogValidSample int
 	// Telemetry is where metrics and traces go (KEYPLANE_TELEMETRY): off
 	// (the default), stdout, prometheus, or gcp (Cloud Monitoring and
 	// Cloud Trace; infra/functions.tf sets it for the deployed functions).
@@ -217,9 +223,16 @@ func Embedded() Config {
 		Telemetry: "off", MetricsAddr: "127.0.0.1:9464",
 		LeakPolicy: LeakDisable, GitHubScanningKeysURL: DefaultGitHubScanningKeysURL,
 		LeakQuarantineDays: DefaultLeakQuarantineDays, LeakQuarantineGrace: DefaultLeakQuarantineGrace,
-		RedisTimeout: 50 * time.Millisecond,
+		RedisTimeout: 50 * time.Millisecond, LogValidSample: DefaultLogValidSample,
 	}
 }
+
+// DefaultLogValidSample is the default of Config.LogValidSample, and
+// MaxLogValidSample its largest value.
+const (
+	DefaultLogValidSample = 10
+	MaxLogValidSample     = 10_000
+)
 
 // Cloud returns the defaults of the Cloud Functions: Firestore and Secret
 // Manager.
@@ -348,6 +361,13 @@ func FromEnv(c Config, getenv func(string) string) (Config, error) {
 		c.WebhookAllowPrivate = false
 	default:
 		return c, fmt.Errorf("KEYPLANE_WEBHOOK_ALLOW_PRIVATE must be 1 or true (or 0 or false); got %q", v)
+	}
+	if v := getenv("KEYPLANE_LOG_VALID_SAMPLE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxLogValidSample {
+			return c, fmt.Errorf("KEYPLANE_LOG_VALID_SAMPLE must be a whole number from 1 (log every VALID verify answer) to %d; got %q", MaxLogValidSample, v)
+		}
+		c.LogValidSample = n
 	}
 	if v := getenv("KEYPLANE_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {

@@ -195,6 +195,24 @@ func TestLeakSettings(t *testing.T) {
 	}
 }
 
+func TestLogValidSample(t *testing.T) {
+	if c := Embedded(); c.LogValidSample != 10 {
+		t.Errorf("default LogValidSample %d, want 10", c.LogValidSample)
+	}
+	for v, want := range map[string]int{"1": 1, "25": 25, "10000": 10_000} {
+		c, err := FromEnv(Embedded(), env(map[string]string{"KEYPLANE_LOG_VALID_SAMPLE": v}))
+		if err != nil || c.LogValidSample != want {
+			t.Errorf("KEYPLANE_LOG_VALID_SAMPLE=%s: %d, %v; want %d", v, c.LogValidSample, err, want)
+		}
+	}
+	for _, v := range []string{"0", "-3", "10001", "ten", "1.5"} {
+		_, err := FromEnv(Embedded(), env(map[string]string{"KEYPLANE_LOG_VALID_SAMPLE": v}))
+		if err == nil || !strings.Contains(err.Error(), "KEYPLANE_LOG_VALID_SAMPLE must be a whole number from 1") {
+			t.Errorf("KEYPLANE_LOG_VALID_SAMPLE=%q: error %v, want one saying the range", v, err)
+		}
+	}
+}
+
 // testCA returns the PEM of a certificate, to stand for Memorystore's
 // server CA.
 func testCA(t *testing.T) string {

@@ -43,6 +43,14 @@ const benchToken = "bench-admin-token-0123456789"
 // whose per-minute limit is never reached.
 func benchHandler(b testing.TB, log *slog.Logger) (http.Handler, []byte) {
 	b.Helper()
+	srv, body := benchServer(b, log)
+	return srv.Handler(httpapi.FuncVerify), body
+}
+
+// benchServer is benchHandler's Server, for a caller to set more fields
+// on before it builds the handler.
+func benchServer(b testing.TB, log *slog.Logger) (*httpapi.Server, []byte) {
+	b.Helper()
 	dir := b.TempDir()
 	st, err := sqlitestore.Open(filepath.Join(dir, "k.db"))
 	if err != nil {
@@ -66,7 +74,7 @@ func benchHandler(b testing.TB, log *slog.Logger) (http.Handler, []byte) {
 		Keys: svc, Verifier: verify.New(st, h, plans, clock.Real{}, &verify.Options{Logger: log}),
 		Plans: plans, Auth: httpapi.NewTokenAuth(benchToken), Logger: log,
 	}
-	return srv.Handler(httpapi.FuncVerify), []byte(`{"key": "` + c.Secret + `", "scope": "generate"}`)
+	return srv, []byte(`{"key": "` + c.Secret + `", "scope": "generate"}`)
 }
 
 // discardWriter is a ResponseWriter that keeps only the status and size.

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"log/slog"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/keyplane/keyplane/internal/httpapi"
@@ -71,5 +73,47 @@ func TestRequestLogEntryIsCompleteAndFlushedByTheLastRequest(t *testing.T) {
 	}
 	if len(hr) != 7 {
 		t.Errorf("httpRequest has %d fields, want 7: %v", len(hr), hr)
+	}
+}
+
+// With ValidLogSample N, the request log keeps the first of every N VALID
+// verify answers, marked "sampled": N, and every other answer.
+func TestRequestLogSamplesValidVerifyAnswers(t *testing.T) {
+	out := &syncBuffer{}
+	srv, body := benchServer(t, logging.New(out, slog.LevelInfo))
+	srv.ValidLogSample = 3
+	h := srv.Handler(httpapi.FuncVerify)
+	w := &discardWriter{h: http.Header{}}
+	for range 7 {
+		serve(h, w, body)
+	}
+	refused := []byte(`{"key": "kp_live_notakeyatallnotakeyatallnotakey1234"}`)
+	serve(h, w, refused)
+	serve(h, w, refused)
+
+	var sampled, plain int
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var e struct {
+			Message string
+			Sampled int
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if e.Message != "POST /v1/verify" {
+			continue
+		}
+		switch e.Sampled {
+		case 0:
+			plain++
+		case 3:
+			sampled++
+		default:
+			t.Errorf("line %q: sampled %d, want 3 or none", line, e.Sampled)
+		}
+	}
+	// 7 VALID answers: lines for the 1st, 4th and 7th; 2 refusals: both.
+	if sampled != 3 || plain != 2 {
+		t.Errorf("got %d sampled and %d plain request lines, want 3 and 2:\n%s", sampled, plain, out.String())
 	}
 }

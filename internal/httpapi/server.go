@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/keyplane/keyplane/internal/clock"
@@ -72,6 +73,12 @@ type Server struct {
 	// Console, if set, is served at /console and below wherever the Faces
 	// function's routes are (internal/console).
 	Console http.Handler
+	// ValidLogSample, if above 1, makes the request log keep one in this
+	// many VALID verify answers, the line saying how many it stands for
+	// ("sampled"); every other request is logged. 0 or 1 logs every one.
+	ValidLogSample int
+
+	validSeen atomic.Uint64 // VALID verify answers, for ValidLogSample
 }
 
 // Function names: each route belongs to the Cloud Function that serves it.
@@ -329,9 +336,16 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		*sw = statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() { *sw = statusWriter{}; statusWriters.Put(sw) }()
 		next.ServeHTTP(sw, r)
+		sampled := 0
+		if sw.valid && s.ValidLogSample > 1 {
+			if s.validSeen.Add(1)%uint64(s.ValidLogSample) != 1 {
+				return // one of the lines the kept one stands for
+			}
+			sampled = s.ValidLogSample
+		}
 		e := logging.RequestEntry{
 			Level: slog.LevelInfo, Method: r.Method, Path: r.URL.Path, Status: sw.code, Size: sw.n,
-			RemoteIP: r.RemoteAddr, UserAgent: r.UserAgent(),
+			RemoteIP: r.RemoteAddr, UserAgent: r.UserAgent(), Sampled: sampled,
 		}
 		if sw.code >= 500 {
 			e.Level = slog.LevelError
@@ -355,8 +369,17 @@ var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
 
 type statusWriter struct {
 	http.ResponseWriter
-	code int
-	n    int
+	code  int
+	n     int
+	valid bool // a VALID verify answer, which the log may sample
+}
+
+// answeredValid marks w's request as a VALID verify answer, for the
+// request log's sampling (Server.ValidLogSample).
+func answeredValid(w http.ResponseWriter) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.valid = true
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {

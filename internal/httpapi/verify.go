@@ -119,6 +119,9 @@ func (s *Server) verifyKey(w http.ResponseWriter, r *http.Request, _ string) err
 	if d.Key != nil && !callerOf(r).Sees(d.Key.Owner) {
 		d = verify.Decision{Code: verify.NotFound} // another owner's key: as if it did not exist
 	}
+	if d.Code == verify.Valid {
+		answeredValid(w)
+	}
 	if d.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.FormatInt(int64((d.RetryAfter+time.Second-1)/time.Second), 10))
 	}

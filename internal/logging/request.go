@@ -29,6 +29,10 @@ type RequestEntry struct {
 	// "projects/Project/traces/TraceID" (TraceID returns the ID).
 	Project string
 	TraceID string
+	// Sampled, if above 1, says the line stands for Sampled requests
+	// like it, of which this one was logged and the others were not:
+	// the "sampled" field, which sums to the number of requests.
+	Sampled int
 }
 
 // LogRequest writes e through log, if log is enabled at e.Level. On a
@@ -77,6 +81,9 @@ func (e *RequestEntry) record() slog.Record {
 		slog.String("remoteIp", e.RemoteIP),
 		slog.String("userAgent", e.UserAgent),
 	)})
+	if e.Sampled > 1 {
+		rec.AddAttrs(slog.Int("sampled", e.Sampled))
+	}
 	if e.Project != "" && e.TraceID != "" {
 		rec.AddAttrs(slog.String(traceKey, "projects/"+e.Project+"/traces/"+e.TraceID))
 	}
@@ -87,7 +94,7 @@ const traceKey = "logging.googleapis.com/trace"
 
 // appendRequestLine appends e's line as New's JSON handler writes it:
 // time (RFC 3339 with nanoseconds, monotonic reading stripped), severity,
-// message, the httpRequest group, the trace, and a newline.
+// message, the httpRequest group, sampled, the trace, and a newline.
 func appendRequestLine(b []byte, e *RequestEntry) []byte {
 	b = append(b, `{"time":"`...)
 	b = e.Time.Round(0).AppendFormat(b, time.RFC3339Nano)
@@ -112,6 +119,10 @@ func appendRequestLine(b []byte, e *RequestEntry) []byte {
 	b = append(b, `","userAgent":"`...)
 	b = appendJSONString(b, e.UserAgent)
 	b = append(b, `"}`...)
+	if e.Sampled > 1 {
+		b = append(b, `,"sampled":`...)
+		b = strconv.AppendInt(b, int64(e.Sampled), 10)
+	}
 	if e.Project != "" && e.TraceID != "" {
 		b = append(b, `,"`+traceKey+`":"projects/`...)
 		b = appendJSONString(b, e.Project)

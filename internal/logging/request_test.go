@@ -28,6 +28,9 @@ func slogLine(t testing.TB, e RequestEntry) string {
 		slog.String("remoteIp", e.RemoteIP),
 		slog.String("userAgent", e.UserAgent),
 	)})
+	if e.Sampled > 1 {
+		rec.AddAttrs(slog.Int("sampled", e.Sampled))
+	}
 	if e.Project != "" && e.TraceID != "" {
 		rec.AddAttrs(slog.String("logging.googleapis.com/trace", "projects/"+e.Project+"/traces/"+e.TraceID))
 	}
@@ -69,6 +72,11 @@ func TestRequestLineMatchesJSONHandler(t *testing.T) {
 		"monotonic clock":  func(e *RequestEntry) { e.Time = time.Now() },
 		"long latency":     func(e *RequestEntry) { e.Latency = 3*time.Hour + 5 },
 		"zero size":        func(e *RequestEntry) { e.Size, e.Latency = 0, 0 },
+		"sampled":          func(e *RequestEntry) { e.Sampled = 10 },
+		"sampled 1":        func(e *RequestEntry) { e.Sampled = 1 },
+		"sampled, trace": func(e *RequestEntry) {
+			e.Sampled, e.Project, e.TraceID = 25, "proj-1", "0123456789abcdef0123456789abcdef"
+		},
 	}
 	for name, edit := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -93,7 +101,7 @@ func FuzzRequestLine(f *testing.F) {
 		e := RequestEntry{
 			Time: time.Unix(0, latency).UTC(), Level: slog.LevelDebug + slog.Level(uint(status)%16), // enabled at DEBUG
 			Method: method, Path: path, Status: status, Size: size, Latency: time.Duration(latency),
-			RemoteIP: ip, UserAgent: ua, Project: project, TraceID: trace,
+			RemoteIP: ip, UserAgent: ua, Project: project, TraceID: trace, Sampled: size % 50,
 		}
 		want := slogLine(t, e)
 		if hand, _ := logRequestLine(e); hand != want {

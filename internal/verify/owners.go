@@ -15,6 +15,7 @@ import (
 // ownerEntry is a cached owner with the limits its keys share, derived
 // once from its record and its plan (its tier).
 type ownerEntry struct {
+	recency
 	owner     *store.Owner
 	loadedAt  time.Time
 	planSrc   string                   // "plan <name>": the source of a limit the owner does not override
@@ -120,7 +121,7 @@ func (w *ownerWindows) feature(name string) *window {
 // missing or older than the TTL. An owner with no record (its keys predate
 // owner records) has the plan of the key that loads it, with no overrides.
 func (v *Verifier) ownerOf(ctx context.Context, k *store.Key, now time.Time) (*ownerEntry, error) {
-	o, ok := v.owners.Get(k.Owner)
+	o, ok := cached(v.owners, k.Owner, now)
 	if ok && now.Sub(o.loadedAt) < v.opt.TTL {
 		return o, nil
 	}

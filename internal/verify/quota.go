@@ -57,6 +57,7 @@ type Quotas struct {
 const quotaReadTimeout = 5 * time.Second
 
 type quotaEntry struct {
+	recency
 	mu         sync.Mutex
 	dayStart   time.Time
 	day        ledger.Usage // a key's has no Features
@@ -211,13 +212,13 @@ func (q *Quotas) entry(ctx context.Context, s subject, now time.Time) (*quotaEnt
 	if s.owner {
 		cache = q.owners
 	}
-	e, cached := cache.Get(s.id)
-	if cached && !s.since.IsZero() {
+	e, ok := cached(cache, s.id, now)
+	if ok && !s.since.IsZero() {
 		e.mu.Lock()
-		cached = e.since.Equal(s.since)
+		ok = e.since.Equal(s.since)
 		e.mu.Unlock()
 	}
-	if !cached {
+	if !ok {
 		var err error
 		if e, err = q.readThrough(ctx, s, now); err != nil {
 			if ctx.Err() == nil {

@@ -262,6 +262,7 @@ func (o *Options) withDefaults() Options {
 
 // entry is a cached key with everything the hot path derives from it.
 type entry struct {
+	recency
 	key       *store.Key
 	restr     *restrict.Set
 	limits    plan.Limits // effective: plan limits with the key's overrides
@@ -595,7 +596,7 @@ func (v *Verifier) admit(ctx context.Context, d *Decision, e *entry, o *ownerEnt
 // lookup returns the cache entry for h, loading it if it is missing or
 // older than the TTL; nil means no key has hash h.
 func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*entry, error) {
-	if e, ok := v.cache.Get(h); ok {
+	if e, ok := cached(v.cache, h, now); ok {
 		if now.Sub(e.loadedAt) < v.opt.TTL {
 			v.countLookup(CacheHit)
 			return e, nil

@@ -109,7 +109,7 @@ func begin(ctx context.Context, role string, cfg config.Config, log *slog.Logger
 			return b
 		}
 	}
-	b.srv = &httpapi.Server{Plans: b.app.Plans, Logger: log, Project: cfg.Project, Clock: clk}
+	b.srv = &httpapi.Server{Plans: b.app.Plans, Logger: log, Project: cfg.Project, Clock: clk, ValidLogSample: cfg.LogValidSample}
 	b.app.Server = b.srv
 	return b
 }
