@@ -2,9 +2,9 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
