@@ -336,22 +336,21 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		*sw = statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() { *sw = statusWriter{}; statusWriters.Put(sw) }()
 		next.ServeHTTP(sw, r)
-		sampled := 0
-		if sw.valid && s.ValidLogSample > 1 {
-			if s.validSeen.Add(1)%uint64(s.ValidLogSample) != 1 {
-				return // one of the lines the kept one stands for
-			}
-			sampled = s.ValidLogSample
-		}
 		e := logging.RequestEntry{
 			Level: slog.LevelInfo, Method: r.Method, Path: r.URL.Path, Status: sw.code, Size: sw.n,
-			RemoteIP: r.RemoteAddr, UserAgent: r.UserAgent(), Sampled: sampled,
+			RemoteIP: r.RemoteAddr, UserAgent: r.UserAgent(),
 		}
 		if sw.code >= 500 {
 			e.Level = slog.LevelError
 		}
 		if !log.Handler().Enabled(r.Context(), e.Level) {
 			return // do not build an entry that is dropped
+		}
+		if sw.valid && s.ValidLogSample > 1 {
+			if s.validSeen.Add(1)%uint64(s.ValidLogSample) != 1 {
+				return // one of the lines the kept one stands for
+			}
+			e.Sampled = s.ValidLogSample
 		}
 		e.Time = time.Now()
 		e.Latency = e.Time.Sub(start)
