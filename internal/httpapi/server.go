@@ -258,6 +258,15 @@ func queryProblem(err error) string {
 	return "an undecodable parameter"
 }
 
+// headerValue is r.Header.Get(key) for a key in canonical form, without
+// Get's canonicalizing of it: for the headers every request reads.
+func headerValue(h http.Header, key string) string {
+	if vs := h[key]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
+}
+
 // headerBytes is the size of r's request line and headers on the wire, as
 // HTTP/1.1 sends them.
 func headerBytes(r *http.Request) int {
@@ -267,7 +276,7 @@ func headerBytes(r *http.Request) int {
 			n += len(name) + len(v) + 4 // "name: value\r\n"
 		}
 	}
-	if r.Host != "" && r.Header.Get("Host") == "" {
+	if r.Host != "" && headerValue(r.Header, "Host") == "" {
 		n += len("Host: \r\n") + len(r.Host)
 	}
 	return n
@@ -336,21 +345,23 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		*sw = statusWriter{ResponseWriter: w, code: http.StatusOK}
 		defer func() { *sw = statusWriter{}; statusWriters.Put(sw) }()
 		next.ServeHTTP(sw, r)
-		e := logging.RequestEntry{
-			Level: slog.LevelInfo, Method: r.Method, Path: r.URL.Path, Status: sw.code, Size: sw.n,
-			RemoteIP: r.RemoteAddr, UserAgent: r.UserAgent(),
-		}
+		level := slog.LevelInfo
 		if sw.code >= 500 {
-			e.Level = slog.LevelError
+			level = slog.LevelError
 		}
-		if !log.Handler().Enabled(r.Context(), e.Level) {
+		if !log.Handler().Enabled(r.Context(), level) {
 			return // do not build an entry that is dropped
 		}
+		sampled := 0
 		if sw.valid && s.ValidLogSample > 1 {
 			if s.validSeen.Add(1)%uint64(s.ValidLogSample) != 1 {
 				return // one of the lines the kept one stands for
 			}
-			e.Sampled = s.ValidLogSample
+			sampled = s.ValidLogSample
+		}
+		e := logging.RequestEntry{
+			Level: level, Method: r.Method, Path: r.URL.Path, Status: sw.code, Size: sw.n,
+			RemoteIP: r.RemoteAddr, UserAgent: headerValue(r.Header, "User-Agent"), Sampled: sampled,
 		}
 		e.Time = time.Now()
 		e.Latency = e.Time.Sub(start)
