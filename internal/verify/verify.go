@@ -8,6 +8,7 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/puzpuzpuz/xsync/v4"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/keyplane/keyplane/internal/apikey"
@@ -296,17 +297,21 @@ type Verifier struct {
 	owners *lru.Cache[string, *ownerEntry] // by owner id
 	loads  singleflight.Group
 
-	syncMu   sync.Mutex // serialises polls
-	stateMu  sync.RWMutex
-	lastSync time.Time // start of the last successful poll
+	syncMu sync.Mutex // serialises polls
+	// lastSync is the start of the last successful poll, written by Sync
+	// (under syncMu) and read by every verify: an atomic load of a line
+	// no request writes, where a read lock would be a write to it.
+	lastSync atomic.Pointer[time.Time]
 
-	// Counters for Counts: plain atomics, so that counting costs the hot
-	// path no allocation and no call into a metrics library, which reads
-	// them when it collects (internal/telemetry).
-	decisions [len(Codes)]atomic.Uint64      // by codeIndex
-	failures  atomic.Uint64                  // Verify returned an error
-	lookups   [numCacheResults]atomic.Uint64 // by cache result
-	fallbacks atomic.Uint64                  // per-minute limits decided without the shared limiter
+	// Counters for Counts, so that counting costs the hot path no
+	// allocation and no call into a metrics library, which reads them when
+	// it collects (internal/telemetry). The two every verify adds to are
+	// striped: requests on different CPUs add to different cache lines,
+	// where one atomic would move its line between CPUs on every request.
+	decisions [len(Codes)]*xsync.Counter      // by codeIndex
+	lookups   [numCacheResults]*xsync.Counter // by cache result
+	failures  atomic.Uint64                   // Verify returned an error
+	fallbacks atomic.Uint64                   // per-minute limits decided without the shared limiter
 	// sharedDown is set while the shared limiter fails, so that a run of
 	// fallbacks is logged once.
 	sharedDown atomic.Bool
@@ -335,11 +340,11 @@ type Counts struct {
 func (v *Verifier) Counts() Counts {
 	var c Counts
 	for i := range v.decisions {
-		c.Decisions[i] = v.decisions[i].Load()
+		c.Decisions[i] = uint64(v.decisions[i].Value())
 	}
 	c.Failures = v.failures.Load()
 	for i := range v.lookups {
-		c.CacheResults[i] = v.lookups[i].Load()
+		c.CacheResults[i] = uint64(v.lookups[i].Value())
 	}
 	c.LimiterFallbacks = v.fallbacks.Load()
 	return c
@@ -349,10 +354,7 @@ func (v *Verifier) Counts() Counts {
 // time since the last successful poll began. A revocation is seen by
 // verify within that time (plus the feed's overlap).
 func (v *Verifier) FeedLag() time.Duration {
-	v.stateMu.RLock()
-	last := v.lastSync
-	v.stateMu.RUnlock()
-	return v.clock.Now().Sub(last)
+	return v.clock.Now().Sub(*v.lastSync.Load())
 }
 
 // New returns a Verifier. The feed is read from now on (less the overlap):
@@ -363,7 +365,15 @@ func New(st store.Store, h *apikey.Hasher, plans *plan.Catalog, clk clock.Clock,
 	miss, _ := lru.New[apikey.Hash, time.Time](o.NegativeCacheSize)
 	owners, _ := lru.New[string, *ownerEntry](o.CacheSize)
 	now := clk.Now()
-	return &Verifier{store: st, hasher: h, plans: plans, clock: clk, opt: o, cache: cache, miss: miss, owners: owners, lastSync: now}
+	v := &Verifier{store: st, hasher: h, plans: plans, clock: clk, opt: o, cache: cache, miss: miss, owners: owners}
+	v.lastSync.Store(&now)
+	for i := range v.decisions {
+		v.decisions[i] = xsync.NewCounter()
+	}
+	for i := range v.lookups {
+		v.lookups[i] = xsync.NewCounter()
+	}
+	return v
 }
 
 // Verify decides req. It returns an error only when no safe decision can
@@ -389,7 +399,7 @@ func (v *Verifier) VerifyInto(ctx context.Context, req Request, d *Decision) err
 	if err != nil {
 		v.failures.Add(1)
 	} else {
-		v.decisions[codeIndex(d.Code)].Add(1)
+		v.decisions[codeIndex(d.Code)].Inc()
 	}
 	if v.opt.ObserveLatency != nil {
 		v.opt.ObserveLatency(time.Since(start))
@@ -635,7 +645,7 @@ func (v *Verifier) lookup(ctx context.Context, h apikey.Hash, now time.Time) (*e
 	return v.load(ctx, h)
 }
 
-func (v *Verifier) countLookup(cacheResult int) { v.lookups[cacheResult].Add(1) }
+func (v *Verifier) countLookup(cacheResult int) { v.lookups[cacheResult].Inc() }
 
 // load reads the key with hash h once for all concurrent callers and
 // caches the result (or the miss).
@@ -715,9 +725,7 @@ func (v *Verifier) put(k *store.Key, now time.Time) *entry {
 // polling now if not. It fails (closed) only when no poll has succeeded
 // for MaxStale.
 func (v *Verifier) fresh(ctx context.Context, now time.Time) error {
-	v.stateMu.RLock()
-	last := v.lastSync
-	v.stateMu.RUnlock()
+	last := *v.lastSync.Load()
 	if now.Sub(last) < v.opt.SyncInterval {
 		return nil
 	}
@@ -738,15 +746,13 @@ func (v *Verifier) Sync(ctx context.Context) error {
 		v.syncMu.Lock()
 		defer v.syncMu.Unlock()
 		start := v.clock.Now()
-		v.stateMu.RLock()
-		if start.Sub(v.lastSync) < v.opt.SyncInterval/2 {
-			v.stateMu.RUnlock()
+		last := *v.lastSync.Load()
+		if start.Sub(last) < v.opt.SyncInterval/2 {
 			return nil, nil // a poll just finished
 		}
 		// Read every change stamped since the previous poll began, less
 		// the overlap: late commits and lagging writer clocks land there.
-		since := v.lastSync.Add(-v.opt.FeedOverlap)
-		v.stateMu.RUnlock()
+		since := last.Add(-v.opt.FeedOverlap)
 		cursor, after := since, ""
 		for {
 			ks, err := v.store.ChangedKeys(context.WithoutCancel(ctx), cursor, after, 500)
@@ -776,9 +782,7 @@ func (v *Verifier) Sync(ctx context.Context) error {
 			}
 			cursor, after = changed[len(changed)-1].UpdatedAt, changed[len(changed)-1].ID
 		}
-		v.stateMu.Lock()
-		v.lastSync = start
-		v.stateMu.Unlock()
+		v.lastSync.Store(&start)
 		return nil, nil
 	})
 	return err
