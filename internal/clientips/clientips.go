@@ -241,16 +241,11 @@ func (r *Recorder) addUse(sh *ipShard, id string, t int64) {
 	raise(u, t)
 }
 
-// usePrecision is how far a recorded last use may trail the latest: a
-// key's verifies within it of the recorded one only read it, so that
-// requests on different CPUs do not write its line on every verify.
-const usePrecision = int64(time.Second)
-
-// raise sets u to t if t is later by usePrecision or more.
+// raise sets u to t if t is later.
 func raise(u *atomic.Int64, t int64) {
 	for {
 		old := u.Load()
-		if old > t-usePrecision || u.CompareAndSwap(old, t) {
+		if old >= t || u.CompareAndSwap(old, t) {
 			return
 		}
 	}

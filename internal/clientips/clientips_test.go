@@ -636,20 +636,6 @@ func TestKeyUsesFlushTheLatestUseOfEachKeyOnce(t *testing.T) {
 	wantUses(t, l.takeUses(), map[string]time.Time{"key-2": ipNow.Add(time.Minute)})
 }
 
-// A key's uses within a second of the recorded one are not recorded
-// again (each verify would otherwise write the same atomic from every CPU);
-// a use a second or more later is.
-func TestKeyUsesAreRecordedToWithinASecond(t *testing.T) {
-	l := newIPLedger(t)
-	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
-	r.Used("key-1", ipNow)
-	r.Used("key-1", ipNow.Add(999*time.Millisecond))
-	r.Used("key-2", ipNow)
-	r.Used("key-2", ipNow.Add(time.Second))
-	flush(t, r)
-	wantUses(t, l.takeUses(), map[string]time.Time{"key-1": ipNow, "key-2": ipNow.Add(time.Second)})
-}
-
 func TestKeyUsesFlushSplitsIntoCallsTheStoreTakes(t *testing.T) {
 	l := newIPLedger(t)
 	r := clientips.New(l, clock.NewFake(ipNow), time.Hour, nil)
